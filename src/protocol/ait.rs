@@ -1,0 +1,261 @@
+//! Agent Identity Tokens: the claims schema and `verify_ait`.
+//!
+//! After the jose checks in [`jws::verify`], the claims go through the reference's strict schema
+//! (every field in schema order, unrecognized members, then the cross-field rules), so a refused
+//! token carries the reference's `details.reason` text. The confirmation key `cnf.jwk` is parsed
+//! and validated here, once per token: OKP/Ed25519 as in the reference, or EC/P-256 beyond it.
+
+use super::b64;
+use super::ids::{DidKind, is_ulid, issuer_authority, parse_did};
+use super::json::Object;
+use super::jws::{self, Expectations, TokenError, TokenKind};
+use super::keys::KeySet;
+use super::schema::{Issues, has_control_chars};
+use crate::crypto::{Ed25519Key, KeyError, P256Key, PublicKey};
+
+const CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "ownerDid",
+    "name",
+    "framework",
+    "description",
+    "cnf",
+    "iat",
+    "nbf",
+    "exp",
+    "jti",
+];
+
+/// The agent's proof-of-possession key from `cnf.jwk`, with its JWK text for identity headers.
+#[derive(Debug, Clone)]
+pub struct AgentKey {
+    pub key: PublicKey,
+    /// `cnf.jwk.x` as sent (for P-256, `y` follows in `y`).
+    pub x: String,
+    pub y: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AitClaims {
+    pub iss: String,
+    pub sub: String,
+    pub owner_did: String,
+    pub name: String,
+    pub framework: String,
+    pub description: Option<String>,
+    pub cnf: AgentKey,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    pub jti: String,
+}
+
+pub fn verify_ait(
+    token: &str,
+    keys: &KeySet,
+    expect: Expectations<'_>,
+) -> Result<AitClaims, TokenError> {
+    let claims = jws::verify(token, TokenKind::Ait, keys, expect)?;
+    parse_claims(&claims)
+}
+
+/// Unvalidated key material from `cnf.jwk`, decoded after the schema has passed.
+enum CnfJwk<'a> {
+    Okp { x: &'a str },
+    Ec { x: &'a str, y: &'a str },
+}
+
+fn parse_claims(obj: &Object) -> Result<AitClaims, TokenError> {
+    let mut issues = Issues::default();
+    let iss = issues.string(obj, "iss");
+    iss.inspect(|s| issues.non_empty(s, "iss is required"));
+    let sub = issues.string(obj, "sub");
+    sub.inspect(|s| issues.non_empty(s, "sub is required"));
+    let owner = issues.string(obj, "ownerDid");
+    owner.inspect(|s| issues.non_empty(s, "ownerDid is required"));
+    let name = issues.string(obj, "name");
+    if name.is_some_and(|n| !is_agent_name(n)) {
+        issues.push("name contains invalid characters or length");
+    }
+    let framework = issues.string(obj, "framework");
+    if let Some(f) = framework {
+        issues.non_empty(f, "framework is required");
+        issues.max_len(f, 32);
+        if has_control_chars(f) {
+            issues.push("framework contains control characters");
+        }
+    }
+    let description = issues.optional_string(obj, "description");
+    if let Some(d) = description {
+        issues.max_len(d, 280);
+        if has_control_chars(d) {
+            issues.push("description contains control characters");
+        }
+    }
+    let cnf = parse_cnf(&mut issues, obj);
+    let iat = issues.non_negative_int(obj, "iat");
+    let nbf = issues.non_negative_int(obj, "nbf");
+    let exp = issues.non_negative_int(obj, "exp");
+    let jti = issues.string(obj, "jti");
+    jti.inspect(|s| issues.non_empty(s, "Too small: expected string to have >=1 characters"));
+    issues.strict(obj, CLAIMS);
+
+    let (
+        Some(iss),
+        Some(sub),
+        Some(owner),
+        Some(name),
+        Some(framework),
+        Some(cnf),
+        Some(iat),
+        Some(nbf),
+        Some(exp),
+        Some(jti),
+    ) = (iss, sub, owner, name, framework, cnf, iat, nbf, exp, jti)
+    else {
+        return Err(claims_error(&issues));
+    };
+    if !issues.is_empty() {
+        return Err(claims_error(&issues));
+    }
+
+    // Cross-field rules run only on a structurally valid object, as zod's superRefine does.
+    let authority = issuer_authority(iss);
+    if authority.is_none() {
+        issues.push("iss must be an http(s) URL with a hostname");
+    }
+    check_did(
+        &mut issues,
+        "sub",
+        sub,
+        DidKind::Agent,
+        authority.as_deref(),
+    );
+    check_did(
+        &mut issues,
+        "ownerDid",
+        owner,
+        DidKind::Human,
+        authority.as_deref(),
+    );
+    let key = decode_cnf(&mut issues, &cnf);
+    if !is_ulid(jti) {
+        issues.push("jti must be a valid ULID");
+    }
+    if exp <= nbf {
+        issues.push("exp must be greater than nbf");
+    }
+    if exp <= iat {
+        issues.push("exp must be greater than iat");
+    }
+    if !issues.is_empty() {
+        return Err(claims_error(&issues));
+    }
+    let key = key.ok_or(TokenError::WeakAgentKey)?;
+
+    let (x, y) = match cnf {
+        CnfJwk::Okp { x } => (x.to_owned(), None),
+        CnfJwk::Ec { x, y } => (x.to_owned(), Some(y.to_owned())),
+    };
+    Ok(AitClaims {
+        iss: iss.to_owned(),
+        sub: sub.to_owned(),
+        owner_did: owner.to_owned(),
+        name: name.to_owned(),
+        framework: framework.to_owned(),
+        description: description.map(str::to_owned),
+        cnf: AgentKey { key, x, y },
+        iat,
+        nbf,
+        exp,
+        jti: jti.to_owned(),
+    })
+}
+
+fn claims_error(issues: &Issues) -> TokenError {
+    let message = issues.message();
+    if message.is_empty() {
+        TokenError::Claims(TokenKind::Ait, "Invalid AIT claims payload".into())
+    } else {
+        TokenError::Claims(TokenKind::Ait, message)
+    }
+}
+
+/// `^[A-Za-z0-9._ -]{1,64}$`
+fn is_agent_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b' ' | b'-'))
+}
+
+/// `cnf: {jwk: {kty, crv, x[, y]}}`, both levels strict.
+fn parse_cnf<'a>(issues: &mut Issues, obj: &'a Object) -> Option<CnfJwk<'a>> {
+    let cnf = issues.object(obj, "cnf")?;
+    let jwk = issues.object(cnf, "jwk");
+    issues.strict(cnf, &["jwk"]);
+    let jwk = jwk?;
+    let ec = jwk.get("kty").and_then(|v| v.as_str()) == Some("EC");
+    let parsed = if ec {
+        let kty = issues.literal(jwk, "kty", "EC");
+        let crv = issues.literal(jwk, "crv", "P-256");
+        let x = issues.string(jwk, "x");
+        x.inspect(|s| issues.non_empty(s, "Too small: expected string to have >=1 characters"));
+        let y = issues.string(jwk, "y");
+        y.inspect(|s| issues.non_empty(s, "Too small: expected string to have >=1 characters"));
+        issues.strict(jwk, &["kty", "crv", "x", "y"]);
+        (kty && crv).then_some(CnfJwk::Ec { x: x?, y: y? })
+    } else {
+        let kty = issues.literal(jwk, "kty", "OKP");
+        let crv = issues.literal(jwk, "crv", "Ed25519");
+        let x = issues.string(jwk, "x");
+        x.inspect(|s| issues.non_empty(s, "Too small: expected string to have >=1 characters"));
+        issues.strict(jwk, &["kty", "crv", "x"]);
+        (kty && crv).then_some(CnfJwk::Okp { x: x? })
+    };
+    parsed
+}
+
+/// Decodes the confirmation key; a wrong length is a schema issue (the reference's message),
+/// a weak or off-curve point is `None` (refused after the schema, see `deviations.md` item 7).
+fn decode_cnf(issues: &mut Issues, cnf: &CnfJwk<'_>) -> Option<PublicKey> {
+    let key: Result<PublicKey, KeyError> = match *cnf {
+        CnfJwk::Okp { x } => {
+            let Ok(bytes) = b64::decode_array::<32>(x) else {
+                issues.push("cnf.jwk.x must decode to 32-byte Ed25519 public key");
+                return None;
+            };
+            Ed25519Key::from_bytes(&bytes).map(PublicKey::Ed25519)
+        }
+        CnfJwk::Ec { x, y } => {
+            let (Ok(x), Ok(y)) = (b64::decode_array::<32>(x), b64::decode_array::<32>(y)) else {
+                issues.push("cnf.jwk.x and cnf.jwk.y must decode to 32-byte P-256 coordinates");
+                return None;
+            };
+            P256Key::from_coordinates(&x, &y).map(PublicKey::P256)
+        }
+    };
+    key.ok()
+}
+
+fn check_did(
+    issues: &mut Issues,
+    field: &str,
+    value: &str,
+    kind: DidKind,
+    authority: Option<&str>,
+) {
+    let noun = match kind {
+        DidKind::Agent => "agent",
+        DidKind::Human => "human",
+    };
+    match parse_did(value) {
+        Some(did) if did.kind == kind => {
+            if authority.is_some_and(|a| a != did.authority) {
+                issues.push(format!("{field} DID authority must match iss hostname"));
+            }
+        }
+        _ => issues.push(format!("{field} must be a valid {noun} DID")),
+    }
+}
