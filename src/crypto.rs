@@ -131,6 +131,7 @@ impl PublicKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ed25519_dalek::Verifier;
 
     fn hex32(s: &str) -> [u8; 32] {
         let mut out = [0u8; 32];

@@ -32,6 +32,12 @@ impl CrlClaims {
     pub fn revoked_jtis(&self) -> HashSet<String> {
         self.revocations.iter().map(|r| r.jti.clone()).collect()
     }
+
+    /// Whether a freshly verified CRL may replace `current`: never one issued earlier (a
+    /// rollback to an older list could un-revoke agents).
+    pub fn supersedes(&self, current: Option<&CrlClaims>) -> bool {
+        current.is_none_or(|c| self.iat >= c.iat)
+    }
 }
 
 /// The token inside a `200 {"crl":"<JWS>"}` body; `None` when the body has another shape.

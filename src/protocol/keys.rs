@@ -3,7 +3,7 @@
 //! The reference's rules: the body is `{"keys":[...]}`; every entry must be well formed or the
 //! whole document is refused; `kid`s are unique; only `active` keys verify. Beyond the reference,
 //! an entry may be a P-256 key (`alg ES256`, `crv P-256`, `x`, `y`), and Ed25519 keys must not be
-//! weak points. Keys are parsed here once; the [`KeySet`] is what callers cache.
+//! weak points, and an entry that declares a `use` other than `sig` is malformed. Keys are parsed here once; the [`KeySet`] is what callers cache.
 
 use std::sync::Arc;
 
@@ -97,6 +97,10 @@ pub fn parse_keys_document(body: &[u8]) -> Result<KeySet, KeysDocError> {
 
 fn parse_entry_key(entry: &Object) -> Option<PublicKey> {
     let text = |name| entry.get(name).and_then(Json::as_str);
+    // Extra members are ignored as in the reference, except a declared non-signature use.
+    if entry.get("use").is_some_and(|u| u.as_str() != Some("sig")) {
+        return None;
+    }
     match (text("alg")?, text("crv")?) {
         ("EdDSA", "Ed25519") => {
             let x = b64::decode_array::<32>(text("x")?).ok()?;
