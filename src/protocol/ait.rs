@@ -197,7 +197,7 @@ fn parse_cnf<'a>(issues: &mut Issues, obj: &'a Object) -> Option<CnfJwk<'a>> {
     issues.strict(cnf, &["jwk"]);
     let jwk = jwk?;
     let ec = jwk.get("kty").and_then(|v| v.as_str()) == Some("EC");
-    let parsed = if ec {
+    if ec {
         let kty = issues.literal(jwk, "kty", "EC");
         let crv = issues.literal(jwk, "crv", "P-256");
         let x = issues.string(jwk, "x");
@@ -213,8 +213,7 @@ fn parse_cnf<'a>(issues: &mut Issues, obj: &'a Object) -> Option<CnfJwk<'a>> {
         x.inspect(|s| issues.non_empty(s, "Too small: expected string to have >=1 characters"));
         issues.strict(jwk, &["kty", "crv", "x"]);
         (kty && crv).then_some(CnfJwk::Okp { x: x? })
-    };
-    parsed
+    }
 }
 
 /// Decodes the confirmation key; a wrong length is a schema issue (the reference's message),

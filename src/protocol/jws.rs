@@ -256,7 +256,10 @@ fn check_header(header_b64: &str, kind: TokenKind) -> Result<CheckedHeader, Toke
 
 /// jose's `validateClaimsSet` for the options the reference passes: `iss`, then `iat` type,
 /// `nbf`, `exp`, with zero tolerance and `exp == now` already expired.
-fn check_registered_claims(claims: &Object, expect: Expectations<'_>) -> Result<(), TokenError> {
+pub fn check_registered_claims(
+    claims: &Object,
+    expect: Expectations<'_>,
+) -> Result<(), TokenError> {
     if let Some(issuer) = expect.issuer {
         match claims.get("iss") {
             None => return Err(TokenError::MissingIssuer),

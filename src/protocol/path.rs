@@ -92,11 +92,11 @@ fn is_double_dot(s: &str) -> bool {
 
 /// C0 controls, everything above `~`, and the query set's extras.
 fn in_special_query_set(c: char) -> bool {
-    c < ' ' || c > '~' || matches!(c, ' ' | '"' | '#' | '<' | '>' | '\'')
+    !(' '..='~').contains(&c) || matches!(c, ' ' | '"' | '#' | '<' | '>' | '\'')
 }
 
 fn in_path_set(c: char) -> bool {
-    c < ' ' || c > '~' || matches!(c, ' ' | '"' | '#' | '<' | '>' | '?' | '`' | '{' | '}')
+    !(' '..='~').contains(&c) || matches!(c, ' ' | '"' | '#' | '<' | '>' | '?' | '`' | '{' | '}')
 }
 
 fn percent_encode(input: &str, in_set: fn(char) -> bool) -> String {
