@@ -4,8 +4,30 @@
 //! - [`protocol`]: the wire formats as pure functions (base64url, DIDs, JWS, AIT, CRL, keys
 //!   document, proof of possession, path normalization, registry events).
 //! - [`crypto`]: Ed25519 and P-256 verification with the strict rules, on keys parsed once.
+//! - [`request`]: the view of an Envoy `CheckRequest` the pipeline needs.
+//! - [`pipeline`]: the stages in order ([`stage`] has one file per stage) under a route
+//!   [`policy`]; [`denial`] lists every refusal and [`response`] maps decisions to Envoy.
+//! - [`registry`]: the registry trait, its HTTP client and the key and CRL caches.
+//! - [`store`]: the nonce (replay) store and the trust store.
+//! - [`config`], [`app`], [`server`]: typed configuration, wiring, and the gRPC/admin servers.
+//! - [`clock`]: injected wall-clock time. [`sign`]: the client side (demo, `sign` command, tests).
+//! - [`demo`]: the self-contained demo with its dev registry.
 
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod clock;
+pub mod config;
 pub mod crypto;
+pub mod demo;
+pub mod denial;
+pub mod pipeline;
+pub mod policy;
 pub mod protocol;
+pub mod registry;
+pub mod request;
+pub mod response;
+pub mod server;
+pub mod sign;
+pub mod stage;
+pub mod store;

@@ -14,6 +14,17 @@ pub fn is_ulid(value: &str) -> bool {
         })
 }
 
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A ULID from a millisecond timestamp and 80 random bits (the high bits of `random` are unused).
+pub fn encode_ulid(ms: u64, random: u128) -> String {
+    let value = (u128::from(ms & 0xFFFF_FFFF_FFFF) << 80) | (random & ((1u128 << 80) - 1));
+    (0..26)
+        .rev()
+        .map(|i| char::from(CROCKFORD[((value >> (i * 5)) & 31) as usize]))
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DidKind {
     Human,
@@ -110,6 +121,13 @@ mod tests {
         assert!(!is_ulid("01ARZ3NDEKTSV4RRFFQ69G5FAI"));
         assert!(!is_ulid("01kdva7ec0agenta0000000001"));
         assert!(!is_ulid("01KDVA7EC0AGENTA000000000"));
+    }
+
+    #[test]
+    fn generated_ulids_are_valid() {
+        assert_eq!(encode_ulid(0, 0), "00000000000000000000000000");
+        assert!(is_ulid(&encode_ulid(1_767_225_600_000, u128::MAX)));
+        assert_eq!(encode_ulid(1_767_225_600_000, 0), "01KDVDNA000000000000000000");
     }
 
     #[test]

@@ -1,0 +1,54 @@
+//! Wall-clock time, injected.
+//!
+//! Every wall-clock decision (token `exp`/`nbf`, proof skew, nonce windows, cache ages) reads a
+//! [`Clock`], so the conformance runner can follow a vector's `atMs` and tests can pin a date.
+//! Timers (deadlines, refresh loops) use `tokio::time` instead, which paused-time tests drive.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub trait Clock: Send + Sync + 'static {
+    /// Unix time in milliseconds.
+    fn now_ms(&self) -> u64;
+
+    fn now_secs(&self) -> u64 {
+        self.now_ms() / 1000
+    }
+}
+
+/// The machine's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug, Default, Clone)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    pub fn at(ms: u64) -> Self {
+        ManualClock(Arc::new(AtomicU64::new(ms)))
+    }
+
+    pub fn set_ms(&self, ms: u64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+
+    pub fn advance_ms(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,657 @@
+//! Configuration: one YAML file plus `CLAW_AUTHZ_*` environment overrides, typed and validated.
+//!
+//! Environment variables name a key path with `__` between sections:
+//! `CLAW_AUTHZ_REGISTRY__URL` sets `registry.url`, `CLAW_AUTHZ_CRL__STALE_BEHAVIOR` sets
+//! `crl.stale_behavior`. Values are read as YAML scalars. Loading reports every problem at once
+//! (unknown keys included, so a typo never silently falls back to a default); `main` prints them
+//! and exits 64. Every default lives in [`Defaults`] below.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_yaml_ng::{Mapping, Value};
+
+use crate::policy::{Mode, PathMatch, Policy, Rule, reference_rules};
+use crate::registry::crl::StaleBehavior;
+
+pub const ENV_PREFIX: &str = "CLAW_AUTHZ_";
+
+/// Every default, in one place.
+pub struct Defaults;
+
+impl Defaults {
+    pub const GRPC_LISTEN: &str = "0.0.0.0:9001";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9901";
+    pub const REGISTRY_TIMEOUT_MS: u64 = 5_000;
+    pub const KEYS_TTL_SECS: u64 = 3_600;
+    pub const CRL_REFRESH_INTERVAL_SECS: u64 = 300;
+    pub const CRL_MAX_AGE_SECS: u64 = 900;
+    pub const MAX_SKEW_SECS: u64 = 300;
+    pub const NONCE_CAPACITY: u64 = 1_000_000;
+    pub const NONCE_MARGIN_SECS: u64 = 5;
+    pub const TRUST_RELOAD_SECS: u64 = 2;
+    pub const REMOVE_HEADERS: [&str; 3] = ["authorization", "x-claw-proof", "x-claw-agent-access"];
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub listen: Listen,
+    pub registry: RegistryConfig,
+    pub crl: CrlConfig,
+    pub proof: ProofConfig,
+    pub nonce: NonceConfig,
+    pub trust: TrustConfig,
+    pub routes: Vec<Rule>,
+    pub policies: BTreeMap<String, Policy>,
+    pub headers: HeadersConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Listen {
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryConfig {
+    pub url: String,
+    /// The AIT/CRL issuer to accept (`deviations.md` item 13); default: the registry origin.
+    pub issuer: String,
+    pub keys_url: String,
+    pub crl_url: String,
+    pub validate_url: String,
+    pub timeout_ms: u64,
+    pub keys_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CrlConfig {
+    pub refresh_interval_secs: u64,
+    pub max_age_secs: u64,
+    #[serde(serialize_with = "ser_stale")]
+    pub stale_behavior: StaleBehavior,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProofConfig {
+    pub max_skew_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NonceConfig {
+    pub store: String,
+    pub capacity: u64,
+    pub margin_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrustConfig {
+    pub file: Option<PathBuf>,
+    pub reload_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadersConfig {
+    /// Credentials removed from allowed requests before they reach the upstream.
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: String,
+}
+
+fn ser_stale<S: serde::Serializer>(v: &StaleBehavior, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match v {
+        StaleBehavior::FailOpen => "fail-open",
+        StaleBehavior::FailClosed => "fail-closed",
+    })
+}
+
+/// The keys a config file may have; `routes` and `policies` are checked by their readers.
+const KNOWN: &[&str] = &[
+    "listen.grpc",
+    "listen.admin",
+    "registry.url",
+    "registry.issuer",
+    "registry.keys_url",
+    "registry.crl_url",
+    "registry.validate_url",
+    "registry.timeout_ms",
+    "registry.keys_ttl_secs",
+    "crl.refresh_interval_secs",
+    "crl.max_age_secs",
+    "crl.stale_behavior",
+    "proof.max_skew_secs",
+    "nonce.store",
+    "nonce.capacity",
+    "nonce.margin_secs",
+    "trust.file",
+    "trust.reload_interval_secs",
+    "headers.remove",
+    "log.level",
+    "log.format",
+];
+
+impl Config {
+    /// Reads `yaml` (may be empty) with `env` overrides; every problem is returned at once.
+    pub fn load(yaml: &str, env: &HashMap<String, String>) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut root = match serde_yaml_ng::from_str::<Value>(yaml) {
+            Ok(Value::Null) => Value::Mapping(Mapping::new()),
+            Ok(v @ Value::Mapping(_)) => v,
+            Ok(_) => return Err(vec!["the config file must be a YAML mapping".into()]),
+            Err(e) => return Err(vec![format!("the config file is not valid YAML: {e}")]),
+        };
+        let mut overrides: Vec<_> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        overrides.sort();
+        for (name, value) in overrides {
+            let path: Vec<String> = name[ENV_PREFIX.len()..]
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect();
+            if path.iter().any(String::is_empty) || path[0] == "config" {
+                continue;
+            }
+            let scalar = serde_yaml_ng::from_str::<Value>(value)
+                .ok()
+                .filter(|v| !matches!(v, Value::Mapping(_)))
+                .unwrap_or_else(|| Value::String(value.clone()));
+            set_path(&mut root, &path, scalar);
+        }
+        check_unknown(&root, "", &mut errors);
+
+        let mut r = Reader {
+            root: &root,
+            errors: &mut errors,
+        };
+        let config = read(&mut r);
+        if errors.is_empty() {
+            Ok(config.expect("a config without errors"))
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn read(r: &mut Reader<'_>) -> Option<Config> {
+    let grpc = r.addr("listen.grpc", Defaults::GRPC_LISTEN);
+    let admin = r.addr("listen.admin", Defaults::ADMIN_LISTEN);
+    let url = r.string("registry.url");
+    let origin = url.as_deref().and_then(|u| r.origin("registry.url", u));
+    let issuer = r.opt_string("registry.issuer").or_else(|| origin.clone());
+    if let Some(i) = &issuer
+        && crate::protocol::ids::issuer_authority(i).is_none()
+    {
+        r.error("registry.issuer", "must be an http(s) URL with a hostname");
+    }
+    let endpoint = |r: &mut Reader<'_>, key: &str, path: &str| {
+        let value = r.opt_string(key).or_else(|| {
+            url.as_ref()
+                .map(|u| format!("{}{path}", u.trim_end_matches('/')))
+        });
+        if let Some(v) = &value {
+            r.origin(key, v);
+        }
+        value
+    };
+    let keys_url = endpoint(r, "registry.keys_url", "/.well-known/claw-keys.json");
+    let crl_url = endpoint(r, "registry.crl_url", "/v1/crl");
+    let validate_url = endpoint(r, "registry.validate_url", "/v1/agents/auth/validate");
+    let timeout_ms = r.u64(
+        "registry.timeout_ms",
+        Defaults::REGISTRY_TIMEOUT_MS,
+        1,
+        600_000,
+    );
+    let keys_ttl_secs = r.u64(
+        "registry.keys_ttl_secs",
+        Defaults::KEYS_TTL_SECS,
+        1,
+        86_400 * 7,
+    );
+    let refresh = r.u64(
+        "crl.refresh_interval_secs",
+        Defaults::CRL_REFRESH_INTERVAL_SECS,
+        1,
+        86_400,
+    );
+    let max_age = r.u64(
+        "crl.max_age_secs",
+        Defaults::CRL_MAX_AGE_SECS,
+        1,
+        86_400 * 7,
+    );
+    let stale_behavior = match r.choice(
+        "crl.stale_behavior",
+        "fail-open",
+        &["fail-open", "fail-closed"],
+    ) {
+        Some("fail-closed") => StaleBehavior::FailClosed,
+        _ => StaleBehavior::FailOpen,
+    };
+    let max_skew_secs = r.u64("proof.max_skew_secs", Defaults::MAX_SKEW_SECS, 1, 3_600);
+    let store = r
+        .choice("nonce.store", "memory", &["memory"])
+        .unwrap_or("memory")
+        .to_owned();
+    let capacity = r.u64("nonce.capacity", Defaults::NONCE_CAPACITY, 1, 1 << 32);
+    let margin_secs = r.u64("nonce.margin_secs", Defaults::NONCE_MARGIN_SECS, 0, 3_600);
+    let trust_file = r.opt_string("trust.file").map(PathBuf::from);
+    if let Some(f) = &trust_file
+        && let Err(e) = std::fs::metadata(f)
+    {
+        r.error("trust.file", &format!("cannot read {}: {e}", f.display()));
+    }
+    let reload = r.u64(
+        "trust.reload_interval_secs",
+        Defaults::TRUST_RELOAD_SECS,
+        1,
+        3_600,
+    );
+    let remove = r.string_list("headers.remove", &Defaults::REMOVE_HEADERS);
+    let level = r
+        .choice(
+            "log.level",
+            "info",
+            &["error", "warn", "info", "debug", "trace"],
+        )
+        .unwrap_or("info")
+        .to_owned();
+    let format = r
+        .choice("log.format", "json", &["json", "text"])
+        .unwrap_or("json")
+        .to_owned();
+    let routes = read_routes(r);
+    let policies = read_policies(r);
+    if url.is_none() {
+        r.error("registry.url", "is required");
+    }
+
+    Some(Config {
+        listen: Listen {
+            grpc: grpc?,
+            admin: admin?,
+        },
+        registry: RegistryConfig {
+            url: url?,
+            issuer: issuer?,
+            keys_url: keys_url?,
+            crl_url: crl_url?,
+            validate_url: validate_url?,
+            timeout_ms,
+            keys_ttl_secs,
+        },
+        crl: CrlConfig {
+            refresh_interval_secs: refresh,
+            max_age_secs: max_age,
+            stale_behavior,
+        },
+        proof: ProofConfig { max_skew_secs },
+        nonce: NonceConfig {
+            store,
+            capacity,
+            margin_secs,
+        },
+        trust: TrustConfig {
+            file: trust_file,
+            reload_interval_secs: reload,
+        },
+        routes,
+        policies,
+        headers: HeadersConfig {
+            remove: remove.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+        },
+        log: LogConfig { level, format },
+    })
+}
+
+fn read_routes(r: &mut Reader<'_>) -> Vec<Rule> {
+    let Some(value) = r.get("routes") else {
+        return reference_rules();
+    };
+    let Value::Sequence(items) = value else {
+        r.error("routes", "must be a list of rules");
+        return Vec::new();
+    };
+    let mut rules = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        let Value::Mapping(m) = item else {
+            r.error(&at, "must be a mapping");
+            continue;
+        };
+        for k in m.keys() {
+            let known = [
+                "path",
+                "prefix",
+                "mode",
+                "require_access_token",
+                "require_known_agent",
+            ];
+            if !k.as_str().is_some_and(|k| known.contains(&k)) {
+                r.error(&at, &format!("unknown key {}", yaml_text(k)));
+            }
+        }
+        let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+        let path = match (text("path"), text("prefix")) {
+            (Some(p), None) if p.starts_with('/') => Some(PathMatch::Exact(p)),
+            (None, Some(p)) if p.starts_with('/') => Some(PathMatch::Prefix(p)),
+            _ => {
+                r.error(
+                    &at,
+                    "needs exactly one of `path` or `prefix`, starting with /",
+                );
+                None
+            }
+        };
+        let mode = match m.get("mode") {
+            None => None,
+            Some(v) => {
+                let mode = v.as_str().and_then(Mode::parse);
+                if mode.is_none() {
+                    r.error(&format!("{at}.mode"), "must be enforce, shadow or bypass");
+                }
+                mode
+            }
+        };
+        let flag = |r: &mut Reader<'_>, k: &str| match m.get(k) {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                r.error(&format!("{at}.{k}"), "must be true or false");
+                None
+            }
+        };
+        let require_access_token = flag(r, "require_access_token");
+        let require_known_agent = flag(r, "require_known_agent");
+        if let Some(path) = path {
+            rules.push(Rule {
+                path,
+                mode,
+                require_access_token,
+                require_known_agent,
+            });
+        }
+    }
+    rules
+}
+
+fn read_policies(r: &mut Reader<'_>) -> BTreeMap<String, Policy> {
+    let mut out = BTreeMap::new();
+    let Some(value) = r.get("policies") else {
+        return out;
+    };
+    let Value::Mapping(m) = value else {
+        r.error("policies", "must be a mapping of name to policy");
+        return out;
+    };
+    for (name, body) in m {
+        let Some(name) = name.as_str() else {
+            r.error("policies", "names must be strings");
+            continue;
+        };
+        let at = format!("policies.{name}");
+        let Value::Mapping(body) = body else {
+            r.error(&at, "must be a mapping");
+            continue;
+        };
+        let mut policy = Policy::default_enforce();
+        policy.name = name.to_owned();
+        for (k, v) in body {
+            match (k.as_str(), v) {
+                (Some("mode"), v) => match v.as_str().and_then(Mode::parse) {
+                    Some(mode) => policy.mode = mode,
+                    None => r.error(&format!("{at}.mode"), "must be enforce, shadow or bypass"),
+                },
+                (Some("require_access_token"), Value::Bool(b)) => policy.require_access_token = *b,
+                (Some("require_known_agent"), Value::Bool(b)) => policy.require_known_agent = *b,
+                (Some(k @ ("require_access_token" | "require_known_agent")), _) => {
+                    r.error(&format!("{at}.{k}"), "must be true or false")
+                }
+                (other, _) => r.error(&at, &format!("unknown key {}", other.unwrap_or("?"))),
+            }
+        }
+        out.insert(name.to_owned(), policy);
+    }
+    out
+}
+
+struct Reader<'a> {
+    root: &'a Value,
+    errors: &'a mut Vec<String>,
+}
+
+impl<'a> Reader<'a> {
+    fn error(&mut self, key: &str, problem: &str) {
+        self.errors.push(format!("{key}: {problem}"));
+    }
+
+    fn get(&self, dotted: &str) -> Option<&'a Value> {
+        let mut v: &'a Value = self.root;
+        for part in dotted.split('.') {
+            v = v.as_mapping()?.get(part)?;
+        }
+        Some(v).filter(|v| !v.is_null())
+    }
+
+    fn opt_string(&mut self, key: &str) -> Option<String> {
+        match self.get(key) {
+            None => None,
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Some(other) => {
+                let text = yaml_text(other);
+                self.error(key, &format!("must be a non-empty string, got {text}"));
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, key: &str) -> Option<String> {
+        self.opt_string(key)
+    }
+
+    fn u64(&mut self, key: &str, default: u64, min: u64, max: u64) -> u64 {
+        match self.get(key) {
+            None => default,
+            Some(v) => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => n,
+                _ => {
+                    let text = yaml_text(v);
+                    self.error(
+                        key,
+                        &format!("must be an integer from {min} to {max}, got {text}"),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    fn choice(
+        &mut self,
+        key: &str,
+        default: &'static str,
+        allowed: &[&'static str],
+    ) -> Option<&'static str> {
+        match self.get(key) {
+            None => Some(default),
+            Some(v) => {
+                let found = v
+                    .as_str()
+                    .and_then(|s| allowed.iter().find(|a| **a == s).copied());
+                if found.is_none() {
+                    let text = yaml_text(v);
+                    self.error(
+                        key,
+                        &format!("must be one of {}, got {text}", allowed.join(", ")),
+                    );
+                }
+                found
+            }
+        }
+    }
+
+    fn addr(&mut self, key: &str, default: &str) -> Option<SocketAddr> {
+        let text = match self.get(key) {
+            None => default.to_owned(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => yaml_text(other),
+        };
+        let parsed = text.parse().ok();
+        if parsed.is_none() {
+            self.error(key, &format!("must be an ip:port address, got {text}"));
+        }
+        parsed
+    }
+
+    fn string_list(&mut self, key: &str, default: &[&str]) -> Vec<String> {
+        match self.get(key) {
+            None => default.iter().map(|s| (*s).to_owned()).collect(),
+            Some(Value::Sequence(items)) if items.iter().all(|i| i.as_str().is_some()) => items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect(),
+            Some(_) => {
+                self.error(key, "must be a list of strings");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Checks an http(s) URL and returns its origin.
+    fn origin(&mut self, key: &str, url: &str) -> Option<String> {
+        match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                Some(u.origin().ascii_serialization())
+            }
+            _ => {
+                self.error(key, &format!("must be an http(s) URL, got {url:?}"));
+                None
+            }
+        }
+    }
+}
+
+fn yaml_text(v: &Value) -> String {
+    serde_yaml_ng::to_string(v)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn set_path(root: &mut Value, path: &[String], value: Value) {
+    let mut node = root;
+    for (i, part) in path.iter().enumerate() {
+        if !node.is_mapping() {
+            *node = Value::Mapping(Mapping::new());
+        }
+        let map = node.as_mapping_mut().expect("just made a mapping");
+        let key = Value::String(part.clone());
+        if i + 1 == path.len() {
+            map.insert(key, value);
+            return;
+        }
+        node = map.entry(key).or_insert(Value::Null);
+    }
+}
+
+fn check_unknown(v: &Value, prefix: &str, errors: &mut Vec<String>) {
+    let Value::Mapping(m) = v else { return };
+    for (k, child) in m {
+        let Some(k) = k.as_str() else {
+            errors.push(format!("{prefix}: keys must be strings"));
+            continue;
+        };
+        let path = if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if path == "routes" || path == "policies" {
+            continue;
+        }
+        if KNOWN.contains(&path.as_str()) {
+            continue;
+        }
+        if KNOWN
+            .iter()
+            .any(|known| known.starts_with(&format!("{path}.")))
+        {
+            check_unknown(child, &path, errors);
+        } else {
+            errors.push(format!("{path}: unknown setting"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_derived_issuer() {
+        let c = Config::load(
+            "registry:\n  url: https://Registry.Example.com:443/\n",
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.registry.issuer, "https://registry.example.com");
+        assert_eq!(
+            c.registry.keys_url,
+            "https://Registry.Example.com:443/.well-known/claw-keys.json"
+        );
+        assert_eq!(c.crl.stale_behavior, StaleBehavior::FailOpen);
+        assert_eq!(c.routes, reference_rules());
+        assert_eq!(c.headers.remove, Defaults::REMOVE_HEADERS);
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let c = Config::load(
+            "registry:\n  url: https://a.example\ncrl:\n  max_age_secs: 60\n",
+            &env(&[
+                ("CLAW_AUTHZ_CRL__MAX_AGE_SECS", "120"),
+                ("CLAW_AUTHZ_CRL__STALE_BEHAVIOR", "fail-closed"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.crl.max_age_secs, 120);
+        assert_eq!(c.crl.stale_behavior, StaleBehavior::FailClosed);
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let errors = Config::load(
+            "registry:\n  ulr: x\ncrl:\n  max_age_secs: -3\n  stale_behavior: maybe\nlisten:\n  grpc: nowhere\nroutes:\n  - {path: nope}\n",
+            &env(&[("CLAW_AUTHZ_PROOF__MAX_SKEW_SECS", "lots")]),
+        )
+        .unwrap_err();
+        let text = errors.join("\n");
+        for needle in [
+            "registry.ulr: unknown setting",
+            "crl.max_age_secs: must be an integer",
+            "crl.stale_behavior: must be one of fail-open, fail-closed, got maybe",
+            "listen.grpc: must be an ip:port address",
+            "routes[0]: needs exactly one of",
+            "proof.max_skew_secs: must be an integer",
+            "registry.url: is required",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert_eq!(errors.len(), 7, "{text}");
+    }
+}

@@ -1,0 +1,385 @@
+//! `claw-authz demo`: a dev registry, four agents and the sidecar, all on loopback, then a
+//! scripted set of requests through the real gRPC `Check` API.
+//!
+//! Nothing outside the binary is needed. The dev registry mints its own key, AITs, a CRL that
+//! revokes one agent, and validates access tokens; a temporary trust file pairs the known agents.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::sign::{
+    AitSpec, Ed25519Signer, ProofHeaders, RegistrySigner, random_nonce, random_ulid,
+};
+
+/// One agent the demo registry knows.
+pub struct DemoAgent {
+    pub name: &'static str,
+    pub signer: Ed25519Signer,
+    pub did: String,
+    pub jti: String,
+    pub ait: String,
+    pub access_token: String,
+}
+
+/// The dev registry: keys document, CRL, access-token validation.
+pub struct DevRegistry {
+    pub url: String,
+    pub signer: RegistrySigner,
+    pub agents: Vec<DemoAgent>,
+}
+
+struct RegistryState {
+    signer: RegistrySigner,
+    /// access token -> (agent DID, current AIT jti)
+    tokens: HashMap<String, (String, String)>,
+    revoked: Vec<(String, String)>,
+    clock: SystemClock,
+}
+
+impl DevRegistry {
+    /// Starts the registry on `127.0.0.1:0` with agents `alpha` and `beta` (paired), `stranger`
+    /// (no pairs) and `revoked` (paired, but its AIT is on the CRL).
+    pub async fn start() -> std::io::Result<DevRegistry> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let signer = RegistrySigner::new("dev-key-1", &url, Ed25519Signer::random());
+        let now = SystemClock.now_secs();
+        let owner = random_ulid(now * 1000);
+        let agents: Vec<DemoAgent> = ["alpha", "beta", "stranger", "revoked"]
+            .into_iter()
+            .map(|name| {
+                let key = Ed25519Signer::random();
+                let ulid = random_ulid(now * 1000);
+                let jti = random_ulid(now * 1000);
+                let ait = signer.mint_ait(&AitSpec {
+                    agent_ulid: ulid.clone(),
+                    owner_ulid: owner.clone(),
+                    name: format!("{name}-agent"),
+                    public_key_b64: key.public_b64(),
+                    jti: jti.clone(),
+                    issued_at: now.saturating_sub(60),
+                    ttl_secs: 30 * 86_400,
+                });
+                DemoAgent {
+                    name,
+                    did: signer.agent_did(&ulid),
+                    signer: key,
+                    jti,
+                    ait,
+                    access_token: format!("clw_agt_{}", random_nonce()),
+                }
+            })
+            .collect();
+        let state = Arc::new(RegistryState {
+            signer: signer.clone(),
+            tokens: agents
+                .iter()
+                .map(|a| (a.access_token.clone(), (a.did.clone(), a.jti.clone())))
+                .collect(),
+            revoked: agents
+                .iter()
+                .filter(|a| a.name == "revoked")
+                .map(|a| (a.did.clone(), a.jti.clone()))
+                .collect(),
+            clock: SystemClock,
+        });
+        let router = axum::Router::new()
+            .route("/.well-known/claw-keys.json", get(keys_document))
+            .route("/v1/crl", get(crl))
+            .route("/v1/agents/auth/validate", post(validate))
+            .with_state(state);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(DevRegistry {
+            url,
+            signer,
+            agents,
+        })
+    }
+
+    pub fn agent(&self, name: &str) -> &DemoAgent {
+        self.agents
+            .iter()
+            .find(|a| a.name == name)
+            .expect("a demo agent")
+    }
+
+    /// A trust file pairing alpha with beta and with revoked.
+    pub fn trust_yaml(&self) -> String {
+        let (a, b, r) = (
+            &self.agent("alpha").did,
+            &self.agent("beta").did,
+            &self.agent("revoked").did,
+        );
+        format!("pairs:\n  - [\"{a}\", \"{b}\"]\n  - [\"{a}\", \"{r}\"]\n")
+    }
+}
+
+async fn keys_document(State(s): State<Arc<RegistryState>>) -> String {
+    s.signer.keys_document()
+}
+
+async fn crl(State(s): State<Arc<RegistryState>>) -> Json<serde_json::Value> {
+    let now = s.clock.now_secs();
+    let token = s.signer.sign_crl(&s.revoked, now, &random_ulid(now * 1000));
+    Json(serde_json::json!({ "crl": token }))
+}
+
+async fn validate(
+    State(s): State<Arc<RegistryState>>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> StatusCode {
+    let token = headers
+        .get("x-claw-agent-access")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match s.tokens.get(token) {
+        Some((did, jti)) if body["agentDid"] == *did && body["aitJti"] == *jti => {
+            StatusCode::NO_CONTENT
+        }
+        _ => StatusCode::UNAUTHORIZED,
+    }
+}
+
+/// Builds an Envoy-shaped `CheckRequest`.
+pub fn check_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> CheckRequest {
+    let mut map: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
+        .collect();
+    map.insert(":method".into(), method.into());
+    map.insert(":path".into(), path.into());
+    map.insert("content-length".into(), body.len().to_string());
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    headers: map,
+                    raw_body: body.to_vec(),
+                    size: i64::try_from(body.len()).unwrap_or(i64::MAX),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Status and `error.code` of a response (`-` for an allow).
+pub fn outcome(response: &CheckResponse) -> (u16, String) {
+    match &response.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => {
+            let status = d.status.as_ref().map_or(403, |s| s.code);
+            let code = serde_json::from_str::<serde_json::Value>(&d.body)
+                .ok()
+                .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            (u16::try_from(status).unwrap_or(0), code)
+        }
+        _ => (200, "-".into()),
+    }
+}
+
+/// One scripted demo request.
+struct Step {
+    label: &'static str,
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Signs one request for `agent` and returns its headers.
+fn signed(
+    agent: &DemoAgent,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timestamp: u64,
+    access: bool,
+) -> Vec<(String, String)> {
+    let proof: ProofHeaders =
+        agent
+            .signer
+            .sign_request(method, path, body, timestamp, &random_nonce());
+    let mut h: Vec<(String, String)> = proof
+        .pairs()
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    h.push(("authorization".into(), format!("Claw {}", agent.ait)));
+    h.push(("content-type".into(), "application/json".into()));
+    if access {
+        h.push(("x-claw-agent-access".into(), agent.access_token.clone()));
+    }
+    h
+}
+
+/// Runs the demo; with `once`, prints the table and returns, else serves until Ctrl-C.
+pub async fn run(once: bool) -> Result<(), String> {
+    let io = |e: std::io::Error| e.to_string();
+    let registry = DevRegistry::start().await.map_err(io)?;
+    let dir = std::env::temp_dir().join(format!("claw-authz-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let trust_path: PathBuf = dir.join("trust.yaml");
+    std::fs::write(&trust_path, registry.trust_yaml()).map_err(io)?;
+    let yaml = format!(
+        "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nregistry:\n  url: {}\ntrust:\n  file: {}\nlog:\n  format: text\n",
+        registry.url,
+        trust_path.display()
+    );
+    let config = Config::load(&yaml, &HashMap::new()).map_err(|e| e.join("; "))?;
+    let app = Arc::new(App::from_config(&config, Arc::new(SystemClock))?);
+    let grpc = TcpListener::bind(config.listen.grpc).await.map_err(io)?;
+    let admin = TcpListener::bind(config.listen.admin).await.map_err(io)?;
+    let grpc_addr: SocketAddr = grpc.local_addr().map_err(io)?;
+    let admin_addr: SocketAddr = admin.local_addr().map_err(io)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::server::serve(grpc, admin, app.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    let mut ready = app.ready();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), ready.wait_for(|r| *r)).await;
+
+    let mut client = AuthorizationClient::connect(format!("http://{grpc_addr}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = SystemClock.now_secs();
+    let body = br#"{"message":"hello from alpha"}"#;
+    let alpha = registry.agent("alpha");
+    let valid = signed(alpha, "POST", "/hooks/message", body, now, true);
+    let step =
+        |label: &'static str, method: &'static str, path: &'static str, headers, body: &[u8]| {
+            Step {
+                label,
+                method,
+                path,
+                headers,
+                body: body.to_vec(),
+            }
+        };
+    let scripted = [
+        step(
+            "valid request",
+            "POST",
+            "/hooks/message",
+            valid.clone(),
+            body,
+        ),
+        step("replayed request", "POST", "/hooks/message", valid, body),
+        step(
+            "tampered body",
+            "POST",
+            "/hooks/message",
+            signed(alpha, "POST", "/hooks/message", body, now, true),
+            br#"{"message":"hello from mallory"}"#,
+        ),
+        step(
+            "skewed clock (-400 s)",
+            "POST",
+            "/hooks/message",
+            signed(alpha, "POST", "/hooks/message", body, now - 400, true),
+            body,
+        ),
+        step(
+            "unknown agent",
+            "POST",
+            "/hooks/message",
+            signed(
+                registry.agent("stranger"),
+                "POST",
+                "/hooks/message",
+                body,
+                now,
+                true,
+            ),
+            body,
+        ),
+        step(
+            "revoked agent",
+            "POST",
+            "/hooks/message",
+            signed(
+                registry.agent("revoked"),
+                "POST",
+                "/hooks/message",
+                body,
+                now,
+                true,
+            ),
+            body,
+        ),
+        step(
+            "missing access token",
+            "POST",
+            "/hooks/message",
+            signed(alpha, "POST", "/hooks/message", body, now, false),
+            body,
+        ),
+        step("health check (bypass)", "GET", "/health", Vec::new(), b""),
+    ];
+
+    println!(
+        "claw-authz demo: registry {} · gRPC {grpc_addr} · admin http://{admin_addr}\n",
+        registry.url
+    );
+    println!("{:<24} {:<8} {:<7} code", "request", "decision", "status");
+    println!("{}", "-".repeat(72));
+    for s in &scripted {
+        let pairs: Vec<(&str, &str)> = s
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let response = client
+            .check(check_request(s.method, s.path, &pairs, &s.body))
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        let (status, code) = outcome(&response);
+        let decision = if status == 200 { "allow" } else { "deny" };
+        println!("{:<24} {decision:<8} {status:<7} {code}", s.label);
+    }
+
+    if !once {
+        let beta = registry.agent("beta");
+        println!(
+            "\nServing until Ctrl-C. Try it by hand, as agent beta:\n\n  claw-authz sign --seed {} \\\n    --ait {} \\\n    --access-token {} \\\n    --method POST --path /hooks/message --body '{{\"message\":\"hi\"}}' --check {grpc_addr}\n\n\
+             The server time agents calibrate against: curl http://{admin_addr}/v1/time\n\
+             Reflection is on: grpcurl -plaintext {grpc_addr} list",
+            beta.signer.seed_b64(),
+            beta.ait,
+            beta.access_token,
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

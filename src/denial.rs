@@ -1,0 +1,170 @@
+//! Every reason a request is refused, as one closed enum.
+//!
+//! Each variant is named for a fact and carries the reference's HTTP status, `error.code`,
+//! `error.message` and `details` (protocol.md §7). `response.rs` turns a denial into a
+//! `CheckResponse` in one place. Details hold only protocol-level text (the reference's reasons,
+//! an agent DID, a status code); store, parser and transport errors are logged, never returned.
+
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Denial {
+    MissingToken,
+    InvalidScheme,
+    /// Keys could not be fetched or the document had no active key.
+    KeysUnavailable(Option<Detail>),
+    KeysPayloadInvalid,
+    KeysInvalid,
+    InvalidAit(String),
+    MissingTimestamp,
+    InvalidTimestamp,
+    TimestampSkew {
+        max_skew_secs: u64,
+    },
+    InvalidNonce(String),
+    InvalidProof(String),
+    Replay,
+    NonceStoreUnavailable,
+    AgentRevoked,
+    AitRevoked,
+    TrustStateUnavailable,
+    CrlUnavailable,
+    UnknownAgent {
+        agent_did: String,
+    },
+    AccessTokenRequired,
+    AccessTokenInvalid,
+    AccessValidationUnavailable(Detail),
+    /// Envoy forwarded only part of the body (`x-envoy-auth-partial-body: true`).
+    BodyIncomplete,
+    /// The request has a body but Envoy did not forward it (no `with_request_body`).
+    BodyNotForwarded,
+    InvalidPath,
+    /// A route selected a policy name that is not configured.
+    UnknownPolicy,
+}
+
+/// The one `details` member some dependency denials carry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Detail {
+    Reason(String),
+    Status(u16),
+}
+
+impl Denial {
+    pub fn status(&self) -> u16 {
+        use Denial::*;
+        match self {
+            KeysUnavailable(_)
+            | KeysPayloadInvalid
+            | KeysInvalid
+            | NonceStoreUnavailable
+            | TrustStateUnavailable
+            | CrlUnavailable
+            | AccessValidationUnavailable(_) => 503,
+            UnknownAgent { .. } => 403,
+            BodyIncomplete => 413,
+            InvalidPath => 400,
+            BodyNotForwarded | UnknownPolicy => 500,
+            _ => 401,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use Denial::*;
+        match self {
+            MissingToken => "PROXY_AUTH_MISSING_TOKEN",
+            InvalidScheme => "PROXY_AUTH_INVALID_SCHEME",
+            KeysUnavailable(_)
+            | KeysPayloadInvalid
+            | KeysInvalid
+            | NonceStoreUnavailable
+            | TrustStateUnavailable
+            | CrlUnavailable
+            | AccessValidationUnavailable(_) => "PROXY_AUTH_DEPENDENCY_UNAVAILABLE",
+            InvalidAit(_) => "PROXY_AUTH_INVALID_AIT",
+            MissingTimestamp | InvalidTimestamp => "PROXY_AUTH_INVALID_TIMESTAMP",
+            TimestampSkew { .. } => "PROXY_AUTH_TIMESTAMP_SKEW",
+            InvalidNonce(_) => "PROXY_AUTH_INVALID_NONCE",
+            InvalidProof(_) => "PROXY_AUTH_INVALID_PROOF",
+            Replay => "PROXY_AUTH_REPLAY",
+            AgentRevoked | AitRevoked => "PROXY_AUTH_REVOKED",
+            UnknownAgent { .. } => "PROXY_AUTH_FORBIDDEN",
+            AccessTokenRequired => "PROXY_AGENT_ACCESS_REQUIRED",
+            AccessTokenInvalid => "PROXY_AGENT_ACCESS_INVALID",
+            BodyIncomplete => "PROXY_AUTH_BODY_INCOMPLETE",
+            BodyNotForwarded => "PROXY_AUTH_BODY_NOT_FORWARDED",
+            InvalidPath => "PROXY_AUTH_INVALID_PATH",
+            UnknownPolicy => "PROXY_AUTH_POLICY_UNKNOWN",
+        }
+    }
+
+    pub fn message(&self) -> &'static str {
+        use Denial::*;
+        match self {
+            MissingToken => "Authorization header is required",
+            InvalidScheme => "Authorization must be in the format 'Claw <ait>'",
+            KeysUnavailable(_) => "Registry signing keys are unavailable",
+            KeysPayloadInvalid => "Registry signing keys payload is invalid",
+            KeysInvalid => "Registry signing keys are invalid",
+            InvalidAit(_) => "AIT verification failed",
+            MissingTimestamp => "X-Claw-Timestamp header is required",
+            InvalidTimestamp => "X-Claw-Timestamp must be a unix seconds integer",
+            TimestampSkew { .. } => "X-Claw-Timestamp is outside the allowed skew window",
+            InvalidNonce(_) => "Nonce validation failed",
+            InvalidProof(_) => "PoP verification failed",
+            Replay => "Replay detected",
+            NonceStoreUnavailable => "Replay protection is unavailable",
+            AgentRevoked => "Agent has been revoked",
+            AitRevoked => "AIT has been revoked",
+            TrustStateUnavailable => "Proxy trust state is unavailable",
+            CrlUnavailable => "Registry CRL is unavailable",
+            UnknownAgent { .. } => "Verified caller is not trusted",
+            AccessTokenRequired => "X-Claw-Agent-Access header is required",
+            AccessTokenInvalid => "Agent access token is invalid or expired",
+            AccessValidationUnavailable(_) => "Registry agent auth validation is unavailable",
+            BodyIncomplete => "Request body was only partially forwarded for verification",
+            BodyNotForwarded => "Request body was not forwarded for verification",
+            InvalidPath => "Request target is not a valid path",
+            UnknownPolicy => "Route policy is not configured",
+        }
+    }
+
+    /// The `details` object, when the reference sets one.
+    pub fn details(&self) -> Option<Value> {
+        use Denial::*;
+        match self {
+            KeysUnavailable(Some(d)) | AccessValidationUnavailable(d) => Some(d.to_json()),
+            KeysInvalid => Some(json!({ "reason": "Registry configuration is invalid" })),
+            InvalidAit(reason) | InvalidNonce(reason) | InvalidProof(reason) => {
+                Some(json!({ "reason": reason }))
+            }
+            TimestampSkew { max_skew_secs } => Some(json!({ "maxSkewSeconds": max_skew_secs })),
+            CrlUnavailable => {
+                Some(json!({ "reason": "CRL cache is stale and cannot be refreshed" }))
+            }
+            UnknownAgent { agent_did } => Some(json!({ "agentDid": agent_did })),
+            _ => None,
+        }
+    }
+
+    /// Denials caused by a dependency rather than by the request.
+    pub fn is_dependency_failure(&self) -> bool {
+        self.status() == 503
+    }
+}
+
+impl Detail {
+    fn to_json(&self) -> Value {
+        match self {
+            Detail::Reason(r) => json!({ "reason": r }),
+            Detail::Status(s) => json!({ "status": s }),
+        }
+    }
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status(), self.code(), self.message())
+    }
+}

@@ -1,0 +1,305 @@
+//! The `claw-authz` command: `serve`, `demo`, `sign`, `check-config`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use claw_authz::app::App;
+use claw_authz::clock::{Clock, SystemClock};
+use claw_authz::config::{Config, LogConfig};
+use claw_authz::sign::{Ed25519Signer, random_nonce};
+
+/// sysexits EX_CONFIG-style code for a bad configuration (EX_USAGE, 64).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "claw-authz",
+    version,
+    about = "Envoy ext_authz server for Clawdentity agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Parsed once at start; the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum Command {
+    /// Run the ext_authz gRPC server and the admin listener.
+    Serve {
+        #[arg(long, env = "CLAW_AUTHZ_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Start a dev registry, agents and the sidecar on loopback, and run scripted requests.
+    Demo {
+        /// Print the table and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Sign a request as an agent: print its headers, a curl command, or send it to a sidecar.
+    Sign(SignArgs),
+    /// Validate a config file (and CLAW_AUTHZ_* variables) and print the effective config.
+    CheckConfig {
+        #[arg(long, env = "CLAW_AUTHZ_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve { config } => match load_config(config.as_ref()) {
+            Ok(c) => runtime.block_on(serve(c)),
+            Err(code) => code,
+        },
+        Command::CheckConfig { config } => match load_config(config.as_ref()) {
+            Ok(c) => {
+                print!("{}", serde_yaml_ng::to_string(&c).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Demo { once } => {
+            init_logging(&LogConfig {
+                level: "warn".into(),
+                format: "text".into(),
+            });
+            match runtime.block_on(claw_authz::demo::run(once)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Sign(args) => runtime.block_on(sign(args)),
+    }
+}
+
+/// Loads and validates; prints every problem and returns exit code 64 on failure.
+fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    let text = match path {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("config error: cannot read {}: {e}", p.display());
+                return Err(ExitCode::from(EXIT_CONFIG));
+            }
+        },
+        None => String::new(),
+    };
+    let env: HashMap<String, String> = std::env::vars().collect();
+    Config::load(&text, &env).map_err(|errors| {
+        eprintln!("config error: {} problem(s):", errors.len());
+        for e in errors {
+            eprintln!("  - {e}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn init_logging(log: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if log.format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    init_logging(&config.log);
+    let app = match App::from_config(&config, Arc::new(SystemClock)) {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let bind = |addr| async move { tokio::net::TcpListener::bind(addr).await };
+    let (grpc, admin) = match (
+        bind(config.listen.grpc).await,
+        bind(config.listen.admin).await,
+    ) {
+        (Ok(g), Ok(a)) => (g, a),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: cannot bind a listener: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        grpc = %grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        admin = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        registry = %config.registry.url,
+        "claw-authz listening"
+    );
+    match claw_authz::server::serve(grpc, admin, app, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+#[derive(clap::Args)]
+struct SignArgs {
+    /// The agent's Ed25519 seed, base64url.
+    #[arg(long)]
+    seed: String,
+    /// The agent's AIT, or @FILE.
+    #[arg(long)]
+    ait: String,
+    #[arg(long, default_value = "POST")]
+    method: String,
+    #[arg(long, default_value = "/")]
+    path: String,
+    #[arg(long, default_value = "")]
+    body: String,
+    #[arg(long)]
+    access_token: Option<String>,
+    /// Unix seconds (default: now).
+    #[arg(long)]
+    timestamp: Option<u64>,
+    #[arg(long)]
+    nonce: Option<String>,
+    /// Print a curl command for this base URL instead of bare headers.
+    #[arg(long)]
+    url: Option<String>,
+    /// Send the request to this sidecar's gRPC address (host:port) and print the decision.
+    #[arg(long)]
+    check: Option<String>,
+}
+
+async fn sign(a: SignArgs) -> ExitCode {
+    let signer = match Ed25519Signer::from_seed_b64(a.seed.trim()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --seed: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let ait = match a.ait.strip_prefix('@') {
+        Some(file) => match std::fs::read_to_string(file) {
+            Ok(t) => t.trim().to_owned(),
+            Err(e) => {
+                eprintln!("error: --ait: cannot read {file}: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => a.ait.trim().to_owned(),
+    };
+    let timestamp = a.timestamp.unwrap_or_else(|| SystemClock.now_secs());
+    let nonce = a.nonce.unwrap_or_else(random_nonce);
+    let proof = signer.sign_request(&a.method, &a.path, a.body.as_bytes(), timestamp, &nonce);
+    let mut headers: Vec<(String, String)> = vec![("authorization".into(), format!("Claw {ait}"))];
+    headers.extend(
+        proof
+            .pairs()
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    if let Some(t) = &a.access_token {
+        headers.push(("x-claw-agent-access".into(), t.clone()));
+    }
+
+    if let Some(addr) = a.check {
+        return check(&addr, &a.method, &a.path, &headers, a.body.as_bytes()).await;
+    }
+    match a.url {
+        Some(base) => {
+            let mut cmd = format!(
+                "curl -sS -X {} '{}{}'",
+                a.method,
+                base.trim_end_matches('/'),
+                a.path
+            );
+            for (k, v) in &headers {
+                cmd.push_str(&format!(" \\\n  -H '{k}: {v}'"));
+            }
+            if !a.body.is_empty() {
+                cmd.push_str(&format!(
+                    " \\\n  -H 'content-type: application/json' --data-binary '{}'",
+                    a.body
+                ));
+            }
+            println!("{cmd}");
+        }
+        None => {
+            for (k, v) in &headers {
+                println!("{k}: {v}");
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn check(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> ExitCode {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let request = claw_authz::demo::check_request(method, path, &pairs, body);
+    let mut client = match AuthorizationClient::connect(format!("http://{addr}")).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot reach {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.check(request).await {
+        Ok(r) => {
+            let (status, code) = claw_authz::demo::outcome(r.get_ref());
+            println!(
+                "{} {status} {code}",
+                if status == 200 { "allow" } else { "deny" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: Check failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Route policies: which checks a request gets, chosen by the path the upstream will route on.
+//!
+//! Rules are ordered; each names an exact path or a prefix and sets any of `mode`,
+//! `require_access_token`, `require_known_agent`. The first rule that matches the route path
+//! exactly decides. Following `deviations.md` item 14, the trailing-slash variant of the path
+//! (`/hooks/message/` for `/hooks/message`, and back) can only add checks: rules matching it
+//! contribute their stricter settings, never their exemptions. A route may instead name a policy
+//! through Envoy's per-route `context_extensions` (key `claw_policy`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Enforce,
+    Shadow,
+    Bypass,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+            Mode::Bypass => "bypass",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "enforce" => Some(Mode::Enforce),
+            "shadow" => Some(Mode::Shadow),
+            "bypass" => Some(Mode::Bypass),
+            _ => None,
+        }
+    }
+}
+
+/// The checks one request gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// The rule or named policy that chose this (for logs and metadata).
+    pub name: String,
+    pub mode: Mode,
+    pub require_access_token: bool,
+    pub require_known_agent: bool,
+}
+
+impl Policy {
+    pub fn default_enforce() -> Self {
+        Policy {
+            name: "default".into(),
+            mode: Mode::Enforce,
+            require_access_token: false,
+            require_known_agent: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+impl PathMatch {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => p == path,
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// One configured rule; `None` settings leave the default in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    #[serde(rename = "match")]
+    pub path: PathMatch,
+    pub mode: Option<Mode>,
+    pub require_access_token: Option<bool>,
+    pub require_known_agent: Option<bool>,
+}
+
+impl Rule {
+    fn name(&self) -> String {
+        match &self.path {
+            PathMatch::Exact(p) => p.clone(),
+            PathMatch::Prefix(p) => format!("{p}*"),
+        }
+    }
+}
+
+/// The reference proxy's behaviour, as rules.
+pub fn reference_rules() -> Vec<Rule> {
+    let exact = |p: &str| PathMatch::Exact(p.to_owned());
+    let rule = |p: &str, mode, access, known| Rule {
+        path: exact(p),
+        mode,
+        require_access_token: access,
+        require_known_agent: known,
+    };
+    vec![
+        rule("/health", Some(Mode::Bypass), None, None),
+        rule("/hooks/message", None, Some(true), None),
+        rule("/v1/relay/connect", None, Some(true), Some(false)),
+        rule("/v1/relay/delivery-receipts", None, Some(true), None),
+        rule("/pair/start", None, None, Some(false)),
+        rule("/pair/confirm", None, None, Some(false)),
+        rule("/pair/status", None, None, Some(false)),
+    ]
+}
+
+pub const CONTEXT_EXTENSION_KEY: &str = "claw_policy";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RoutePolicies {
+    pub rules: Vec<Rule>,
+    pub named: BTreeMap<String, Policy>,
+}
+
+/// What a route selects: a policy, or a name that is not configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selected {
+    Policy(Policy),
+    UnknownName(String),
+}
+
+impl RoutePolicies {
+    pub fn select(
+        &self,
+        route_path: &str,
+        context_extensions: &std::collections::HashMap<String, String>,
+    ) -> Selected {
+        if let Some(name) = context_extensions.get(CONTEXT_EXTENSION_KEY) {
+            return match self.named.get(name) {
+                Some(p) => Selected::Policy(p.clone()),
+                None => Selected::UnknownName(name.clone()),
+            };
+        }
+        Selected::Policy(self.for_path(route_path))
+    }
+
+    pub fn for_path(&self, path: &str) -> Policy {
+        let mut policy = Policy::default_enforce();
+        if let Some(rule) = self.rules.iter().find(|r| r.path.matches(path)) {
+            policy.name = rule.name();
+            policy.mode = rule.mode.unwrap_or(policy.mode);
+            policy.require_access_token = rule.require_access_token.unwrap_or(false);
+            policy.require_known_agent = rule.require_known_agent.unwrap_or(true);
+        }
+        let variant = match path.strip_suffix('/') {
+            Some(p) if !p.is_empty() => p.to_owned(),
+            Some(_) => return policy,
+            None => format!("{path}/"),
+        };
+        for rule in self.rules.iter().filter(|r| r.path.matches(&variant)) {
+            if rule.mode == Some(Mode::Enforce) {
+                policy.mode = Mode::Enforce;
+            }
+            policy.require_access_token |= rule.require_access_token == Some(true);
+            policy.require_known_agent |= rule.require_known_agent == Some(true);
+        }
+        policy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference() -> RoutePolicies {
+        RoutePolicies {
+            rules: reference_rules(),
+            named: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn reference_defaults() {
+        let p = reference();
+        assert_eq!(p.for_path("/health").mode, Mode::Bypass);
+        assert_eq!(p.for_path("/health/").mode, Mode::Enforce);
+        let hook = p.for_path("/hooks/message");
+        assert!(hook.require_access_token && hook.require_known_agent);
+        let relay = p.for_path("/v1/relay/connect");
+        assert!(relay.require_access_token && !relay.require_known_agent);
+        assert!(!p.for_path("/pair/start").require_known_agent);
+        let other = p.for_path("/anything");
+        assert!(!other.require_access_token && other.require_known_agent);
+    }
+
+    #[test]
+    fn trailing_slash_variant_adds_checks_but_never_exemptions() {
+        let p = reference();
+        // The access token still applies to /hooks/message/ (the reference skips it there).
+        assert!(p.for_path("/hooks/message/").require_access_token);
+        // The known-agent exemption does not extend to /pair/start/.
+        assert!(p.for_path("/pair/start/").require_known_agent);
+        // ...but the access token of /v1/relay/connect does extend to its variant.
+        let relay = p.for_path("/v1/relay/connect/");
+        assert!(relay.require_access_token && relay.require_known_agent);
+    }
+
+    #[test]
+    fn context_extension_selects_a_named_policy() {
+        let mut p = reference();
+        let mut shadow = Policy::default_enforce();
+        shadow.name = "canary".into();
+        shadow.mode = Mode::Shadow;
+        p.named.insert("canary".into(), shadow.clone());
+        let ext = |v: &str| [(CONTEXT_EXTENSION_KEY.to_owned(), v.to_owned())].into();
+        assert_eq!(p.select("/x", &ext("canary")), Selected::Policy(shadow));
+        assert_eq!(
+            p.select("/x", &ext("nope")),
+            Selected::UnknownName("nope".into())
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! The certificate revocation list, cached with the reference's timing.
+//!
+//! `age = now - last success`. The list is *stale* when nothing was ever loaded or
+//! `age > max_age`; a refresh is *due* when stale or `age >= refresh_interval`, and is attempted
+//! on every check while stale, else at most once per `refresh_interval`. A failed refresh only
+//! logs. While stale, `fail-closed` answers 503 and `fail-open` keeps the last good list (or
+//! nothing). A 404 `CRL_NOT_FOUND` is a valid empty list (`deviations.md` item 3), and a list
+//! issued before the one held is ignored (no rollback).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use super::Registry;
+use super::keys::KeyCache;
+use crate::clock::Clock;
+use crate::denial::Denial;
+use crate::protocol::crl::{crl_token_from_body, verify_crl};
+use crate::protocol::jws::Expectations;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleBehavior {
+    FailOpen,
+    FailClosed,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CrlTiming {
+    pub refresh_interval_ms: u64,
+    pub max_age_ms: u64,
+    pub stale_behavior: StaleBehavior,
+}
+
+pub struct CrlCache {
+    registry: Arc<dyn Registry>,
+    clock: Arc<dyn Clock>,
+    issuer: String,
+    timing: CrlTiming,
+    state: Mutex<State>,
+    /// One refresh at a time; checks that find one running use the list they have.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default, Clone)]
+struct State {
+    revoked: Arc<HashSet<String>>,
+    issued_at: Option<u64>,
+    last_success_ms: Option<u64>,
+    last_attempt_ms: Option<u64>,
+}
+
+impl CrlCache {
+    pub fn new(
+        registry: Arc<dyn Registry>,
+        clock: Arc<dyn Clock>,
+        issuer: String,
+        timing: CrlTiming,
+    ) -> Self {
+        CrlCache {
+            registry,
+            clock,
+            issuer,
+            timing,
+            state: Mutex::new(State::default()),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// `Ok` unless the AIT `jti` is revoked, or the list is stale under `fail-closed`.
+    pub async fn check(&self, jti: &str, keys: &KeyCache) -> Result<(), Denial> {
+        let now = self.clock.now_ms();
+        if self.refresh_wanted(now) {
+            self.refresh(keys).await;
+        }
+        let state = self.lock().clone();
+        if self.is_stale(&state, self.clock.now_ms()) {
+            tracing::warn!("CRL is stale and could not be refreshed");
+            if self.timing.stale_behavior == StaleBehavior::FailClosed {
+                return Err(Denial::CrlUnavailable);
+            }
+        }
+        if state.revoked.contains(jti) {
+            return Err(Denial::AitRevoked);
+        }
+        Ok(())
+    }
+
+    fn is_stale(&self, state: &State, now: u64) -> bool {
+        state
+            .last_success_ms
+            .is_none_or(|t| now.saturating_sub(t) > self.timing.max_age_ms)
+    }
+
+    fn refresh_wanted(&self, now: u64) -> bool {
+        let state = self.lock();
+        let stale = self.is_stale(&state, now);
+        let due = stale
+            || state
+                .last_success_ms
+                .is_some_and(|t| now.saturating_sub(t) >= self.timing.refresh_interval_ms);
+        due && (stale
+            || state
+                .last_attempt_ms
+                .is_none_or(|t| now.saturating_sub(t) >= self.timing.refresh_interval_ms))
+    }
+
+    async fn refresh(&self, keys: &KeyCache) {
+        let _one = self.refreshing.lock().await;
+        let now = self.clock.now_ms();
+        if !self.refresh_wanted(now) {
+            return; // another check refreshed while this one waited
+        }
+        self.lock().last_attempt_ms = Some(now);
+        match self.fetch(keys).await {
+            Ok(Some((revoked, issued_at))) => {
+                let mut state = self.lock();
+                if state.issued_at.is_some_and(|held| issued_at < held) {
+                    tracing::warn!("ignoring a CRL issued before the one held (rollback)");
+                    return;
+                }
+                state.revoked = Arc::new(revoked);
+                state.issued_at = Some(issued_at);
+                state.last_success_ms = Some(now);
+            }
+            Ok(None) => {
+                let mut state = self.lock();
+                state.revoked = Arc::new(HashSet::new());
+                state.last_success_ms = Some(now);
+            }
+            Err(reason) => tracing::warn!(reason, "CRL refresh failed"),
+        }
+    }
+
+    /// `Ok(None)` is the registry's "no revocations" (404).
+    async fn fetch(&self, keys: &KeyCache) -> Result<Option<(HashSet<String>, u64)>, String> {
+        let response = self
+            .registry
+            .fetch_crl()
+            .await
+            .map_err(|e| e.reason().to_owned())?;
+        if response.status == 404 {
+            return Ok(None);
+        }
+        if !(200..300).contains(&response.status) {
+            return Err(format!("status {}", response.status));
+        }
+        let token = crl_token_from_body(&response.body).ok_or("CRL payload is invalid")?;
+        let expect = Expectations {
+            issuer: Some(&self.issuer),
+            now_secs: self.clock.now_secs(),
+        };
+        let key_set = keys.current().await.map_err(|d| d.to_string())?;
+        let claims = match verify_crl(&token, &key_set, expect) {
+            Err(e) if e.is_unknown_kid() => {
+                let key_set = keys.refresh().await.map_err(|d| d.to_string())?;
+                verify_crl(&token, &key_set, expect)
+            }
+            other => other,
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(Some((claims.revoked_jtis(), claims.iat)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

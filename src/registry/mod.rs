@@ -1,0 +1,55 @@
+//! The Clawdentity registry, seen from the sidecar: one trait at the I/O boundary, its HTTP
+//! implementation, and the caches that turn its answers into verdicts.
+//!
+//! The trait returns raw HTTP outcomes (status and body, or a transport failure); deciding what
+//! they mean (a usable key set, a CRL, a valid access token) happens in the caches, over bytes.
+
+pub mod crl;
+pub mod http;
+pub mod keys;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A registry answer: any HTTP status with its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// A call that produced no HTTP answer. The reasons are the reference's wording for the same
+/// failure (Node's fetch), so `details.reason` matches it; nothing else of the error is exposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportError {
+    Refused,
+    Timeout,
+    Failed,
+}
+
+impl TransportError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            TransportError::Refused => "connect ECONNREFUSED",
+            TransportError::Timeout => "The operation was aborted due to timeout",
+            TransportError::Failed => "fetch failed",
+        }
+    }
+}
+
+/// The registry's three endpoints.
+pub trait Registry: Send + Sync + 'static {
+    /// `GET /.well-known/claw-keys.json`
+    fn fetch_keys(&self) -> BoxFuture<'_, Result<Response, TransportError>>;
+    /// `GET /v1/crl`
+    fn fetch_crl(&self) -> BoxFuture<'_, Result<Response, TransportError>>;
+    /// `POST /v1/agents/auth/validate`; only the status matters.
+    fn validate_access<'a>(
+        &'a self,
+        access_token: &'a str,
+        agent_did: &'a str,
+        ait_jti: &'a str,
+    ) -> BoxFuture<'a, Result<u16, TransportError>>;
+}

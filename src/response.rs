@@ -1,0 +1,190 @@
+//! `Decision` to `CheckResponse`: the only place that speaks Envoy's response types.
+//!
+//! Allowed requests get the identity headers with `OVERWRITE_IF_EXISTS_OR_ADD` (never `append`,
+//! which Envoy turns into a spoofable comma-join) and lose their credentials; every allow also
+//! removes identity headers it does not set, so a client can never pre-set them. Denials carry
+//! the reference's status and JSON envelope byte for byte, `content-type: application/json`,
+//! `x-request-id`, and `www-authenticate: Claw` on 401.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{
+    CheckResponse, DeniedHttpResponse, OkHttpResponse,
+};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::rpc::Status;
+use serde_json::json;
+
+use crate::denial::Denial;
+use crate::pipeline::{Decision, Identity};
+
+pub const AGENT_DID: &str = "x-claw-agent-did";
+pub const OWNER_DID: &str = "x-claw-owner-did";
+pub const AIT_JTI: &str = "x-claw-ait-jti";
+pub const ISSUER: &str = "x-claw-issuer";
+pub const AGENT_PUBLIC_KEY: &str = "x-claw-agent-public-key";
+pub const SHADOW_DENIAL: &str = "x-claw-authz-shadow-denial";
+const IDENTITY_HEADERS: [&str; 5] = [AGENT_DID, OWNER_DID, AIT_JTI, ISSUER, AGENT_PUBLIC_KEY];
+
+/// gRPC codes for the `status` field (google.rpc.Code).
+fn grpc_code(http_status: u16) -> i32 {
+    match http_status {
+        400 => 3,  // INVALID_ARGUMENT
+        401 => 16, // UNAUTHENTICATED
+        403 => 7,  // PERMISSION_DENIED
+        413 => 3,
+        429 => 8,  // RESOURCE_EXHAUSTED
+        503 => 14, // UNAVAILABLE
+        _ => 13,   // INTERNAL
+    }
+}
+
+/// The error envelope, members in the reference's order.
+pub fn envelope(denial: &Denial, request_id: &str) -> String {
+    let mut error = serde_json::Map::new();
+    error.insert("code".into(), json!(denial.code()));
+    error.insert("message".into(), json!(denial.message()));
+    error.insert("requestId".into(), json!(request_id));
+    if let Some(details) = denial.details() {
+        error.insert("details".into(), details);
+    }
+    json!({ "error": error }).to_string()
+}
+
+fn header(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+fn string_value(s: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    }
+}
+
+fn metadata(entries: &[(&str, &str)]) -> Struct {
+    Struct {
+        fields: entries
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), string_value(v)))
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .collect(),
+    }
+}
+
+pub fn build(
+    decision: &Decision,
+    request_id: &str,
+    credential_headers: &[String],
+) -> CheckResponse {
+    match decision {
+        Decision::Allow { identity, policy } => {
+            allow(identity.as_ref(), &policy.name, None, credential_headers)
+        }
+        Decision::ShadowAllow { denial, policy } => {
+            allow(None, &policy.name, Some(denial), credential_headers)
+        }
+        Decision::Deny { denial, policy } => deny(
+            denial,
+            request_id,
+            policy.as_ref().map_or("none", |p| p.name.as_str()),
+        ),
+    }
+}
+
+fn allow(
+    identity: Option<&Identity>,
+    policy: &str,
+    shadow: Option<&Denial>,
+    credential_headers: &[String],
+) -> CheckResponse {
+    let mut headers = Vec::new();
+    let mut remove: Vec<String> = credential_headers.to_vec();
+    let mut meta: Vec<(&str, &str)> = vec![("policy", policy)];
+    match identity {
+        Some(id) => {
+            for (name, value) in [
+                (AGENT_DID, &id.agent_did),
+                (OWNER_DID, &id.owner_did),
+                (AIT_JTI, &id.ait_jti),
+                (ISSUER, &id.issuer),
+                (AGENT_PUBLIC_KEY, &id.public_key),
+            ] {
+                headers.push(header(name, value));
+            }
+            meta.extend([
+                ("decision", "allow"),
+                ("agent_did", &id.agent_did),
+                ("owner_did", &id.owner_did),
+                ("ait_jti", &id.ait_jti),
+                ("issuer", &id.issuer),
+            ]);
+        }
+        None => {
+            remove.extend(IDENTITY_HEADERS.iter().map(|h| (*h).to_owned()));
+            meta.push((
+                "decision",
+                if shadow.is_some() {
+                    "shadow_deny"
+                } else {
+                    "allow_unauthenticated"
+                },
+            ));
+        }
+    }
+    if let Some(d) = shadow {
+        headers.push(header(SHADOW_DENIAL, d.code()));
+        meta.push(("shadow_denial", d.code()));
+    }
+    CheckResponse {
+        status: Some(Status::default()),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers,
+            headers_to_remove: remove,
+            ..Default::default()
+        })),
+        dynamic_metadata: Some(metadata(&meta)),
+    }
+}
+
+fn deny(denial: &Denial, request_id: &str, policy: &str) -> CheckResponse {
+    let status = denial.status();
+    let mut headers = vec![
+        header("content-type", "application/json"),
+        header("x-request-id", request_id),
+    ];
+    if status == 401 {
+        headers.push(header("www-authenticate", "Claw"));
+    }
+    CheckResponse {
+        status: Some(Status {
+            code: grpc_code(status),
+            message: denial.code().to_owned(),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(status),
+            }),
+            headers,
+            body: envelope(denial, request_id),
+        })),
+        dynamic_metadata: Some(metadata(&[
+            ("decision", "deny"),
+            ("code", denial.code()),
+            ("policy", policy),
+        ])),
+    }
+}

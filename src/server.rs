@@ -1,0 +1,157 @@
+//! The servers: gRPC (`envoy.service.auth.v3.Authorization`, `grpc.health.v1`, reflection) and
+//! the admin HTTP listener (`/healthz`, `/readyz`, `/v1/time`).
+//!
+//! `serve` takes bound listeners and a shutdown future, so tests bind `127.0.0.1:0` and stop
+//! the server when they are done. `Check` answers `Ok(CheckResponse)` for every request: a
+//! denial is data, never a gRPC error.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+    Authorization, AuthorizationServer,
+};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+
+use crate::app::App;
+use crate::clock::Clock;
+use crate::pipeline::Decision;
+use crate::request::RequestView;
+use crate::response;
+
+/// The reflection data built from `envoy-types`' descriptor set (see `build.rs`).
+const EXT_AUTHZ_DESCRIPTOR: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/ext_authz_descriptor.bin"));
+pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+struct CheckService {
+    app: Arc<App>,
+}
+
+#[tonic::async_trait]
+impl Authorization for CheckService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let view = RequestView::from_check(request.into_inner());
+        let decision = self.app.pipeline.check(&view).await;
+        let request_id = view
+            .request_id()
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        log_decision(&decision, &view, &request_id);
+        Ok(Response::new(response::build(
+            &decision,
+            &request_id,
+            &self.app.remove_headers,
+        )))
+    }
+}
+
+fn log_decision(decision: &Decision, view: &RequestView, request_id: &str) {
+    match decision {
+        Decision::Allow { .. } => {}
+        Decision::Deny { denial, policy } => tracing::info!(
+            code = denial.code(),
+            status = denial.status(),
+            policy = policy.as_ref().map_or("none", |p| p.name.as_str()),
+            method = %view.method,
+            request_id,
+            "denied"
+        ),
+        Decision::ShadowAllow { denial, policy } => tracing::warn!(
+            code = denial.code(),
+            policy = %policy.name,
+            request_id,
+            "shadow: would have denied"
+        ),
+    }
+}
+
+/// Serves until `shutdown` completes, then drains both listeners.
+pub async fn serve(
+    grpc: TcpListener,
+    admin: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(AUTHORIZATION_SERVICE, ServingStatus::NotServing)
+        .await;
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let mut ready = app.ready();
+    tokio::spawn(async move {
+        if ready.wait_for(|r| *r).await.is_ok() {
+            reporter
+                .set_service_status(AUTHORIZATION_SERVICE, ServingStatus::Serving)
+                .await;
+            reporter
+                .set_service_status("", ServingStatus::Serving)
+                .await;
+            tracing::info!("signing keys loaded; serving");
+        }
+    });
+    app.warm_up();
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(EXT_AUTHZ_DESCRIPTOR)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(std::io::Error::other)?;
+
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(AuthorizationServer::new(CheckService { app: app.clone() }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
+
+    let admin_router = axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/time", get(time))
+        .with_state(app.clone());
+    let admin_server = axum::serve(admin, admin_router).with_graceful_shutdown(stopped(stop_rx));
+
+    let (g, a) = tokio::join!(grpc_server, admin_server);
+    g.map_err(std::io::Error::other)?;
+    a
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
+    if *app.ready().borrow() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "signing keys not loaded\n")
+    }
+}
+
+async fn time(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let ms = app.pipeline.clock.now_ms();
+    Json(serde_json::json!({ "unixSeconds": ms / 1000, "unixMillis": ms }))
+}
+
+/// The process's clock for the admin endpoint; re-exported for `main`.
+pub fn system_clock() -> Arc<dyn Clock> {
+    Arc::new(crate::clock::SystemClock)
+}

@@ -1,0 +1,193 @@
+//! The client side of the protocol: what an agent sends and what a registry mints.
+//!
+//! Used by the demo's dev registry and scripted agents, by `claw-authz sign`, and by tests. The
+//! path is normalized exactly as the verifier will normalize Envoy's `:path`, so a signature
+//! made here verifies there.
+
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::json;
+
+use crate::protocol::b64;
+use crate::protocol::ids::encode_ulid;
+use crate::protocol::path::path_with_query;
+use crate::protocol::pop::{body_sha256, canonical_string};
+
+/// The four proof headers of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProofHeaders {
+    pub timestamp: String,
+    pub nonce: String,
+    pub body_sha256: String,
+    pub proof: String,
+}
+
+impl ProofHeaders {
+    pub fn pairs(&self) -> [(&'static str, &str); 4] {
+        [
+            ("x-claw-timestamp", &self.timestamp),
+            ("x-claw-nonce", &self.nonce),
+            ("x-claw-body-sha256", &self.body_sha256),
+            ("x-claw-proof", &self.proof),
+        ]
+    }
+}
+
+/// 16 random bytes as base64url, the shape the reference's clients send.
+pub fn random_nonce() -> String {
+    b64::encode(uuid::Uuid::new_v4().as_bytes())
+}
+
+pub fn random_ulid(ms: u64) -> String {
+    encode_ulid(ms, uuid::Uuid::new_v4().as_u128())
+}
+
+/// An Ed25519 key from a 32-byte seed.
+#[derive(Clone)]
+pub struct Ed25519Signer(SigningKey);
+
+impl Ed25519Signer {
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Ed25519Signer(SigningKey::from_bytes(&seed))
+    }
+
+    pub fn from_seed_b64(seed: &str) -> Result<Self, String> {
+        b64::decode_array::<32>(seed)
+            .map(Self::from_seed)
+            .map_err(|_| "the seed must be 32 bytes of base64url".to_owned())
+    }
+
+    pub fn random() -> Self {
+        let mut seed = [0u8; 32];
+        seed[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        seed[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        Self::from_seed(seed)
+    }
+
+    pub fn public_b64(&self) -> String {
+        b64::encode(self.0.verifying_key().as_bytes())
+    }
+
+    pub fn seed_b64(&self) -> String {
+        b64::encode(&self.0.to_bytes())
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.0.sign(message).to_bytes()
+    }
+
+    /// Proof headers for a request; `raw_path` is normalized as the verifier will see it.
+    pub fn sign_request(
+        &self,
+        method: &str,
+        raw_path: &str,
+        body: &[u8],
+        timestamp_secs: u64,
+        nonce: &str,
+    ) -> ProofHeaders {
+        let path = path_with_query(raw_path).unwrap_or_else(|_| raw_path.to_owned());
+        let timestamp = timestamp_secs.to_string();
+        let hash = body_sha256(body);
+        let canonical = canonical_string(method, &path, &timestamp, nonce, &hash);
+        ProofHeaders {
+            proof: b64::encode(&self.sign(canonical.as_bytes())),
+            timestamp,
+            nonce: nonce.to_owned(),
+            body_sha256: hash,
+        }
+    }
+}
+
+/// A registry's signing key: mints AITs and CRLs and publishes its keys document.
+#[derive(Clone)]
+pub struct RegistrySigner {
+    pub kid: String,
+    pub issuer: String,
+    key: Ed25519Signer,
+}
+
+/// What an AIT says about an agent.
+#[derive(Debug, Clone)]
+pub struct AitSpec {
+    pub agent_ulid: String,
+    pub owner_ulid: String,
+    pub name: String,
+    pub public_key_b64: String,
+    pub jti: String,
+    pub issued_at: u64,
+    pub ttl_secs: u64,
+}
+
+impl RegistrySigner {
+    pub fn new(kid: &str, issuer: &str, key: Ed25519Signer) -> Self {
+        RegistrySigner {
+            kid: kid.to_owned(),
+            issuer: issuer.to_owned(),
+            key,
+        }
+    }
+
+    /// The DID authority: the issuer's lowercased host.
+    pub fn authority(&self) -> String {
+        crate::protocol::ids::issuer_authority(&self.issuer).unwrap_or_default()
+    }
+
+    pub fn agent_did(&self, ulid: &str) -> String {
+        format!("did:cdi:{}:agent:{ulid}", self.authority())
+    }
+
+    pub fn human_did(&self, ulid: &str) -> String {
+        format!("did:cdi:{}:human:{ulid}", self.authority())
+    }
+
+    pub fn keys_document(&self) -> String {
+        json!({"keys": [{
+            "kid": self.kid, "alg": "EdDSA", "crv": "Ed25519",
+            "x": self.key.public_b64(), "status": "active",
+        }]})
+        .to_string()
+    }
+
+    fn sign_jws(&self, typ: &str, claims: &serde_json::Value) -> String {
+        let header = json!({"alg": "EdDSA", "typ": typ, "kid": self.kid}).to_string();
+        let input = format!(
+            "{}.{}",
+            b64::encode(header.as_bytes()),
+            b64::encode(claims.to_string().as_bytes())
+        );
+        let sig = self.key.sign(input.as_bytes());
+        format!("{input}.{}", b64::encode(&sig))
+    }
+
+    pub fn mint_ait(&self, spec: &AitSpec) -> String {
+        self.sign_jws(
+            "AIT",
+            &json!({
+                "iss": self.issuer,
+                "sub": self.agent_did(&spec.agent_ulid),
+                "ownerDid": self.human_did(&spec.owner_ulid),
+                "name": spec.name,
+                "framework": "generic",
+                "cnf": {"jwk": {"kty": "OKP", "crv": "Ed25519", "x": spec.public_key_b64}},
+                "iat": spec.issued_at,
+                "nbf": spec.issued_at,
+                "exp": spec.issued_at + spec.ttl_secs,
+                "jti": spec.jti,
+            }),
+        )
+    }
+
+    /// A CRL revoking `(agent DID, AIT jti)` pairs; the registry sends one with every list.
+    pub fn sign_crl(&self, revoked: &[(String, String)], issued_at: u64, jti: &str) -> String {
+        let revocations: Vec<_> = revoked
+            .iter()
+            .map(|(did, ait_jti)| json!({"jti": ait_jti, "agentDid": did, "revokedAt": issued_at}))
+            .collect();
+        self.sign_jws(
+            "CRL",
+            &json!({
+                "iss": self.issuer, "jti": jti, "iat": issued_at,
+                "exp": issued_at + 390, "revocations": revocations,
+            }),
+        )
+    }
+}

@@ -1,0 +1,184 @@
+//! Replay protection: each `(agent DID, nonce)` is accepted once within its window.
+//!
+//! The window follows `deviations.md` item 9: a record lives until
+//! `max(timestamp, now) + max_skew + margin`, the last moment the same proof could still pass the
+//! skew check, so a future-dated request cannot be replayed after its record expires.
+//!
+//! The memory store is bounded. Expired records are pruned in expiry order, costing only the
+//! records removed; when the store is still full it refuses new nonces (the caller answers 503
+//! and counts it) instead of forgetting a live one, which would reopen a replay.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+use crate::registry::BoxFuture;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceOutcome {
+    Fresh,
+    Replay,
+}
+
+pub trait NonceStore: Send + Sync + 'static {
+    /// Records the nonce unless a live record exists; `expires_at_ms` is when it may be reused.
+    fn check_and_record<'a>(
+        &'a self,
+        agent_did: &'a str,
+        nonce: &'a str,
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<NonceOutcome, StoreError>>;
+}
+
+/// When a nonce seen at `now_secs` with timestamp `ts_secs` may be forgotten.
+pub fn record_expiry_ms(ts_secs: u64, now_ms: u64, max_skew_secs: u64, margin_ms: u64) -> u64 {
+    let latest_valid_ms = ts_secs
+        .saturating_add(max_skew_secs)
+        .saturating_mul(1000)
+        .saturating_add(999);
+    latest_valid_ms
+        .max(now_ms.saturating_add(max_skew_secs * 1000))
+        .saturating_add(margin_ms)
+}
+
+/// A 128-bit digest of the pair, so records have a fixed small size whatever the nonce length.
+fn record_key(agent_did: &str, nonce: &str) -> u128 {
+    let mut h = Sha256::new();
+    h.update(agent_did.as_bytes());
+    h.update([0u8]);
+    h.update(nonce.as_bytes());
+    let digest = h.finalize();
+    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
+}
+
+#[derive(Debug)]
+pub struct MemoryNonceStore {
+    capacity: usize,
+    inner: Mutex<Records>,
+    refused_full: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Records {
+    expiry_by_key: HashMap<u128, u64>,
+    by_expiry: BTreeSet<(u64, u128)>,
+}
+
+impl MemoryNonceStore {
+    pub fn new(capacity: usize) -> Self {
+        MemoryNonceStore {
+            capacity,
+            inner: Mutex::new(Records::default()),
+            refused_full: AtomicU64::new(0),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().expiry_by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many nonces were refused because the store was full.
+    pub fn refused_full(&self) -> u64 {
+        self.refused_full.load(Ordering::Relaxed)
+    }
+
+    pub fn check(
+        &self,
+        agent_did: &str,
+        nonce: &str,
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<NonceOutcome, StoreError> {
+        let key = record_key(agent_did, nonce);
+        let mut r = self.lock();
+        r.prune(now_ms);
+        if r.expiry_by_key.contains_key(&key) {
+            return Ok(NonceOutcome::Replay);
+        }
+        if r.expiry_by_key.len() >= self.capacity {
+            self.refused_full.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError(format!(
+                "nonce store is full ({} live records)",
+                self.capacity
+            )));
+        }
+        r.expiry_by_key.insert(key, expires_at_ms);
+        r.by_expiry.insert((expires_at_ms, key));
+        Ok(NonceOutcome::Fresh)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Records {
+    /// Drops every record whose expiry is `<= now`, oldest first.
+    fn prune(&mut self, now_ms: u64) {
+        while let Some(&(expiry, key)) = self.by_expiry.first() {
+            if expiry > now_ms {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.expiry_by_key.remove(&key);
+        }
+    }
+}
+
+impl NonceStore for MemoryNonceStore {
+    fn check_and_record<'a>(
+        &'a self,
+        agent_did: &'a str,
+        nonce: &'a str,
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<NonceOutcome, StoreError>> {
+        let result = self.check(agent_did, nonce, expires_at_ms, now_ms);
+        Box::pin(std::future::ready(result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_covers_future_dated_requests() {
+        // Seen at t=1000 s with a timestamp 300 s ahead: valid until 1600 s, not 1300 s.
+        assert_eq!(record_expiry_ms(1300, 1_000_000, 300, 0), 1_600_999);
+        // Seen with an old timestamp: the first-sight window still applies.
+        assert_eq!(record_expiry_ms(700, 1_000_000, 300, 0), 1_300_000);
+    }
+
+    #[test]
+    fn replay_scoped_per_agent_and_expires() {
+        let s = MemoryNonceStore::new(10);
+        assert_eq!(s.check("a", "n", 2000, 1000), Ok(NonceOutcome::Fresh));
+        assert_eq!(s.check("a", "n", 2000, 1999), Ok(NonceOutcome::Replay));
+        assert_eq!(s.check("b", "n", 2000, 1999), Ok(NonceOutcome::Fresh));
+        // At expiry the record is gone.
+        assert_eq!(s.check("a", "n", 3000, 2000), Ok(NonceOutcome::Fresh));
+    }
+
+    #[test]
+    fn full_store_fails_closed_and_counts() {
+        let s = MemoryNonceStore::new(2);
+        assert_eq!(s.check("a", "1", 5000, 0), Ok(NonceOutcome::Fresh));
+        assert_eq!(s.check("a", "2", 5000, 0), Ok(NonceOutcome::Fresh));
+        assert!(s.check("a", "3", 5000, 10).is_err());
+        assert_eq!(s.refused_full(), 1);
+        // The live records were not forgotten.
+        assert_eq!(s.check("a", "1", 5000, 10), Ok(NonceOutcome::Replay));
+        // Once they expire there is room again.
+        assert_eq!(s.check("a", "3", 9000, 5000), Ok(NonceOutcome::Fresh));
+        assert_eq!(s.len(), 1);
+    }
+}
