@@ -17,7 +17,6 @@ use envoy_types::pb::envoy::service::auth::v3::{
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::Status;
-use serde_json::json;
 
 use crate::denial::Denial;
 use crate::pipeline::{Decision, Identity};
@@ -43,16 +42,20 @@ fn grpc_code(http_status: u16) -> i32 {
     }
 }
 
-/// The error envelope, members in the reference's order.
+/// The error envelope, members in the reference's order (`code`, `message`, `requestId`,
+/// `details`), as `JSON.stringify` writes it.
 pub fn envelope(denial: &Denial, request_id: &str) -> String {
-    let mut error = serde_json::Map::new();
-    error.insert("code".into(), json!(denial.code()));
-    error.insert("message".into(), json!(denial.message()));
-    error.insert("requestId".into(), json!(request_id));
-    if let Some(details) = denial.details() {
-        error.insert("details".into(), details);
-    }
-    json!({ "error": error }).to_string()
+    let text = |s: &str| serde_json::Value::from(s).to_string();
+    let details = denial
+        .details()
+        .map(|d| format!(",\"details\":{d}"))
+        .unwrap_or_default();
+    format!(
+        "{{\"error\":{{\"code\":{},\"message\":{},\"requestId\":{}{details}}}}}",
+        text(denial.code()),
+        text(denial.message()),
+        text(request_id),
+    )
 }
 
 fn header(key: &str, value: &str) -> HeaderValueOption {
@@ -186,5 +189,25 @@ fn deny(denial: &Denial, request_id: &str, policy: &str) -> CheckResponse {
             ("code", denial.code()),
             ("policy", policy),
         ])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_is_byte_exact_in_reference_order() {
+        assert_eq!(
+            envelope(
+                &Denial::TimestampSkew { max_skew_secs: 300 },
+                "req-12345678"
+            ),
+            r#"{"error":{"code":"PROXY_AUTH_TIMESTAMP_SKEW","message":"X-Claw-Timestamp is outside the allowed skew window","requestId":"req-12345678","details":{"maxSkewSeconds":300}}}"#
+        );
+        assert_eq!(
+            envelope(&Denial::Replay, "r\"x"),
+            r#"{"error":{"code":"PROXY_AUTH_REPLAY","message":"Replay detected","requestId":"r\"x"}}"#
+        );
     }
 }

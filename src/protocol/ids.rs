@@ -127,7 +127,10 @@ mod tests {
     fn generated_ulids_are_valid() {
         assert_eq!(encode_ulid(0, 0), "00000000000000000000000000");
         assert!(is_ulid(&encode_ulid(1_767_225_600_000, u128::MAX)));
-        assert_eq!(encode_ulid(1_767_225_600_000, 0), "01KDVDNA000000000000000000");
+        assert_eq!(
+            encode_ulid(1_767_225_600_000, 0),
+            "01KDVDNA000000000000000000"
+        );
     }
 
     #[test]

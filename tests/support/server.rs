@@ -1,0 +1,79 @@
+//! Starts the real servers on loopback port 0 for a test, with an injected clock.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use claw_authz::app::App;
+use claw_authz::clock::Clock;
+use claw_authz::config::Config;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+pub struct Running {
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    pub app: Arc<App>,
+    pub client: AuthorizationClient<Channel>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Loads `yaml` (listeners are forced to `127.0.0.1:0`) and serves it.
+pub async fn start(yaml: &str, clock: Arc<dyn Clock>) -> Running {
+    let config = Config::load(yaml, &HashMap::new()).unwrap_or_else(|e| panic!("config: {e:?}"));
+    let app = Arc::new(App::from_config(&config, clock).unwrap());
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(claw_authz::server::serve(grpc, admin, app.clone(), async {
+        let _ = stopped.await;
+    }));
+    let client = AuthorizationClient::connect(format!("http://{grpc_addr}"))
+        .await
+        .unwrap();
+    Running {
+        grpc: grpc_addr,
+        admin: admin_addr,
+        app,
+        client,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl Running {
+    pub async fn check(&mut self, request: CheckRequest) -> CheckResponse {
+        self.client.check(request).await.unwrap().into_inner()
+    }
+
+    /// Waits (polling readiness, not sleeping a fixed time) until the keys have loaded.
+    pub async fn wait_ready(&self) {
+        let mut ready = self.app.ready();
+        tokio::time::timeout(std::time::Duration::from_secs(10), ready.wait_for(|r| *r))
+            .await
+            .expect("keys loaded within 10 s")
+            .unwrap();
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
