@@ -192,15 +192,13 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
     {
         r.error("registry.issuer", "must be an http(s) URL with a hostname");
     }
-    let endpoint = |r: &mut Reader<'_>, key: &str, path: &str| {
-        let value = r.opt_string(key).or_else(|| {
-            url.as_ref()
-                .map(|u| format!("{}{path}", u.trim_end_matches('/')))
-        });
-        if let Some(v) = &value {
-            r.origin(key, v);
-        }
-        value
+    // An explicit endpoint URL is checked on its own; a derived one is as good as `url`.
+    let endpoint = |r: &mut Reader<'_>, key: &str, path: &str| match r.opt_string(key) {
+        Some(explicit) => r.origin(key, &explicit).map(|_| explicit),
+        None => origin
+            .as_ref()
+            .and(url.as_ref())
+            .map(|u| format!("{}{path}", u.trim_end_matches('/'))),
     };
     let keys_url = endpoint(r, "registry.keys_url", "/.well-known/claw-keys.json");
     let crl_url = endpoint(r, "registry.crl_url", "/v1/crl");

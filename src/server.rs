@@ -114,15 +114,21 @@ pub async fn serve(
     });
     app.warm_up();
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(EXT_AUTHZ_DESCRIPTOR)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
+    // Both reflection versions: grpcurl before 1.9 only speaks v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(EXT_AUTHZ_DESCRIPTOR)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(std::io::Error::other)?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(std::io::Error::other)?;
 
     let grpc_server = tonic::transport::Server::builder()
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(AuthorizationServer::new(CheckService { app: app.clone() }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
 
@@ -131,12 +137,29 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/v1/time", get(time))
         .with_state(app.clone());
+    let drain_rx = stop_rx.clone();
     let admin_server = axum::serve(admin, admin_router).with_graceful_shutdown(stopped(stop_rx));
 
-    let (g, a) = tokio::join!(grpc_server, admin_server);
-    g.map_err(std::io::Error::other)?;
-    a
+    // Drain gracefully, but never longer than DRAIN: long-lived streams (a health `Watch`)
+    // would otherwise hold shutdown open forever.
+    let servers = async {
+        let (g, a) = tokio::join!(grpc_server, admin_server);
+        g.map_err(std::io::Error::other)?;
+        a
+    };
+    let deadline = async {
+        stopped(drain_rx).await;
+        tokio::time::sleep(DRAIN).await;
+        tracing::warn!("drain deadline reached; closing remaining connections");
+    };
+    tokio::select! {
+        result = servers => result,
+        () = deadline => Ok(()),
+    }
 }
+
+/// How long shutdown waits for in-flight calls and open streams.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
     if *app.ready().borrow() {

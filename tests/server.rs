@@ -1,0 +1,552 @@
+//! The real server on loopback: allow headers, removed headers, exact deny bodies, health
+//! transitions, shadow mode, the admin endpoints, body handling, and config errors.
+
+mod support;
+
+use std::sync::Arc;
+
+use claw_authz::clock::ManualClock;
+use claw_authz::demo::check_request;
+use claw_authz::sign::{AitSpec, Ed25519Signer, RegistrySigner};
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use serde_json::json;
+use support::registry::{FakeEndpoint, Reply};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const NOW_MS: u64 = 1_767_225_600_000;
+const ISSUER: &str = "https://registry.example.com";
+
+struct World {
+    registry: RegistrySigner,
+    alpha: Ed25519Signer,
+    alpha_ait: String,
+    stranger: Ed25519Signer,
+    stranger_ait: String,
+    keys: FakeEndpoint,
+    crl: FakeEndpoint,
+    validate: FakeEndpoint,
+    dir: std::path::PathBuf,
+}
+
+impl World {
+    async fn new(name: &str) -> World {
+        let registry = RegistrySigner::new("k1", ISSUER, Ed25519Signer::from_seed([1; 32]));
+        let mint = |key: &Ed25519Signer, agent: &str, jti: &str| {
+            registry.mint_ait(&AitSpec {
+                agent_ulid: agent.into(),
+                owner_ulid: "01KDRQTQC0HVMAN00000000001".into(),
+                name: "agent".into(),
+                public_key_b64: key.public_b64(),
+                jti: jti.into(),
+                issued_at: NOW_MS / 1000 - 60,
+                ttl_secs: 86_400,
+            })
+        };
+        let alpha = Ed25519Signer::from_seed([2; 32]);
+        let stranger = Ed25519Signer::from_seed([3; 32]);
+        let alpha_ait = mint(
+            &alpha,
+            "01KDVA7EC0AGENTA0000000001",
+            "01KDVA7EC1AT00000000000001",
+        );
+        let stranger_ait = mint(
+            &stranger,
+            "01KDVA7EC0AGENTS0000000001",
+            "01KDVA7EC1AT00000000000002",
+        );
+        let keys = FakeEndpoint::start(
+            "/.well-known/claw-keys.json",
+            vec![Reply::Body(200, registry.keys_document())],
+        )
+        .await;
+        let crl = FakeEndpoint::start(
+            "/v1/crl",
+            vec![Reply::json(
+                404,
+                &json!({"error": {"code": "CRL_NOT_FOUND"}}),
+            )],
+        )
+        .await;
+        let validate =
+            FakeEndpoint::start("/v1/agents/auth/validate", vec![Reply::Status(204)]).await;
+        let dir =
+            std::env::temp_dir().join(format!("claw-server-test-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = registry.agent_did("01KDVA7EC0AGENTA0000000001");
+        let b = registry.agent_did("01KDVA7EC0AGENTB0000000001");
+        std::fs::write(
+            dir.join("trust.yaml"),
+            format!("pairs: [[\"{a}\", \"{b}\"]]\n"),
+        )
+        .unwrap();
+        World {
+            registry,
+            alpha,
+            alpha_ait,
+            stranger,
+            stranger_ait,
+            keys,
+            crl,
+            validate,
+            dir,
+        }
+    }
+
+    fn yaml(&self, extra: &str) -> String {
+        format!(
+            "registry:\n  url: {ISSUER}\n  keys_url: {}\n  crl_url: {}\n  validate_url: {}\ntrust:\n  file: {}\n{extra}",
+            self.keys.url,
+            self.crl.url,
+            self.validate.url,
+            self.dir.join("trust.yaml").display()
+        )
+    }
+
+    fn signed(
+        &self,
+        key: &Ed25519Signer,
+        ait: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        nonce: &str,
+        extra: &[(&str, &str)],
+    ) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+        let proof = key.sign_request(method, path, body, NOW_MS / 1000, nonce);
+        let auth = format!("Claw {ait}");
+        let mut headers: Vec<(&str, &str)> = proof.pairs().to_vec();
+        headers.push(("authorization", &auth));
+        headers.extend_from_slice(extra);
+        check_request(method, path, &headers, body)
+    }
+}
+
+fn ok_headers(r: &CheckResponse) -> (Vec<(String, String, i32, bool)>, Vec<String>) {
+    match &r.http_response {
+        Some(HttpResponse::OkResponse(ok)) => (
+            ok.headers
+                .iter()
+                .map(|h| {
+                    let hv = h.header.clone().unwrap();
+                    #[allow(deprecated)]
+                    let append = h.append.is_some();
+                    (hv.key, hv.value, h.append_action, append)
+                })
+                .collect(),
+            ok.headers_to_remove.clone(),
+        ),
+        other => panic!("expected an allow, got {other:?}"),
+    }
+}
+
+fn denied(r: &CheckResponse) -> (i32, Vec<(String, String)>, String) {
+    match &r.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => (
+            d.status.as_ref().unwrap().code,
+            d.headers
+                .iter()
+                .map(|h| {
+                    let hv = h.header.clone().unwrap();
+                    (hv.key, hv.value)
+                })
+                .collect(),
+            d.body.clone(),
+        ),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn allow_overwrites_identity_headers_and_removes_credentials() {
+    let w = World::new("allow").await;
+    let mut s = support::server::start(&w.yaml(""), Arc::new(ManualClock::at(NOW_MS))).await;
+    let body = br#"{"message":"hi"}"#;
+    let req = w.signed(
+        &w.alpha,
+        &w.alpha_ait,
+        "POST",
+        "/hooks/message",
+        body,
+        "n-1",
+        &[
+            ("x-claw-agent-access", "clw_agt_token"),
+            ("x-claw-agent-did", "spoofed"),
+        ],
+    );
+    let r = s.check(req).await;
+    assert_eq!(r.status.as_ref().unwrap().code, 0);
+    let (headers, removed) = ok_headers(&r);
+    let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd as i32;
+    let alpha_did = w.registry.agent_did("01KDVA7EC0AGENTA0000000001");
+    assert_eq!(
+        headers,
+        vec![
+            ("x-claw-agent-did".into(), alpha_did, overwrite, false),
+            (
+                "x-claw-owner-did".into(),
+                w.registry.human_did("01KDRQTQC0HVMAN00000000001"),
+                overwrite,
+                false
+            ),
+            (
+                "x-claw-ait-jti".into(),
+                "01KDVA7EC1AT00000000000001".into(),
+                overwrite,
+                false
+            ),
+            ("x-claw-issuer".into(), ISSUER.into(), overwrite, false),
+            (
+                "x-claw-agent-public-key".into(),
+                w.alpha.public_b64(),
+                overwrite,
+                false
+            ),
+        ]
+    );
+    assert_eq!(
+        removed,
+        ["authorization", "x-claw-proof", "x-claw-agent-access"]
+    );
+    // The registry saw the exact validate call.
+    let call = &w.validate.recorded()[0];
+    assert_eq!(call.method, "POST");
+    assert!(
+        call.headers
+            .contains(&("x-claw-agent-access".into(), "clw_agt_token".into()))
+    );
+    assert_eq!(
+        call.body,
+        format!(
+            r#"{{"agentDid":"{}","aitJti":"01KDVA7EC1AT00000000000001"}}"#,
+            w.registry.agent_did("01KDVA7EC0AGENTA0000000001")
+        )
+    );
+    let meta = r.dynamic_metadata.unwrap().fields;
+    assert_eq!(
+        meta["decision"].kind,
+        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+            "allow".into()
+        ))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn deny_is_the_exact_envelope_with_headers() {
+    let w = World::new("deny").await;
+    let mut s = support::server::start(&w.yaml(""), Arc::new(ManualClock::at(NOW_MS))).await;
+    let req = w.signed(
+        &w.stranger,
+        &w.stranger_ait,
+        "POST",
+        "/v1/x",
+        b"",
+        "n-2",
+        &[("x-request-id", "req-abcdefgh")],
+    );
+    let r = s.check(req).await;
+    assert_eq!(r.status.as_ref().unwrap().code, 7);
+    let (status, headers, body) = denied(&r);
+    assert_eq!(status, 403);
+    let stranger = w.registry.agent_did("01KDVA7EC0AGENTS0000000001");
+    assert_eq!(
+        body,
+        format!(
+            r#"{{"error":{{"code":"PROXY_AUTH_FORBIDDEN","message":"Verified caller is not trusted","requestId":"req-abcdefgh","details":{{"agentDid":"{stranger}"}}}}}}"#
+        )
+    );
+    assert_eq!(
+        headers,
+        vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-request-id".into(), "req-abcdefgh".into()),
+        ]
+    );
+    // 401s challenge with `www-authenticate: Claw`; a malformed request id is replaced.
+    let r = s
+        .check(check_request(
+            "GET",
+            "/v1/x",
+            &[("x-request-id", "bad id!")],
+            b"",
+        ))
+        .await;
+    let (status, headers, body) = denied(&r);
+    assert_eq!(status, 401);
+    assert_eq!(headers[2], ("www-authenticate".into(), "Claw".into()));
+    let rid = &headers[1].1;
+    assert_eq!(rid.len(), 36, "a UUID replaces the malformed id");
+    assert_eq!(
+        body,
+        format!(
+            r#"{{"error":{{"code":"PROXY_AUTH_MISSING_TOKEN","message":"Authorization header is required","requestId":"{rid}"}}}}"#
+        )
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn health_is_not_serving_until_keys_load() {
+    let w = World::new("health").await;
+    w.keys.set(vec![Reply::Status(503)]);
+    let s = support::server::start(&w.yaml(""), Arc::new(ManualClock::at(NOW_MS))).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let status = |svc: &str| tonic_health::pb::HealthCheckRequest {
+        service: svc.into(),
+    };
+    let got = health
+        .check(status("envoy.service.auth.v3.Authorization"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, ServingStatus::NotServing as i32);
+    let readyz = reqwest::get(format!("http://{}/readyz", s.admin))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 503);
+    let healthz = reqwest::get(format!("http://{}/healthz", s.admin))
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200);
+
+    // The registry recovers; the warm-up retries and the service turns SERVING.
+    w.keys
+        .set(vec![Reply::Body(200, w.registry.keys_document())]);
+    s.wait_ready().await;
+    let mut stream = health.watch(status("")).await.unwrap().into_inner();
+    loop {
+        let msg = stream.message().await.unwrap().unwrap();
+        if msg.status == ServingStatus::Serving as i32 {
+            break;
+        }
+    }
+    drop(stream);
+    let got = health
+        .check(status("envoy.service.auth.v3.Authorization"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, ServingStatus::Serving as i32);
+    let readyz = reqwest::get(format!("http://{}/readyz", s.admin))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn time_endpoint_answers_the_server_clock() {
+    let w = World::new("time").await;
+    let s = support::server::start(&w.yaml(""), Arc::new(ManualClock::at(NOW_MS + 1234))).await;
+    let text = reqwest::get(format!("http://{}/v1/time", s.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body,
+        json!({"unixSeconds": 1_767_225_601u64, "unixMillis": NOW_MS + 1234})
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shadow_allows_and_reports_the_would_be_denial() {
+    let w = World::new("shadow").await;
+    let routes =
+        "routes:\n  - {prefix: /canary/, mode: shadow}\n  - {path: /health, mode: bypass}\n";
+    let mut s = support::server::start(&w.yaml(routes), Arc::new(ManualClock::at(NOW_MS))).await;
+    let r = s
+        .check(check_request(
+            "GET",
+            "/canary/x",
+            &[("x-claw-agent-did", "spoofed")],
+            b"",
+        ))
+        .await;
+    let (headers, removed) = ok_headers(&r);
+    assert_eq!(headers.len(), 1);
+    assert_eq!(
+        (headers[0].0.as_str(), headers[0].1.as_str()),
+        ("x-claw-authz-shadow-denial", "PROXY_AUTH_MISSING_TOKEN")
+    );
+    assert!(
+        removed.contains(&"x-claw-agent-did".to_owned()),
+        "unauthenticated allows strip identity headers"
+    );
+    // A valid request on a shadow route is an ordinary authenticated allow.
+    let req = w.signed(&w.alpha, &w.alpha_ait, "GET", "/canary/x", b"", "n-3", &[]);
+    let (headers, _) = ok_headers(&s.check(req).await);
+    assert_eq!(headers[0].0, "x-claw-agent-did");
+    // The same bad request on an enforced route is denied.
+    let r = s.check(check_request("GET", "/other", &[], b"")).await;
+    assert_eq!(denied(&r).0, 401);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn context_extensions_select_a_named_policy() {
+    let w = World::new("ctx").await;
+    let policies = "policies:\n  open:\n    mode: bypass\n";
+    let mut s = support::server::start(&w.yaml(policies), Arc::new(ManualClock::at(NOW_MS))).await;
+    let mut req = check_request("GET", "/private", &[], b"");
+    let attrs = req.attributes.as_mut().unwrap();
+    attrs
+        .context_extensions
+        .insert("claw_policy".into(), "open".into());
+    assert!(matches!(
+        s.check(req.clone()).await.http_response,
+        Some(HttpResponse::OkResponse(_))
+    ));
+    req.attributes
+        .as_mut()
+        .unwrap()
+        .context_extensions
+        .insert("claw_policy".into(), "missing".into());
+    let (status, _, body) = denied(&s.check(req).await);
+    assert_eq!(status, 500);
+    assert!(body.contains("PROXY_AUTH_POLICY_UNKNOWN"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn partial_or_missing_bodies_are_denied_never_guessed() {
+    let w = World::new("body").await;
+    let mut s = support::server::start(&w.yaml(""), Arc::new(ManualClock::at(NOW_MS))).await;
+    let body = b"0123456789";
+    let mut req = w.signed(
+        &w.alpha,
+        &w.alpha_ait,
+        "POST",
+        "/v1/x",
+        body,
+        "n-4",
+        &[("x-envoy-auth-partial-body", "true")],
+    );
+    let (status, _, text) = denied(&s.check(req.clone()).await);
+    assert_eq!(
+        (status, text.contains("PROXY_AUTH_BODY_INCOMPLETE")),
+        (413, true)
+    );
+    // The body announced by content-length never arrived (with_request_body is off).
+    let http = req
+        .attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap();
+    http.headers.remove("x-envoy-auth-partial-body");
+    http.raw_body.clear();
+    let (status, _, text) = denied(&s.check(req).await);
+    assert_eq!(
+        (status, text.contains("PROXY_AUTH_BODY_NOT_FORWARDED")),
+        (500, true)
+    );
+    s.stop().await;
+}
+
+#[test]
+fn config_errors_are_all_listed_and_exit_64() {
+    let dir = std::env::temp_dir().join(format!("claw-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "registry:\n  url: ftp://nope\n  timeout_ms: 0\ncrl:\n  stale_behavior: sometimes\nnonce:\n  capacity: lots\nlistne:\n  grpc: x\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_claw-authz"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("CLAW_AUTHZ_PROOF__MAX_SKEW_SECS", "-1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "config error: 6 problem(s):",
+        "registry.url: must be an http(s) URL",
+        "registry.timeout_ms: must be an integer from 1 to 600000, got 0",
+        "crl.stale_behavior: must be one of fail-open, fail-closed, got sometimes",
+        "nonce.capacity: must be an integer",
+        "listne: unknown setting",
+        "proof.max_skew_secs: must be an integer from 1 to 3600, got -1",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    // serve refuses the same file the same way, before binding anything.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_claw-authz"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    std::fs::write(&path, "registry:\n  url: https://registry.example.com\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_claw-authz"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("issuer: https://registry.example.com"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn demo_once_prints_every_listed_outcome() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_claw-authz"))
+        .args(["demo", "--once"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    for row in [
+        ("valid request", "allow", "200", "-"),
+        ("replayed request", "deny", "401", "PROXY_AUTH_REPLAY"),
+        ("tampered body", "deny", "401", "PROXY_AUTH_INVALID_PROOF"),
+        (
+            "skewed clock (-400 s)",
+            "deny",
+            "401",
+            "PROXY_AUTH_TIMESTAMP_SKEW",
+        ),
+        ("unknown agent", "deny", "403", "PROXY_AUTH_FORBIDDEN"),
+        ("revoked agent", "deny", "401", "PROXY_AUTH_REVOKED"),
+        (
+            "missing access token",
+            "deny",
+            "401",
+            "PROXY_AGENT_ACCESS_REQUIRED",
+        ),
+        ("health check (bypass)", "allow", "200", "-"),
+    ] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(row.0))
+            .unwrap_or_else(|| panic!("no row {:?} in:\n{table}", row.0));
+        let cells: Vec<&str> = line[24..].split_whitespace().collect();
+        assert_eq!(cells, [row.1, row.2, row.3], "{line}");
+    }
+}
