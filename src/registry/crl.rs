@@ -164,3 +164,123 @@ impl CrlCache {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::registry::fake::{FakeRegistry, ok, status};
+    use crate::sign::{Ed25519Signer, RegistrySigner};
+
+    const T0: u64 = 1_767_225_600_000;
+    const ISSUER: &str = "https://registry.example.com";
+
+    struct Fixture {
+        registry: Arc<FakeRegistry>,
+        clock: ManualClock,
+        keys: KeyCache,
+        crl: CrlCache,
+        signer: RegistrySigner,
+    }
+
+    fn fixture(stale_behavior: StaleBehavior) -> Fixture {
+        let signer = RegistrySigner::new("k1", ISSUER, Ed25519Signer::from_seed([5; 32]));
+        let registry = Arc::new(FakeRegistry::default());
+        registry.set_keys(vec![ok(signer.keys_document())]);
+        let clock = ManualClock::at(T0);
+        let keys = KeyCache::new(registry.clone(), Arc::new(clock.clone()), 3_600_000);
+        let timing = CrlTiming {
+            refresh_interval_ms: 300_000,
+            max_age_ms: 900_000,
+            stale_behavior,
+        };
+        let crl = CrlCache::new(
+            registry.clone(),
+            Arc::new(clock.clone()),
+            ISSUER.into(),
+            timing,
+        );
+        Fixture {
+            registry,
+            clock,
+            keys,
+            crl,
+            signer,
+        }
+    }
+
+    fn crl_body(signer: &RegistrySigner, jtis: &[&str], iat_ms: u64) -> Vec<u8> {
+        let revoked: Vec<(String, String)> = jtis
+            .iter()
+            .map(|j| {
+                (
+                    signer.agent_did("01KDVA7EC0AGENTC0000000001"),
+                    (*j).to_owned(),
+                )
+            })
+            .collect();
+        let token = signer.sign_crl(&revoked, iat_ms / 1000, "01KDVDKFD0CR00000000000001");
+        format!(r#"{{"crl":"{token}"}}"#).into_bytes()
+    }
+
+    const JTI: &str = "01KDVA7EC1AT00000000000003";
+
+    #[tokio::test]
+    async fn reused_until_the_refresh_interval_then_refetched() {
+        let f = fixture(StaleBehavior::FailOpen);
+        const OTHER: &str = "01KDVA7EC1AT00000000000009";
+        f.registry.set_crl(vec![
+            ok(crl_body(&f.signer, &[OTHER], T0)),
+            ok(crl_body(&f.signer, &[JTI], T0 + 300_000)),
+        ]);
+        assert_eq!(f.crl.check(JTI, &f.keys).await, Ok(()));
+        f.clock.set_ms(T0 + 299_999);
+        assert_eq!(f.crl.check(JTI, &f.keys).await, Ok(()));
+        assert_eq!(f.registry.calls().1, 1);
+        f.clock.set_ms(T0 + 300_000);
+        assert_eq!(f.crl.check(JTI, &f.keys).await, Err(Denial::AitRevoked));
+        assert_eq!(f.registry.calls().1, 2);
+    }
+
+    #[tokio::test]
+    async fn not_found_is_an_empty_list_even_fail_closed() {
+        let f = fixture(StaleBehavior::FailClosed);
+        f.registry.set_crl(vec![status(404)]);
+        assert_eq!(f.crl.check(JTI, &f.keys).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn stale_list_fails_closed_or_keeps_the_last_one_open() {
+        for (behavior, want) in [
+            (StaleBehavior::FailClosed, Err(Denial::CrlUnavailable)),
+            (StaleBehavior::FailOpen, Err(Denial::AitRevoked)),
+        ] {
+            let f = fixture(behavior);
+            f.registry
+                .set_crl(vec![ok(crl_body(&f.signer, &[JTI], T0)), status(500)]);
+            assert_eq!(f.crl.check(JTI, &f.keys).await, Err(Denial::AitRevoked));
+            // Refresh attempts fail, but the list is only stale past max age.
+            f.clock.set_ms(T0 + 900_000);
+            assert_eq!(f.crl.check(JTI, &f.keys).await, Err(Denial::AitRevoked));
+            f.clock.set_ms(T0 + 900_001);
+            assert_eq!(f.crl.check(JTI, &f.keys).await, want, "{behavior:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_list_never_replaces_a_newer_one() {
+        let f = fixture(StaleBehavior::FailOpen);
+        f.registry.set_crl(vec![
+            ok(crl_body(&f.signer, &[JTI], T0)),
+            ok(crl_body(
+                &f.signer,
+                &["01KDVA7EC1AT00000000000009"],
+                T0 - 60_000,
+            )),
+        ]);
+        assert_eq!(f.crl.check(JTI, &f.keys).await, Err(Denial::AitRevoked));
+        f.clock.set_ms(T0 + 300_000);
+        assert_eq!(f.crl.check(JTI, &f.keys).await, Err(Denial::AitRevoked));
+        assert_eq!(f.registry.calls().1, 2);
+    }
+}

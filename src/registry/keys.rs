@@ -86,3 +86,40 @@ impl KeyCache {
 fn unavailable(e: TransportError) -> Denial {
     Denial::KeysUnavailable(Some(Detail::Reason(e.reason().to_owned())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::registry::fake::{FakeRegistry, ok, status};
+
+    #[tokio::test]
+    async fn fresh_keys_are_reused_failures_are_not_cached() {
+        let registry = Arc::new(FakeRegistry::default());
+        let signer = crate::sign::RegistrySigner::new(
+            "k1",
+            "https://registry.example.com",
+            crate::sign::Ed25519Signer::from_seed([6; 32]),
+        );
+        registry.set_keys(vec![status(502), ok(signer.keys_document())]);
+        let clock = ManualClock::at(1_000_000);
+        let cache = KeyCache::new(registry.clone(), Arc::new(clock.clone()), 3_600_000);
+        assert_eq!(
+            cache.current().await.unwrap_err(),
+            Denial::KeysUnavailable(Some(Detail::Status(502)))
+        );
+        assert!(!*cache.ready().borrow());
+        assert_eq!(cache.current().await.unwrap().len(), 1);
+        assert!(*cache.ready().borrow());
+        clock.advance_ms(3_600_000);
+        cache.current().await.unwrap();
+        assert_eq!(
+            registry.calls().0,
+            2,
+            "fresh through now - fetched_at == ttl"
+        );
+        clock.advance_ms(1);
+        cache.current().await.unwrap();
+        assert_eq!(registry.calls().0, 3);
+    }
+}

@@ -5,6 +5,7 @@
 //! they mean (a usable key set, a CRL, a valid access token) happens in the caches, over bytes.
 
 pub mod crl;
+pub mod fake;
 pub mod http;
 pub mod keys;
 
