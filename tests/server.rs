@@ -19,12 +19,18 @@ use tonic_health::pb::health_client::HealthClient;
 const NOW_MS: u64 = 1_767_225_600_000;
 const ISSUER: &str = "https://registry.example.com";
 
+struct Agent {
+    key: Ed25519Signer,
+    ait: String,
+}
+
+/// An allowed response's headers as (name, value, append_action, deprecated `append` set).
+type SetHeader = (String, String, i32, bool);
+
 struct World {
     registry: RegistrySigner,
-    alpha: Ed25519Signer,
-    alpha_ait: String,
-    stranger: Ed25519Signer,
-    stranger_ait: String,
+    alpha: Agent,
+    stranger: Agent,
     keys: FakeEndpoint,
     crl: FakeEndpoint,
     validate: FakeEndpoint,
@@ -84,10 +90,14 @@ impl World {
         .unwrap();
         World {
             registry,
-            alpha,
-            alpha_ait,
-            stranger,
-            stranger_ait,
+            alpha: Agent {
+                key: alpha,
+                ait: alpha_ait,
+            },
+            stranger: Agent {
+                key: stranger,
+                ait: stranger_ait,
+            },
             keys,
             crl,
             validate,
@@ -107,16 +117,17 @@ impl World {
 
     fn signed(
         &self,
-        key: &Ed25519Signer,
-        ait: &str,
+        agent: &Agent,
         method: &str,
         path: &str,
         body: &[u8],
         nonce: &str,
         extra: &[(&str, &str)],
     ) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
-        let proof = key.sign_request(method, path, body, NOW_MS / 1000, nonce);
-        let auth = format!("Claw {ait}");
+        let proof = agent
+            .key
+            .sign_request(method, path, body, NOW_MS / 1000, nonce);
+        let auth = format!("Claw {}", agent.ait);
         let mut headers: Vec<(&str, &str)> = proof.pairs().to_vec();
         headers.push(("authorization", &auth));
         headers.extend_from_slice(extra);
@@ -124,7 +135,7 @@ impl World {
     }
 }
 
-fn ok_headers(r: &CheckResponse) -> (Vec<(String, String, i32, bool)>, Vec<String>) {
+fn ok_headers(r: &CheckResponse) -> (Vec<SetHeader>, Vec<String>) {
     match &r.http_response {
         Some(HttpResponse::OkResponse(ok)) => (
             ok.headers
@@ -166,7 +177,6 @@ async fn allow_overwrites_identity_headers_and_removes_credentials() {
     let body = br#"{"message":"hi"}"#;
     let req = w.signed(
         &w.alpha,
-        &w.alpha_ait,
         "POST",
         "/hooks/message",
         body,
@@ -200,7 +210,7 @@ async fn allow_overwrites_identity_headers_and_removes_credentials() {
             ("x-claw-issuer".into(), ISSUER.into(), overwrite, false),
             (
                 "x-claw-agent-public-key".into(),
-                w.alpha.public_b64(),
+                w.alpha.key.public_b64(),
                 overwrite,
                 false
             ),
@@ -240,7 +250,6 @@ async fn deny_is_the_exact_envelope_with_headers() {
     let mut s = support::server::start(&w.yaml(""), Arc::new(ManualClock::at(NOW_MS))).await;
     let req = w.signed(
         &w.stranger,
-        &w.stranger_ait,
         "POST",
         "/v1/x",
         b"",
@@ -385,7 +394,7 @@ async fn shadow_allows_and_reports_the_would_be_denial() {
         "unauthenticated allows strip identity headers"
     );
     // A valid request on a shadow route is an ordinary authenticated allow.
-    let req = w.signed(&w.alpha, &w.alpha_ait, "GET", "/canary/x", b"", "n-3", &[]);
+    let req = w.signed(&w.alpha, "GET", "/canary/x", b"", "n-3", &[]);
     let (headers, _) = ok_headers(&s.check(req).await);
     assert_eq!(headers[0].0, "x-claw-agent-did");
     // The same bad request on an enforced route is denied.
@@ -426,7 +435,6 @@ async fn partial_or_missing_bodies_are_denied_never_guessed() {
     let body = b"0123456789";
     let mut req = w.signed(
         &w.alpha,
-        &w.alpha_ait,
         "POST",
         "/v1/x",
         body,
