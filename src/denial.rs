@@ -147,11 +147,6 @@ impl Denial {
             _ => None,
         }
     }
-
-    /// Denials caused by a dependency rather than by the request.
-    pub fn is_dependency_failure(&self) -> bool {
-        self.status() == 503
-    }
 }
 
 impl Detail {

@@ -22,7 +22,6 @@ use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
 use crate::app::App;
-use crate::clock::Clock;
 use crate::pipeline::Decision;
 use crate::request::RequestView;
 use crate::response;
@@ -172,9 +171,4 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
 async fn time(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     let ms = app.pipeline.clock.now_ms();
     Json(serde_json::json!({ "unixSeconds": ms / 1000, "unixMillis": ms }))
-}
-
-/// The process's clock for the admin endpoint; re-exported for `main`.
-pub fn system_clock() -> Arc<dyn Clock> {
-    Arc::new(crate::clock::SystemClock)
 }

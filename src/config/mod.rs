@@ -13,8 +13,14 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_yaml_ng::{Mapping, Value};
 
-use crate::policy::{Mode, PathMatch, Policy, Rule, reference_rules};
+use crate::policy::{Policy, Rule};
+
+mod fields;
+mod routes;
+
 use crate::registry::crl::StaleBehavior;
+use fields::{Reader, check_unknown, set_path};
+use routes::{read_policies, read_routes};
 
 pub const ENV_PREFIX: &str = "CLAW_AUTHZ_";
 
@@ -168,10 +174,7 @@ impl Config {
         }
         check_unknown(&root, "", &mut errors);
 
-        let mut r = Reader {
-            root: &root,
-            errors: &mut errors,
-        };
+        let mut r = Reader::new(&root, &mut errors);
         let config = read(&mut r);
         if errors.is_empty() {
             Ok(config.expect("a config without errors"))
@@ -184,7 +187,7 @@ impl Config {
 fn read(r: &mut Reader<'_>) -> Option<Config> {
     let grpc = r.addr("listen.grpc", Defaults::GRPC_LISTEN);
     let admin = r.addr("listen.admin", Defaults::ADMIN_LISTEN);
-    let url = r.string("registry.url");
+    let url = r.opt_string("registry.url");
     let origin = url.as_deref().and_then(|u| r.origin("registry.url", u));
     let issuer = r.opt_string("registry.issuer").or_else(|| origin.clone());
     if let Some(i) = &issuer
@@ -311,287 +314,10 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
     })
 }
 
-fn read_routes(r: &mut Reader<'_>) -> Vec<Rule> {
-    let Some(value) = r.get("routes") else {
-        return reference_rules();
-    };
-    let Value::Sequence(items) = value else {
-        r.error("routes", "must be a list of rules");
-        return Vec::new();
-    };
-    let mut rules = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let at = format!("routes[{i}]");
-        let Value::Mapping(m) = item else {
-            r.error(&at, "must be a mapping");
-            continue;
-        };
-        for k in m.keys() {
-            let known = [
-                "path",
-                "prefix",
-                "mode",
-                "require_access_token",
-                "require_known_agent",
-            ];
-            if !k.as_str().is_some_and(|k| known.contains(&k)) {
-                r.error(&at, &format!("unknown key {}", yaml_text(k)));
-            }
-        }
-        let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
-        let path = match (text("path"), text("prefix")) {
-            (Some(p), None) if p.starts_with('/') => Some(PathMatch::Exact(p)),
-            (None, Some(p)) if p.starts_with('/') => Some(PathMatch::Prefix(p)),
-            _ => {
-                r.error(
-                    &at,
-                    "needs exactly one of `path` or `prefix`, starting with /",
-                );
-                None
-            }
-        };
-        let mode = match m.get("mode") {
-            None => None,
-            Some(v) => {
-                let mode = v.as_str().and_then(Mode::parse);
-                if mode.is_none() {
-                    r.error(&format!("{at}.mode"), "must be enforce, shadow or bypass");
-                }
-                mode
-            }
-        };
-        let flag = |r: &mut Reader<'_>, k: &str| match m.get(k) {
-            None => None,
-            Some(Value::Bool(b)) => Some(*b),
-            Some(_) => {
-                r.error(&format!("{at}.{k}"), "must be true or false");
-                None
-            }
-        };
-        let require_access_token = flag(r, "require_access_token");
-        let require_known_agent = flag(r, "require_known_agent");
-        if let Some(path) = path {
-            rules.push(Rule {
-                path,
-                mode,
-                require_access_token,
-                require_known_agent,
-            });
-        }
-    }
-    rules
-}
-
-fn read_policies(r: &mut Reader<'_>) -> BTreeMap<String, Policy> {
-    let mut out = BTreeMap::new();
-    let Some(value) = r.get("policies") else {
-        return out;
-    };
-    let Value::Mapping(m) = value else {
-        r.error("policies", "must be a mapping of name to policy");
-        return out;
-    };
-    for (name, body) in m {
-        let Some(name) = name.as_str() else {
-            r.error("policies", "names must be strings");
-            continue;
-        };
-        let at = format!("policies.{name}");
-        let Value::Mapping(body) = body else {
-            r.error(&at, "must be a mapping");
-            continue;
-        };
-        let mut policy = Policy::default_enforce();
-        policy.name = name.to_owned();
-        for (k, v) in body {
-            match (k.as_str(), v) {
-                (Some("mode"), v) => match v.as_str().and_then(Mode::parse) {
-                    Some(mode) => policy.mode = mode,
-                    None => r.error(&format!("{at}.mode"), "must be enforce, shadow or bypass"),
-                },
-                (Some("require_access_token"), Value::Bool(b)) => policy.require_access_token = *b,
-                (Some("require_known_agent"), Value::Bool(b)) => policy.require_known_agent = *b,
-                (Some(k @ ("require_access_token" | "require_known_agent")), _) => {
-                    r.error(&format!("{at}.{k}"), "must be true or false")
-                }
-                (other, _) => r.error(&at, &format!("unknown key {}", other.unwrap_or("?"))),
-            }
-        }
-        out.insert(name.to_owned(), policy);
-    }
-    out
-}
-
-struct Reader<'a> {
-    root: &'a Value,
-    errors: &'a mut Vec<String>,
-}
-
-impl<'a> Reader<'a> {
-    fn error(&mut self, key: &str, problem: &str) {
-        self.errors.push(format!("{key}: {problem}"));
-    }
-
-    fn get(&self, dotted: &str) -> Option<&'a Value> {
-        let mut v: &'a Value = self.root;
-        for part in dotted.split('.') {
-            v = v.as_mapping()?.get(part)?;
-        }
-        Some(v).filter(|v| !v.is_null())
-    }
-
-    fn opt_string(&mut self, key: &str) -> Option<String> {
-        match self.get(key) {
-            None => None,
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-            Some(other) => {
-                let text = yaml_text(other);
-                self.error(key, &format!("must be a non-empty string, got {text}"));
-                None
-            }
-        }
-    }
-
-    fn string(&mut self, key: &str) -> Option<String> {
-        self.opt_string(key)
-    }
-
-    fn u64(&mut self, key: &str, default: u64, min: u64, max: u64) -> u64 {
-        match self.get(key) {
-            None => default,
-            Some(v) => match v.as_u64() {
-                Some(n) if (min..=max).contains(&n) => n,
-                _ => {
-                    let text = yaml_text(v);
-                    self.error(
-                        key,
-                        &format!("must be an integer from {min} to {max}, got {text}"),
-                    );
-                    default
-                }
-            },
-        }
-    }
-
-    fn choice(
-        &mut self,
-        key: &str,
-        default: &'static str,
-        allowed: &[&'static str],
-    ) -> Option<&'static str> {
-        match self.get(key) {
-            None => Some(default),
-            Some(v) => {
-                let found = v
-                    .as_str()
-                    .and_then(|s| allowed.iter().find(|a| **a == s).copied());
-                if found.is_none() {
-                    let text = yaml_text(v);
-                    self.error(
-                        key,
-                        &format!("must be one of {}, got {text}", allowed.join(", ")),
-                    );
-                }
-                found
-            }
-        }
-    }
-
-    fn addr(&mut self, key: &str, default: &str) -> Option<SocketAddr> {
-        let text = match self.get(key) {
-            None => default.to_owned(),
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => yaml_text(other),
-        };
-        let parsed = text.parse().ok();
-        if parsed.is_none() {
-            self.error(key, &format!("must be an ip:port address, got {text}"));
-        }
-        parsed
-    }
-
-    fn string_list(&mut self, key: &str, default: &[&str]) -> Vec<String> {
-        match self.get(key) {
-            None => default.iter().map(|s| (*s).to_owned()).collect(),
-            Some(Value::Sequence(items)) if items.iter().all(|i| i.as_str().is_some()) => items
-                .iter()
-                .filter_map(|i| i.as_str().map(str::to_owned))
-                .collect(),
-            Some(_) => {
-                self.error(key, "must be a list of strings");
-                Vec::new()
-            }
-        }
-    }
-
-    /// Checks an http(s) URL and returns its origin.
-    fn origin(&mut self, key: &str, url: &str) -> Option<String> {
-        match reqwest::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                Some(u.origin().ascii_serialization())
-            }
-            _ => {
-                self.error(key, &format!("must be an http(s) URL, got {url:?}"));
-                None
-            }
-        }
-    }
-}
-
-fn yaml_text(v: &Value) -> String {
-    serde_yaml_ng::to_string(v)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn set_path(root: &mut Value, path: &[String], value: Value) {
-    let mut node = root;
-    for (i, part) in path.iter().enumerate() {
-        if !node.is_mapping() {
-            *node = Value::Mapping(Mapping::new());
-        }
-        let map = node.as_mapping_mut().expect("just made a mapping");
-        let key = Value::String(part.clone());
-        if i + 1 == path.len() {
-            map.insert(key, value);
-            return;
-        }
-        node = map.entry(key).or_insert(Value::Null);
-    }
-}
-
-fn check_unknown(v: &Value, prefix: &str, errors: &mut Vec<String>) {
-    let Value::Mapping(m) = v else { return };
-    for (k, child) in m {
-        let Some(k) = k.as_str() else {
-            errors.push(format!("{prefix}: keys must be strings"));
-            continue;
-        };
-        let path = if prefix.is_empty() {
-            k.to_owned()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        if path == "routes" || path == "policies" {
-            continue;
-        }
-        if KNOWN.contains(&path.as_str()) {
-            continue;
-        }
-        if KNOWN
-            .iter()
-            .any(|known| known.starts_with(&format!("{path}.")))
-        {
-            check_unknown(child, &path, errors);
-        } else {
-            errors.push(format!("{path}: unknown setting"));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::reference_rules;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

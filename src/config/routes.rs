@@ -1,0 +1,119 @@
+//! The `routes` and `policies` sections.
+
+use std::collections::BTreeMap;
+
+use serde_yaml_ng::Value;
+
+use super::fields::{Reader, yaml_text};
+use crate::policy::{Mode, PathMatch, Policy, Rule, reference_rules};
+
+pub(super) fn read_routes(r: &mut Reader<'_>) -> Vec<Rule> {
+    let Some(value) = r.get("routes") else {
+        return reference_rules();
+    };
+    let Value::Sequence(items) = value else {
+        r.error("routes", "must be a list of rules");
+        return Vec::new();
+    };
+    let mut rules = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        let Value::Mapping(m) = item else {
+            r.error(&at, "must be a mapping");
+            continue;
+        };
+        for k in m.keys() {
+            let known = [
+                "path",
+                "prefix",
+                "mode",
+                "require_access_token",
+                "require_known_agent",
+            ];
+            if !k.as_str().is_some_and(|k| known.contains(&k)) {
+                r.error(&at, &format!("unknown key {}", yaml_text(k)));
+            }
+        }
+        let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+        let path = match (text("path"), text("prefix")) {
+            (Some(p), None) if p.starts_with('/') => Some(PathMatch::Exact(p)),
+            (None, Some(p)) if p.starts_with('/') => Some(PathMatch::Prefix(p)),
+            _ => {
+                r.error(
+                    &at,
+                    "needs exactly one of `path` or `prefix`, starting with /",
+                );
+                None
+            }
+        };
+        let mode = match m.get("mode") {
+            None => None,
+            Some(v) => {
+                let mode = v.as_str().and_then(Mode::parse);
+                if mode.is_none() {
+                    r.error(&format!("{at}.mode"), "must be enforce, shadow or bypass");
+                }
+                mode
+            }
+        };
+        let flag = |r: &mut Reader<'_>, k: &str| match m.get(k) {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                r.error(&format!("{at}.{k}"), "must be true or false");
+                None
+            }
+        };
+        let require_access_token = flag(r, "require_access_token");
+        let require_known_agent = flag(r, "require_known_agent");
+        if let Some(path) = path {
+            rules.push(Rule {
+                path,
+                mode,
+                require_access_token,
+                require_known_agent,
+            });
+        }
+    }
+    rules
+}
+
+pub(super) fn read_policies(r: &mut Reader<'_>) -> BTreeMap<String, Policy> {
+    let mut out = BTreeMap::new();
+    let Some(value) = r.get("policies") else {
+        return out;
+    };
+    let Value::Mapping(m) = value else {
+        r.error("policies", "must be a mapping of name to policy");
+        return out;
+    };
+    for (name, body) in m {
+        let Some(name) = name.as_str() else {
+            r.error("policies", "names must be strings");
+            continue;
+        };
+        let at = format!("policies.{name}");
+        let Value::Mapping(body) = body else {
+            r.error(&at, "must be a mapping");
+            continue;
+        };
+        let mut policy = Policy::default_enforce();
+        policy.name = name.to_owned();
+        for (k, v) in body {
+            match (k.as_str(), v) {
+                (Some("mode"), v) => match v.as_str().and_then(Mode::parse) {
+                    Some(mode) => policy.mode = mode,
+                    None => r.error(&format!("{at}.mode"), "must be enforce, shadow or bypass"),
+                },
+                (Some("require_access_token"), Value::Bool(b)) => policy.require_access_token = *b,
+                (Some("require_known_agent"), Value::Bool(b)) => policy.require_known_agent = *b,
+                (Some(k @ ("require_access_token" | "require_known_agent")), _) => {
+                    r.error(&format!("{at}.{k}"), "must be true or false")
+                }
+                (other, _) => r.error(&at, &format!("unknown key {}", other.unwrap_or("?"))),
+            }
+        }
+        out.insert(name.to_owned(), policy);
+    }
+    out
+}
