@@ -206,6 +206,7 @@ pub fn outcome(response: &CheckResponse) -> (u16, String) {
 }
 
 /// One scripted demo request.
+#[derive(Clone)]
 struct Step {
     label: &'static str,
     method: &'static str,
@@ -271,77 +272,47 @@ pub async fn run(once: bool) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let now = SystemClock.now_secs();
     let body = br#"{"message":"hello from alpha"}"#;
-    let alpha = registry.agent("alpha");
-    let valid = signed(alpha, "POST", "/hooks/message", body, now, true);
-    let step =
-        |label: &'static str, method: &'static str, path: &'static str, headers, body: &[u8]| {
-            Step {
-                label,
-                method,
-                path,
-                headers,
-                body: body.to_vec(),
-            }
-        };
-    let scripted = [
-        step(
-            "valid request",
+    // Every scripted request but the last is a POST to /hooks/message signed over `body`.
+    let hook = |label, agent: &str, timestamp, access, sent: &[u8]| Step {
+        label,
+        method: "POST",
+        path: "/hooks/message",
+        headers: signed(
+            registry.agent(agent),
             "POST",
             "/hooks/message",
-            valid.clone(),
             body,
+            timestamp,
+            access,
         ),
-        step("replayed request", "POST", "/hooks/message", valid, body),
-        step(
+        body: sent.to_vec(),
+    };
+    let valid = hook("valid request", "alpha", now, true, body);
+    let replayed = Step {
+        label: "replayed request",
+        ..valid.clone()
+    };
+    let scripted = [
+        valid,
+        replayed,
+        hook(
             "tampered body",
-            "POST",
-            "/hooks/message",
-            signed(alpha, "POST", "/hooks/message", body, now, true),
+            "alpha",
+            now,
+            true,
             br#"{"message":"hello from mallory"}"#,
         ),
-        step(
-            "skewed clock (-400 s)",
-            "POST",
-            "/hooks/message",
-            signed(alpha, "POST", "/hooks/message", body, now - 400, true),
-            body,
-        ),
-        step(
-            "unknown agent",
-            "POST",
-            "/hooks/message",
-            signed(
-                registry.agent("stranger"),
-                "POST",
-                "/hooks/message",
-                body,
-                now,
-                true,
-            ),
-            body,
-        ),
-        step(
-            "revoked agent",
-            "POST",
-            "/hooks/message",
-            signed(
-                registry.agent("revoked"),
-                "POST",
-                "/hooks/message",
-                body,
-                now,
-                true,
-            ),
-            body,
-        ),
-        step(
-            "missing access token",
-            "POST",
-            "/hooks/message",
-            signed(alpha, "POST", "/hooks/message", body, now, false),
-            body,
-        ),
-        step("health check (bypass)", "GET", "/health", Vec::new(), b""),
+        hook("skewed clock (-400 s)", "alpha", now - 400, true, body),
+        hook("unknown agent", "stranger", now, true, body),
+        hook("revoked agent", "revoked", now, true, body),
+        hook("missing access token", "alpha", now, false, body),
+        Step {
+            label: "health check (bypass)",
+            method: "GET",
+            path: "/health",
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
     ];
 
     println!(
