@@ -1,0 +1,388 @@
+//! Real Envoy 1.40 in front of claw-authz and an echo upstream, all on loopback: what the client
+//! and the upstream see. Envoy runs `envoy/sidecar.yaml` with only its ports rewritten.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use claw_authz::clock::{Clock, SystemClock};
+use claw_authz::sign::{AitSpec, Ed25519Signer, RegistrySigner, random_nonce};
+use serde_json::json;
+use support::envoy::{Envoy, Upstream, sidecar_config};
+use support::registry::{FakeEndpoint, Reply};
+use support::server::Running;
+
+const ISSUER: &str = "https://registry.example.com";
+const ALPHA: &str = "01KDVA7EC0AGENTA0000000001";
+
+struct Stack {
+    signer: Ed25519Signer,
+    ait: String,
+    agent_did: String,
+    upstream: Upstream,
+    claw: Option<Running>,
+    envoy: Envoy,
+    http: reqwest::Client,
+    _registry: [FakeEndpoint; 3],
+    _dir: std::path::PathBuf,
+}
+
+/// claw-authz (against a fake registry whose keys endpoint answers `keys_up`), Envoy, upstream.
+async fn stack(name: &str, keys_up: bool) -> Stack {
+    let registry = RegistrySigner::new("k1", ISSUER, Ed25519Signer::from_seed([11; 32]));
+    let signer = Ed25519Signer::from_seed([12; 32]);
+    let now = SystemClock.now_secs();
+    let ait = registry.mint_ait(&AitSpec {
+        agent_ulid: ALPHA.into(),
+        owner_ulid: "01KDRQTQC0HVMAN00000000001".into(),
+        name: "alpha".into(),
+        public_key_b64: signer.public_b64(),
+        jti: "01KDVA7EC1AT00000000000001".into(),
+        issued_at: now - 60,
+        ttl_secs: 86_400,
+    });
+    let keys = if keys_up {
+        FakeEndpoint::start(
+            "/.well-known/claw-keys.json",
+            vec![Reply::Body(200, registry.keys_document())],
+        )
+        .await
+    } else {
+        FakeEndpoint::refused("/.well-known/claw-keys.json").await
+    };
+    let crl = FakeEndpoint::start(
+        "/v1/crl",
+        vec![Reply::json(
+            404,
+            &json!({"error": {"code": "CRL_NOT_FOUND"}}),
+        )],
+    )
+    .await;
+    let validate = FakeEndpoint::start("/v1/agents/auth/validate", vec![Reply::Status(204)]).await;
+    let dir = std::env::temp_dir().join(format!("claw-envoy-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let agent_did = registry.agent_did(ALPHA);
+    let peer = registry.agent_did("01KDVA7EC0AGENTB0000000001");
+    std::fs::write(
+        dir.join("trust.yaml"),
+        format!("pairs: [[\"{agent_did}\", \"{peer}\"]]\n"),
+    )
+    .unwrap();
+    let yaml = format!(
+        "registry:\n  url: {ISSUER}\n  keys_url: {}\n  crl_url: {}\n  validate_url: {}\ntrust:\n  file: {}\npolicies:\n  shadow: {{mode: shadow}}\n",
+        keys.url,
+        crl.url,
+        validate.url,
+        dir.join("trust.yaml").display()
+    );
+    let claw = support::server::start(&yaml, Arc::new(SystemClock)).await;
+    if keys_up {
+        claw.wait_ready().await;
+    }
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(&sidecar_config(claw.grpc, claw.admin, upstream.addr)).await;
+    Stack {
+        signer,
+        ait,
+        agent_did,
+        upstream,
+        claw: Some(claw),
+        envoy,
+        http: reqwest::Client::new(),
+        _registry: [keys, crl, validate],
+        _dir: dir,
+    }
+}
+
+impl Stack {
+    /// A request signed for `signed_path` and sent to `sent_path`.
+    fn signed(
+        &self,
+        method: &str,
+        signed_path: &str,
+        sent_path: &str,
+        body: &[u8],
+    ) -> reqwest::RequestBuilder {
+        let proof = self.signer.sign_request(
+            method,
+            signed_path,
+            body,
+            SystemClock.now_secs(),
+            &random_nonce(),
+        );
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), self.envoy.url(sent_path))
+            .header("authorization", format!("Claw {}", self.ait))
+            .header("x-claw-agent-access", "clw_agt_token")
+            .body(body.to_vec());
+        for (k, v) in proof.pairs() {
+            req = req.header(k, v);
+        }
+        req
+    }
+}
+
+#[tokio::test]
+async fn valid_post_reaches_upstream_with_identity_and_without_credentials() {
+    let s = stack("valid", true).await;
+    let r = s
+        .signed(
+            "POST",
+            "/hooks/message",
+            "/hooks/message",
+            br#"{"message":"hi"}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", s.envoy.log());
+    assert_eq!(r.text().await.unwrap(), "upstream ok");
+    let seen = s.upstream.seen();
+    assert_eq!(seen.len(), 1);
+    let got = &seen[0];
+    assert_eq!(got.body, br#"{"message":"hi"}"#);
+    assert_eq!(got.header("x-claw-agent-did"), [s.agent_did.as_str()]);
+    assert_eq!(got.header("x-claw-ait-jti"), ["01KDVA7EC1AT00000000000001"]);
+    assert_eq!(got.header("x-claw-issuer"), [ISSUER]);
+    assert_eq!(
+        got.header("x-claw-agent-public-key"),
+        [s.signer.public_b64().as_str()]
+    );
+    for removed in ["authorization", "x-claw-proof", "x-claw-agent-access"] {
+        assert!(
+            got.header(removed).is_empty(),
+            "{removed} reached the upstream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_never_reach_upstream_as_sent() {
+    let s = stack("spoof", true).await;
+    let allowed = s
+        .signed("POST", "/v1/items", "/v1/items", b"x")
+        .header("x-claw-agent-did", "spoofed");
+    assert_eq!(allowed.send().await.unwrap().status(), 200);
+    // Denied: nothing reaches the upstream at all.
+    let denied = s
+        .http
+        .post(s.envoy.url("/v1/items"))
+        .header("x-claw-agent-did", "spoofed");
+    assert_eq!(denied.send().await.unwrap().status(), 401);
+    // A route without authentication: the header is stripped before the upstream.
+    let open = s
+        .http
+        .get(s.envoy.url("/health"))
+        .header("x-claw-agent-did", "spoofed");
+    assert_eq!(open.send().await.unwrap().status(), 200);
+    let seen = s.upstream.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].header("x-claw-agent-did"),
+        [s.agent_did.as_str()],
+        "overwritten, not appended"
+    );
+    assert!(seen[1].header("x-claw-agent-did").is_empty());
+}
+
+#[tokio::test]
+async fn denial_reaches_the_client_as_the_exact_envelope() {
+    let s = stack("deny", true).await;
+    let r = s
+        .http
+        .post(s.envoy.url("/hooks/message"))
+        .header("authorization", "Bearer nope")
+        .header("x-request-id", "envoy-test-0001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["www-authenticate"], "Claw");
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"error":{"code":"PROXY_AUTH_INVALID_SCHEME","message":"Authorization must be in the format 'Claw <ait>'","requestId":"envoy-test-0001"}}"#
+    );
+    assert!(s.upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn binary_bodies_verify_and_oversized_bodies_get_413() {
+    let s = stack("body", true).await;
+    let binary: Vec<u8> = (0..=255u8).rev().chain([0xff, 0xfe, 0x00, 0xc3]).collect();
+    let r = s
+        .signed("POST", "/v1/blob", "/v1/blob", &binary)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(s.upstream.seen()[0].body, binary);
+    let big = vec![b'a'; 1024 * 1024 + 1];
+    let r = s
+        .signed("POST", "/v1/blob", "/v1/blob", &big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(s.upstream.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn query_normalization_end_to_end() {
+    let s = stack("query", true).await;
+    let r = s
+        .signed("POST", "/hooks/message", "/hooks/message?", b"{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a bare `?` is not part of the signed path");
+    let r = s
+        .signed("GET", "/v1/items?x=1", "/v1/items?x=2", b"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "PROXY_AUTH_INVALID_PROOF");
+    assert_eq!(
+        body["error"]["details"]["reason"],
+        "X-Claw-Proof verification failed"
+    );
+    assert_eq!(s.upstream.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn registry_down_cold_gets_503_envelope_and_sidecar_down_gets_503() {
+    let cold = stack("cold", false).await;
+    let r = cold
+        .signed("POST", "/v1/x", "/v1/x", b"{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "PROXY_AUTH_DEPENDENCY_UNAVAILABLE");
+    assert_eq!(
+        body["error"]["message"],
+        "Registry signing keys are unavailable"
+    );
+    assert_eq!(body["error"]["details"]["reason"], "connect ECONNREFUSED");
+    assert!(cold.upstream.seen().is_empty());
+
+    let mut s = stack("killed", true).await;
+    assert_eq!(
+        s.signed("POST", "/v1/x", "/v1/x", b"{}")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    s.claw.take().unwrap().stop().await;
+    for _ in 0..5 {
+        let r = s
+            .signed("POST", "/v1/x", "/v1/x", b"{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+    }
+    assert_eq!(
+        s.upstream.seen().len(),
+        1,
+        "nothing reached the upstream after the sidecar stopped"
+    );
+}
+
+#[tokio::test]
+async fn shadow_route_passes_with_the_header_enforced_route_denies() {
+    let s = stack("shadow", true).await;
+    let r = s
+        .http
+        .post(s.envoy.url("/canary/echo"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = s.upstream.seen();
+    assert_eq!(
+        seen[0].header("x-claw-authz-shadow-denial"),
+        ["PROXY_AUTH_MISSING_TOKEN"]
+    );
+    assert!(seen[0].header("x-claw-agent-did").is_empty());
+    let r = s
+        .http
+        .post(s.envoy.url("/echo"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(s.upstream.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn time_endpoint_through_envoy() {
+    let s = stack("time", true).await;
+    let before = SystemClock.now_secs();
+    let r = s.http.get(s.envoy.url("/v1/time")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let secs = body["unixSeconds"].as_u64().unwrap();
+    assert!((before..=SystemClock.now_secs()).contains(&secs), "{body}");
+    assert_eq!(body["unixMillis"].as_u64().unwrap() / 1000, secs);
+    assert!(s.upstream.seen().is_empty());
+}
+
+/// The added latency of the ext_authz hop: the same fixed request rate through a route without
+/// ext_authz (Envoy alone) and one with it (Envoy + claw-authz), interleaved in one run.
+/// Figures are printed, never asserted; run with `--release -- --nocapture` for the real ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_latency_is_reported() {
+    let s = stack("latency", true).await;
+    let n = std::env::var("CLAW_LATENCY_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400usize);
+    let rate = 200.0;
+    let signed: Vec<_> = (0..n)
+        .map(|_| s.signed("GET", "/v1/items", "/v1/items", b""))
+        .collect();
+    let (mut alone, mut with_authz) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let start = Instant::now();
+    for (i, req) in signed.into_iter().enumerate() {
+        // Open loop: each pair starts at its slot, whatever the previous one took.
+        let slot = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(slot.into()).await;
+        let t = Instant::now();
+        assert_eq!(
+            s.http
+                .get(s.envoy.url("/health"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        alone.push(t.elapsed());
+        let t = Instant::now();
+        assert_eq!(req.send().await.unwrap().status(), 200);
+        with_authz.push(t.elapsed());
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_secs_f64() * 1e6
+    };
+    let (a50, a99) = (pct(&mut alone, 0.50), pct(&mut alone, 0.99));
+    let (w50, w99) = (pct(&mut with_authz, 0.50), pct(&mut with_authz, 0.99));
+    println!(
+        "hop latency over {n} requests at {rate} rps: envoy alone p50 {a50:.0} us p99 {a99:.0} us; \
+         envoy+claw-authz p50 {w50:.0} us p99 {w99:.0} us; added p50 {:.0} us p99 {:.0} us",
+        w50 - a50,
+        w99 - a99
+    );
+}
