@@ -11,7 +11,8 @@
 //! - [`store`]: the nonce (replay) store and the trust store.
 //! - [`config`], [`app`], [`server`]: typed configuration, wiring, and the gRPC/admin servers.
 //! - [`clock`]: injected wall-clock time. [`sign`]: the client side (demo, `sign` command, tests).
-//! - [`demo`]: the self-contained demo with its dev registry.
+//! - [`demo`]: the self-contained demo with its dev registry; [`envoy`] runs a real Envoy in front
+//!   (demo `--envoy`, end-to-end tests).
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod denial;
+pub mod envoy;
 pub mod pipeline;
 pub mod policy;
 pub mod protocol;

