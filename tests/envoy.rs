@@ -344,6 +344,44 @@ async fn time_endpoint_through_envoy() {
     assert!(s.upstream.seen().is_empty());
 }
 
+#[test]
+fn demo_through_envoy_prints_every_outcome() {
+    let bin =
+        find_binary(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("an Envoy binary");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_claw-authz"))
+        .args(["demo", "--once", "--envoy"])
+        .env("ENVOY_BIN", bin)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("sent as plain HTTP through Envoy"),
+        "{table}"
+    );
+    for (label, status, code) in [
+        ("valid request", "200", "-"),
+        ("replayed request", "401", "PROXY_AUTH_REPLAY"),
+        ("tampered body", "401", "PROXY_AUTH_INVALID_PROOF"),
+        ("skewed clock (-400 s)", "401", "PROXY_AUTH_TIMESTAMP_SKEW"),
+        ("unknown agent", "403", "PROXY_AUTH_FORBIDDEN"),
+        ("revoked agent", "401", "PROXY_AUTH_REVOKED"),
+        ("missing access token", "401", "PROXY_AGENT_ACCESS_REQUIRED"),
+        ("health check (bypass)", "200", "-"),
+    ] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("{label}: {table}"));
+        let cells: Vec<&str> = line[24..].split_whitespace().collect();
+        assert_eq!(&cells[1..], [status, code], "{line}");
+    }
+}
+
 /// The added latency of the ext_authz hop: the same fixed request rate through a route without
 /// ext_authz (Envoy alone) and one with it (Envoy + claw-authz), interleaved in one run.
 /// Figures are printed, never asserted; run with `--release -- --nocapture` for the real ones.
