@@ -7,7 +7,8 @@
 //! must be the 64-byte `r||s` form; DER and padded variants are refused by length.
 //!
 //! P-256 verification uses aws-lc-rs with a pre-parsed key: the benchmark (`benches/protocol.rs`)
-//! measured it about 2.8x faster than the pure-Rust `p256` crate on this machine, and aws-lc-rs
+//! measured it about 5x faster than the pure-Rust `p256` crate on this machine (51 vs 285 us per
+//! verify in one run), and aws-lc-rs
 //! is already the TLS crypto provider, so it adds no second implementation to the tree.
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ParsedPublicKey};
