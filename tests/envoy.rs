@@ -4,7 +4,9 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use claw_authz::clock::{Clock, SystemClock};
 use claw_authz::envoy::{EchoUpstream as Upstream, Envoy, find_binary, sidecar_config};
@@ -401,7 +403,7 @@ async fn hop_latency_is_reported() {
     for (i, req) in signed.into_iter().enumerate() {
         // Open loop: each pair starts at its slot, whatever the previous one took.
         let slot = start + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(slot.into()).await;
+        tokio::time::sleep_until(slot).await;
         let t = Instant::now();
         assert_eq!(
             s.http

@@ -245,6 +245,39 @@ async fn allow_overwrites_identity_headers_and_removes_credentials() {
 }
 
 #[tokio::test]
+async fn padded_header_values_are_trimmed_so_a_padded_replay_is_still_a_replay() {
+    let w = World::new("padded").await;
+    let mut s = support::server::start(&w.yaml(""), Arc::new(ManualClock::at(NOW_MS))).await;
+    let first = w.signed(&w.alpha, "GET", "/v1/x", b"", "nonce-7", &[]);
+    assert!(matches!(
+        s.check(first).await.http_response,
+        Some(HttpResponse::OkResponse(_))
+    ));
+    // The same proof with the nonce and timestamp padded: it verifies (values are trimmed before
+    // the canonical string) and is refused as a replay (trimmed before the replay key too).
+    let mut again = w.signed(&w.alpha, "GET", "/v1/x", b"", "nonce-7", &[]);
+    let headers = &mut again
+        .attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap()
+        .headers;
+    let nonce = headers["x-claw-nonce"].clone();
+    headers.insert("x-claw-nonce".into(), format!("  {nonce}\t"));
+    let ts = headers["x-claw-timestamp"].clone();
+    headers.insert("x-claw-timestamp".into(), format!(" {ts} "));
+    let (status, _, body) = denied(&s.check(again).await);
+    assert_eq!(status, 401);
+    assert!(body.contains("PROXY_AUTH_REPLAY"), "{body}");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn deny_is_the_exact_envelope_with_headers() {
     let w = World::new("deny").await;
     let mut s = support::server::start(&w.yaml(""), Arc::new(ManualClock::at(NOW_MS))).await;

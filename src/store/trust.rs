@@ -210,6 +210,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // file modification times are wall-clock times
     fn reload_keeps_last_good_snapshot() {
         let dir = std::env::temp_dir().join(format!("claw-trust-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
