@@ -51,6 +51,7 @@ impl App {
             registry.clone(),
             clock.clone(),
             config.registry.keys_ttl_secs * 1000,
+            config.registry.kid_miss_cooldown_secs * 1000,
         ));
         let crl = Arc::new(CrlCache::new(
             registry.clone(),

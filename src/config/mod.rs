@@ -32,6 +32,7 @@ impl Defaults {
     pub const ADMIN_LISTEN: &str = "127.0.0.1:9901";
     pub const REGISTRY_TIMEOUT_MS: u64 = 5_000;
     pub const KEYS_TTL_SECS: u64 = 3_600;
+    pub const KID_MISS_COOLDOWN_SECS: u64 = 30;
     pub const CRL_REFRESH_INTERVAL_SECS: u64 = 300;
     pub const CRL_MAX_AGE_SECS: u64 = 900;
     pub const MAX_SKEW_SECS: u64 = 300;
@@ -71,6 +72,8 @@ pub struct RegistryConfig {
     pub validate_url: String,
     pub timeout_ms: u64,
     pub keys_ttl_secs: u64,
+    /// A token with an unknown `kid` refetches the keys at most once per this many seconds.
+    pub kid_miss_cooldown_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,6 +132,7 @@ const KNOWN: &[&str] = &[
     "registry.validate_url",
     "registry.timeout_ms",
     "registry.keys_ttl_secs",
+    "registry.kid_miss_cooldown_secs",
     "crl.refresh_interval_secs",
     "crl.max_age_secs",
     "crl.stale_behavior",
@@ -218,6 +222,12 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         1,
         86_400 * 7,
     );
+    let kid_miss_cooldown_secs = r.u64(
+        "registry.kid_miss_cooldown_secs",
+        Defaults::KID_MISS_COOLDOWN_SECS,
+        0,
+        3_600,
+    );
     let refresh = r.u64(
         "crl.refresh_interval_secs",
         Defaults::CRL_REFRESH_INTERVAL_SECS,
@@ -289,6 +299,7 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
             validate_url: validate_url?,
             timeout_ms,
             keys_ttl_secs,
+            kid_miss_cooldown_secs,
         },
         crl: CrlConfig {
             refresh_interval_secs: refresh,

@@ -15,7 +15,7 @@ use super::keys::KeyCache;
 use crate::clock::Clock;
 use crate::denial::Denial;
 use crate::protocol::crl::{crl_token_from_body, verify_crl};
-use crate::protocol::jws::Expectations;
+use crate::protocol::jws::{Expectations, TokenError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StaleBehavior {
@@ -150,8 +150,11 @@ impl CrlCache {
         };
         let key_set = keys.current().await.map_err(|d| d.to_string())?;
         let claims = match verify_crl(&token, &key_set, expect) {
-            Err(e) if e.is_unknown_kid() => {
-                let key_set = keys.refresh().await.map_err(|d| d.to_string())?;
+            Err(TokenError::UnknownKid(_, kid)) => {
+                let key_set = keys
+                    .refresh_for_unknown_kid(&kid)
+                    .await
+                    .map_err(|d| d.to_string())?;
                 verify_crl(&token, &key_set, expect)
             }
             other => other,
@@ -188,7 +191,7 @@ mod tests {
         let registry = Arc::new(FakeRegistry::default());
         registry.set_keys(vec![ok(signer.keys_document())]);
         let clock = ManualClock::at(T0);
-        let keys = KeyCache::new(registry.clone(), Arc::new(clock.clone()), 3_600_000);
+        let keys = KeyCache::new(registry.clone(), Arc::new(clock.clone()), 3_600_000, 30_000);
         let timing = CrlTiming {
             refresh_interval_ms: 300_000,
             max_age_ms: 900_000,

@@ -1,8 +1,13 @@
 //! The registry's signing keys, cached.
 //!
 //! Reference behaviour (protocol.md §2): keys are fetched before a token is even parsed, kept
-//! for `keys_ttl`, refetched when stale, and force-refetched once when a token names an unknown
-//! `kid`. A failed fetch is not cached. The first successful load marks the sidecar ready.
+//! for `keys_ttl`, refetched when stale, and force-refetched when a token names an unknown `kid`.
+//! A failed fetch is not cached. The first successful load marks the sidecar ready.
+//!
+//! Unlike the reference, a `kid` miss refetches at most once per `kid_miss_cooldown` and one
+//! caller at a time (`deviations.md` item 1): a flood of tokens with random `kid`s costs the
+//! registry one fetch per cooldown, not one per request, while a genuinely rotated key is picked
+//! up by the first token that names it.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +22,12 @@ pub struct KeyCache {
     registry: Arc<dyn Registry>,
     clock: Arc<dyn Clock>,
     ttl_ms: u64,
+    kid_miss_cooldown_ms: u64,
     state: Mutex<Option<Loaded>>,
+    /// When a `kid` miss last caused a fetch.
+    last_miss_fetch_ms: Mutex<Option<u64>>,
+    /// Serializes `kid`-miss refreshes (single flight).
+    miss_gate: tokio::sync::Mutex<()>,
     ready: watch::Sender<bool>,
 }
 
@@ -28,13 +38,49 @@ struct Loaded {
 }
 
 impl KeyCache {
-    pub fn new(registry: Arc<dyn Registry>, clock: Arc<dyn Clock>, ttl_ms: u64) -> Self {
+    pub fn new(
+        registry: Arc<dyn Registry>,
+        clock: Arc<dyn Clock>,
+        ttl_ms: u64,
+        kid_miss_cooldown_ms: u64,
+    ) -> Self {
         KeyCache {
             registry,
             clock,
             ttl_ms,
+            kid_miss_cooldown_ms,
             state: Mutex::new(None),
+            last_miss_fetch_ms: Mutex::new(None),
+            miss_gate: tokio::sync::Mutex::new(()),
             ready: watch::channel(false).0,
+        }
+    }
+
+    /// A token named `kid`, which the cached set lacks. Refetches unless a `kid` miss already
+    /// did within the cooldown; concurrent callers wait for the one fetch and share its result.
+    pub async fn refresh_for_unknown_kid(&self, kid: &str) -> Result<KeySet, Denial> {
+        let _one = self.miss_gate.lock().await;
+        let cached = self.lock().clone();
+        if let Some(l) = &cached
+            && l.keys.get(kid).is_some()
+        {
+            return Ok(l.keys.clone()); // another caller's refresh brought it
+        }
+        let now = self.clock.now_ms();
+        let cooling = {
+            let mut last = self
+                .last_miss_fetch_ms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let cooling = last.is_some_and(|t| now.saturating_sub(t) < self.kid_miss_cooldown_ms);
+            if !cooling {
+                *last = Some(now);
+            }
+            cooling
+        };
+        match cached {
+            Some(l) if cooling => Ok(l.keys),
+            _ => self.refresh().await,
         }
     }
 
@@ -103,7 +149,7 @@ mod tests {
         );
         registry.set_keys(vec![status(502), ok(signer.keys_document())]);
         let clock = ManualClock::at(1_000_000);
-        let cache = KeyCache::new(registry.clone(), Arc::new(clock.clone()), 3_600_000);
+        let cache = KeyCache::new(registry.clone(), Arc::new(clock.clone()), 3_600_000, 30_000);
         assert_eq!(
             cache.current().await.unwrap_err(),
             Denial::KeysUnavailable(Some(Detail::Status(502)))
@@ -120,6 +166,54 @@ mod tests {
         );
         clock.advance_ms(1);
         cache.current().await.unwrap();
+        assert_eq!(registry.calls().0, 3);
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_floods_cost_one_fetch_per_cooldown() {
+        let registry = Arc::new(FakeRegistry::default());
+        let signer = crate::sign::RegistrySigner::new(
+            "k1",
+            "https://registry.example.com",
+            crate::sign::Ed25519Signer::from_seed([7; 32]),
+        );
+        registry.set_keys(vec![ok(signer.keys_document())]);
+        let clock = ManualClock::at(1_000_000);
+        let cache = Arc::new(KeyCache::new(
+            registry.clone(),
+            Arc::new(clock.clone()),
+            3_600_000,
+            30_000,
+        ));
+        cache.current().await.unwrap();
+        let misses: Vec<_> = (0..10_000)
+            .map(|i| {
+                let cache = cache.clone();
+                tokio::spawn(
+                    async move { cache.refresh_for_unknown_kid(&format!("rand-{i}")).await },
+                )
+            })
+            .collect();
+        for m in misses {
+            assert_eq!(m.await.unwrap().unwrap().len(), 1);
+        }
+        assert_eq!(
+            registry.calls().0,
+            2,
+            "the first load plus one kid-miss fetch"
+        );
+        clock.advance_ms(29_999);
+        cache.refresh_for_unknown_kid("rand-x").await.unwrap();
+        assert_eq!(registry.calls().0, 2);
+        clock.advance_ms(1);
+        cache.refresh_for_unknown_kid("rand-y").await.unwrap();
+        assert_eq!(
+            registry.calls().0,
+            3,
+            "one more fetch once the cooldown has passed"
+        );
+        // A known kid never waits for the cooldown.
+        assert!(cache.refresh_for_unknown_kid("k1").await.is_ok());
         assert_eq!(registry.calls().0, 3);
     }
 }

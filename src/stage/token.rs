@@ -2,7 +2,7 @@
 
 use crate::denial::Denial;
 use crate::protocol::ait::{AitClaims, verify_ait};
-use crate::protocol::jws::Expectations;
+use crate::protocol::jws::{Expectations, TokenError};
 use crate::registry::keys::KeyCache;
 use crate::request::RequestView;
 
@@ -24,7 +24,7 @@ pub fn authorization(req: &RequestView) -> Result<&str, Denial> {
 }
 
 /// Keys first (a keys outage is a 503 even for a garbage token), then the AIT; an unknown `kid`
-/// refetches the keys once and retries.
+/// refetches the keys (at most once per cooldown) and retries once.
 pub async fn verify(
     token: &str,
     keys: &KeyCache,
@@ -32,7 +32,9 @@ pub async fn verify(
 ) -> Result<AitClaims, Denial> {
     let key_set = keys.current().await?;
     let result = match verify_ait(token, &key_set, expect) {
-        Err(e) if e.is_unknown_kid() => verify_ait(token, &keys.refresh().await?, expect),
+        Err(TokenError::UnknownKid(_, kid)) => {
+            verify_ait(token, &keys.refresh_for_unknown_kid(&kid).await?, expect)
+        }
         other => other,
     };
     result.map_err(|e| Denial::InvalidAit(e.to_string()))
