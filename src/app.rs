@@ -22,6 +22,8 @@ pub struct App {
     /// Credentials removed from allowed requests.
     pub remove_headers: Vec<String>,
     pub nonces: Arc<MemoryNonceStore>,
+    /// Kept free of Envoy's deadline so the denial still gets back in time.
+    pub deadline_margin: Duration,
 }
 
 impl App {
@@ -93,6 +95,7 @@ impl App {
             pipeline,
             remove_headers: config.headers.remove.clone(),
             nonces,
+            deadline_margin: Duration::from_millis(config.registry.deadline_margin_ms),
         })
     }
 

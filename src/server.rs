@@ -40,8 +40,11 @@ impl Authorization for CheckService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let deadline = grpc_timeout(request.metadata())
+            .map(|t| tokio::time::Instant::now() + t.saturating_sub(self.app.deadline_margin));
         let view = RequestView::from_check(request.into_inner());
-        let decision = self.app.pipeline.check(&view).await;
+        let decision =
+            crate::registry::with_deadline(deadline, self.app.pipeline.check(&view)).await;
         let request_id = view
             .request_id()
             .map(str::to_owned)
@@ -53,6 +56,22 @@ impl Authorization for CheckService {
             &self.app.remove_headers,
         )))
     }
+}
+
+/// The `grpc-timeout` Envoy sends with the call (`<digits><H|M|S|m|u|n>`).
+pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok().filter(|_| digits.len() <= 8)?;
+    Some(match unit {
+        "H" => std::time::Duration::from_secs(n.checked_mul(3600)?),
+        "M" => std::time::Duration::from_secs(n.checked_mul(60)?),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 fn log_decision(decision: &Decision, view: &RequestView, request_id: &str) {
@@ -176,4 +195,28 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
 async fn time(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     let ms = app.pipeline.clock.now_ms();
     Json(serde_json::json!({ "unixSeconds": ms / 1000, "unixMillis": ms }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        let parse = |v: &str| {
+            let mut m = tonic::metadata::MetadataMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&m)
+        };
+        assert_eq!(parse("500m"), Some(std::time::Duration::from_millis(500)));
+        assert_eq!(parse("2S"), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(parse("1H"), Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(
+            parse("250000u"),
+            Some(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(parse("123456789m"), None, "at most 8 digits");
+        assert_eq!(parse("5x"), None);
+        assert_eq!(parse("m"), None);
+    }
 }

@@ -591,3 +591,36 @@ fn demo_once_prints_every_listed_outcome() {
         assert_eq!(cells, [row.1, row.2, row.3], "{line}");
     }
 }
+
+#[tokio::test]
+async fn a_hanging_registry_never_outlives_envoys_deadline() {
+    let w = World::new("deadline").await;
+    w.validate.set(vec![Reply::Hang]);
+    // The configured registry timeout (5 s) is far longer than the Check's budget.
+    let mut s = support::server::start(&w.yaml(""), Arc::new(ManualClock::at(NOW_MS))).await;
+    let req = w.signed(
+        &w.alpha,
+        "POST",
+        "/hooks/message",
+        b"{}",
+        "n-deadline",
+        &[("x-claw-agent-access", "clw_agt_t")],
+    );
+    let mut call = tonic::Request::new(req);
+    call.set_timeout(std::time::Duration::from_millis(400));
+    // The client enforces grpc-timeout itself: an Ok here means claw-authz answered within it.
+    let response = s
+        .client
+        .check(call)
+        .await
+        .expect("answered before the deadline")
+        .into_inner();
+    let (status, _, body) = denied(&response);
+    assert_eq!(status, 503);
+    assert!(
+        body.contains(r#""details":{"reason":"The operation was aborted due to timeout"}"#),
+        "{body}"
+    );
+    assert_eq!(w.validate.calls(), 1);
+    s.stop().await;
+}

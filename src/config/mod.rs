@@ -33,6 +33,7 @@ impl Defaults {
     pub const REGISTRY_TIMEOUT_MS: u64 = 5_000;
     pub const KEYS_TTL_SECS: u64 = 3_600;
     pub const KID_MISS_COOLDOWN_SECS: u64 = 30;
+    pub const DEADLINE_MARGIN_MS: u64 = 25;
     pub const CRL_REFRESH_INTERVAL_SECS: u64 = 300;
     pub const CRL_MAX_AGE_SECS: u64 = 900;
     pub const MAX_SKEW_SECS: u64 = 300;
@@ -74,6 +75,8 @@ pub struct RegistryConfig {
     pub keys_ttl_secs: u64,
     /// A token with an unknown `kid` refetches the keys at most once per this many seconds.
     pub kid_miss_cooldown_secs: u64,
+    /// Request-path registry calls end this long before Envoy's deadline for the Check.
+    pub deadline_margin_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -133,6 +136,7 @@ const KNOWN: &[&str] = &[
     "registry.timeout_ms",
     "registry.keys_ttl_secs",
     "registry.kid_miss_cooldown_secs",
+    "registry.deadline_margin_ms",
     "crl.refresh_interval_secs",
     "crl.max_age_secs",
     "crl.stale_behavior",
@@ -222,6 +226,12 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         1,
         86_400 * 7,
     );
+    let deadline_margin_ms = r.u64(
+        "registry.deadline_margin_ms",
+        Defaults::DEADLINE_MARGIN_MS,
+        0,
+        10_000,
+    );
     let kid_miss_cooldown_secs = r.u64(
         "registry.kid_miss_cooldown_secs",
         Defaults::KID_MISS_COOLDOWN_SECS,
@@ -300,6 +310,7 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
             timeout_ms,
             keys_ttl_secs,
             kid_miss_cooldown_secs,
+            deadline_margin_ms,
         },
         crl: CrlConfig {
             refresh_interval_secs: refresh,

@@ -1,12 +1,13 @@
 //! The registry over HTTP(S) with reqwest and rustls.
 //!
 //! Bodies are capped (a registry answering garbage cannot make the sidecar buffer without
-//! bound) and every call has a timeout. Transport errors are reduced to [`TransportError`]; the
+//! bound) and every call has a timeout: the configured one, or less when the Check being
+//! handled has a nearer deadline (`call_timeout`). Transport errors are reduced to [`TransportError`]; the
 //! full error is logged here and goes nowhere else.
 
 use std::time::Duration;
 
-use super::{BoxFuture, Registry, Response, TransportError};
+use super::{BoxFuture, Registry, Response, TransportError, call_timeout};
 
 /// Larger keys documents or CRLs are refused as transport failures.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -51,7 +52,7 @@ impl HttpRegistry {
     }
 
     async fn get(&self, url: &str) -> Result<Response, TransportError> {
-        let request = self.client.get(url).timeout(self.timeout);
+        let request = self.client.get(url).timeout(call_timeout(self.timeout));
         read(request.send().await, url).await
     }
 }
@@ -76,7 +77,7 @@ impl Registry for HttpRegistry {
             let request = self
                 .client
                 .post(&self.endpoints.validate)
-                .timeout(self.timeout)
+                .timeout(call_timeout(self.timeout))
                 .header("content-type", "application/json")
                 .header("x-claw-agent-access", access_token)
                 .body(body);

@@ -14,6 +14,29 @@ use std::pin::Pin;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+tokio::task_local! {
+    /// The request path's deadline: Envoy's `grpc-timeout` for the Check call, less a margin.
+    /// Registry calls made while handling that call never wait past it; background calls (no
+    /// deadline in scope) use the configured timeout alone.
+    static DEADLINE: tokio::time::Instant;
+}
+
+/// Runs `f` (the handling of one Check) with registry calls bounded by `deadline`.
+pub async fn with_deadline<F: Future>(deadline: Option<tokio::time::Instant>, f: F) -> F::Output {
+    match deadline {
+        Some(d) => DEADLINE.scope(d, f).await,
+        None => f.await,
+    }
+}
+
+/// The time a registry call may take now: `configured`, or less if the current Check's deadline
+/// is nearer. Zero when the deadline has passed.
+pub fn call_timeout(configured: std::time::Duration) -> std::time::Duration {
+    DEADLINE
+        .try_with(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+        .map_or(configured, |left| left.min(configured))
+}
+
 /// A registry answer: any HTTP status with its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
