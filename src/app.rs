@@ -12,7 +12,7 @@ use crate::policy::RoutePolicies;
 use crate::registry::Registry;
 use crate::registry::crl::{CrlCache, CrlTiming};
 use crate::registry::http::{Endpoints, HttpRegistry};
-use crate::registry::keys::KeyCache;
+use crate::registry::keys::{KeyCache, KeyTiming};
 use crate::store::nonce::MemoryNonceStore;
 use crate::store::trust::FileTrustStore;
 
@@ -52,8 +52,11 @@ impl App {
         let keys = Arc::new(KeyCache::new(
             registry.clone(),
             clock.clone(),
-            config.registry.keys_ttl_secs * 1000,
-            config.registry.kid_miss_cooldown_secs * 1000,
+            KeyTiming {
+                ttl_ms: config.registry.keys_ttl_secs * 1000,
+                max_stale_ms: config.registry.keys_max_stale_secs * 1000,
+                kid_miss_cooldown_ms: config.registry.kid_miss_cooldown_secs * 1000,
+            },
         ));
         let crl = Arc::new(CrlCache::new(
             registry.clone(),

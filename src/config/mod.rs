@@ -32,6 +32,7 @@ impl Defaults {
     pub const ADMIN_LISTEN: &str = "127.0.0.1:9901";
     pub const REGISTRY_TIMEOUT_MS: u64 = 5_000;
     pub const KEYS_TTL_SECS: u64 = 3_600;
+    pub const KEYS_MAX_STALE_SECS: u64 = 86_400;
     pub const KID_MISS_COOLDOWN_SECS: u64 = 30;
     pub const DEADLINE_MARGIN_MS: u64 = 25;
     pub const CRL_REFRESH_INTERVAL_SECS: u64 = 300;
@@ -73,6 +74,8 @@ pub struct RegistryConfig {
     pub validate_url: String,
     pub timeout_ms: u64,
     pub keys_ttl_secs: u64,
+    /// Past `keys_ttl_secs`, cached keys are served (while refreshing) for up to this long.
+    pub keys_max_stale_secs: u64,
     /// A token with an unknown `kid` refetches the keys at most once per this many seconds.
     pub kid_miss_cooldown_secs: u64,
     /// Request-path registry calls end this long before Envoy's deadline for the Check.
@@ -135,6 +138,7 @@ const KNOWN: &[&str] = &[
     "registry.validate_url",
     "registry.timeout_ms",
     "registry.keys_ttl_secs",
+    "registry.keys_max_stale_secs",
     "registry.kid_miss_cooldown_secs",
     "registry.deadline_margin_ms",
     "crl.refresh_interval_secs",
@@ -226,6 +230,12 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         1,
         86_400 * 7,
     );
+    let keys_max_stale_secs = r.u64(
+        "registry.keys_max_stale_secs",
+        Defaults::KEYS_MAX_STALE_SECS,
+        0,
+        86_400 * 30,
+    );
     let deadline_margin_ms = r.u64(
         "registry.deadline_margin_ms",
         Defaults::DEADLINE_MARGIN_MS,
@@ -309,6 +319,7 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
             validate_url: validate_url?,
             timeout_ms,
             keys_ttl_secs,
+            keys_max_stale_secs,
             kid_miss_cooldown_secs,
             deadline_margin_ms,
         },

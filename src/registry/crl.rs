@@ -66,7 +66,7 @@ impl CrlCache {
     }
 
     /// `Ok` unless the AIT `jti` is revoked, or the list is stale under `fail-closed`.
-    pub async fn check(&self, jti: &str, keys: &KeyCache) -> Result<(), Denial> {
+    pub async fn check(&self, jti: &str, keys: &Arc<KeyCache>) -> Result<(), Denial> {
         let now = self.clock.now_ms();
         if self.refresh_wanted(now) {
             self.refresh(keys).await;
@@ -103,7 +103,7 @@ impl CrlCache {
                 .is_none_or(|t| now.saturating_sub(t) >= self.timing.refresh_interval_ms))
     }
 
-    async fn refresh(&self, keys: &KeyCache) {
+    async fn refresh(&self, keys: &Arc<KeyCache>) {
         let _one = self.refreshing.lock().await;
         let now = self.clock.now_ms();
         if !self.refresh_wanted(now) {
@@ -131,7 +131,7 @@ impl CrlCache {
     }
 
     /// `Ok(None)` is the registry's "no revocations" (404).
-    async fn fetch(&self, keys: &KeyCache) -> Result<Option<(HashSet<String>, u64)>, String> {
+    async fn fetch(&self, keys: &Arc<KeyCache>) -> Result<Option<(HashSet<String>, u64)>, String> {
         let response = self
             .registry
             .fetch_crl()
@@ -181,7 +181,7 @@ mod tests {
     struct Fixture {
         registry: Arc<FakeRegistry>,
         clock: ManualClock,
-        keys: KeyCache,
+        keys: Arc<KeyCache>,
         crl: CrlCache,
         signer: RegistrySigner,
     }
@@ -191,7 +191,16 @@ mod tests {
         let registry = Arc::new(FakeRegistry::default());
         registry.set_keys(vec![ok(signer.keys_document())]);
         let clock = ManualClock::at(T0);
-        let keys = KeyCache::new(registry.clone(), Arc::new(clock.clone()), 3_600_000, 30_000);
+        let timing = crate::registry::keys::KeyTiming {
+            ttl_ms: 3_600_000,
+            max_stale_ms: 86_400_000,
+            kid_miss_cooldown_ms: 30_000,
+        };
+        let keys = Arc::new(KeyCache::new(
+            registry.clone(),
+            Arc::new(clock.clone()),
+            timing,
+        ));
         let timing = CrlTiming {
             refresh_interval_ms: 300_000,
             max_age_ms: 900_000,

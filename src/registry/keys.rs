@@ -4,11 +4,14 @@
 //! for `keys_ttl`, refetched when stale, and force-refetched when a token names an unknown `kid`.
 //! A failed fetch is not cached. The first successful load marks the sidecar ready.
 //!
-//! Unlike the reference, a `kid` miss refetches at most once per `kid_miss_cooldown` and one
-//! caller at a time (`deviations.md` item 1): a flood of tokens with random `kid`s costs the
+//! Unlike the reference (`deviations.md` item 1), keys past `keys_ttl` keep being served while a
+//! background refresh runs, for up to `keys_max_stale` (a warning is logged and counted each time);
+//! only then is a missing key set a 503. A `kid` miss refetches at most once per
+//! `kid_miss_cooldown` and one caller at a time: a flood of tokens with random `kid`s costs the
 //! registry one fetch per cooldown, not one per request, while a genuinely rotated key is picked
 //! up by the first token that names it.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -18,12 +21,26 @@ use crate::clock::Clock;
 use crate::denial::{Denial, Detail};
 use crate::protocol::keys::{KeySet, KeysDocError, parse_keys_document};
 
+/// How long keys stay fresh, how long they may be served stale, how often a `kid` miss may fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyTiming {
+    pub ttl_ms: u64,
+    pub max_stale_ms: u64,
+    pub kid_miss_cooldown_ms: u64,
+}
+
+/// A failed background refresh of stale keys is retried at most this often.
+const STALE_RETRY_MS: u64 = 10_000;
+
 pub struct KeyCache {
     registry: Arc<dyn Registry>,
     clock: Arc<dyn Clock>,
-    ttl_ms: u64,
-    kid_miss_cooldown_ms: u64,
+    timing: KeyTiming,
     state: Mutex<Option<Loaded>>,
+    /// A background refresh is running.
+    refreshing: AtomicBool,
+    last_background_attempt_ms: AtomicU64,
+    stale_served: AtomicU64,
     /// When a `kid` miss last caused a fetch.
     last_miss_fetch_ms: Mutex<Option<u64>>,
     /// Serializes `kid`-miss refreshes (single flight).
@@ -38,18 +55,15 @@ struct Loaded {
 }
 
 impl KeyCache {
-    pub fn new(
-        registry: Arc<dyn Registry>,
-        clock: Arc<dyn Clock>,
-        ttl_ms: u64,
-        kid_miss_cooldown_ms: u64,
-    ) -> Self {
+    pub fn new(registry: Arc<dyn Registry>, clock: Arc<dyn Clock>, timing: KeyTiming) -> Self {
         KeyCache {
             registry,
             clock,
-            ttl_ms,
-            kid_miss_cooldown_ms,
+            timing,
             state: Mutex::new(None),
+            refreshing: AtomicBool::new(false),
+            last_background_attempt_ms: AtomicU64::new(0),
+            stale_served: AtomicU64::new(0),
             last_miss_fetch_ms: Mutex::new(None),
             miss_gate: tokio::sync::Mutex::new(()),
             ready: watch::channel(false).0,
@@ -72,7 +86,8 @@ impl KeyCache {
                 .last_miss_fetch_ms
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let cooling = last.is_some_and(|t| now.saturating_sub(t) < self.kid_miss_cooldown_ms);
+            let cooling =
+                last.is_some_and(|t| now.saturating_sub(t) < self.timing.kid_miss_cooldown_ms);
             if !cooling {
                 *last = Some(now);
             }
@@ -89,14 +104,49 @@ impl KeyCache {
         self.ready.subscribe()
     }
 
-    /// The cached keys while fresh (`now - fetched_at <= ttl`), else a new fetch.
-    pub async fn current(&self) -> Result<KeySet, Denial> {
+    /// How many checks were answered with stale keys.
+    pub fn stale_served(&self) -> u64 {
+        self.stale_served.load(Ordering::Relaxed)
+    }
+
+    /// The cached keys while fresh (`now - fetched_at <= ttl`); stale ones up to `max_stale`
+    /// while a background refresh runs; else a fetch now.
+    pub async fn current(self: &Arc<Self>) -> Result<KeySet, Denial> {
         let now = self.clock.now_ms();
         let cached = self.lock().clone();
         match cached {
-            Some(l) if now.saturating_sub(l.fetched_at_ms) <= self.ttl_ms => Ok(l.keys),
+            Some(l) if now.saturating_sub(l.fetched_at_ms) <= self.timing.ttl_ms => Ok(l.keys),
+            Some(l) if now.saturating_sub(l.fetched_at_ms) <= self.timing.max_stale_ms => {
+                self.stale_served.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    age_secs = now.saturating_sub(l.fetched_at_ms) / 1000,
+                    "serving stale registry signing keys while refreshing"
+                );
+                self.refresh_in_background(now);
+                Ok(l.keys)
+            }
             _ => self.refresh().await,
         }
+    }
+
+    /// Starts one background refresh unless one is running or one failed within the retry delay.
+    fn refresh_in_background(self: &Arc<Self>, now: u64) {
+        let last = self.last_background_attempt_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < STALE_RETRY_MS {
+            return;
+        }
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.last_background_attempt_ms
+            .store(now, Ordering::Relaxed);
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(denial) = this.refresh().await {
+                tracing::warn!(%denial, "background refresh of signing keys failed");
+            }
+            this.refreshing.store(false, Ordering::Release);
+        });
     }
 
     /// Fetches the document now and replaces the cache on success.
@@ -139,6 +189,64 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::registry::fake::{FakeRegistry, ok, status};
 
+    const TIMING: KeyTiming = KeyTiming {
+        ttl_ms: 3_600_000,
+        max_stale_ms: 86_400_000,
+        kid_miss_cooldown_ms: 30_000,
+    };
+
+    /// Lets spawned background work run (the fake registry answers immediately).
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn stale_keys_are_served_while_a_background_refresh_runs() {
+        let registry = Arc::new(FakeRegistry::default());
+        let signer = crate::sign::RegistrySigner::new(
+            "k1",
+            "https://registry.example.com",
+            crate::sign::Ed25519Signer::from_seed([8; 32]),
+        );
+        registry.set_keys(vec![ok(signer.keys_document()), status(503)]);
+        let clock = ManualClock::at(1_000_000);
+        let cache = Arc::new(KeyCache::new(
+            registry.clone(),
+            Arc::new(clock.clone()),
+            TIMING,
+        ));
+        cache.current().await.unwrap();
+        // Ten minutes past the TTL with the registry down: keys still served, refresh tried once.
+        clock.advance_ms(3_600_000 + 600_000);
+        for _ in 0..100 {
+            assert_eq!(cache.current().await.unwrap().len(), 1);
+        }
+        settle().await;
+        assert_eq!(
+            registry.calls().0,
+            2,
+            "one background attempt, not one per check"
+        );
+        assert_eq!(cache.stale_served(), 100);
+        // The next attempt waits for the retry delay, then succeeds and the keys are fresh again.
+        registry.set_keys(vec![ok(signer.keys_document())]);
+        clock.advance_ms(STALE_RETRY_MS);
+        cache.current().await.unwrap();
+        settle().await;
+        assert_eq!(registry.calls().0, 3);
+        cache.current().await.unwrap();
+        assert_eq!(cache.stale_served(), 101, "fresh again after the refresh");
+        // Past the maximum staleness, a dead registry means no keys.
+        registry.set_keys(vec![status(503)]);
+        clock.advance_ms(86_400_001);
+        assert_eq!(
+            cache.current().await.unwrap_err(),
+            Denial::KeysUnavailable(Some(Detail::Status(503)))
+        );
+    }
+
     #[tokio::test]
     async fn fresh_keys_are_reused_failures_are_not_cached() {
         let registry = Arc::new(FakeRegistry::default());
@@ -149,7 +257,11 @@ mod tests {
         );
         registry.set_keys(vec![status(502), ok(signer.keys_document())]);
         let clock = ManualClock::at(1_000_000);
-        let cache = KeyCache::new(registry.clone(), Arc::new(clock.clone()), 3_600_000, 30_000);
+        let cache = Arc::new(KeyCache::new(
+            registry.clone(),
+            Arc::new(clock.clone()),
+            TIMING,
+        ));
         assert_eq!(
             cache.current().await.unwrap_err(),
             Denial::KeysUnavailable(Some(Detail::Status(502)))
@@ -164,9 +276,12 @@ mod tests {
             2,
             "fresh through now - fetched_at == ttl"
         );
+        // One millisecond past the TTL: the stale keys answer, the refresh happens behind them.
         clock.advance_ms(1);
         cache.current().await.unwrap();
+        settle().await;
         assert_eq!(registry.calls().0, 3);
+        assert_eq!(cache.stale_served(), 1);
     }
 
     #[tokio::test]
@@ -182,8 +297,7 @@ mod tests {
         let cache = Arc::new(KeyCache::new(
             registry.clone(),
             Arc::new(clock.clone()),
-            3_600_000,
-            30_000,
+            TIMING,
         ));
         cache.current().await.unwrap();
         let misses: Vec<_> = (0..10_000)

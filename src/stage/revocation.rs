@@ -10,7 +10,7 @@ use crate::store::trust::TrustStore;
 pub async fn check(
     trust: &dyn TrustStore,
     crl: &CrlCache,
-    keys: &KeyCache,
+    keys: &std::sync::Arc<KeyCache>,
     claims: &AitClaims,
     now_ms: u64,
 ) -> Result<(), Denial> {

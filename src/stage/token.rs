@@ -27,7 +27,7 @@ pub fn authorization(req: &RequestView) -> Result<&str, Denial> {
 /// refetches the keys (at most once per cooldown) and retries once.
 pub async fn verify(
     token: &str,
-    keys: &KeyCache,
+    keys: &std::sync::Arc<KeyCache>,
     expect: Expectations<'_>,
 ) -> Result<AitClaims, Denial> {
     let key_set = keys.current().await?;
