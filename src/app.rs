@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::pipeline::{Pipeline, Settings};
 use crate::policy::RoutePolicies;
 use crate::registry::Registry;
+use crate::registry::access::{AccessCache, AccessTiming};
 use crate::registry::crl::{CrlCache, CrlTiming};
 use crate::registry::http::{Endpoints, HttpRegistry};
 use crate::registry::keys::{KeyCache, KeyTiming};
@@ -75,6 +76,15 @@ impl App {
         if tokio::runtime::Handle::try_current().is_ok() {
             trust.watch(Duration::from_secs(config.trust.reload_interval_secs));
         }
+        let access = Arc::new(AccessCache::new(
+            registry.clone(),
+            clock.clone(),
+            AccessTiming {
+                positive_ttl_ms: config.access.ttl_secs * 1000,
+                negative_ttl_ms: config.access.negative_ttl_secs * 1000,
+                stale_if_error_ms: config.access.stale_if_error_secs * 1000,
+            },
+        ));
         let capacity = usize::try_from(config.nonce.capacity).unwrap_or(usize::MAX);
         let nonces = Arc::new(MemoryNonceStore::new(capacity));
         let pipeline = Pipeline {
@@ -88,7 +98,7 @@ impl App {
                 },
             },
             clock,
-            registry,
+            access,
             keys,
             crl,
             trust,

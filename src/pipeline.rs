@@ -24,7 +24,7 @@ use crate::denial::Denial;
 use crate::policy::{Mode, Policy, RoutePolicies, Selected};
 use crate::protocol::ait::AitClaims;
 use crate::protocol::jws::Expectations;
-use crate::registry::Registry;
+use crate::registry::access::AccessCache;
 use crate::registry::crl::CrlCache;
 use crate::registry::keys::KeyCache;
 use crate::request::RequestView;
@@ -84,7 +84,7 @@ pub struct Settings {
 pub struct Pipeline {
     pub settings: Settings,
     pub clock: Arc<dyn Clock>,
-    pub registry: Arc<dyn Registry>,
+    pub access: Arc<AccessCache>,
     pub keys: Arc<KeyCache>,
     pub crl: Arc<CrlCache>,
     pub trust: Arc<dyn TrustStore>,
@@ -159,7 +159,7 @@ impl Pipeline {
         let (skew, margin) = (s.max_skew_secs, s.nonce_margin_ms);
         replay::record(&*self.nonces, &claims, nonce, proof, now_ms, skew, margin).await?;
         if policy.require_access_token {
-            access::validate(req, &*self.registry, &claims).await?;
+            access::validate(req, &self.access, &claims).await?;
         }
         Ok(Identity::from_claims(&claims))
     }

@@ -624,3 +624,40 @@ async fn a_hanging_registry_never_outlives_envoys_deadline() {
     assert_eq!(w.validate.calls(), 1);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_identical_validations_share_one_registry_call() {
+    let w = World::new("single-flight").await;
+    w.validate.set(vec![Reply::Delay(
+        std::time::Duration::from_millis(300),
+        Box::new(Reply::Status(204)),
+    )]);
+    let s = support::server::start(&w.yaml(""), Arc::new(ManualClock::at(NOW_MS))).await;
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let req = w.signed(
+                &w.alpha,
+                "POST",
+                "/hooks/message",
+                b"{}",
+                &format!("n-flight-{i}"),
+                &[("x-claw-agent-access", "clw_agt_shared")],
+            );
+            let mut client = s.client.clone();
+            tokio::spawn(async move { client.check(req).await.unwrap().into_inner() })
+        })
+        .collect();
+    for call in calls {
+        let response = call.await.unwrap();
+        assert!(matches!(
+            response.http_response,
+            Some(HttpResponse::OkResponse(_))
+        ));
+    }
+    assert_eq!(
+        w.validate.calls(),
+        1,
+        "one registry call for twenty identical validations"
+    );
+    s.stop().await;
+}

@@ -38,6 +38,9 @@ impl Defaults {
     pub const CRL_REFRESH_INTERVAL_SECS: u64 = 300;
     pub const CRL_MAX_AGE_SECS: u64 = 900;
     pub const MAX_SKEW_SECS: u64 = 300;
+    pub const ACCESS_TTL_SECS: u64 = 60;
+    pub const ACCESS_NEGATIVE_TTL_SECS: u64 = 10;
+    pub const ACCESS_STALE_IF_ERROR_SECS: u64 = 600;
     pub const NONCE_CAPACITY: u64 = 1_000_000;
     pub const NONCE_MARGIN_SECS: u64 = 5;
     pub const TRUST_RELOAD_SECS: u64 = 2;
@@ -50,6 +53,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub crl: CrlConfig,
     pub proof: ProofConfig,
+    pub access: AccessConfig,
     pub nonce: NonceConfig,
     pub trust: TrustConfig,
     pub routes: Vec<Rule>,
@@ -93,6 +97,14 @@ pub struct CrlConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct ProofConfig {
     pub max_skew_secs: u64,
+}
+
+/// Caching of the registry's access-token validation (`deviations.md` item 4).
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessConfig {
+    pub ttl_secs: u64,
+    pub negative_ttl_secs: u64,
+    pub stale_if_error_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -145,6 +157,9 @@ const KNOWN: &[&str] = &[
     "crl.max_age_secs",
     "crl.stale_behavior",
     "proof.max_skew_secs",
+    "access.ttl_secs",
+    "access.negative_ttl_secs",
+    "access.stale_if_error_secs",
     "nonce.store",
     "nonce.capacity",
     "nonce.margin_secs",
@@ -269,6 +284,19 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         _ => StaleBehavior::FailOpen,
     };
     let max_skew_secs = r.u64("proof.max_skew_secs", Defaults::MAX_SKEW_SECS, 1, 3_600);
+    let access_ttl = r.u64("access.ttl_secs", Defaults::ACCESS_TTL_SECS, 0, 3_600);
+    let access_negative = r.u64(
+        "access.negative_ttl_secs",
+        Defaults::ACCESS_NEGATIVE_TTL_SECS,
+        0,
+        3_600,
+    );
+    let access_stale = r.u64(
+        "access.stale_if_error_secs",
+        Defaults::ACCESS_STALE_IF_ERROR_SECS,
+        0,
+        86_400,
+    );
     let store = r
         .choice("nonce.store", "memory", &["memory"])
         .unwrap_or("memory")
@@ -329,6 +357,11 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
             stale_behavior,
         },
         proof: ProofConfig { max_skew_secs },
+        access: AccessConfig {
+            ttl_secs: access_ttl,
+            negative_ttl_secs: access_negative,
+            stale_if_error_secs: access_stale,
+        },
         nonce: NonceConfig {
             store,
             capacity,

@@ -4,6 +4,7 @@
 //! The trait returns raw HTTP outcomes (status and body, or a transport failure); deciding what
 //! they mean (a usable key set, a CRL, a valid access token) happens in the caches, over bytes.
 
+pub mod access;
 pub mod crl;
 pub mod fake;
 pub mod http;

@@ -1,0 +1,244 @@
+//! Agent access-token validation, cached (`deviations.md` item 4).
+//!
+//! Results are keyed by `(access token, agent DID, AIT jti)`: a valid answer (204) is reused for
+//! `positive_ttl`, an invalid one (401) for `negative_ttl`. When the registry cannot answer, a
+//! valid answer up to `stale_if_error` old is used instead (never past the AIT's `exp`) and a
+//! warning is logged. Concurrent identical misses share one registry call. Ages come from the
+//! injected clock, like every other cache age.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use super::Registry;
+use crate::clock::Clock;
+use crate::denial::{Denial, Detail};
+
+#[derive(Debug, Clone, Copy)]
+pub struct AccessTiming {
+    pub positive_ttl_ms: u64,
+    pub negative_ttl_ms: u64,
+    pub stale_if_error_ms: u64,
+}
+
+/// At most this many results are kept; past it, expired ones are swept and new ones may go
+/// uncached (a registry call per check, never a wrong answer).
+const CAPACITY: usize = 100_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    valid: bool,
+    at_ms: u64,
+}
+
+pub struct AccessCache {
+    registry: Arc<dyn Registry>,
+    clock: Arc<dyn Clock>,
+    timing: AccessTiming,
+    entries: Mutex<HashMap<u128, Entry>>,
+    in_flight: Mutex<HashMap<u128, Arc<tokio::sync::Mutex<()>>>>,
+    stale_used: AtomicU64,
+}
+
+/// What the caller knows about the token being validated.
+pub struct Subject<'a> {
+    pub access_token: &'a str,
+    pub agent_did: &'a str,
+    pub ait_jti: &'a str,
+    /// The AIT's `exp` (unix seconds): a stale answer is never used past it.
+    pub ait_exp_secs: u64,
+}
+
+impl AccessCache {
+    pub fn new(registry: Arc<dyn Registry>, clock: Arc<dyn Clock>, timing: AccessTiming) -> Self {
+        AccessCache {
+            registry,
+            clock,
+            timing,
+            entries: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            stale_used: AtomicU64::new(0),
+        }
+    }
+
+    /// How many checks were allowed on a stale answer during a registry failure.
+    pub fn stale_used(&self) -> u64 {
+        self.stale_used.load(Ordering::Relaxed)
+    }
+
+    pub async fn validate(&self, s: &Subject<'_>) -> Result<(), Denial> {
+        let key = cache_key(s);
+        if let Some(answer) = self.fresh(key) {
+            return answer;
+        }
+        // One registry call per key at a time; waiters take the answer it cached.
+        let gate = lock(&self.in_flight).entry(key).or_default().clone();
+        let _one = gate.lock().await;
+        if let Some(answer) = self.fresh(key) {
+            return answer;
+        }
+        let outcome = self
+            .registry
+            .validate_access(s.access_token, s.agent_did, s.ait_jti)
+            .await;
+        lock(&self.in_flight).remove(&key);
+        let now = self.clock.now_ms();
+        match outcome {
+            Ok(204) => {
+                self.store(key, true, now);
+                Ok(())
+            }
+            Ok(401) => {
+                self.store(key, false, now);
+                Err(Denial::AccessTokenInvalid)
+            }
+            Ok(status) => self.stale_or(key, s, now, Detail::Status(status)),
+            Err(e) => self.stale_or(key, s, now, Detail::Reason(e.reason().to_owned())),
+        }
+    }
+
+    /// A cached answer still within its TTL.
+    fn fresh(&self, key: u128) -> Option<Result<(), Denial>> {
+        let entry = *lock(&self.entries).get(&key)?;
+        let age = self.clock.now_ms().saturating_sub(entry.at_ms);
+        match entry.valid {
+            true if age <= self.timing.positive_ttl_ms => Some(Ok(())),
+            false if age <= self.timing.negative_ttl_ms => Some(Err(Denial::AccessTokenInvalid)),
+            _ => None,
+        }
+    }
+
+    fn stale_or(&self, key: u128, s: &Subject<'_>, now: u64, detail: Detail) -> Result<(), Denial> {
+        let entry = lock(&self.entries).get(&key).copied();
+        let usable = entry.is_some_and(|e| {
+            e.valid
+                && now.saturating_sub(e.at_ms) <= self.timing.stale_if_error_ms
+                && now < s.ait_exp_secs.saturating_mul(1000)
+        });
+        if usable {
+            self.stale_used.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                agent_did = s.agent_did,
+                "registry validation unavailable; using a stale valid answer"
+            );
+            return Ok(());
+        }
+        Err(Denial::AccessValidationUnavailable(detail))
+    }
+
+    fn store(&self, key: u128, valid: bool, now: u64) {
+        let mut entries = lock(&self.entries);
+        if entries.len() >= CAPACITY {
+            let keep = self
+                .timing
+                .stale_if_error_ms
+                .max(self.timing.positive_ttl_ms);
+            entries.retain(|_, e| now.saturating_sub(e.at_ms) <= keep);
+            if entries.len() >= CAPACITY {
+                return;
+            }
+        }
+        entries.insert(key, Entry { valid, at_ms: now });
+    }
+}
+
+fn cache_key(s: &Subject<'_>) -> u128 {
+    let mut h = Sha256::new();
+    for part in [s.access_token, s.agent_did, s.ait_jti] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    u128::from_le_bytes(h.finalize()[..16].try_into().expect("16 bytes"))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::registry::TransportError;
+    use crate::registry::fake::{FakeRegistry, status};
+
+    const T0: u64 = 1_767_225_600_000;
+    const TIMING: AccessTiming = AccessTiming {
+        positive_ttl_ms: 60_000,
+        negative_ttl_ms: 10_000,
+        stale_if_error_ms: 600_000,
+    };
+
+    fn subject(exp: u64) -> Subject<'static> {
+        Subject {
+            access_token: "clw_agt_x",
+            agent_did: "did:a",
+            ait_jti: "J",
+            ait_exp_secs: exp,
+        }
+    }
+
+    #[tokio::test]
+    async fn positive_and_negative_answers_are_reused_for_their_ttls() {
+        let registry = Arc::new(FakeRegistry::default());
+        registry.set_validate(vec![status(204)]);
+        let clock = ManualClock::at(T0);
+        let cache = AccessCache::new(registry.clone(), Arc::new(clock.clone()), TIMING);
+        let s = subject(u64::MAX / 1000);
+        for _ in 0..100 {
+            assert_eq!(cache.validate(&s).await, Ok(()));
+        }
+        assert_eq!(registry.calls().2, 1);
+        clock.advance_ms(60_001);
+        registry.set_validate(vec![status(401)]);
+        assert_eq!(cache.validate(&s).await, Err(Denial::AccessTokenInvalid));
+        clock.advance_ms(10_000);
+        assert_eq!(cache.validate(&s).await, Err(Denial::AccessTokenInvalid));
+        assert_eq!(registry.calls().2, 2);
+        clock.advance_ms(1);
+        registry.set_validate(vec![status(204)]);
+        assert_eq!(cache.validate(&s).await, Ok(()));
+        assert_eq!(registry.calls().2, 3);
+    }
+
+    #[tokio::test]
+    async fn registry_failures_use_a_stale_valid_answer_within_limits() {
+        let registry = Arc::new(FakeRegistry::default());
+        registry.set_validate(vec![status(204), status(500)]);
+        let clock = ManualClock::at(T0);
+        let cache = AccessCache::new(registry.clone(), Arc::new(clock.clone()), TIMING);
+        let exp = T0 / 1000 + 300;
+        assert_eq!(cache.validate(&subject(exp)).await, Ok(()));
+        clock.advance_ms(120_000);
+        assert_eq!(
+            cache.validate(&subject(exp)).await,
+            Ok(()),
+            "stale answer during a 500"
+        );
+        assert_eq!(cache.stale_used(), 1);
+        // Never past the AIT's exp...
+        clock.set_ms(exp * 1000);
+        assert_eq!(
+            cache.validate(&subject(exp)).await,
+            Err(Denial::AccessValidationUnavailable(Detail::Status(500)))
+        );
+        // ...nor past stale_if_error.
+        let long = u64::MAX / 1000;
+        clock.set_ms(T0 + 600_001);
+        registry.set_validate(vec![Err(TransportError::Timeout)]);
+        assert_eq!(
+            cache.validate(&subject(long)).await,
+            Err(Denial::AccessValidationUnavailable(Detail::Reason(
+                TransportError::Timeout.reason().into()
+            )))
+        );
+        // An agent never validated gets no stale answer at all.
+        let other = Subject {
+            agent_did: "did:b",
+            ..subject(long)
+        };
+        assert!(cache.validate(&other).await.is_err());
+    }
+}
