@@ -195,6 +195,29 @@ mod tests {
         kid_miss_cooldown_ms: 30_000,
     };
 
+    type Fixture = (
+        Arc<FakeRegistry>,
+        crate::sign::RegistrySigner,
+        ManualClock,
+        Arc<KeyCache>,
+    );
+
+    fn fixture(seed: u8) -> Fixture {
+        let registry = Arc::new(FakeRegistry::default());
+        let signer = crate::sign::RegistrySigner::new(
+            "k1",
+            "https://registry.example.com",
+            crate::sign::Ed25519Signer::from_seed([seed; 32]),
+        );
+        let clock = ManualClock::at(1_000_000);
+        let cache = Arc::new(KeyCache::new(
+            registry.clone(),
+            Arc::new(clock.clone()),
+            TIMING,
+        ));
+        (registry, signer, clock, cache)
+    }
+
     /// Lets spawned background work run (the fake registry answers immediately).
     async fn settle() {
         for _ in 0..10 {
@@ -204,19 +227,8 @@ mod tests {
 
     #[tokio::test]
     async fn stale_keys_are_served_while_a_background_refresh_runs() {
-        let registry = Arc::new(FakeRegistry::default());
-        let signer = crate::sign::RegistrySigner::new(
-            "k1",
-            "https://registry.example.com",
-            crate::sign::Ed25519Signer::from_seed([8; 32]),
-        );
+        let (registry, signer, clock, cache) = fixture(8);
         registry.set_keys(vec![ok(signer.keys_document()), status(503)]);
-        let clock = ManualClock::at(1_000_000);
-        let cache = Arc::new(KeyCache::new(
-            registry.clone(),
-            Arc::new(clock.clone()),
-            TIMING,
-        ));
         cache.current().await.unwrap();
         // Ten minutes past the TTL with the registry down: keys still served, refresh tried once.
         clock.advance_ms(3_600_000 + 600_000);
@@ -249,19 +261,8 @@ mod tests {
 
     #[tokio::test]
     async fn fresh_keys_are_reused_failures_are_not_cached() {
-        let registry = Arc::new(FakeRegistry::default());
-        let signer = crate::sign::RegistrySigner::new(
-            "k1",
-            "https://registry.example.com",
-            crate::sign::Ed25519Signer::from_seed([6; 32]),
-        );
+        let (registry, signer, clock, cache) = fixture(6);
         registry.set_keys(vec![status(502), ok(signer.keys_document())]);
-        let clock = ManualClock::at(1_000_000);
-        let cache = Arc::new(KeyCache::new(
-            registry.clone(),
-            Arc::new(clock.clone()),
-            TIMING,
-        ));
         assert_eq!(
             cache.current().await.unwrap_err(),
             Denial::KeysUnavailable(Some(Detail::Status(502)))
@@ -286,19 +287,8 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_kid_floods_cost_one_fetch_per_cooldown() {
-        let registry = Arc::new(FakeRegistry::default());
-        let signer = crate::sign::RegistrySigner::new(
-            "k1",
-            "https://registry.example.com",
-            crate::sign::Ed25519Signer::from_seed([7; 32]),
-        );
+        let (registry, signer, clock, cache) = fixture(7);
         registry.set_keys(vec![ok(signer.keys_document())]);
-        let clock = ManualClock::at(1_000_000);
-        let cache = Arc::new(KeyCache::new(
-            registry.clone(),
-            Arc::new(clock.clone()),
-            TIMING,
-        ));
         cache.current().await.unwrap();
         let misses: Vec<_> = (0..10_000)
             .map(|i| {
