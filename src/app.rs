@@ -117,8 +117,10 @@ impl App {
         self.pipeline.keys.ready()
     }
 
-    /// Loads the signing keys in the background until they load once, backing off to 30 s.
+    /// Starts the background work: loading the signing keys until they load once (backing off
+    /// to 30 s), and the CRL refresher.
     pub fn warm_up(self: &Arc<Self>) {
+        self.pipeline.crl.run_refresher(self.pipeline.keys.clone());
         let app = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(250);

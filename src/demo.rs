@@ -313,6 +313,8 @@ pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
     }));
     let mut ready = app.ready();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), ready.wait_for(|r| *r)).await;
+    // The CRL loads in the background; make sure it has before the scripted revoked agent.
+    app.pipeline.crl.refresh_if_due(&app.pipeline.keys).await;
 
     let mut transport = if through_envoy {
         let root = std::env::current_dir().map_err(io)?;

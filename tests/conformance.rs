@@ -1,7 +1,8 @@
 //! Conformance runner: every scenario of a middleware vectors file through the real gRPC server.
 //!
 //! A fake registry on loopback serves each scenario's response lists in order (the last repeats),
-//! the trust file is written from the scenario, and an injected clock follows `atMs`. Status,
+//! the trust file is written from the scenario, and an injected clock follows `atMs` (background
+//! CRL refreshes that are due by then run before the step's request). Status,
 //! `error.code`, `error.message`, `details` (and the exact body bytes) are compared for denials,
 //! the identity headers for allows. Scenarios in the table of `deviations.md` are checked against
 //! its claw-authz column or skipped where it says "not run".
@@ -155,6 +156,10 @@ async fn run_scenario(scenario: &Value, expected_override: &Expected) -> Result<
     let mut result = Ok(());
     for step in scenario["steps"].as_array().unwrap() {
         clock.set_ms(step["atMs"].as_u64().unwrap());
+        // The CRL refreshes in the background, on the injected clock: whatever the refresher
+        // would have done by `atMs` is done before the request.
+        let pipeline = &server.app.pipeline;
+        pipeline.crl.refresh_if_due(&pipeline.keys).await;
         let req = &step["request"];
         let url = req["url"].as_str().unwrap();
         let path = &url[origin(url).len()..];

@@ -4,13 +4,11 @@
 use crate::denial::Denial;
 use crate::protocol::ait::AitClaims;
 use crate::registry::crl::CrlCache;
-use crate::registry::keys::KeyCache;
 use crate::store::trust::TrustStore;
 
 pub async fn check(
     trust: &dyn TrustStore,
     crl: &CrlCache,
-    keys: &std::sync::Arc<KeyCache>,
     claims: &AitClaims,
     now_ms: u64,
 ) -> Result<(), Denial> {
@@ -22,5 +20,5 @@ pub async fn check(
             return Err(Denial::TrustStateUnavailable);
         }
     }
-    crl.check(&claims.jti, keys).await
+    crl.check(&claims.jti)
 }
