@@ -341,19 +341,24 @@ async fn health_is_not_serving_until_keys_load() {
         .await
         .unwrap();
     let mut health = HealthClient::new(channel);
-    let status = |svc: &str| tonic_health::pb::HealthCheckRequest {
-        service: svc.into(),
+    let probe = health.clone();
+    let serving = |want: ServingStatus| {
+        let mut health = probe.clone();
+        let admin = s.admin;
+        async move {
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: "envoy.service.auth.v3.Authorization".into(),
+            };
+            let got = health.check(request).await.unwrap().into_inner();
+            assert_eq!(got.status, want as i32);
+            let readyz = reqwest::get(format!("http://{admin}/readyz"))
+                .await
+                .unwrap();
+            let ready = want == ServingStatus::Serving;
+            assert_eq!(readyz.status(), if ready { 200 } else { 503 });
+        }
     };
-    let got = health
-        .check(status("envoy.service.auth.v3.Authorization"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(got.status, ServingStatus::NotServing as i32);
-    let readyz = reqwest::get(format!("http://{}/readyz", s.admin))
-        .await
-        .unwrap();
-    assert_eq!(readyz.status(), 503);
+    serving(ServingStatus::NotServing).await;
     let healthz = reqwest::get(format!("http://{}/healthz", s.admin))
         .await
         .unwrap();
@@ -363,7 +368,8 @@ async fn health_is_not_serving_until_keys_load() {
     w.keys
         .set(vec![Reply::Body(200, w.registry.keys_document())]);
     s.wait_ready().await;
-    let mut stream = health.watch(status("")).await.unwrap().into_inner();
+    let watch = tonic_health::pb::HealthCheckRequest { service: "".into() };
+    let mut stream = health.watch(watch).await.unwrap().into_inner();
     loop {
         let msg = stream.message().await.unwrap().unwrap();
         if msg.status == ServingStatus::Serving as i32 {
@@ -371,16 +377,7 @@ async fn health_is_not_serving_until_keys_load() {
         }
     }
     drop(stream);
-    let got = health
-        .check(status("envoy.service.auth.v3.Authorization"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(got.status, ServingStatus::Serving as i32);
-    let readyz = reqwest::get(format!("http://{}/readyz", s.admin))
-        .await
-        .unwrap();
-    assert_eq!(readyz.status(), 200);
+    serving(ServingStatus::Serving).await;
     s.stop().await;
 }
 

@@ -251,6 +251,14 @@ mod tests {
         }
     }
 
+    impl Fixture {
+        /// What a check sees once the refresher has done whatever is due now.
+        async fn refreshed_check(&self) -> Result<(), Denial> {
+            self.crl.refresh_if_due(&self.keys).await;
+            self.crl.check(JTI)
+        }
+    }
+
     fn crl_body(signer: &RegistrySigner, jtis: &[&str], iat_ms: u64) -> Vec<u8> {
         let revoked: Vec<(String, String)> = jtis
             .iter()
@@ -275,30 +283,12 @@ mod tests {
             ok(crl_body(&f.signer, &[OTHER], T0)),
             ok(crl_body(&f.signer, &[JTI], T0 + 300_000)),
         ]);
-        assert_eq!(
-            {
-                f.crl.refresh_if_due(&f.keys).await;
-                f.crl.check(JTI)
-            },
-            Ok(())
-        );
+        assert_eq!(f.refreshed_check().await, Ok(()));
         f.clock.set_ms(T0 + 299_999);
-        assert_eq!(
-            {
-                f.crl.refresh_if_due(&f.keys).await;
-                f.crl.check(JTI)
-            },
-            Ok(())
-        );
+        assert_eq!(f.refreshed_check().await, Ok(()));
         assert_eq!(f.registry.calls().1, 1);
         f.clock.set_ms(T0 + 300_000);
-        assert_eq!(
-            {
-                f.crl.refresh_if_due(&f.keys).await;
-                f.crl.check(JTI)
-            },
-            Err(Denial::AitRevoked)
-        );
+        assert_eq!(f.refreshed_check().await, Err(Denial::AitRevoked));
         assert_eq!(f.registry.calls().1, 2);
     }
 
@@ -329,13 +319,7 @@ mod tests {
     async fn not_found_is_an_empty_list_even_fail_closed() {
         let f = fixture(StaleBehavior::FailClosed);
         f.registry.set_crl(vec![status(404)]);
-        assert_eq!(
-            {
-                f.crl.refresh_if_due(&f.keys).await;
-                f.crl.check(JTI)
-            },
-            Ok(())
-        );
+        assert_eq!(f.refreshed_check().await, Ok(()));
     }
 
     #[tokio::test]
@@ -347,31 +331,12 @@ mod tests {
             let f = fixture(behavior);
             f.registry
                 .set_crl(vec![ok(crl_body(&f.signer, &[JTI], T0)), status(500)]);
-            assert_eq!(
-                {
-                    f.crl.refresh_if_due(&f.keys).await;
-                    f.crl.check(JTI)
-                },
-                Err(Denial::AitRevoked)
-            );
+            assert_eq!(f.refreshed_check().await, Err(Denial::AitRevoked));
             // Refresh attempts fail, but the list is only stale past max age.
             f.clock.set_ms(T0 + 900_000);
-            assert_eq!(
-                {
-                    f.crl.refresh_if_due(&f.keys).await;
-                    f.crl.check(JTI)
-                },
-                Err(Denial::AitRevoked)
-            );
+            assert_eq!(f.refreshed_check().await, Err(Denial::AitRevoked));
             f.clock.set_ms(T0 + 900_001);
-            assert_eq!(
-                {
-                    f.crl.refresh_if_due(&f.keys).await;
-                    f.crl.check(JTI)
-                },
-                want,
-                "{behavior:?}"
-            );
+            assert_eq!(f.refreshed_check().await, want, "{behavior:?}");
         }
     }
 
@@ -386,21 +351,9 @@ mod tests {
                 T0 - 60_000,
             )),
         ]);
-        assert_eq!(
-            {
-                f.crl.refresh_if_due(&f.keys).await;
-                f.crl.check(JTI)
-            },
-            Err(Denial::AitRevoked)
-        );
+        assert_eq!(f.refreshed_check().await, Err(Denial::AitRevoked));
         f.clock.set_ms(T0 + 300_000);
-        assert_eq!(
-            {
-                f.crl.refresh_if_due(&f.keys).await;
-                f.crl.check(JTI)
-            },
-            Err(Denial::AitRevoked)
-        );
+        assert_eq!(f.refreshed_check().await, Err(Denial::AitRevoked));
         assert_eq!(f.registry.calls().1, 2);
     }
 }
