@@ -11,11 +11,14 @@ use crate::pipeline::{Pipeline, Settings};
 use crate::policy::RoutePolicies;
 use crate::registry::Registry;
 use crate::registry::access::{AccessCache, AccessTiming};
+use crate::registry::breaker::BreakerSettings;
 use crate::registry::crl::{CrlCache, CrlTiming};
+use crate::registry::guard::Guarded;
 use crate::registry::http::{Endpoints, HttpRegistry};
 use crate::registry::keys::{KeyCache, KeyTiming};
 use crate::store::nonce::MemoryNonceStore;
-use crate::store::trust::FileTrustStore;
+use crate::store::trust::{FileTrustStore, TrustStore};
+use crate::store::trust_cache::{TrustCache, TrustTiming};
 
 /// Everything a server needs to answer `Check`.
 pub struct App {
@@ -23,33 +26,55 @@ pub struct App {
     /// Credentials removed from allowed requests.
     pub remove_headers: Vec<String>,
     pub nonces: Arc<MemoryNonceStore>,
+    /// The registry as the caches see it: a timeout and a circuit breaker per endpoint.
+    pub registry: Arc<Guarded>,
     /// Kept free of Envoy's deadline so the denial still gets back in time.
     pub deadline_margin: Duration,
+    /// The longest a Check waits on the registry, whatever its deadline.
+    pub request_timeout: Duration,
+}
+
+/// Parts that replace what the config would build (in-process fakes, test doubles).
+#[derive(Default)]
+pub struct Parts {
+    pub registry: Option<Arc<dyn Registry>>,
+    pub trust: Option<Arc<dyn TrustStore>>,
 }
 
 impl App {
-    /// Wires the app over the HTTP registry named in `config`.
+    /// Wires the app over the HTTP registry and the trust file named in `config`.
     pub fn from_config(config: &Config, clock: Arc<dyn Clock>) -> Result<App, String> {
-        let r = &config.registry;
-        let registry = HttpRegistry::new(
-            Endpoints {
-                keys: r.keys_url.clone(),
-                crl: r.crl_url.clone(),
-                validate: r.validate_url.clone(),
-            },
-            Duration::from_millis(r.timeout_ms),
-        )
-        .map_err(|e| format!("cannot build the registry client: {e}"))?;
-        App::with_registry(config, clock, Arc::new(registry))
+        App::build(config, clock, Parts::default())
     }
 
-    /// Wires the app over any registry (tests and the demo use real HTTP fakes through
-    /// [`App::from_config`]; this seam is for in-process fakes).
-    pub fn with_registry(
-        config: &Config,
-        clock: Arc<dyn Clock>,
-        registry: Arc<dyn Registry>,
-    ) -> Result<App, String> {
+    /// Wires the app, taking the given parts instead of building them from `config`.
+    pub fn build(config: &Config, clock: Arc<dyn Clock>, parts: Parts) -> Result<App, String> {
+        let r = &config.registry;
+        let background_timeout = Duration::from_millis(r.timeout_ms);
+        let registry: Arc<dyn Registry> = match parts.registry {
+            Some(registry) => registry,
+            None => Arc::new(
+                HttpRegistry::new(
+                    Endpoints {
+                        keys: r.keys_url.clone(),
+                        crl: r.crl_url.clone(),
+                        validate: r.validate_url.clone(),
+                    },
+                    background_timeout,
+                )
+                .map_err(|e| format!("cannot build the registry client: {e}"))?,
+            ),
+        };
+        let guarded = Arc::new(Guarded::new(
+            registry,
+            background_timeout,
+            BreakerSettings {
+                failures: u32::try_from(r.breaker_failures).unwrap_or(u32::MAX),
+                open_ms: r.breaker_open_secs * 1000,
+            },
+            clock.clone(),
+        ));
+        let registry: Arc<dyn Registry> = guarded.clone();
         let keys = Arc::new(KeyCache::new(
             registry.clone(),
             clock.clone(),
@@ -67,15 +92,30 @@ impl App {
                 refresh_interval_ms: config.crl.refresh_interval_secs * 1000,
                 max_age_ms: config.crl.max_age_secs * 1000,
                 stale_behavior: config.crl.stale_behavior,
+                push_refresh_interval_ms: config.crl.push_refresh_interval_secs * 1000,
             },
         ));
-        let trust = Arc::new(match &config.trust.file {
-            Some(path) => FileTrustStore::load(path)?,
-            None => FileTrustStore::empty(),
-        });
-        if tokio::runtime::Handle::try_current().is_ok() {
-            trust.watch(Duration::from_secs(config.trust.reload_interval_secs));
-        }
+        let store: Arc<dyn TrustStore> = match parts.trust {
+            Some(store) => store,
+            None => {
+                let file = Arc::new(match &config.trust.file {
+                    Some(path) => FileTrustStore::load(path)?,
+                    None => FileTrustStore::empty(),
+                });
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    file.watch(Duration::from_secs(config.trust.reload_interval_secs));
+                }
+                file
+            }
+        };
+        let trust = Arc::new(TrustCache::new(
+            store,
+            clock.clone(),
+            TrustTiming {
+                ttl_ms: config.trust.cache_ttl_secs * 1000,
+                stale_if_error_ms: config.trust.stale_if_error_secs * 1000,
+            },
+        ));
         let access = Arc::new(AccessCache::new(
             registry.clone(),
             clock.clone(),
@@ -108,7 +148,9 @@ impl App {
             pipeline,
             remove_headers: config.headers.remove.clone(),
             nonces,
+            registry: guarded,
             deadline_margin: Duration::from_millis(config.registry.deadline_margin_ms),
+            request_timeout: Duration::from_millis(config.registry.request_timeout_ms),
         })
     }
 

@@ -27,7 +27,11 @@ pub enum Denial {
     NonceStoreUnavailable,
     AgentRevoked,
     AitRevoked,
-    TrustStateUnavailable,
+    /// The trust store failed and had no cached answer for this agent (`deviations.md` item 6:
+    /// the reference answers 503 "Proxy trust state is unavailable").
+    TrustUnconfirmed {
+        agent_did: String,
+    },
     CrlUnavailable,
     UnknownAgent {
         agent_did: String,
@@ -59,10 +63,9 @@ impl Denial {
             | KeysPayloadInvalid
             | KeysInvalid
             | NonceStoreUnavailable
-            | TrustStateUnavailable
             | CrlUnavailable
             | AccessValidationUnavailable(_) => 503,
-            UnknownAgent { .. } => 403,
+            UnknownAgent { .. } | TrustUnconfirmed { .. } => 403,
             BodyIncomplete => 413,
             InvalidPath => 400,
             BodyNotForwarded | UnknownPolicy => 500,
@@ -79,7 +82,6 @@ impl Denial {
             | KeysPayloadInvalid
             | KeysInvalid
             | NonceStoreUnavailable
-            | TrustStateUnavailable
             | CrlUnavailable
             | AccessValidationUnavailable(_) => "PROXY_AUTH_DEPENDENCY_UNAVAILABLE",
             InvalidAit(_) => "PROXY_AUTH_INVALID_AIT",
@@ -89,7 +91,7 @@ impl Denial {
             InvalidProof(_) => "PROXY_AUTH_INVALID_PROOF",
             Replay => "PROXY_AUTH_REPLAY",
             AgentRevoked | AitRevoked => "PROXY_AUTH_REVOKED",
-            UnknownAgent { .. } => "PROXY_AUTH_FORBIDDEN",
+            UnknownAgent { .. } | TrustUnconfirmed { .. } => "PROXY_AUTH_FORBIDDEN",
             AccessTokenRequired => "PROXY_AGENT_ACCESS_REQUIRED",
             AccessTokenInvalid => "PROXY_AGENT_ACCESS_INVALID",
             BodyIncomplete => "PROXY_AUTH_BODY_INCOMPLETE",
@@ -117,9 +119,8 @@ impl Denial {
             NonceStoreUnavailable => "Replay protection is unavailable",
             AgentRevoked => "Agent has been revoked",
             AitRevoked => "AIT has been revoked",
-            TrustStateUnavailable => "Proxy trust state is unavailable",
             CrlUnavailable => "Registry CRL is unavailable",
-            UnknownAgent { .. } => "Verified caller is not trusted",
+            UnknownAgent { .. } | TrustUnconfirmed { .. } => "Verified caller is not trusted",
             AccessTokenRequired => "X-Claw-Agent-Access header is required",
             AccessTokenInvalid => "Agent access token is invalid or expired",
             AccessValidationUnavailable(_) => "Registry agent auth validation is unavailable",
@@ -143,7 +144,9 @@ impl Denial {
             CrlUnavailable => {
                 Some(json!({ "reason": "CRL cache is stale and cannot be refreshed" }))
             }
-            UnknownAgent { agent_did } => Some(json!({ "agentDid": agent_did })),
+            UnknownAgent { agent_did } | TrustUnconfirmed { agent_did } => {
+                Some(json!({ "agentDid": agent_did }))
+            }
             _ => None,
         }
     }

@@ -9,8 +9,8 @@
 //! | 2 | registry keys, then the AIT | 503 keys, 401 AIT |
 //! | 3 | the whole body | 413 partial, 500 not forwarded |
 //! | 4 | proof of possession | 401 |
-//! | 5 | revocation: trust overlay, then the CRL (refreshed in the background) | 401, 503 |
-//! | 6 | known agent (unless the route exempts it) | 403, 503 |
+//! | 5 | revocation: trust overlay, then the CRL (refreshed in the background) | 401, 403, 503 |
+//! | 6 | known agent (unless the route exempts it) | 403 |
 //! | 7 | replay: record the nonce | 401, 503 |
 //! | 8 | access token (where the route requires it) | 401, 503 |
 //!
@@ -30,7 +30,7 @@ use crate::registry::keys::KeyCache;
 use crate::request::RequestView;
 use crate::stage::{access, pop, replay, revocation, token, trust};
 use crate::store::nonce::NonceStore;
-use crate::store::trust::TrustStore;
+use crate::store::trust_cache::TrustCache;
 
 /// Who the caller is, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +87,7 @@ pub struct Pipeline {
     pub access: Arc<AccessCache>,
     pub keys: Arc<KeyCache>,
     pub crl: Arc<CrlCache>,
-    pub trust: Arc<dyn TrustStore>,
+    pub trust: Arc<TrustCache>,
     pub nonces: Arc<dyn NonceStore>,
 }
 
@@ -151,9 +151,9 @@ impl Pipeline {
         let body = req.full_body()?;
         let now_ms = self.clock.now_ms();
         let proof = pop::verify(req, path_with_query, body, &claims, now_ms, s.max_skew_secs)?;
-        revocation::check(&*self.trust, &self.crl, &claims, now_ms).await?;
+        revocation::check(&self.trust, &self.crl, &claims, now_ms).await?;
         if policy.require_known_agent {
-            trust::check_known(&*self.trust, &claims).await?;
+            trust::check_known(&self.trust, &claims).await?;
         }
         let nonce = req.header("x-claw-nonce").unwrap_or_default();
         let (skew, margin) = (s.max_skew_secs, s.nonce_margin_ms);

@@ -40,11 +40,16 @@ impl Authorization for CheckService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let deadline = grpc_timeout(request.metadata())
-            .map(|t| tokio::time::Instant::now() + t.saturating_sub(self.app.deadline_margin));
+        // Registry calls on this path end at the configured request timeout, or sooner when
+        // Envoy's `grpc-timeout` (less a margin for the answer to get back) is nearer.
+        let now = tokio::time::Instant::now();
+        let mut deadline = now + self.app.request_timeout;
+        if let Some(t) = grpc_timeout(request.metadata()) {
+            deadline = deadline.min(now + t.saturating_sub(self.app.deadline_margin));
+        }
         let view = RequestView::from_check(request.into_inner());
         let decision =
-            crate::registry::with_deadline(deadline, self.app.pipeline.check(&view)).await;
+            crate::registry::with_deadline(Some(deadline), self.app.pipeline.check(&view)).await;
         let request_id = view
             .request_id()
             .map(str::to_owned)

@@ -35,8 +35,12 @@ impl Defaults {
     pub const KEYS_MAX_STALE_SECS: u64 = 86_400;
     pub const KID_MISS_COOLDOWN_SECS: u64 = 30;
     pub const DEADLINE_MARGIN_MS: u64 = 25;
+    pub const REQUEST_TIMEOUT_MS: u64 = 1_000;
+    pub const BREAKER_FAILURES: u64 = 5;
+    pub const BREAKER_OPEN_SECS: u64 = 30;
     pub const CRL_REFRESH_INTERVAL_SECS: u64 = 300;
     pub const CRL_MAX_AGE_SECS: u64 = 900;
+    pub const CRL_PUSH_REFRESH_INTERVAL_SECS: u64 = 900;
     pub const MAX_SKEW_SECS: u64 = 300;
     pub const ACCESS_TTL_SECS: u64 = 60;
     pub const ACCESS_NEGATIVE_TTL_SECS: u64 = 10;
@@ -44,6 +48,8 @@ impl Defaults {
     pub const NONCE_CAPACITY: u64 = 1_000_000;
     pub const NONCE_MARGIN_SECS: u64 = 5;
     pub const TRUST_RELOAD_SECS: u64 = 2;
+    pub const TRUST_CACHE_TTL_SECS: u64 = 120;
+    pub const TRUST_STALE_IF_ERROR_SECS: u64 = 3_600;
     pub const REMOVE_HEADERS: [&str; 3] = ["authorization", "x-claw-proof", "x-claw-agent-access"];
 }
 
@@ -76,7 +82,14 @@ pub struct RegistryConfig {
     pub keys_url: String,
     pub crl_url: String,
     pub validate_url: String,
+    /// Background calls (key and CRL refreshes) time out after this long.
     pub timeout_ms: u64,
+    /// Calls on a Check's path time out after this long, or sooner at the Check's deadline.
+    pub request_timeout_ms: u64,
+    /// Consecutive failures that open an endpoint's circuit breaker.
+    pub breaker_failures: u64,
+    /// How long an open breaker refuses calls before one probe.
+    pub breaker_open_secs: u64,
     pub keys_ttl_secs: u64,
     /// Past `keys_ttl_secs`, cached keys are served (while refreshing) for up to this long.
     pub keys_max_stale_secs: u64,
@@ -92,6 +105,8 @@ pub struct CrlConfig {
     pub max_age_secs: u64,
     #[serde(serialize_with = "ser_stale")]
     pub stale_behavior: StaleBehavior,
+    /// The poll interval while pushed revocation events are flowing.
+    pub push_refresh_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,6 +133,10 @@ pub struct NonceConfig {
 pub struct TrustConfig {
     pub file: Option<PathBuf>,
     pub reload_interval_secs: u64,
+    /// Trust answers are reused this long.
+    pub cache_ttl_secs: u64,
+    /// When the store fails, an answer up to this old is used instead.
+    pub stale_if_error_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,9 +172,13 @@ const KNOWN: &[&str] = &[
     "registry.keys_max_stale_secs",
     "registry.kid_miss_cooldown_secs",
     "registry.deadline_margin_ms",
+    "registry.request_timeout_ms",
+    "registry.breaker_failures",
+    "registry.breaker_open_secs",
     "crl.refresh_interval_secs",
     "crl.max_age_secs",
     "crl.stale_behavior",
+    "crl.push_refresh_interval_secs",
     "proof.max_skew_secs",
     "access.ttl_secs",
     "access.negative_ttl_secs",
@@ -165,6 +188,8 @@ const KNOWN: &[&str] = &[
     "nonce.margin_secs",
     "trust.file",
     "trust.reload_interval_secs",
+    "trust.cache_ttl_secs",
+    "trust.stale_if_error_secs",
     "headers.remove",
     "log.level",
     "log.format",
@@ -239,6 +264,24 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         1,
         600_000,
     );
+    let request_timeout_ms = r.u64(
+        "registry.request_timeout_ms",
+        Defaults::REQUEST_TIMEOUT_MS,
+        1,
+        60_000,
+    );
+    let breaker_failures = r.u64(
+        "registry.breaker_failures",
+        Defaults::BREAKER_FAILURES,
+        1,
+        1_000,
+    );
+    let breaker_open_secs = r.u64(
+        "registry.breaker_open_secs",
+        Defaults::BREAKER_OPEN_SECS,
+        1,
+        3_600,
+    );
     let keys_ttl_secs = r.u64(
         "registry.keys_ttl_secs",
         Defaults::KEYS_TTL_SECS,
@@ -283,6 +326,12 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         Some("fail-closed") => StaleBehavior::FailClosed,
         _ => StaleBehavior::FailOpen,
     };
+    let push_refresh = r.u64(
+        "crl.push_refresh_interval_secs",
+        Defaults::CRL_PUSH_REFRESH_INTERVAL_SECS,
+        1,
+        86_400,
+    );
     let max_skew_secs = r.u64("proof.max_skew_secs", Defaults::MAX_SKEW_SECS, 1, 3_600);
     let access_ttl = r.u64("access.ttl_secs", Defaults::ACCESS_TTL_SECS, 0, 3_600);
     let access_negative = r.u64(
@@ -315,6 +364,18 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         1,
         3_600,
     );
+    let trust_ttl = r.u64(
+        "trust.cache_ttl_secs",
+        Defaults::TRUST_CACHE_TTL_SECS,
+        0,
+        86_400,
+    );
+    let trust_stale = r.u64(
+        "trust.stale_if_error_secs",
+        Defaults::TRUST_STALE_IF_ERROR_SECS,
+        0,
+        86_400 * 7,
+    );
     let remove = r.string_list("headers.remove", &Defaults::REMOVE_HEADERS);
     let level = r
         .choice(
@@ -346,6 +407,9 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
             crl_url: crl_url?,
             validate_url: validate_url?,
             timeout_ms,
+            request_timeout_ms,
+            breaker_failures,
+            breaker_open_secs,
             keys_ttl_secs,
             keys_max_stale_secs,
             kid_miss_cooldown_secs,
@@ -355,6 +419,7 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
             refresh_interval_secs: refresh,
             max_age_secs: max_age,
             stale_behavior,
+            push_refresh_interval_secs: push_refresh,
         },
         proof: ProofConfig { max_skew_secs },
         access: AccessConfig {
@@ -370,6 +435,8 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         trust: TrustConfig {
             file: trust_file,
             reload_interval_secs: reload,
+            cache_ttl_secs: trust_ttl,
+            stale_if_error_secs: trust_stale,
         },
         routes,
         policies,

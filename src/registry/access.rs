@@ -190,17 +190,17 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(cache.validate(&s).await, Ok(()));
         }
-        assert_eq!(registry.calls().2, 1);
+        assert_eq!(registry.calls().validate, 1);
         clock.advance_ms(60_001);
         registry.set_validate(vec![status(401)]);
         assert_eq!(cache.validate(&s).await, Err(Denial::AccessTokenInvalid));
         clock.advance_ms(10_000);
         assert_eq!(cache.validate(&s).await, Err(Denial::AccessTokenInvalid));
-        assert_eq!(registry.calls().2, 2);
+        assert_eq!(registry.calls().validate, 2);
         clock.advance_ms(1);
         registry.set_validate(vec![status(204)]);
         assert_eq!(cache.validate(&s).await, Ok(()));
-        assert_eq!(registry.calls().2, 3);
+        assert_eq!(registry.calls().validate, 3);
     }
 
     #[tokio::test]

@@ -7,8 +7,13 @@
 //! only logs. While stale, `fail-closed` answers 503 and `fail-open` keeps the last good list (or
 //! nothing). A 404 `CRL_NOT_FOUND` is a valid empty list (item 3), and a list issued before the
 //! one held is ignored (no rollback).
+//!
+//! While pushed revocation events are flowing ([`CrlCache::set_push_healthy`]), the poll interval
+//! is lengthened to `push_refresh_interval`, capped at 80 % of `max_age` so that waiting never
+//! makes the list stale.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::Registry;
@@ -29,6 +34,8 @@ pub struct CrlTiming {
     pub refresh_interval_ms: u64,
     pub max_age_ms: u64,
     pub stale_behavior: StaleBehavior,
+    /// The interval while push revocation is healthy.
+    pub push_refresh_interval_ms: u64,
 }
 
 /// While the list is stale, refreshes are retried this often.
@@ -42,6 +49,9 @@ pub struct CrlCache {
     state: Mutex<State>,
     /// One refresh at a time; checks that find one running use the list they have.
     refreshing: tokio::sync::Mutex<()>,
+    push_healthy: AtomicBool,
+    stale_checks: AtomicU64,
+    last_stale_warning_ms: AtomicU64,
 }
 
 #[derive(Default, Clone)]
@@ -66,15 +76,59 @@ impl CrlCache {
             timing,
             state: Mutex::new(State::default()),
             refreshing: tokio::sync::Mutex::new(()),
+            push_healthy: AtomicBool::new(false),
+            stale_checks: AtomicU64::new(0),
+            last_stale_warning_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Checks answered while the list was stale (denied under `fail-closed`, allowed on the
+    /// last good list under `fail-open`).
+    pub fn stale_checks(&self) -> u64 {
+        self.stale_checks.load(Ordering::Relaxed)
+    }
+
+    /// A warning when checks start meeting a stale list, and once a minute while they do.
+    fn warn_stale(&self, state: &State, now: u64) {
+        let last = self.last_stale_warning_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < 60_000 {
+            return;
+        }
+        self.last_stale_warning_ms.store(now, Ordering::Relaxed);
+        let behavior = match self.timing.stale_behavior {
+            StaleBehavior::FailOpen => "fail-open: allowing on the last good list",
+            StaleBehavior::FailClosed => "fail-closed: denying 503",
+        };
+        tracing::warn!(
+            age_secs = state.last_success_ms.map(|t| now.saturating_sub(t) / 1000),
+            behavior,
+            "CRL is older than crl.max_age_secs"
+        );
+    }
+
+    /// Pushed revocation events are (or stopped) flowing: the poll interval follows.
+    pub fn set_push_healthy(&self, healthy: bool) {
+        self.push_healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// The poll interval now.
+    pub fn interval_ms(&self) -> u64 {
+        let base = self.timing.refresh_interval_ms;
+        if !self.push_healthy.load(Ordering::Relaxed) {
+            return base;
+        }
+        let cap = self.timing.max_age_ms / 10 * 8;
+        self.timing.push_refresh_interval_ms.min(cap).max(base)
     }
 
     /// `Ok` unless the AIT `jti` is revoked, or the list is stale under `fail-closed`. Never
     /// waits for the registry.
     pub fn check(&self, jti: &str) -> Result<(), Denial> {
         let state = self.lock().clone();
-        if self.is_stale(&state, self.clock.now_ms()) {
-            tracing::debug!("CRL is stale");
+        let now = self.clock.now_ms();
+        if self.is_stale(&state, now) {
+            self.stale_checks.fetch_add(1, Ordering::Relaxed);
+            self.warn_stale(&state, now);
             if self.timing.stale_behavior == StaleBehavior::FailClosed {
                 return Err(Denial::CrlUnavailable);
             }
@@ -106,7 +160,7 @@ impl CrlCache {
         if self.is_stale(&state, now) {
             return STALE_RETRY_MS;
         }
-        let interval = self.timing.refresh_interval_ms;
+        let interval = self.interval_ms();
         let jitter = uuid::Uuid::new_v4().as_u128() as u64 % (interval / 10 + 1);
         let since = state.last_success_ms.map_or(0, |t| now.saturating_sub(t));
         interval.saturating_sub(since).max(1_000) + jitter
@@ -121,14 +175,15 @@ impl CrlCache {
     fn refresh_wanted(&self, now: u64) -> bool {
         let state = self.lock();
         let stale = self.is_stale(&state, now);
+        let interval = self.interval_ms();
         let due = stale
             || state
                 .last_success_ms
-                .is_some_and(|t| now.saturating_sub(t) >= self.timing.refresh_interval_ms);
+                .is_some_and(|t| now.saturating_sub(t) >= interval);
         due && (stale
             || state
                 .last_attempt_ms
-                .is_none_or(|t| now.saturating_sub(t) >= self.timing.refresh_interval_ms))
+                .is_none_or(|t| now.saturating_sub(t) >= interval))
     }
 
     /// Fetches and verifies the list if it is due (see the module docs); the refresher calls
@@ -235,6 +290,7 @@ mod tests {
             refresh_interval_ms: 300_000,
             max_age_ms: 900_000,
             stale_behavior,
+            push_refresh_interval_ms: 900_000,
         };
         let crl = CrlCache::new(
             registry.clone(),
@@ -286,10 +342,10 @@ mod tests {
         assert_eq!(f.refreshed_check().await, Ok(()));
         f.clock.set_ms(T0 + 299_999);
         assert_eq!(f.refreshed_check().await, Ok(()));
-        assert_eq!(f.registry.calls().1, 1);
+        assert_eq!(f.registry.calls().crl, 1);
         f.clock.set_ms(T0 + 300_000);
         assert_eq!(f.refreshed_check().await, Err(Denial::AitRevoked));
-        assert_eq!(f.registry.calls().1, 2);
+        assert_eq!(f.registry.calls().crl, 2);
     }
 
     #[tokio::test]
@@ -299,20 +355,38 @@ mod tests {
             .set_crl(vec![ok(crl_body(&f.signer, &[JTI], T0))]);
         // Nothing loaded yet: fail-open allows, and the check itself fetched nothing.
         assert_eq!(f.crl.check(JTI), Ok(()));
-        assert_eq!(f.registry.calls().1, 0);
+        assert_eq!(f.registry.calls().crl, 0);
         let crl = Arc::new(f.crl);
         crl.run_refresher(f.keys.clone());
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(f.registry.calls().1, 1, "the refresher loaded the list");
+        assert_eq!(f.registry.calls().crl, 1, "the refresher loaded the list");
         assert_eq!(crl.check(JTI), Err(Denial::AitRevoked));
         // Due again: checks keep answering from the held list without calling the registry.
         f.clock.set_ms(T0 + 300_000);
         for _ in 0..100 {
             assert_eq!(crl.check(JTI), Err(Denial::AitRevoked));
         }
-        assert_eq!(f.registry.calls().1, 1);
+        assert_eq!(f.registry.calls().crl, 1);
+    }
+
+    #[tokio::test]
+    async fn healthy_push_lengthens_the_poll_but_never_past_most_of_max_age() {
+        let f = fixture(StaleBehavior::FailClosed);
+        f.registry.set_crl(vec![status(404)]);
+        assert_eq!(f.refreshed_check().await, Ok(()));
+        f.crl.set_push_healthy(true);
+        // 900 s asked, capped at 80 % of the 900 s max age.
+        assert_eq!(f.crl.interval_ms(), 720_000);
+        f.clock.set_ms(T0 + 719_999);
+        assert_eq!(f.refreshed_check().await, Ok(()));
+        assert_eq!(f.registry.calls().crl, 1);
+        f.clock.set_ms(T0 + 720_000);
+        assert_eq!(f.refreshed_check().await, Ok(()));
+        assert_eq!(f.registry.calls().crl, 2);
+        f.crl.set_push_healthy(false);
+        assert_eq!(f.crl.interval_ms(), 300_000);
     }
 
     #[tokio::test]
@@ -354,6 +428,6 @@ mod tests {
         assert_eq!(f.refreshed_check().await, Err(Denial::AitRevoked));
         f.clock.set_ms(T0 + 300_000);
         assert_eq!(f.refreshed_check().await, Err(Denial::AitRevoked));
-        assert_eq!(f.registry.calls().1, 2);
+        assert_eq!(f.registry.calls().crl, 2);
     }
 }

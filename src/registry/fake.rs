@@ -3,7 +3,7 @@
 //! loopback instead; see `tests/support/registry.rs`.)
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::{BoxFuture, Registry, Response, TransportError};
 
@@ -20,6 +20,7 @@ pub struct FakeRegistry {
 struct Script {
     answers: Mutex<(Vec<Answer>, usize)>,
     calls: AtomicUsize,
+    hang: AtomicBool,
 }
 
 impl Script {
@@ -35,9 +36,28 @@ impl Script {
         answer
     }
 
+    /// The next answer, or never while the endpoint hangs (the call is still counted).
+    /// Like a real call, nothing happens until the future is polled.
+    fn answer(&self) -> BoxFuture<'_, Answer> {
+        Box::pin(async move {
+            let answer = self.next();
+            if self.hang.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            answer
+        })
+    }
+
     fn set(&self, answers: Vec<Answer>) {
         *self.answers.lock().unwrap_or_else(|p| p.into_inner()) = (answers, 0);
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Calls {
+    pub keys: usize,
+    pub crl: usize,
+    pub validate: usize,
 }
 
 /// A `200` answer with `body`.
@@ -68,23 +88,28 @@ impl FakeRegistry {
         self.validate.set(answers);
     }
 
-    /// Calls made so far: (keys, crl, validate).
-    pub fn calls(&self) -> (usize, usize, usize) {
-        (
-            self.keys.calls.load(Ordering::SeqCst),
-            self.crl.calls.load(Ordering::SeqCst),
-            self.validate.calls.load(Ordering::SeqCst),
-        )
+    /// While set, keys fetches never answer.
+    pub fn hang_keys(&self, hang: bool) {
+        self.keys.hang.store(hang, Ordering::SeqCst);
+    }
+
+    /// Calls made so far, per endpoint.
+    pub fn calls(&self) -> Calls {
+        Calls {
+            keys: self.keys.calls.load(Ordering::SeqCst),
+            crl: self.crl.calls.load(Ordering::SeqCst),
+            validate: self.validate.calls.load(Ordering::SeqCst),
+        }
     }
 }
 
 impl Registry for FakeRegistry {
     fn fetch_keys(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
-        Box::pin(std::future::ready(self.keys.next()))
+        self.keys.answer()
     }
 
     fn fetch_crl(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
-        Box::pin(std::future::ready(self.crl.next()))
+        self.crl.answer()
     }
 
     fn validate_access<'a>(
@@ -93,6 +118,7 @@ impl Registry for FakeRegistry {
         _agent_did: &'a str,
         _ait_jti: &'a str,
     ) -> BoxFuture<'a, Result<u16, TransportError>> {
-        Box::pin(std::future::ready(self.validate.next().map(|r| r.status)))
+        let answer = self.validate.answer();
+        Box::pin(async move { answer.await.map(|r| r.status) })
     }
 }

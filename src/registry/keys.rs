@@ -237,7 +237,7 @@ mod tests {
         }
         settle().await;
         assert_eq!(
-            registry.calls().0,
+            registry.calls().keys,
             2,
             "one background attempt, not one per check"
         );
@@ -247,7 +247,7 @@ mod tests {
         clock.advance_ms(STALE_RETRY_MS);
         cache.current().await.unwrap();
         settle().await;
-        assert_eq!(registry.calls().0, 3);
+        assert_eq!(registry.calls().keys, 3);
         cache.current().await.unwrap();
         assert_eq!(cache.stale_served(), 101, "fresh again after the refresh");
         // Past the maximum staleness, a dead registry means no keys.
@@ -273,7 +273,7 @@ mod tests {
         clock.advance_ms(3_600_000);
         cache.current().await.unwrap();
         assert_eq!(
-            registry.calls().0,
+            registry.calls().keys,
             2,
             "fresh through now - fetched_at == ttl"
         );
@@ -281,7 +281,7 @@ mod tests {
         clock.advance_ms(1);
         cache.current().await.unwrap();
         settle().await;
-        assert_eq!(registry.calls().0, 3);
+        assert_eq!(registry.calls().keys, 3);
         assert_eq!(cache.stale_served(), 1);
     }
 
@@ -302,22 +302,22 @@ mod tests {
             assert_eq!(m.await.unwrap().unwrap().len(), 1);
         }
         assert_eq!(
-            registry.calls().0,
+            registry.calls().keys,
             2,
             "the first load plus one kid-miss fetch"
         );
         clock.advance_ms(29_999);
         cache.refresh_for_unknown_kid("rand-x").await.unwrap();
-        assert_eq!(registry.calls().0, 2);
+        assert_eq!(registry.calls().keys, 2);
         clock.advance_ms(1);
         cache.refresh_for_unknown_kid("rand-y").await.unwrap();
         assert_eq!(
-            registry.calls().0,
+            registry.calls().keys,
             3,
             "one more fetch once the cooldown has passed"
         );
         // A known kid never waits for the cooldown.
         assert!(cache.refresh_for_unknown_kid("k1").await.is_ok());
-        assert_eq!(registry.calls().0, 3);
+        assert_eq!(registry.calls().keys, 3);
     }
 }

@@ -5,8 +5,10 @@
 //! they mean (a usable key set, a CRL, a valid access token) happens in the caches, over bytes.
 
 pub mod access;
+pub mod breaker;
 pub mod crl;
 pub mod fake;
+pub mod guard;
 pub mod http;
 pub mod keys;
 
@@ -47,11 +49,14 @@ pub struct Response {
 
 /// A call that produced no HTTP answer. The reasons are the reference's wording for the same
 /// failure (Node's fetch), so `details.reason` matches it; nothing else of the error is exposed.
+/// `CircuitOpen` has no reference counterpart: the call was never made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportError {
     Refused,
     Timeout,
     Failed,
+    /// Not attempted: the endpoint's circuit breaker is open.
+    CircuitOpen,
 }
 
 impl TransportError {
@@ -60,6 +65,7 @@ impl TransportError {
             TransportError::Refused => "connect ECONNREFUSED",
             TransportError::Timeout => "The operation was aborted due to timeout",
             TransportError::Failed => "fetch failed",
+            TransportError::CircuitOpen => "Registry circuit breaker is open",
         }
     }
 }

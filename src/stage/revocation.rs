@@ -4,10 +4,10 @@
 use crate::denial::Denial;
 use crate::protocol::ait::AitClaims;
 use crate::registry::crl::CrlCache;
-use crate::store::trust::TrustStore;
+use crate::store::trust_cache::TrustCache;
 
 pub async fn check(
-    trust: &dyn TrustStore,
+    trust: &TrustCache,
     crl: &CrlCache,
     claims: &AitClaims,
     now_ms: u64,
@@ -15,9 +15,11 @@ pub async fn check(
     match trust.is_revoked(&claims.sub, now_ms).await {
         Ok(true) => return Err(Denial::AgentRevoked),
         Ok(false) => {}
-        Err(error) => {
-            tracing::error!(%error, "trust store failed on the revocation check");
-            return Err(Denial::TrustStateUnavailable);
+        // Logged by the cache; with no answer to fall back on, the agent is not trusted.
+        Err(_) => {
+            return Err(Denial::TrustUnconfirmed {
+                agent_did: claims.sub.clone(),
+            });
         }
     }
     crl.check(&claims.jti)

@@ -2,17 +2,17 @@
 
 use crate::denial::Denial;
 use crate::protocol::ait::AitClaims;
-use crate::store::trust::TrustStore;
+use crate::store::trust_cache::TrustCache;
 
-pub async fn check_known(trust: &dyn TrustStore, claims: &AitClaims) -> Result<(), Denial> {
+pub async fn check_known(trust: &TrustCache, claims: &AitClaims) -> Result<(), Denial> {
     match trust.is_known(&claims.sub).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(Denial::UnknownAgent {
             agent_did: claims.sub.clone(),
         }),
-        Err(error) => {
-            tracing::error!(%error, "trust store failed on the known-agent check");
-            Err(Denial::TrustStateUnavailable)
-        }
+        // Logged by the cache; with no answer to fall back on, the agent is not trusted.
+        Err(_) => Err(Denial::TrustUnconfirmed {
+            agent_did: claims.sub.clone(),
+        }),
     }
 }

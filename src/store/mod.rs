@@ -5,6 +5,7 @@
 
 pub mod nonce;
 pub mod trust;
+pub mod trust_cache;
 
 /// A store could not answer. The text is for logs only.
 #[derive(Debug, Clone, PartialEq, Eq)]

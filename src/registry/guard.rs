@@ -1,0 +1,153 @@
+//! The registry behind a timeout and a circuit breaker per endpoint (`deviations.md` item 5).
+//!
+//! Every call is bounded by the configured background timeout, or, on the request path, by the
+//! Check's own deadline when that is nearer ([`call_timeout`]). A call the breaker refuses never
+//! reaches the registry and fails at once with [`TransportError::CircuitOpen`]; the caches then
+//! answer from what they hold or deny with 503.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::breaker::{Breaker, BreakerSettings, State};
+use super::{BoxFuture, Registry, Response, TransportError, call_timeout};
+use crate::clock::Clock;
+
+pub struct Guarded {
+    inner: Arc<dyn Registry>,
+    timeout: Duration,
+    pub keys: Breaker,
+    pub crl: Breaker,
+    pub validate: Breaker,
+}
+
+impl Guarded {
+    pub fn new(
+        inner: Arc<dyn Registry>,
+        timeout: Duration,
+        settings: BreakerSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Guarded {
+            inner,
+            timeout,
+            keys: Breaker::new("keys", settings, clock.clone()),
+            crl: Breaker::new("crl", settings, clock.clone()),
+            validate: Breaker::new("validate", settings, clock),
+        }
+    }
+
+    /// `(endpoint, state)` for each breaker.
+    pub fn states(&self) -> [(&'static str, State); 3] {
+        [&self.keys, &self.crl, &self.validate].map(|b| (b.endpoint(), b.state()))
+    }
+}
+
+/// An answer that says the endpoint is failing rather than giving a verdict.
+fn failing(status: u16) -> bool {
+    status >= 500 || status == 429
+}
+
+async fn guarded<T>(
+    breaker: &Breaker,
+    timeout: Duration,
+    call: BoxFuture<'_, Result<T, TransportError>>,
+    status: fn(&T) -> u16,
+) -> Result<T, TransportError> {
+    let Some(permit) = breaker.permit() else {
+        return Err(TransportError::CircuitOpen);
+    };
+    let outcome = tokio::time::timeout(call_timeout(timeout), call)
+        .await
+        .unwrap_or(Err(TransportError::Timeout));
+    permit.record(outcome.as_ref().is_ok_and(|v| !failing(status(v))));
+    outcome
+}
+
+impl Registry for Guarded {
+    fn fetch_keys(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
+        Box::pin(guarded(
+            &self.keys,
+            self.timeout,
+            self.inner.fetch_keys(),
+            |r| r.status,
+        ))
+    }
+
+    fn fetch_crl(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
+        Box::pin(guarded(
+            &self.crl,
+            self.timeout,
+            self.inner.fetch_crl(),
+            |r| r.status,
+        ))
+    }
+
+    fn validate_access<'a>(
+        &'a self,
+        access_token: &'a str,
+        agent_did: &'a str,
+        ait_jti: &'a str,
+    ) -> BoxFuture<'a, Result<u16, TransportError>> {
+        Box::pin(guarded(
+            &self.validate,
+            self.timeout,
+            self.inner.validate_access(access_token, agent_did, ait_jti),
+            |s| *s,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::registry::fake::{FakeRegistry, status};
+
+    fn guarded(fake: Arc<FakeRegistry>, clock: &ManualClock) -> Guarded {
+        let settings = BreakerSettings {
+            failures: 2,
+            open_ms: 30_000,
+        };
+        Guarded::new(
+            fake,
+            Duration::from_secs(5),
+            settings,
+            Arc::new(clock.clone()),
+        )
+    }
+
+    #[tokio::test]
+    async fn five_hundreds_open_the_breaker_and_verdicts_do_not() {
+        let fake = Arc::new(FakeRegistry::default());
+        let clock = ManualClock::at(1_000);
+        let g = guarded(fake.clone(), &clock);
+        fake.set_validate(vec![status(401)]);
+        for _ in 0..3 {
+            assert_eq!(g.validate_access("t", "d", "j").await, Ok(401));
+        }
+        assert_eq!(g.validate.state(), State::Closed);
+        fake.set_validate(vec![status(503)]);
+        for _ in 0..2 {
+            assert_eq!(g.validate_access("t", "d", "j").await, Ok(503));
+        }
+        assert_eq!(
+            g.validate_access("t", "d", "j").await,
+            Err(TransportError::CircuitOpen)
+        );
+        assert_eq!(fake.calls().validate, 5);
+        assert_eq!(g.keys.state(), State::Closed, "breakers are per endpoint");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_call_ends_at_the_timeout_and_counts_as_a_failure() {
+        let fake = Arc::new(FakeRegistry::default());
+        fake.hang_keys(true);
+        let clock = ManualClock::at(1_000);
+        let g = guarded(fake.clone(), &clock);
+        let started = tokio::time::Instant::now();
+        assert_eq!(g.fetch_keys().await, Err(TransportError::Timeout));
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!(g.fetch_keys().await, Err(TransportError::Timeout));
+        assert_eq!(g.keys.state(), State::Open);
+    }
+}
