@@ -111,5 +111,8 @@ pub fn agent_a_claims() -> Value {
 
 pub const AIT_HEADER: &str = r#"{"alg":"EdDSA","typ":"AIT","kid":"reg-key-a"}"#;
 
+pub mod conformance;
+pub mod logs;
 pub mod registry;
 pub mod server;
+pub mod world;

@@ -44,12 +44,12 @@ pub struct FakeEndpoint {
     script: Arc<Mutex<(Vec<Reply>, usize)>>,
     calls: Arc<AtomicUsize>,
     recorded: Arc<Mutex<Vec<Recorded>>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for FakeEndpoint {
     fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
+        if let Some(t) = self.task.lock().unwrap().take() {
             t.abort();
         }
     }
@@ -78,7 +78,7 @@ impl FakeEndpoint {
             script,
             calls,
             recorded,
-            task: Some(task),
+            task: Mutex::new(Some(task)),
         }
     }
 
@@ -92,7 +92,16 @@ impl FakeEndpoint {
             script: Arc::new(Mutex::new((Vec::new(), 0))),
             calls: Arc::new(AtomicUsize::new(0)),
             recorded: Arc::new(Mutex::new(Vec::new())),
-            task: None,
+            task: Mutex::new(None),
+        }
+    }
+
+    /// Closes the listener: from now on connections are refused (and not counted).
+    pub async fn go_down(&self) {
+        let task = self.task.lock().unwrap().take();
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await;
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use claw_authz::app::App;
+use claw_authz::app::{App, Parts};
 use claw_authz::clock::Clock;
 use claw_authz::config::Config;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -22,10 +22,15 @@ pub struct Running {
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-/// Loads `yaml` (listeners are forced to `127.0.0.1:0`) and serves it.
+/// Loads `yaml` and serves it on loopback port 0.
 pub async fn start(yaml: &str, clock: Arc<dyn Clock>) -> Running {
+    start_with(yaml, clock, Parts::default()).await
+}
+
+/// Like [`start`], with some parts given instead of built from the config.
+pub async fn start_with(yaml: &str, clock: Arc<dyn Clock>, parts: Parts) -> Running {
     let config = Config::load(yaml, &HashMap::new()).unwrap_or_else(|e| panic!("config: {e:?}"));
-    let app = Arc::new(App::from_config(&config, clock).unwrap());
+    let app = Arc::new(App::build(&config, clock, parts).unwrap());
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
