@@ -5,6 +5,12 @@
 //! valid answer up to `stale_if_error` old is used instead (never past the AIT's `exp`) and a
 //! warning is logged. Concurrent identical misses share one registry call. Ages come from the
 //! injected clock, like every other cache age.
+//!
+//! So that a slow or failing registry costs known agents nothing, a valid answer is renewed in
+//! the background once it is past 80 % of its TTL and still in use (it stays fresh meanwhile,
+//! so the TTL bound holds), and a renewal that fails is remembered: when the answer then
+//! expires, the stale answer is used at once rather than after another failing call on the
+//! request path. A remembered failure is retried in the background at most every 5 s.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use super::Registry;
+use super::{Registry, TransportError};
 use crate::clock::Clock;
 use crate::denial::{Denial, Detail};
 
@@ -27,10 +33,30 @@ pub struct AccessTiming {
 /// uncached (a registry call per check, never a wrong answer).
 const CAPACITY: usize = 100_000;
 
+/// A failed renewal is retried at most this often.
+const RETRY_MS: u64 = 5_000;
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     valid: bool,
     at_ms: u64,
+    /// A background renewal is running.
+    renewing: bool,
+    /// The last renewal attempt, and whether the registry failed it (and none succeeded since).
+    attempt_ms: u64,
+    failed: bool,
+}
+
+impl Entry {
+    fn new(valid: bool, at_ms: u64) -> Self {
+        Entry {
+            valid,
+            at_ms,
+            renewing: false,
+            attempt_ms: at_ms,
+            failed: false,
+        }
+    }
 }
 
 pub struct AccessCache {
@@ -40,6 +66,12 @@ pub struct AccessCache {
     entries: Mutex<HashMap<u128, Entry>>,
     in_flight: Mutex<HashMap<u128, Arc<tokio::sync::Mutex<()>>>>,
     stale_used: AtomicU64,
+}
+
+enum Settled {
+    Valid,
+    Invalid,
+    Failed(Detail),
 }
 
 /// What the caller knows about the token being validated.
@@ -68,10 +100,27 @@ impl AccessCache {
         self.stale_used.load(Ordering::Relaxed)
     }
 
-    pub async fn validate(&self, s: &Subject<'_>) -> Result<(), Denial> {
+    pub async fn validate(self: &Arc<Self>, s: &Subject<'_>) -> Result<(), Denial> {
         let key = cache_key(s);
-        if let Some(answer) = self.fresh(key) {
-            return answer;
+        let now = self.clock.now_ms();
+        let cached = lock(&self.entries).get(&key).copied();
+        if let Some(e) = cached {
+            let age = now.saturating_sub(e.at_ms);
+            let ttl = self.timing.positive_ttl_ms;
+            if e.valid && age <= ttl {
+                if age >= ttl / 5 * 4 {
+                    self.renew(key, s, now);
+                }
+                return Ok(());
+            }
+            if !e.valid && age <= self.timing.negative_ttl_ms {
+                return Err(Denial::AccessTokenInvalid);
+            }
+            if e.failed && self.usable(&e, s, now) {
+                self.renew(key, s, now);
+                self.use_stale(s);
+                return Ok(());
+            }
         }
         // One registry call per key at a time; waiters take the answer it cached.
         let gate = lock(&self.in_flight).entry(key).or_default().clone();
@@ -85,18 +134,78 @@ impl AccessCache {
             .await;
         lock(&self.in_flight).remove(&key);
         let now = self.clock.now_ms();
-        match outcome {
+        match self.settle(key, outcome, now) {
+            Settled::Valid => Ok(()),
+            Settled::Invalid => Err(Denial::AccessTokenInvalid),
+            Settled::Failed(detail) => self.stale_or(key, s, now, detail),
+        }
+    }
+
+    /// Records a registry answer: a verdict replaces the entry, a failure marks it.
+    fn settle(&self, key: u128, outcome: Result<u16, TransportError>, now: u64) -> Settled {
+        let detail = match outcome {
             Ok(204) => {
                 self.store(key, true, now);
-                Ok(())
+                return Settled::Valid;
             }
             Ok(401) => {
                 self.store(key, false, now);
-                Err(Denial::AccessTokenInvalid)
+                return Settled::Invalid;
             }
-            Ok(status) => self.stale_or(key, s, now, Detail::Status(status)),
-            Err(e) => self.stale_or(key, s, now, Detail::Reason(e.reason().to_owned())),
+            Ok(status) => Detail::Status(status),
+            Err(e) => Detail::Reason(e.reason().to_owned()),
+        };
+        if let Some(e) = lock(&self.entries).get_mut(&key) {
+            e.renewing = false;
+            e.failed = true;
+            e.attempt_ms = now;
         }
+        Settled::Failed(detail)
+    }
+
+    /// Starts one background renewal of `key`, unless one is running or one failed recently.
+    fn renew(self: &Arc<Self>, key: u128, s: &Subject<'_>, now: u64) {
+        {
+            let mut entries = lock(&self.entries);
+            let Some(e) = entries.get_mut(&key) else {
+                return;
+            };
+            if e.renewing || (e.failed && now.saturating_sub(e.attempt_ms) < RETRY_MS) {
+                return;
+            }
+            e.renewing = true;
+            e.attempt_ms = now;
+        }
+        let this = self.clone();
+        let (token, did, jti) = (
+            s.access_token.to_owned(),
+            s.agent_did.to_owned(),
+            s.ait_jti.to_owned(),
+        );
+        tokio::spawn(async move {
+            let outcome = this.registry.validate_access(&token, &did, &jti).await;
+            let now = this.clock.now_ms();
+            if let Settled::Failed(_) = this.settle(key, outcome, now) {
+                tracing::warn!(
+                    agent_did = did,
+                    "background renewal of an access validation failed"
+                );
+            }
+        });
+    }
+
+    fn usable(&self, e: &Entry, s: &Subject<'_>, now: u64) -> bool {
+        e.valid
+            && now.saturating_sub(e.at_ms) <= self.timing.stale_if_error_ms
+            && now < s.ait_exp_secs.saturating_mul(1000)
+    }
+
+    fn use_stale(&self, s: &Subject<'_>) {
+        self.stale_used.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            agent_did = s.agent_did,
+            "registry validation unavailable; using a stale valid answer"
+        );
     }
 
     /// A cached answer still within its TTL.
@@ -112,17 +221,8 @@ impl AccessCache {
 
     fn stale_or(&self, key: u128, s: &Subject<'_>, now: u64, detail: Detail) -> Result<(), Denial> {
         let entry = lock(&self.entries).get(&key).copied();
-        let usable = entry.is_some_and(|e| {
-            e.valid
-                && now.saturating_sub(e.at_ms) <= self.timing.stale_if_error_ms
-                && now < s.ait_exp_secs.saturating_mul(1000)
-        });
-        if usable {
-            self.stale_used.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                agent_did = s.agent_did,
-                "registry validation unavailable; using a stale valid answer"
-            );
+        if entry.is_some_and(|e| self.usable(&e, s, now)) {
+            self.use_stale(s);
             return Ok(());
         }
         Err(Denial::AccessValidationUnavailable(detail))
@@ -140,7 +240,7 @@ impl AccessCache {
                 return;
             }
         }
-        entries.insert(key, Entry { valid, at_ms: now });
+        entries.insert(key, Entry::new(valid, now));
     }
 }
 
@@ -185,7 +285,11 @@ mod tests {
         let registry = Arc::new(FakeRegistry::default());
         registry.set_validate(vec![status(204)]);
         let clock = ManualClock::at(T0);
-        let cache = AccessCache::new(registry.clone(), Arc::new(clock.clone()), TIMING);
+        let cache = Arc::new(AccessCache::new(
+            registry.clone(),
+            Arc::new(clock.clone()),
+            TIMING,
+        ));
         let s = subject(u64::MAX / 1000);
         for _ in 0..100 {
             assert_eq!(cache.validate(&s).await, Ok(()));
@@ -208,7 +312,11 @@ mod tests {
         let registry = Arc::new(FakeRegistry::default());
         registry.set_validate(vec![status(204), status(500)]);
         let clock = ManualClock::at(T0);
-        let cache = AccessCache::new(registry.clone(), Arc::new(clock.clone()), TIMING);
+        let cache = Arc::new(AccessCache::new(
+            registry.clone(),
+            Arc::new(clock.clone()),
+            TIMING,
+        ));
         let exp = T0 / 1000 + 300;
         assert_eq!(cache.validate(&subject(exp)).await, Ok(()));
         clock.advance_ms(120_000);
@@ -240,5 +348,79 @@ mod tests {
             ..subject(long)
         };
         assert!(cache.validate(&other).await.is_err());
+    }
+
+    /// Lets spawned renewals run until the registry has seen `calls` validations.
+    async fn settle_calls(registry: &FakeRegistry, calls: usize) {
+        for _ in 0..100 {
+            if registry.calls().validate >= calls {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(registry.calls().validate, calls);
+    }
+
+    #[tokio::test]
+    async fn an_answer_in_use_is_renewed_in_the_background_before_it_expires() {
+        let registry = Arc::new(FakeRegistry::default());
+        registry.set_validate(vec![status(204)]);
+        let clock = ManualClock::at(T0);
+        let cache = Arc::new(AccessCache::new(
+            registry.clone(),
+            Arc::new(clock.clone()),
+            TIMING,
+        ));
+        let s = subject(u64::MAX / 1000);
+        assert_eq!(cache.validate(&s).await, Ok(()));
+        clock.advance_ms(47_999);
+        assert_eq!(cache.validate(&s).await, Ok(()));
+        settle_calls(&registry, 1).await;
+        clock.advance_ms(1);
+        assert_eq!(cache.validate(&s).await, Ok(()), "answered from the cache");
+        settle_calls(&registry, 2).await;
+        // Renewed at T0 + 48 s: fresh and not yet due for renewal at T0 + 95 s.
+        clock.set_ms(T0 + 95_000);
+        assert_eq!(cache.validate(&s).await, Ok(()));
+        settle_calls(&registry, 2).await;
+        // A renewal answering 401 makes the next check fail at once.
+        registry.set_validate(vec![status(401)]);
+        clock.set_ms(T0 + 48_000 + 48_000);
+        assert_eq!(cache.validate(&s).await, Ok(()));
+        settle_calls(&registry, 3).await;
+        assert_eq!(cache.validate(&s).await, Err(Denial::AccessTokenInvalid));
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_renewal_the_expired_answer_is_used_without_waiting() {
+        let registry = Arc::new(FakeRegistry::default());
+        registry.set_validate(vec![status(204)]);
+        let clock = ManualClock::at(T0);
+        let cache = Arc::new(AccessCache::new(
+            registry.clone(),
+            Arc::new(clock.clone()),
+            TIMING,
+        ));
+        let s = subject(u64::MAX / 1000);
+        assert_eq!(cache.validate(&s).await, Ok(()));
+        registry.set_validate(vec![status(503)]);
+        clock.advance_ms(50_000);
+        assert_eq!(cache.validate(&s).await, Ok(()));
+        settle_calls(&registry, 2).await;
+        // Expired now; the renewal failed, so the stale answer is used and a retry started
+        // (not on the request path: the registry hangs from here on).
+        registry.hang_validate(true);
+        clock.advance_ms(20_000);
+        assert_eq!(cache.validate(&s).await, Ok(()));
+        assert_eq!(cache.stale_used(), 1);
+        settle_calls(&registry, 3).await;
+        // The retry is still hanging: no second one.
+        clock.advance_ms(10_000);
+        assert_eq!(cache.validate(&s).await, Ok(()));
+        settle_calls(&registry, 3).await;
+        assert_eq!(cache.stale_used(), 2);
     }
 }

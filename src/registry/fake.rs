@@ -93,6 +93,11 @@ impl FakeRegistry {
         self.keys.hang.store(hang, Ordering::SeqCst);
     }
 
+    /// While set, validations never answer.
+    pub fn hang_validate(&self, hang: bool) {
+        self.validate.hang.store(hang, Ordering::SeqCst);
+    }
+
     /// Calls made so far, per endpoint.
     pub fn calls(&self) -> Calls {
         Calls {

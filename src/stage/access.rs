@@ -1,6 +1,8 @@
 //! Agent access-token validation: the header must be present; the registry (through the
 //! validation cache) says 204 valid, 401 invalid, anything else means it cannot vouch right now.
 
+use std::sync::Arc;
+
 use crate::denial::Denial;
 use crate::protocol::ait::AitClaims;
 use crate::registry::access::{AccessCache, Subject};
@@ -8,7 +10,7 @@ use crate::request::RequestView;
 
 pub async fn validate(
     req: &RequestView,
-    cache: &AccessCache,
+    cache: &Arc<AccessCache>,
     claims: &AitClaims,
 ) -> Result<(), Denial> {
     let token = req
