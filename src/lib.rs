@@ -7,8 +7,9 @@
 //! - [`request`]: the view of an Envoy `CheckRequest` the pipeline needs.
 //! - [`pipeline`]: the stages in order ([`stage`] has one file per stage) under a route
 //!   [`policy`]; [`denial`] lists every refusal and [`response`] maps decisions to Envoy.
-//! - [`registry`]: the registry trait, its HTTP client and the key and CRL caches.
-//! - [`store`]: the nonce (replay) store and the trust store.
+//! - [`registry`]: the registry trait, its HTTP client behind a timeout and a circuit breaker
+//!   per endpoint, and the key, CRL and access-validation caches.
+//! - [`store`]: the nonce (replay) store, the trust store and the trust-answer cache.
 //! - [`config`], [`app`], [`server`]: typed configuration, wiring, and the gRPC/admin servers.
 //! - [`clock`]: injected wall-clock time. [`sign`]: the client side (demo, `sign` command, tests).
 //! - [`demo`]: the self-contained demo with its dev registry; [`envoy`] runs a real Envoy in front
