@@ -16,7 +16,9 @@ use crate::registry::crl::{CrlCache, CrlTiming};
 use crate::registry::guard::Guarded;
 use crate::registry::http::{Endpoints, HttpRegistry};
 use crate::registry::keys::{KeyCache, KeyTiming};
-use crate::store::nonce::MemoryNonceStore;
+use crate::store::nonce::{MemoryNonceStore, NonceStore};
+use crate::store::nonce_file::{FileNonceStore, Fsync};
+use crate::store::redis::{Redis, RedisNonceStore, RedisTrustStore};
 use crate::store::trust::{FileTrustStore, TrustStore};
 use crate::store::trust_cache::{TrustCache, TrustTiming};
 
@@ -25,7 +27,9 @@ pub struct App {
     pub pipeline: Pipeline,
     /// Credentials removed from allowed requests.
     pub remove_headers: Vec<String>,
-    pub nonces: Arc<MemoryNonceStore>,
+    pub nonces: Arc<dyn NonceStore>,
+    /// The Redis connection, when a store uses it.
+    pub redis: Option<Redis>,
     /// The registry as the caches see it: a timeout and a circuit breaker per endpoint.
     pub registry: Arc<Guarded>,
     /// Kept free of Envoy's deadline so the denial still gets back in time.
@@ -95,9 +99,23 @@ impl App {
                 push_refresh_interval_ms: config.crl.push_refresh_interval_secs * 1000,
             },
         ));
-        let store: Arc<dyn TrustStore> = match parts.trust {
-            Some(store) => store,
-            None => {
+        let redis = match &config.redis.url {
+            Some(url) if config.nonce.store == "redis" || config.trust.store == "redis" => Some(
+                Redis::connect(
+                    url,
+                    Duration::from_millis(config.redis.timeout_ms),
+                    &config.redis.prefix,
+                )
+                .map_err(|e| format!("redis.url: {e}"))?,
+            ),
+            _ => None,
+        };
+        let store: Arc<dyn TrustStore> = match (parts.trust, &redis) {
+            (Some(store), _) => store,
+            (None, Some(r)) if config.trust.store == "redis" => {
+                Arc::new(RedisTrustStore(r.clone()))
+            }
+            (None, _) => {
                 let file = Arc::new(match &config.trust.file {
                     Some(path) => FileTrustStore::load(path)?,
                     None => FileTrustStore::empty(),
@@ -126,7 +144,21 @@ impl App {
             },
         ));
         let capacity = usize::try_from(config.nonce.capacity).unwrap_or(usize::MAX);
-        let nonces = Arc::new(MemoryNonceStore::new(capacity));
+        let n = &config.nonce;
+        let nonces: Arc<dyn NonceStore> = match (n.store.as_str(), &redis) {
+            ("redis", Some(r)) => Arc::new(RedisNonceStore(r.clone())),
+            ("file", _) => {
+                let fsync = match n.fsync.as_str() {
+                    "always" => Fsync::Always,
+                    _ => Fsync::Interval(n.fsync_interval_ms),
+                };
+                Arc::new(
+                    FileNonceStore::open(&n.dir, capacity, fsync, clock.now_ms())
+                        .map_err(|e| format!("nonce.dir: {e}"))?,
+                )
+            }
+            _ => Arc::new(MemoryNonceStore::new(capacity)),
+        };
         let pipeline = Pipeline {
             settings: Settings {
                 issuer: config.registry.issuer.clone(),
@@ -148,6 +180,7 @@ impl App {
             pipeline,
             remove_headers: config.headers.remove.clone(),
             nonces,
+            redis,
             registry: guarded,
             deadline_margin: Duration::from_millis(config.registry.deadline_margin_ms),
             request_timeout: Duration::from_millis(config.registry.request_timeout_ms),

@@ -297,9 +297,10 @@ pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
     let trust_path: PathBuf = dir.join("trust.yaml");
     std::fs::write(&trust_path, registry.trust_yaml()).map_err(io)?;
     let yaml = format!(
-        "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nregistry:\n  url: {}\ntrust:\n  file: {}\nlog:\n  format: text\npolicies:\n  shadow: {{mode: shadow}}\n",
+        "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nregistry:\n  url: {}\ntrust:\n  file: {}\nnonce:\n  dir: {}\nlog:\n  format: text\npolicies:\n  shadow: {{mode: shadow}}\n",
         registry.url,
-        trust_path.display()
+        trust_path.display(),
+        dir.join("nonces").display()
     );
     let config = Config::load(&yaml, &HashMap::new()).map_err(|e| e.join("; "))?;
     let app = Arc::new(App::from_config(&config, Arc::new(SystemClock))?);

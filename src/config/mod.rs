@@ -47,6 +47,10 @@ impl Defaults {
     pub const ACCESS_STALE_IF_ERROR_SECS: u64 = 600;
     pub const NONCE_CAPACITY: u64 = 1_000_000;
     pub const NONCE_MARGIN_SECS: u64 = 5;
+    pub const NONCE_DIR: &str = "/var/lib/claw-authz/nonces";
+    pub const NONCE_FSYNC_INTERVAL_MS: u64 = 1_000;
+    pub const REDIS_TIMEOUT_MS: u64 = 50;
+    pub const REDIS_PREFIX: &str = "claw-authz:";
     pub const TRUST_RELOAD_SECS: u64 = 2;
     pub const TRUST_CACHE_TTL_SECS: u64 = 120;
     pub const TRUST_STALE_IF_ERROR_SECS: u64 = 3_600;
@@ -61,6 +65,7 @@ pub struct Config {
     pub proof: ProofConfig,
     pub access: AccessConfig,
     pub nonce: NonceConfig,
+    pub redis: RedisConfig,
     pub trust: TrustConfig,
     pub routes: Vec<Rule>,
     pub policies: BTreeMap<String, Policy>,
@@ -124,13 +129,29 @@ pub struct AccessConfig {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NonceConfig {
+    /// `memory` (this replica, forgotten on restart), `file` (this replica, kept across
+    /// restarts) or `redis` (shared by every replica).
     pub store: String,
     pub capacity: u64,
     pub margin_secs: u64,
+    /// The `file` store's log directory.
+    pub dir: PathBuf,
+    /// `interval` or `always`: when the `file` store flushes to disk.
+    pub fsync: String,
+    pub fsync_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisConfig {
+    pub url: Option<String>,
+    pub timeout_ms: u64,
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TrustConfig {
+    /// `file` or `redis`.
+    pub store: String,
     pub file: Option<PathBuf>,
     pub reload_interval_secs: u64,
     /// Trust answers are reused this long.
@@ -186,6 +207,13 @@ const KNOWN: &[&str] = &[
     "nonce.store",
     "nonce.capacity",
     "nonce.margin_secs",
+    "nonce.dir",
+    "nonce.fsync",
+    "nonce.fsync_interval_ms",
+    "redis.url",
+    "redis.timeout_ms",
+    "redis.prefix",
+    "trust.store",
     "trust.file",
     "trust.reload_interval_secs",
     "trust.cache_ttl_secs",
@@ -347,12 +375,48 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         86_400,
     );
     let store = r
-        .choice("nonce.store", "memory", &["memory"])
-        .unwrap_or("memory")
+        .choice("nonce.store", "file", &["memory", "file", "redis"])
+        .unwrap_or("file")
         .to_owned();
+    let nonce_dir = PathBuf::from(
+        r.opt_string("nonce.dir")
+            .unwrap_or_else(|| Defaults::NONCE_DIR.to_owned()),
+    );
+    let fsync = r
+        .choice("nonce.fsync", "interval", &["interval", "always"])
+        .unwrap_or("interval")
+        .to_owned();
+    let fsync_interval_ms = r.u64(
+        "nonce.fsync_interval_ms",
+        Defaults::NONCE_FSYNC_INTERVAL_MS,
+        1,
+        60_000,
+    );
+    let redis_url = r.opt_string("redis.url");
+    if let Some(u) = &redis_url
+        && !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("valkey://"))
+    {
+        r.error("redis.url", "must be a redis:// or rediss:// URL");
+    }
+    let redis_timeout_ms = r.u64("redis.timeout_ms", Defaults::REDIS_TIMEOUT_MS, 1, 10_000);
+    let redis_prefix = r
+        .opt_string("redis.prefix")
+        .unwrap_or_else(|| Defaults::REDIS_PREFIX.to_owned());
+    let trust_store = r
+        .choice("trust.store", "file", &["file", "redis"])
+        .unwrap_or("file")
+        .to_owned();
+    for (key, chosen) in [("nonce.store", &store), ("trust.store", &trust_store)] {
+        if chosen == "redis" && redis_url.is_none() {
+            r.error(key, "is redis, so redis.url is required");
+        }
+    }
     let capacity = r.u64("nonce.capacity", Defaults::NONCE_CAPACITY, 1, 1 << 32);
     let margin_secs = r.u64("nonce.margin_secs", Defaults::NONCE_MARGIN_SECS, 0, 3_600);
     let trust_file = r.opt_string("trust.file").map(PathBuf::from);
+    if trust_file.is_some() && trust_store == "redis" {
+        r.error("trust.file", "applies to trust.store: file only");
+    }
     if let Some(f) = &trust_file
         && let Err(e) = std::fs::metadata(f)
     {
@@ -431,8 +495,17 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
             store,
             capacity,
             margin_secs,
+            dir: nonce_dir,
+            fsync,
+            fsync_interval_ms,
+        },
+        redis: RedisConfig {
+            url: redis_url,
+            timeout_ms: redis_timeout_ms,
+            prefix: redis_prefix,
         },
         trust: TrustConfig {
+            store: trust_store,
             file: trust_file,
             reload_interval_secs: reload,
             cache_ttl_secs: trust_ttl,

@@ -4,6 +4,8 @@
 //! methods return boxed futures because a networked store has to await.
 
 pub mod nonce;
+pub mod nonce_file;
+pub mod redis;
 pub mod trust;
 pub mod trust_cache;
 

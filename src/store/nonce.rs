@@ -32,6 +32,11 @@ pub trait NonceStore: Send + Sync + 'static {
         expires_at_ms: u64,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<NonceOutcome, StoreError>>;
+
+    /// Nonces refused because the store was full (a bounded store only).
+    fn refused_full(&self) -> u64 {
+        0
+    }
 }
 
 /// When a nonce seen at `now_secs` with timestamp `ts_secs` may be forgotten.
@@ -46,7 +51,7 @@ pub fn record_expiry_ms(ts_secs: u64, now_ms: u64, max_skew_secs: u64, margin_ms
 }
 
 /// A 128-bit digest of the pair, so records have a fixed small size whatever the nonce length.
-fn record_key(agent_did: &str, nonce: &str) -> u128 {
+pub fn record_key(agent_did: &str, nonce: &str) -> u128 {
     let mut h = Sha256::new();
     h.update(agent_did.as_bytes());
     h.update([0u8]);
@@ -97,7 +102,16 @@ impl MemoryNonceStore {
         expires_at_ms: u64,
         now_ms: u64,
     ) -> Result<NonceOutcome, StoreError> {
-        let key = record_key(agent_did, nonce);
+        self.check_key(record_key(agent_did, nonce), expires_at_ms, now_ms)
+    }
+
+    /// [`MemoryNonceStore::check`] for a key already computed with [`record_key`].
+    pub fn check_key(
+        &self,
+        key: u128,
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<NonceOutcome, StoreError> {
         let mut r = self.lock();
         r.prune(now_ms);
         if r.expiry_by_key.contains_key(&key) {
@@ -113,6 +127,19 @@ impl MemoryNonceStore {
         r.expiry_by_key.insert(key, expires_at_ms);
         r.by_expiry.insert((expires_at_ms, key));
         Ok(NonceOutcome::Fresh)
+    }
+
+    /// Puts back a record read from storage at startup (capacity is not checked: a live record
+    /// is never dropped). Expired ones are ignored.
+    pub fn restore(&self, key: u128, expires_at_ms: u64, now_ms: u64) {
+        if expires_at_ms <= now_ms {
+            return;
+        }
+        let mut r = self.lock();
+        if let Some(old) = r.expiry_by_key.insert(key, expires_at_ms) {
+            r.by_expiry.remove(&(old, key));
+        }
+        r.by_expiry.insert((expires_at_ms, key));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
@@ -143,6 +170,10 @@ impl NonceStore for MemoryNonceStore {
     ) -> BoxFuture<'a, Result<NonceOutcome, StoreError>> {
         let result = self.check(agent_did, nonce, expires_at_ms, now_ms);
         Box::pin(std::future::ready(result))
+    }
+
+    fn refused_full(&self) -> u64 {
+        MemoryNonceStore::refused_full(self)
     }
 }
 

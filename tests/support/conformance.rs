@@ -130,7 +130,7 @@ async fn run_scenario(scenario: &Value, expected_override: &Expected) -> Result<
     let yaml = format!(
         "registry:\n  url: {registry_url}\n  issuer: {issuer}\n  keys_url: {}\n  crl_url: {}\n  validate_url: {}\n  keys_ttl_secs: {}\n\
          crl:\n  refresh_interval_secs: {}\n  max_age_secs: {}\n  stale_behavior: {}\n\
-         proof:\n  max_skew_secs: {}\ntrust:\n  file: {}\n",
+         proof:\n  max_skew_secs: {}\ntrust:\n  file: {}\nnonce:\n  store: memory\n",
         keys.url,
         crl.url,
         validate.url,

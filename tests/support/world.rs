@@ -152,9 +152,15 @@ impl World {
     }
 
     /// Like [`World::yaml`], with `registry_extra` (indented lines) added to `registry:`.
+    /// Nonces live in memory unless `extra` says otherwise.
     pub fn yaml_with(&self, registry_extra: &str, extra: &str) -> String {
+        let nonce = if extra.contains("nonce:") {
+            ""
+        } else {
+            "nonce:\n  store: memory\n"
+        };
         format!(
-            "registry:\n  url: {ISSUER}\n  keys_url: {}\n  crl_url: {}\n  validate_url: {}\n{registry_extra}trust:\n  file: {}\n{extra}",
+            "registry:\n  url: {ISSUER}\n  keys_url: {}\n  crl_url: {}\n  validate_url: {}\n{registry_extra}trust:\n  file: {}\n{nonce}{extra}",
             self.keys.url,
             self.crl.url,
             self.validate.url,

@@ -1,0 +1,382 @@
+//! The embedded persistent nonce store: the memory store for lookups, in front of an append-only
+//! log on local disk, so a nonce accepted before a restart (a crash or `kill -9` included) is
+//! still a replay after it.
+//!
+//! A check is answered only after its record has been handed to the kernel (`write(2)`): from then
+//! on it survives the process dying, whatever the signal. One writer thread does the writes, and
+//! every record queued while it is writing goes out in the next single write (group commit), so
+//! the cost per check falls as concurrency rises. Surviving a machine crash or power loss also
+//! needs the page cache flushed: `fsync: interval` (default) calls `fdatasync` at most every
+//! `fsync_interval_ms` after a write (a machine crash can forget up to that much), `fsync: always`
+//! before answering (nothing is forgotten; each group commit waits for the disk).
+//!
+//! The log is a directory of segments `nonces-<sequence>.log`, each a run of 28-byte records:
+//! a 16-byte key (see [`record_key`]), the expiry in unix ms (u64 LE), and the first 4 bytes of
+//! SHA-256 over those 24 bytes. At startup every segment is read back into memory (records with a
+//! bad checksum, such as a torn last one, are skipped; expired ones are dropped), and a new
+//! segment is started. A segment is deleted once every record in it has expired; a new one is
+//! started every `SEGMENT_MS` of writes or after a write error.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+use super::nonce::{MemoryNonceStore, NonceOutcome, NonceStore, record_key};
+use crate::registry::BoxFuture;
+
+const RECORD: usize = 28;
+/// A segment takes writes for this long (by the records' clock) before the next one starts.
+const SEGMENT_MS: u64 = 60_000;
+/// At most this many records per write.
+const MAX_BATCH: usize = 8_192;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// `fdatasync` before answering.
+    Always,
+    /// `fdatasync` at most this often (ms), after a write.
+    Interval(u64),
+}
+
+struct Pending {
+    key: u128,
+    expires_at_ms: u64,
+    now_ms: u64,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+pub struct FileNonceStore {
+    memory: MemoryNonceStore,
+    queue: mpsc::Sender<Pending>,
+    restored: u64,
+    write_failures: std::sync::Arc<AtomicU64>,
+}
+
+impl FileNonceStore {
+    /// Reads back the log in `dir` (created if missing) and starts the writer.
+    pub fn open(dir: &Path, capacity: usize, fsync: Fsync, now_ms: u64) -> Result<Self, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let memory = MemoryNonceStore::new(capacity);
+        let mut next_sequence = 0;
+        let mut live = Vec::new();
+        let mut restored = 0;
+        for (sequence, path) in segments(dir)? {
+            next_sequence = next_sequence.max(sequence + 1);
+            let bytes =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let mut max_expiry = 0;
+            for record in bytes.chunks_exact(RECORD) {
+                let Some((key, expiry)) = decode(record) else {
+                    continue;
+                };
+                max_expiry = max_expiry.max(expiry);
+                if expiry > now_ms {
+                    memory.restore(key, expiry, now_ms);
+                    restored += 1;
+                }
+            }
+            if max_expiry <= now_ms {
+                let _ = std::fs::remove_file(&path);
+            } else {
+                live.push((path, max_expiry));
+            }
+        }
+        let writer = Writer {
+            dir: dir.to_owned(),
+            sequence: next_sequence,
+            file: None,
+            segment_started_ms: 0,
+            segment_max_expiry: 0,
+            closed: live,
+            fsync,
+            last_sync_ms: now_ms,
+        };
+        let (queue, rx) = mpsc::channel();
+        let write_failures = std::sync::Arc::new(AtomicU64::new(0));
+        let failures = write_failures.clone();
+        std::thread::Builder::new()
+            .name("nonce-log".into())
+            .spawn(move || writer.run(rx, &failures))
+            .map_err(|e| format!("cannot start the nonce log writer: {e}"))?;
+        tracing::info!(dir = %dir.display(), restored, "nonce log opened");
+        Ok(FileNonceStore {
+            memory,
+            queue,
+            restored,
+            write_failures,
+        })
+    }
+
+    /// Live records read back at startup.
+    pub fn restored(&self) -> u64 {
+        self.restored
+    }
+
+    /// Writes that failed (each answered 503).
+    pub fn write_failures(&self) -> u64 {
+        self.write_failures.load(Ordering::Relaxed)
+    }
+
+    async fn record(
+        &self,
+        agent_did: &str,
+        nonce: &str,
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<NonceOutcome, StoreError> {
+        let key = record_key(agent_did, nonce);
+        if self.memory.check_key(key, expires_at_ms, now_ms)? == NonceOutcome::Replay {
+            return Ok(NonceOutcome::Replay);
+        }
+        // Recorded in memory first, so a concurrent duplicate is already a replay; the answer
+        // waits until the record is in the log. If the write fails, the nonce stays burned.
+        let (done, written) = tokio::sync::oneshot::channel();
+        let pending = Pending {
+            key,
+            expires_at_ms,
+            now_ms,
+            done,
+        };
+        self.queue
+            .send(pending)
+            .map_err(|_| StoreError("nonce log writer stopped".into()))?;
+        match written.await {
+            Ok(Ok(())) => Ok(NonceOutcome::Fresh),
+            Ok(Err(e)) => Err(StoreError(format!("nonce log write failed: {e}"))),
+            Err(_) => Err(StoreError("nonce log writer stopped".into())),
+        }
+    }
+}
+
+impl NonceStore for FileNonceStore {
+    fn check_and_record<'a>(
+        &'a self,
+        agent_did: &'a str,
+        nonce: &'a str,
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<NonceOutcome, StoreError>> {
+        Box::pin(self.record(agent_did, nonce, expires_at_ms, now_ms))
+    }
+
+    fn refused_full(&self) -> u64 {
+        self.memory.refused_full()
+    }
+}
+
+/// `(sequence, path)` of every segment in `dir`, oldest first.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut out: Vec<(u64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let sequence = name
+                .strip_prefix("nonces-")?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()?;
+            Some((sequence, entry.path()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn encode(key: u128, expiry: u64, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&key.to_le_bytes());
+    out.extend_from_slice(&expiry.to_le_bytes());
+    let sum = Sha256::digest(&out[start..]);
+    out.extend_from_slice(&sum[..4]);
+}
+
+fn decode(record: &[u8]) -> Option<(u128, u64)> {
+    let (body, sum) = record.split_at(24);
+    if Sha256::digest(body)[..4] != *sum {
+        return None;
+    }
+    let key = u128::from_le_bytes(body[..16].try_into().ok()?);
+    let expiry = u64::from_le_bytes(body[16..].try_into().ok()?);
+    Some((key, expiry))
+}
+
+struct Writer {
+    dir: PathBuf,
+    sequence: u64,
+    file: Option<File>,
+    segment_started_ms: u64,
+    segment_max_expiry: u64,
+    /// Earlier segments still holding live records, with their latest expiry.
+    closed: Vec<(PathBuf, u64)>,
+    fsync: Fsync,
+    last_sync_ms: u64,
+}
+
+impl Writer {
+    fn run(mut self, queue: mpsc::Receiver<Pending>, failures: &AtomicU64) {
+        let mut buf = Vec::with_capacity(RECORD * 64);
+        while let Ok(first) = queue.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let now = batch.iter().map(|p| p.now_ms).max().unwrap_or(0);
+            buf.clear();
+            for p in &batch {
+                encode(p.key, p.expires_at_ms, &mut buf);
+            }
+            let max_expiry = batch.iter().map(|p| p.expires_at_ms).max().unwrap_or(0);
+            let result = self.write(&buf, now, max_expiry);
+            if let Err(e) = &result {
+                failures.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                tracing::error!(error = %e, dir = %self.dir.display(), "nonce log write failed");
+                self.close_segment();
+            }
+            for p in batch {
+                let _ = p.done.send(result.clone());
+            }
+            if let (Ok(()), Fsync::Interval(every)) = (&result, self.fsync)
+                && now.saturating_sub(self.last_sync_ms) >= every
+            {
+                if let Some(f) = &self.file
+                    && let Err(e) = f.sync_data()
+                {
+                    tracing::error!(error = %e, "nonce log fdatasync failed");
+                }
+                self.last_sync_ms = now;
+            }
+        }
+        if let Some(f) = &self.file {
+            let _ = f.sync_data();
+        }
+    }
+
+    fn write(&mut self, buf: &[u8], now: u64, max_expiry: u64) -> Result<(), String> {
+        if self.file.is_some() && now.saturating_sub(self.segment_started_ms) >= SEGMENT_MS {
+            self.close_segment();
+        }
+        if self.file.is_none() {
+            self.open_segment(now)?;
+        }
+        let file = self.file.as_mut().ok_or("no segment")?;
+        file.write_all(buf).map_err(|e| e.to_string())?;
+        if self.fsync == Fsync::Always {
+            file.sync_data().map_err(|e| e.to_string())?;
+        }
+        self.segment_max_expiry = self.segment_max_expiry.max(max_expiry);
+        Ok(())
+    }
+
+    fn open_segment(&mut self, now: u64) -> Result<(), String> {
+        // Segments whose every record has expired are no longer needed.
+        self.closed.retain(|(path, max_expiry)| {
+            let keep = *max_expiry > now;
+            if !keep {
+                let _ = std::fs::remove_file(path);
+            }
+            keep
+        });
+        let path = self.path(self.sequence);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        // The new file's directory entry must survive a crash too.
+        if let Ok(dir) = File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        self.sequence += 1;
+        self.file = Some(file);
+        self.segment_started_ms = now;
+        self.segment_max_expiry = 0;
+        Ok(())
+    }
+
+    fn close_segment(&mut self) {
+        if let Some(f) = self.file.take() {
+            let _ = f.sync_data();
+            let path = self.path(self.sequence.saturating_sub(1));
+            self.closed.push((path, self.segment_max_expiry));
+        }
+    }
+
+    fn path(&self, sequence: u64) -> PathBuf {
+        self.dir.join(format!("nonces-{sequence:012}.log"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("claw-nonce-log-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopening_and_expired_segments_go() {
+        let d = dir("reopen");
+        let store = FileNonceStore::open(&d, 100, Fsync::Interval(1000), 1_000).unwrap();
+        for n in ["a", "b", "c"] {
+            let outcome = store.check_and_record("did", n, 50_000, 1_000).await;
+            assert_eq!(outcome, Ok(NonceOutcome::Fresh));
+        }
+        assert_eq!(
+            store.check_and_record("did", "a", 50_000, 1_000).await,
+            Ok(NonceOutcome::Replay)
+        );
+        drop(store);
+        let store = FileNonceStore::open(&d, 100, Fsync::Interval(1000), 2_000).unwrap();
+        assert_eq!(store.restored(), 3);
+        for n in ["a", "b", "c"] {
+            let outcome = store.check_and_record("did", n, 50_000, 2_000).await;
+            assert_eq!(outcome, Ok(NonceOutcome::Replay), "{n}");
+        }
+        drop(store);
+        // After every record has expired, reopening drops the old segment.
+        let store = FileNonceStore::open(&d, 100, Fsync::Always, 50_000).unwrap();
+        assert_eq!(store.restored(), 0);
+        assert_eq!(segments(&d).unwrap().len(), 0);
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_record_is_skipped_not_fatal() {
+        let d = dir("torn");
+        std::fs::create_dir_all(&d).unwrap();
+        let mut bytes = Vec::new();
+        encode(1, 9_000, &mut bytes);
+        encode(2, 9_000, &mut bytes);
+        bytes[RECORD + 3] ^= 0xff; // the second record is corrupt
+        encode(3, 9_000, &mut bytes);
+        bytes.extend_from_slice(&[7; 10]); // a torn tail
+        std::fs::write(d.join("nonces-000000000004.log"), &bytes).unwrap();
+        let store = FileNonceStore::open(&d, 100, Fsync::Always, 1_000).unwrap();
+        assert_eq!(store.restored(), 2);
+        assert_eq!(
+            store.memory.check_key(1, 9_000, 1_000),
+            Ok(NonceOutcome::Replay)
+        );
+        assert_eq!(
+            store.memory.check_key(2, 9_000, 1_000),
+            Ok(NonceOutcome::Fresh)
+        );
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

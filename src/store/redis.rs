@@ -1,0 +1,185 @@
+//! Shared state in Redis (or Valkey): the nonce store and the trust store for many replicas.
+//!
+//! One multiplexed connection per process ([`redis::aio::ConnectionManager`], reconnecting on its
+//! own). Every operation is bounded by `timeout` (default 50 ms); an error or a timeout is a
+//! [`StoreError`], which the pipeline turns into a fail-closed 503 for nonces (`deviations.md`
+//! item 10) and into the cached-answer-or-403 policy for trust (item 6).
+//!
+//! Keys, under `prefix` (default `claw-authz:`):
+//! - `nonce:<hex sha256(agentDid "|" nonce)>`: `SET 1 NX PX <ttl>`, one operation per check, the
+//!   TTL covering the whole acceptance window (item 9);
+//! - `peers:<agentDid>`: a set of the agent's peers; an agent is known while it exists;
+//! - `revoked:<agentDid>`: `never`, or the unix ms until which the agent is revoked (the key
+//!   also carries that expiry, so Redis drops it afterwards).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+use super::nonce::{NonceOutcome, NonceStore};
+use super::trust::TrustStore;
+use crate::registry::BoxFuture;
+
+#[derive(Clone)]
+pub struct Redis {
+    conn: ConnectionManager,
+    timeout: Duration,
+    prefix: String,
+    ops: std::sync::Arc<AtomicU64>,
+}
+
+impl Redis {
+    /// Prepares the connection; it is made on first use, so the process starts (and fails
+    /// closed) while Redis is unreachable.
+    pub fn connect(url: &str, timeout: Duration, prefix: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("invalid redis URL: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_number_of_retries(3);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| format!("cannot set up the redis connection: {e}"))?;
+        Ok(Redis {
+            conn,
+            timeout,
+            prefix: prefix.to_owned(),
+            ops: std::sync::Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Operations sent so far.
+    pub fn ops(&self) -> u64 {
+        self.ops.load(Ordering::Relaxed)
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError(format!("redis: {e}"))),
+            Err(_) => Err(StoreError(format!(
+                "redis: no answer within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    fn key(&self, kind: &str, rest: &str) -> String {
+        format!("{}{kind}:{rest}", self.prefix)
+    }
+
+    /// Pairs two agents (both become known).
+    pub async fn pair(&self, a: &str, b: &str) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .sadd(self.key("peers", a), b)
+            .ignore()
+            .sadd(self.key("peers", b), a)
+            .ignore();
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn))
+            .await
+            .map_err(|_| StoreError("redis: timed out".into()))?
+            .map_err(|e| StoreError(format!("redis: {e}")))
+    }
+
+    /// Revokes an agent until `until_ms` (unix ms), or for good.
+    pub async fn revoke(&self, agent_did: &str, until_ms: Option<u64>) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("revoked", agent_did));
+        match until_ms {
+            Some(ms) => cmd.arg(ms).arg("PXAT").arg(ms),
+            None => cmd.arg("never"),
+        };
+        self.run::<()>(&cmd).await
+    }
+}
+
+/// `hex(sha256(agentDid "|" nonce))`: a DID cannot contain `|`, so the pair is unambiguous.
+fn nonce_digest(agent_did: &str, nonce: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(agent_did.as_bytes())
+        .chain_update(b"|")
+        .chain_update(nonce.as_bytes())
+        .finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub struct RedisNonceStore(pub Redis);
+
+impl NonceStore for RedisNonceStore {
+    fn check_and_record<'a>(
+        &'a self,
+        agent_did: &'a str,
+        nonce: &'a str,
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<NonceOutcome, StoreError>> {
+        Box::pin(async move {
+            let r = &self.0;
+            let ttl = expires_at_ms.saturating_sub(now_ms).max(1);
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(r.key("nonce", &nonce_digest(agent_did, nonce)))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl);
+            match r.run::<Option<String>>(&cmd).await? {
+                Some(_) => Ok(NonceOutcome::Fresh),
+                None => Ok(NonceOutcome::Replay),
+            }
+        })
+    }
+}
+
+pub struct RedisTrustStore(pub Redis);
+
+impl TrustStore for RedisTrustStore {
+    fn is_revoked<'a>(
+        &'a self,
+        agent_did: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let r = &self.0;
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(r.key("revoked", agent_did));
+            Ok(match r.run::<Option<String>>(&cmd).await? {
+                None => false,
+                Some(v) if v == "never" => true,
+                // A value that is not a time is treated as revoked for good (fail safe).
+                Some(v) => v.parse::<u64>().map_or(true, |until| until > now_ms),
+            })
+        })
+    }
+
+    fn is_known<'a>(&'a self, agent_did: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let r = &self.0;
+            let mut cmd = redis::cmd("EXISTS");
+            cmd.arg(r.key("peers", agent_did));
+            Ok(r.run::<u64>(&cmd).await? > 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_keys_are_the_hex_sha256_of_did_bar_nonce() {
+        // printf 'did:cdi:a:agent:X|n-1' | sha256sum
+        assert_eq!(
+            nonce_digest("did:cdi:a:agent:X", "n-1"),
+            "d943fa7217d801028b92eef405cabd703930fdba4c212884ba27edb8f77f34ce"
+        );
+    }
+}
