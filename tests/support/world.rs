@@ -47,6 +47,8 @@ impl Agent {
 pub type SetHeader = (String, String, i32, bool);
 
 pub struct World {
+    /// The time the AITs were minted around (issued a minute before, valid a day).
+    pub now_ms: u64,
     pub registry: RegistrySigner,
     /// Paired with beta and with every crew member.
     pub alpha: Agent,
@@ -73,10 +75,20 @@ impl World {
 
     /// A world whose alpha also pairs with `crew` more agents.
     pub async fn with_crew(name: &str, crew: usize) -> World {
+        World::at(name, crew, NOW_MS).await
+    }
+
+    /// A world minted around the machine's clock, for servers running on it (other processes).
+    pub async fn live(name: &str, crew: usize) -> World {
+        use claw_authz::clock::Clock;
+        World::at(name, crew, claw_authz::clock::SystemClock.now_ms()).await
+    }
+
+    async fn at(name: &str, crew: usize, now_ms: u64) -> World {
         let registry = RegistrySigner::new("k1", ISSUER, Ed25519Signer::from_seed([1; 32]));
         let agent = |seed: u8, agent_ulid: String, jti: String| {
             let key = Ed25519Signer::from_seed([seed; 32]);
-            let ait = mint(&registry, &key, &agent_ulid, &jti);
+            let ait = mint_at(&registry, &key, &agent_ulid, &jti, now_ms);
             Agent {
                 key,
                 ait,
@@ -134,6 +146,7 @@ impl World {
         )
         .unwrap();
         World {
+            now_ms,
             registry,
             alpha,
             beta,
@@ -168,7 +181,7 @@ impl World {
         )
     }
 
-    /// A request signed at [`NOW_MS`].
+    /// A request signed at the world's time.
     pub fn signed(
         &self,
         agent: &Agent,
@@ -178,7 +191,7 @@ impl World {
         nonce: &str,
         extra: &[(&str, &str)],
     ) -> CheckRequest {
-        agent.request(NOW_MS, method, path, body, nonce, extra)
+        agent.request(self.now_ms, method, path, body, nonce, extra)
     }
 
     /// Every known agent: alpha, beta, then the crew.
@@ -192,13 +205,24 @@ impl World {
 
 /// An AIT for `key`, issued a minute before [`NOW_MS`] and valid for a day.
 pub fn mint(registry: &RegistrySigner, key: &Ed25519Signer, agent_ulid: &str, jti: &str) -> String {
+    mint_at(registry, key, agent_ulid, jti, NOW_MS)
+}
+
+/// An AIT for `key`, issued a minute before `now_ms` and valid for a day.
+pub fn mint_at(
+    registry: &RegistrySigner,
+    key: &Ed25519Signer,
+    agent_ulid: &str,
+    jti: &str,
+    now_ms: u64,
+) -> String {
     registry.mint_ait(&AitSpec {
         agent_ulid: agent_ulid.into(),
         owner_ulid: OWNER_ULID.into(),
         name: "agent".into(),
         public_key_b64: key.public_b64(),
         jti: jti.into(),
-        issued_at: NOW_MS / 1000 - 60,
+        issued_at: now_ms / 1000 - 60,
         ttl_secs: 86_400,
     })
 }
