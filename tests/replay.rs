@@ -245,6 +245,55 @@ async fn a_full_memory_store_fails_closed_and_counts() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn the_trust_store_in_redis_is_shared_by_every_replica() {
+    let redis = RedisServer::start().await;
+    let w = World::new("trust-redis").await;
+    let clock = ManualClock::at(NOW_MS);
+    let trust_line = format!("  file: {}\n", w.dir.join("trust.yaml").display());
+    let extra = format!("{}  timeout_ms: 1000\n", redis_yaml(&redis));
+    let yaml = w
+        .yaml(&extra)
+        .replace(&trust_line, "  store: redis\n  cache_ttl_secs: 0\n");
+    let mut a = support::server::start(&yaml, Arc::new(clock.clone())).await;
+    let mut b = support::server::start(&yaml, Arc::new(clock.clone())).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let did = |agent: &support::world::Agent| w.registry.agent_did(&agent.ulid);
+    let store = claw_authz::store::redis::Redis::connect(
+        &redis.url(),
+        Duration::from_secs(1),
+        "claw-authz:",
+    )
+    .unwrap();
+    let request = |n: &str| get(&w, &clock, n);
+    assert_eq!(
+        outcome(&a.check(request("t-1")).await),
+        "403 PROXY_AUTH_FORBIDDEN"
+    );
+    store.pair(&did(&w.alpha), &did(&w.beta)).await.unwrap();
+    assert_eq!(outcome(&a.check(request("t-2")).await), ALLOWED);
+    assert_eq!(outcome(&b.check(request("t-3")).await), ALLOWED);
+    // A revocation written once applies at every replica, on the next check.
+    store
+        .revoke(&did(&w.alpha), Some(NOW_MS + 60_000), NOW_MS)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome(&a.check(request("t-4")).await),
+        "401 PROXY_AUTH_REVOKED"
+    );
+    assert_eq!(
+        outcome(&b.check(request("t-5")).await),
+        "401 PROXY_AUTH_REVOKED"
+    );
+    // It ends at its expiry (by the servers' clock).
+    clock.advance_ms(60_000);
+    assert_eq!(outcome(&b.check(request("t-6")).await), ALLOWED);
+    a.stop().await;
+    b.stop().await;
+}
+
 fn p99_us(mut samples: Vec<Duration>) -> u128 {
     samples.sort();
     samples[(samples.len() * 99 / 100).min(samples.len() - 1)].as_micros()

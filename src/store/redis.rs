@@ -10,7 +10,7 @@
 //!   TTL covering the whole acceptance window (item 9);
 //! - `peers:<agentDid>`: a set of the agent's peers; an agent is known while it exists;
 //! - `revoked:<agentDid>`: `never`, or the unix ms until which the agent is revoked (the key
-//!   also carries that expiry, so Redis drops it afterwards).
+//!   also expires, a minute later, so Redis drops it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -90,12 +90,22 @@ impl Redis {
             .map_err(|e| StoreError(format!("redis: {e}")))
     }
 
-    /// Revokes an agent until `until_ms` (unix ms), or for good.
-    pub async fn revoke(&self, agent_did: &str, until_ms: Option<u64>) -> Result<(), StoreError> {
+    /// Revokes an agent until `until_ms` (unix ms, compared with the checking replica's clock),
+    /// or for good. A timed entry is dropped by Redis a minute after it ends (relative to
+    /// `now_ms`, so a skew between this clock and Redis's does not matter).
+    pub async fn revoke(
+        &self,
+        agent_did: &str,
+        until_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key("revoked", agent_did));
         match until_ms {
-            Some(ms) => cmd.arg(ms).arg("PXAT").arg(ms),
+            Some(ms) => cmd
+                .arg(ms)
+                .arg("PX")
+                .arg(ms.saturating_sub(now_ms).saturating_add(60_000)),
             None => cmd.arg("never"),
         };
         self.run::<()>(&cmd).await

@@ -1,6 +1,7 @@
 //! Trust answers, cached in front of any [`TrustStore`] (`deviations.md` item 6).
 //!
-//! Known-agent answers are reused for `ttl` (a pairing change takes up to that long to apply).
+//! Known-agent answers are reused for `ttl` (a pairing change takes up to that long to apply;
+//! 0 turns the reuse off).
 //! Revocation answers are never reused while the store answers: a pushed revocation must take
 //! effect at once. When the store fails, the last answer for the agent, up to `stale_if_error`
 //! old, is used instead and a warning is logged; with no such answer the caller gets the error
@@ -58,7 +59,7 @@ impl TrustCache {
     pub async fn is_known(&self, agent_did: &str) -> Result<bool, StoreError> {
         let now = self.clock.now_ms();
         if let Some(e) = lock(&self.known).get(agent_did)
-            && now.saturating_sub(e.at_ms) <= self.timing.ttl_ms
+            && now.saturating_sub(e.at_ms) < self.timing.ttl_ms
         {
             return Ok(e.answer);
         }
@@ -189,7 +190,7 @@ mod tests {
         store.known.store(true, Ordering::SeqCst);
         assert_eq!(c.is_known("a").await, Ok(true));
         store.known.store(false, Ordering::SeqCst);
-        clock.advance_ms(120_000);
+        clock.advance_ms(119_999);
         assert_eq!(c.is_known("a").await, Ok(true));
         assert_eq!(store.lookups.load(Ordering::SeqCst), 1);
         clock.advance_ms(1);
