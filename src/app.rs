@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::events::{Events, StreamSettings, spawn_consumer};
 use crate::pipeline::{Pipeline, Settings};
 use crate::policy::RoutePolicies;
 use crate::registry::Registry;
@@ -36,6 +37,11 @@ pub struct App {
     pub deadline_margin: Duration,
     /// The longest a Check waits on the registry, whatever its deadline.
     pub request_timeout: Duration,
+    /// Where registry events come from, when a Redis stream is consumed.
+    pub event_stream: Option<StreamSettings>,
+    /// The bearer token `POST /v1/events` requires, if any; `None` in `events_endpoint` when the
+    /// endpoint is off.
+    pub events_endpoint: Option<Option<String>>,
 }
 
 /// Parts that replace what the config would build (in-process fakes, test doubles).
@@ -159,6 +165,19 @@ impl App {
             }
             _ => Arc::new(MemoryNonceStore::new(capacity)),
         };
+        let event_stream = match (&config.redis.url, config.events.consume) {
+            (Some(url), true) => Some(StreamSettings {
+                url: url.clone(),
+                stream: config.events.stream.clone(),
+                dlq: config.events.dlq.clone(),
+                replay_ms: config.events.replay_days * 86_400_000,
+            }),
+            _ => None,
+        };
+        let events_endpoint = config
+            .events
+            .admin_endpoint
+            .then(|| config.events.token.clone());
         let pipeline = Pipeline {
             settings: Settings {
                 issuer: config.registry.issuer.clone(),
@@ -174,6 +193,7 @@ impl App {
             keys,
             crl,
             trust,
+            events: Arc::new(Events::default()),
             nonces: nonces.clone(),
         };
         Ok(App {
@@ -184,6 +204,8 @@ impl App {
             registry: guarded,
             deadline_margin: Duration::from_millis(config.registry.deadline_margin_ms),
             request_timeout: Duration::from_millis(config.registry.request_timeout_ms),
+            event_stream,
+            events_endpoint,
         })
     }
 
@@ -193,9 +215,13 @@ impl App {
     }
 
     /// Starts the background work: loading the signing keys until they load once (backing off
-    /// to 30 s), and the CRL refresher.
+    /// to 30 s), the CRL refresher, and the registry-event consumer.
     pub fn warm_up(self: &Arc<Self>) {
         self.pipeline.crl.run_refresher(self.pipeline.keys.clone());
+        if let Some(settings) = &self.event_stream {
+            let p = &self.pipeline;
+            spawn_consumer(&p.events, settings.clone(), p.clock.clone(), p.crl.clone());
+        }
         let app = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(250);

@@ -9,7 +9,8 @@
 //!   [`policy`]; [`denial`] lists every refusal and [`response`] maps decisions to Envoy.
 //! - [`registry`]: the registry trait, its HTTP client behind a timeout and a circuit breaker
 //!   per endpoint, and the key, CRL and access-validation caches.
-//! - [`store`]: the nonce (replay) store, the trust store and the trust-answer cache.
+//! - [`store`]: the nonce (replay) stores (memory, file, Redis), the trust stores and the
+//!   trust-answer cache. [`events`]: pushed revocations (Redis stream, admin endpoint).
 //! - [`config`], [`app`], [`server`]: typed configuration, wiring, and the gRPC/admin servers.
 //! - [`clock`]: injected wall-clock time. [`sign`]: the client side (demo, `sign` command, tests).
 //! - [`demo`]: the self-contained demo with its dev registry; [`envoy`] runs a real Envoy in front
@@ -24,6 +25,7 @@ pub mod crypto;
 pub mod demo;
 pub mod denial;
 pub mod envoy;
+pub mod events;
 pub mod pipeline;
 pub mod policy;
 pub mod protocol;

@@ -1,4 +1,4 @@
-//! The `claw-authz` command: `serve`, `demo`, `sign`, `check-config`.
+//! The `claw-authz` command: `serve`, `demo`, `sign`, `revoke`, `check-config`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -45,6 +45,21 @@ enum Command {
     },
     /// Sign a request as an agent: print its headers, a curl command, or send it to a sidecar.
     Sign(SignArgs),
+    /// Publish an agent revocation (`agent.auth.revoked`, reason `agent_revoked`) to the
+    /// registry-event stream that every replica reads.
+    Revoke {
+        /// The agent DID to revoke.
+        #[arg(long)]
+        agent: String,
+        /// Redis URL (default: `redis.url` of the config).
+        #[arg(long)]
+        redis_url: Option<String>,
+        /// Stream name (default: `events.stream` of the config, else `claw:events`).
+        #[arg(long)]
+        stream: Option<String>,
+        #[arg(long, env = "CLAW_AUTHZ_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Validate a config file (and CLAW_AUTHZ_* variables) and print the effective config.
     CheckConfig {
         #[arg(long, env = "CLAW_AUTHZ_CONFIG")]
@@ -87,6 +102,63 @@ fn main() -> ExitCode {
             }
         }
         Command::Sign(args) => runtime.block_on(sign(args)),
+        Command::Revoke {
+            agent,
+            redis_url,
+            stream,
+            config,
+        } => runtime.block_on(revoke(agent, redis_url, stream, config)),
+    }
+}
+
+async fn revoke(
+    agent: String,
+    redis_url: Option<String>,
+    stream: Option<String>,
+    config: Option<PathBuf>,
+) -> ExitCode {
+    use claw_authz::config::Defaults;
+    use claw_authz::events::{StreamSettings, publish, revocation_envelope};
+    // The config is only consulted for what the flags leave out.
+    let loaded = match (&redis_url, &config) {
+        (Some(_), None) => None,
+        _ => match load_config(config.as_ref()) {
+            Ok(c) => Some(c),
+            Err(code) => return code,
+        },
+    };
+    let Some(url) = redis_url.or_else(|| loaded.as_ref().and_then(|c| c.redis.url.clone())) else {
+        eprintln!("error: no Redis: pass --redis-url or set redis.url in the config");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let settings = StreamSettings {
+        url,
+        stream: stream
+            .or_else(|| loaded.as_ref().map(|c| c.events.stream.clone()))
+            .unwrap_or_else(|| Defaults::EVENTS_STREAM.to_owned()),
+        dlq: String::new(),
+        replay_ms: loaded
+            .as_ref()
+            .map_or(Defaults::EVENTS_REPLAY_DAYS, |c| c.events.replay_days)
+            * 86_400_000,
+    };
+    let now = SystemClock.now_ms();
+    let envelope = match revocation_envelope(agent.trim(), now) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match publish(&settings, &envelope, now).await {
+        Ok(id) => {
+            println!("published {id} to {}: {envelope}", settings.stream);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot publish to {}: {e}", settings.stream);
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 //! | 2 | registry keys, then the AIT | 503 keys, 401 AIT |
 //! | 3 | the whole body | 413 partial, 500 not forwarded |
 //! | 4 | proof of possession | 401 |
-//! | 5 | revocation: trust overlay, then the CRL (refreshed in the background) | 401, 403, 503 |
+//! | 5 | revocation: pushed events, the trust store, then the CRL (refreshed in the background) | 401, 403, 503 |
 //! | 6 | known agent (unless the route exempts it) | 403 |
 //! | 7 | replay: record the nonce | 401, 503 |
 //! | 8 | access token (where the route requires it) | 401, 503 |
@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::denial::Denial;
+use crate::events::Events;
 use crate::policy::{Mode, Policy, RoutePolicies, Selected};
 use crate::protocol::ait::AitClaims;
 use crate::protocol::jws::Expectations;
@@ -88,6 +89,8 @@ pub struct Pipeline {
     pub keys: Arc<KeyCache>,
     pub crl: Arc<CrlCache>,
     pub trust: Arc<TrustCache>,
+    /// Revocations pushed by registry events.
+    pub events: Arc<Events>,
     pub nonces: Arc<dyn NonceStore>,
 }
 
@@ -151,7 +154,7 @@ impl Pipeline {
         let body = req.full_body()?;
         let now_ms = self.clock.now_ms();
         let proof = pop::verify(req, path_with_query, body, &claims, now_ms, s.max_skew_secs)?;
-        revocation::check(&self.trust, &self.crl, &claims, now_ms).await?;
+        revocation::check(&self.events, &self.trust, &self.crl, &claims, now_ms).await?;
         if policy.require_known_agent {
             trust::check_known(&self.trust, &claims).await?;
         }

@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
 };
@@ -158,6 +159,10 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/time", get(time))
+        .route(
+            "/v1/events",
+            post(event).layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
+        )
         .with_state(app.clone());
     let drain_rx = stop_rx.clone();
     let admin_server = axum::serve(admin, admin_router).with_graceful_shutdown(stopped(stop_rx));
@@ -200,6 +205,51 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
 async fn time(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     let ms = app.pipeline.clock.now_ms();
     Json(serde_json::json!({ "unixSeconds": ms / 1000, "unixMillis": ms }))
+}
+
+/// `POST /v1/events`: one registry event envelope, applied like a stream entry (for a single
+/// replica without Redis). Answers 200 with what it did, 400 for a malformed envelope, 401 without
+/// the configured bearer token, 404 when the endpoint is off.
+async fn event(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, Json<serde_json::Value>) {
+    use crate::events::Applied;
+    use serde_json::json;
+    let Some(token) = &app.events_endpoint else {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "not enabled"})));
+    };
+    if let Some(token) = token {
+        let presented = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !same(presented.as_bytes(), token.as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "a valid bearer token is required"})),
+            );
+        }
+    }
+    let now = app.pipeline.clock.now_ms();
+    match app.pipeline.events.apply(&body, now) {
+        Applied::Revoked { agent_did, new } => (
+            StatusCode::OK,
+            Json(json!({"outcome": "revoked", "agentDid": agent_did, "new": new})),
+        ),
+        Applied::Ignored(_) => (StatusCode::OK, Json(json!({"outcome": "ignored"}))),
+        Applied::Rejected(reason) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"outcome": "rejected", "reason": reason})),
+        ),
+    }
+}
+
+/// Compares in time independent of where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -57,6 +57,18 @@ impl<'a> Reader<'a> {
         }
     }
 
+    pub(super) fn bool(&mut self, key: &str, default: bool) -> bool {
+        match self.get(key) {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                let text = yaml_text(v);
+                self.error(key, &format!("must be true or false, got {text}"));
+                default
+            }
+        }
+    }
+
     pub(super) fn choice(
         &mut self,
         key: &str,

@@ -51,6 +51,9 @@ impl Defaults {
     pub const NONCE_FSYNC_INTERVAL_MS: u64 = 1_000;
     pub const REDIS_TIMEOUT_MS: u64 = 50;
     pub const REDIS_PREFIX: &str = "claw-authz:";
+    pub const EVENTS_STREAM: &str = "claw:events";
+    pub const EVENTS_DLQ: &str = "claw:events:dlq";
+    pub const EVENTS_REPLAY_DAYS: u64 = 30;
     pub const TRUST_RELOAD_SECS: u64 = 2;
     pub const TRUST_CACHE_TTL_SECS: u64 = 120;
     pub const TRUST_STALE_IF_ERROR_SECS: u64 = 3_600;
@@ -66,6 +69,7 @@ pub struct Config {
     pub access: AccessConfig,
     pub nonce: NonceConfig,
     pub redis: RedisConfig,
+    pub events: EventsConfig,
     pub trust: TrustConfig,
     pub routes: Vec<Rule>,
     pub policies: BTreeMap<String, Policy>,
@@ -141,6 +145,24 @@ pub struct NonceConfig {
     pub fsync_interval_ms: u64,
 }
 
+/// Pushed revocations (registry events).
+#[derive(Debug, Clone, Serialize)]
+pub struct EventsConfig {
+    /// Read the Redis stream (needs `redis.url`).
+    pub consume: bool,
+    pub stream: String,
+    pub dlq: String,
+    /// How far back the stream is replayed at start.
+    pub replay_days: u64,
+    /// `POST /v1/events` on the admin listener.
+    pub admin_endpoint: bool,
+    /// The bearer token for `POST /v1/events`, read from this file.
+    pub token_file: Option<PathBuf>,
+    /// The token itself (not printed by `check-config`).
+    #[serde(skip)]
+    pub token: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RedisConfig {
     pub url: Option<String>,
@@ -214,6 +236,12 @@ const KNOWN: &[&str] = &[
     "redis.timeout_ms",
     "redis.prefix",
     "trust.store",
+    "events.consume",
+    "events.stream",
+    "events.dlq",
+    "events.replay_days",
+    "events.admin_endpoint",
+    "events.token_file",
     "trust.file",
     "trust.reload_interval_secs",
     "trust.cache_ttl_secs",
@@ -413,6 +441,43 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
     }
     let capacity = r.u64("nonce.capacity", Defaults::NONCE_CAPACITY, 1, 1 << 32);
     let margin_secs = r.u64("nonce.margin_secs", Defaults::NONCE_MARGIN_SECS, 0, 3_600);
+    let consume = r.bool("events.consume", true);
+    let stream = r
+        .opt_string("events.stream")
+        .unwrap_or_else(|| Defaults::EVENTS_STREAM.to_owned());
+    let dlq = r
+        .opt_string("events.dlq")
+        .unwrap_or_else(|| Defaults::EVENTS_DLQ.to_owned());
+    let replay_days = r.u64("events.replay_days", Defaults::EVENTS_REPLAY_DAYS, 0, 365);
+    let admin_endpoint = r.bool("events.admin_endpoint", true);
+    let token_file = r.opt_string("events.token_file").map(PathBuf::from);
+    let token = match &token_file {
+        Some(f) => match std::fs::read_to_string(f) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
+            Ok(_) => {
+                r.error("events.token_file", &format!("{} is empty", f.display()));
+                None
+            }
+            Err(e) => {
+                r.error(
+                    "events.token_file",
+                    &format!("cannot read {}: {e}", f.display()),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(admin) = admin
+        && admin_endpoint
+        && token_file.is_none()
+        && !admin.ip().is_loopback()
+    {
+        r.error(
+            "events.token_file",
+            "is required when listen.admin is not a loopback address (or set events.admin_endpoint: false)",
+        );
+    }
     let trust_file = r.opt_string("trust.file").map(PathBuf::from);
     if trust_file.is_some() && trust_store == "redis" {
         r.error("trust.file", "applies to trust.store: file only");
@@ -499,6 +564,15 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
             fsync,
             fsync_interval_ms,
         },
+        events: EventsConfig {
+            consume,
+            stream,
+            dlq,
+            replay_days,
+            admin_endpoint,
+            token_file,
+            token,
+        },
         redis: RedisConfig {
             url: redis_url,
             timeout_ms: redis_timeout_ms,
@@ -583,5 +657,33 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert_eq!(errors.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn an_exposed_events_endpoint_needs_a_token_and_redis_stores_need_a_url() {
+        let errors = Config::load(
+            "registry:\n  url: https://a.example\nlisten:\n  admin: 0.0.0.0:9901\nnonce:\n  store: redis\n",
+            &env(&[]),
+        )
+        .unwrap_err();
+        let text = errors.join("\n");
+        assert!(
+            text.contains(
+                "events.token_file: is required when listen.admin is not a loopback address"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("nonce.store: is redis, so redis.url is required"),
+            "{text}"
+        );
+        assert_eq!(errors.len(), 2, "{text}");
+        let c = Config::load(
+            "registry:\n  url: https://a.example\nlisten:\n  admin: 0.0.0.0:9901\nevents:\n  admin_endpoint: false\n",
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.nonce.store, "file");
+        assert!(c.events.consume && c.events.stream == "claw:events");
     }
 }

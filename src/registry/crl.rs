@@ -50,6 +50,8 @@ pub struct CrlCache {
     /// One refresh at a time; checks that find one running use the list they have.
     refreshing: tokio::sync::Mutex<()>,
     push_healthy: AtomicBool,
+    /// Wakes the refresher when push health changes, so the interval follows at once.
+    push_changed: Arc<tokio::sync::Notify>,
     stale_checks: AtomicU64,
     last_stale_warning_ms: AtomicU64,
 }
@@ -77,6 +79,7 @@ impl CrlCache {
             state: Mutex::new(State::default()),
             refreshing: tokio::sync::Mutex::new(()),
             push_healthy: AtomicBool::new(false),
+            push_changed: Arc::new(tokio::sync::Notify::new()),
             stale_checks: AtomicU64::new(0),
             last_stale_warning_ms: AtomicU64::new(0),
         }
@@ -108,7 +111,18 @@ impl CrlCache {
 
     /// Pushed revocation events are (or stopped) flowing: the poll interval follows.
     pub fn set_push_healthy(&self, healthy: bool) {
-        self.push_healthy.store(healthy, Ordering::Relaxed);
+        if self.push_healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            tracing::info!(
+                healthy,
+                interval_secs = self.interval_ms() / 1000,
+                "push revocation health changed; CRL poll interval follows"
+            );
+            self.push_changed.notify_one();
+        }
+    }
+
+    pub fn push_healthy(&self) -> bool {
+        self.push_healthy.load(Ordering::Relaxed)
     }
 
     /// The poll interval now.
@@ -143,13 +157,18 @@ impl CrlCache {
     /// replicas do not poll in step), and every few seconds while the list is stale.
     pub fn run_refresher(self: &Arc<Self>, keys: Arc<KeyCache>) {
         let weak = Arc::downgrade(self);
+        let changed = self.push_changed.clone();
         tokio::spawn(async move {
             loop {
                 let Some(crl) = weak.upgrade() else { return };
                 crl.refresh_if_due(&keys).await;
                 let delay = crl.next_delay_ms();
                 drop(crl);
-                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                let sleep = tokio::time::sleep(std::time::Duration::from_millis(delay));
+                tokio::select! {
+                    () = sleep => {}
+                    () = changed.notified() => {}
+                }
             }
         });
     }

@@ -1,17 +1,22 @@
-//! Revocation: the trust store's revoked-agent overlay (written by registry events), then the
+//! Revocation: pushed registry events, then the trust store's revoked agents, then the
 //! registry's CRL by AIT `jti`.
 
 use crate::denial::Denial;
+use crate::events::Events;
 use crate::protocol::ait::AitClaims;
 use crate::registry::crl::CrlCache;
 use crate::store::trust_cache::TrustCache;
 
 pub async fn check(
+    events: &Events,
     trust: &TrustCache,
     crl: &CrlCache,
     claims: &AitClaims,
     now_ms: u64,
 ) -> Result<(), Denial> {
+    if events.is_revoked(&claims.sub, now_ms) {
+        return Err(Denial::AgentRevoked);
+    }
     match trust.is_revoked(&claims.sub, now_ms).await {
         Ok(true) => return Err(Denial::AgentRevoked),
         Ok(false) => {}

@@ -119,6 +119,46 @@ impl RedisServer {
             .unwrap_or(0)
     }
 
+    /// `XADD stream * field value`.
+    pub fn xadd(&self, stream: &str, field: &str, value: &[u8]) -> String {
+        let mut c = self.connection().expect("redis answers");
+        redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg(field)
+            .arg(value)
+            .query(&mut c)
+            .unwrap()
+    }
+
+    /// Every entry of `stream`, as field -> value maps, oldest first.
+    pub fn entries(&self, stream: &str) -> Vec<std::collections::HashMap<String, String>> {
+        let mut c = self.connection().expect("redis answers");
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .unwrap();
+        reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                entry
+                    .map
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let text = match v {
+                            redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                            other => format!("{other:?}"),
+                        };
+                        (k, text)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Kills the server (its data is gone: no persistence).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
