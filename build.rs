@@ -49,8 +49,12 @@ fn main() {
 fn envoy_types_dir() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    // Only the packages of the platform being built: others (Windows, WASI) are never
+    // downloaded, and `--offline` must not need them.
+    let target = std::env::var("TARGET").unwrap_or_default();
     let output = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &target])
         .current_dir(&manifest_dir)
         .output()
         .expect("running cargo metadata");

@@ -22,6 +22,7 @@ use crate::store::nonce_file::{FileNonceStore, Fsync};
 use crate::store::redis::{Redis, RedisNonceStore, RedisTrustStore};
 use crate::store::trust::{FileTrustStore, TrustStore};
 use crate::store::trust_cache::{TrustCache, TrustTiming};
+use crate::telemetry::Telemetry;
 
 /// Everything a server needs to answer `Check`.
 pub struct App {
@@ -42,6 +43,8 @@ pub struct App {
     /// The bearer token `POST /v1/events` requires, if any; `None` in `events_endpoint` when the
     /// endpoint is off.
     pub events_endpoint: Option<Option<String>>,
+    /// Metrics (Prometheus `/metrics`, OTLP when configured).
+    pub telemetry: Telemetry,
 }
 
 /// Parts that replace what the config would build (in-process fakes, test doubles).
@@ -60,6 +63,8 @@ impl App {
     /// Wires the app, taking the given parts instead of building them from `config`.
     pub fn build(config: &Config, clock: Arc<dyn Clock>, parts: Parts) -> Result<App, String> {
         let r = &config.registry;
+        let telemetry = Telemetry::new(&config.telemetry)?;
+        let metrics = telemetry.metrics.clone();
         let background_timeout = Duration::from_millis(r.timeout_ms);
         let registry: Arc<dyn Registry> = match parts.registry {
             Some(registry) => registry,
@@ -83,6 +88,7 @@ impl App {
                 open_ms: r.breaker_open_secs * 1000,
             },
             clock.clone(),
+            metrics.clone(),
         ));
         let registry: Arc<dyn Registry> = guarded.clone();
         let keys = Arc::new(KeyCache::new(
@@ -182,6 +188,12 @@ impl App {
             settings: Settings {
                 issuer: config.registry.issuer.clone(),
                 max_skew_secs: config.proof.max_skew_secs,
+                skew_warning_secs: config.proof.skew_warning_secs,
+                nonce_store: match config.nonce.store.as_str() {
+                    "redis" => "redis",
+                    "file" => "file",
+                    _ => "memory",
+                },
                 nonce_margin_ms: config.nonce.margin_secs * 1000,
                 policies: RoutePolicies {
                     rules: config.routes.clone(),
@@ -194,9 +206,12 @@ impl App {
             crl,
             trust,
             events: Arc::new(Events::default()),
+            metrics,
             nonces: nonces.clone(),
         };
+        observe(telemetry.meter(), &pipeline, &guarded, &nonces);
         Ok(App {
+            telemetry,
             pipeline,
             remove_headers: config.headers.remove.clone(),
             nonces,
@@ -237,4 +252,129 @@ impl App {
             }
         });
     }
+}
+
+/// Registers the observable instruments: values the components keep, read at collection time.
+fn observe(
+    meter: &opentelemetry::metrics::Meter,
+    p: &Pipeline,
+    registry: &Arc<Guarded>,
+    nonces: &Arc<dyn NonceStore>,
+) {
+    use crate::registry::breaker::State;
+    use opentelemetry::KeyValue;
+    let r = registry.clone();
+    meter
+        .i64_observable_gauge("claw_authz_breaker_state")
+        .with_description("Registry circuit breaker: 0 closed, 1 open, 2 half-open")
+        .with_callback(move |o| {
+            for (endpoint, state) in r.states() {
+                let value = match state {
+                    State::Closed => 0,
+                    State::Open => 1,
+                    State::HalfOpen => 2,
+                };
+                o.observe(value, &[KeyValue::new("endpoint", endpoint)]);
+            }
+        })
+        .build();
+    let r = registry.clone();
+    meter
+        .u64_observable_counter("claw_authz_breaker_transitions")
+        .with_description("Registry circuit breaker transitions")
+        .with_callback(move |o| {
+            for b in [&r.keys, &r.crl, &r.validate] {
+                for to in [State::Closed, State::Open, State::HalfOpen] {
+                    let labels = [
+                        KeyValue::new("endpoint", b.endpoint()),
+                        KeyValue::new("to", to.as_str()),
+                    ];
+                    o.observe(b.transitions_to(to), &labels);
+                }
+            }
+        })
+        .build();
+    let (keys, access, trust) = (p.keys.clone(), p.access.clone(), p.trust.clone());
+    meter
+        .u64_observable_counter("claw_authz_cache_results")
+        .with_description("Cache lookups by result")
+        .with_callback(move |o| {
+            let caches = [
+                ("keys", keys.counts.get()),
+                ("access", access.counts.get()),
+                ("trust", trust.counts.get()),
+            ];
+            for (cache, counts) in caches {
+                for (result, n) in ["hit", "stale", "miss"].into_iter().zip(counts) {
+                    let labels = [
+                        KeyValue::new("cache", cache),
+                        KeyValue::new("result", result),
+                    ];
+                    o.observe(n, &labels);
+                }
+            }
+        })
+        .build();
+    let (keys, crl, clock) = (p.keys.clone(), p.crl.clone(), p.clock.clone());
+    meter
+        .f64_observable_gauge("claw_authz_data_age")
+        .with_unit("s")
+        .with_description("Age of the signing key set and of the CRL (absent until loaded)")
+        .with_callback(move |o| {
+            let now = clock.now_ms();
+            for (data, age) in [("keys", keys.age_ms(now)), ("crl", crl.age_ms(now))] {
+                if let Some(ms) = age {
+                    o.observe(ms as f64 / 1000.0, &[KeyValue::new("data", data)]);
+                }
+            }
+        })
+        .build();
+    let n = nonces.clone();
+    meter
+        .u64_observable_gauge("claw_authz_nonce_store_size")
+        .with_description("Live nonce records held by this replica (memory and file stores)")
+        .with_callback(move |o| {
+            if let Some(len) = n.live_records() {
+                o.observe(len, &[]);
+            }
+        })
+        .build();
+    let n = nonces.clone();
+    meter
+        .u64_observable_counter("claw_authz_nonce_store_full")
+        .with_description("Nonces refused because the store was full")
+        .with_callback(move |o| o.observe(n.refused_full(), &[]))
+        .build();
+    let events = p.events.clone();
+    meter
+        .u64_observable_counter("claw_authz_revocation_events")
+        .with_description("Registry events by result")
+        .with_callback(move |o| {
+            let c = events.counts();
+            let results = [
+                ("revoked", c.revoked),
+                ("duplicate", c.duplicates),
+                ("ignored", c.ignored),
+                ("rejected", c.rejected),
+            ];
+            for (result, n) in results {
+                o.observe(n, &[KeyValue::new("result", result)]);
+            }
+        })
+        .build();
+    let (keys, access, trust) = (p.keys.clone(), p.access.clone(), p.trust.clone());
+    meter
+        .u64_observable_counter("claw_authz_stale_served")
+        .with_description("Checks answered from stale data because the source failed")
+        .with_callback(move |o| {
+            let served = [
+                ("keys", keys.stale_served()),
+                ("access", access.stale_used()),
+                ("trust", trust.stale_used()),
+            ];
+            for (data, n) in served {
+                o.observe(n, &[KeyValue::new("data", data)]);
+            }
+        })
+        .build();
 }

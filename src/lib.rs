@@ -36,3 +36,4 @@ pub mod server;
 pub mod sign;
 pub mod stage;
 pub mod store;
+pub mod telemetry;

@@ -198,7 +198,21 @@ fn init_logging(log: &LogConfig) {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    init_logging(&config.log);
+    let tracer = match claw_authz::telemetry::init_tracing(&config.log, &config.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let code = serve_app(config).await;
+    if let Some(t) = tracer {
+        let _ = t.shutdown();
+    }
+    code
+}
+
+async fn serve_app(config: Config) -> ExitCode {
     let app = match App::from_config(&config, Arc::new(SystemClock)) {
         Ok(app) => Arc::new(app),
         Err(e) => {

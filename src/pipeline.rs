@@ -32,6 +32,8 @@ use crate::request::RequestView;
 use crate::stage::{access, pop, replay, revocation, token, trust};
 use crate::store::nonce::NonceStore;
 use crate::store::trust_cache::TrustCache;
+use crate::telemetry::Metrics;
+use opentelemetry::KeyValue;
 
 /// Who the caller is, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,16 +71,34 @@ pub enum Decision {
     Deny {
         denial: Denial,
         policy: Option<Policy>,
+        /// Where it was denied, and who the caller was if that was known by then.
+        at: Failure,
     },
     /// A `shadow` route that would have denied.
-    ShadowAllow { denial: Denial, policy: Policy },
+    ShadowAllow {
+        denial: Denial,
+        policy: Policy,
+        at: Failure,
+    },
+}
+
+/// The stage a check failed at and the agent, once its AIT was verified (for logs, never for
+/// the caller).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Failure {
+    pub stage: &'static str,
+    pub agent_did: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub issuer: String,
     pub max_skew_secs: u64,
+    /// Accepted requests skewed this much are logged and counted.
+    pub skew_warning_secs: u64,
     pub nonce_margin_ms: u64,
+    /// `memory`, `file` or `redis`, for metric labels.
+    pub nonce_store: &'static str,
     pub policies: RoutePolicies,
 }
 
@@ -91,6 +111,7 @@ pub struct Pipeline {
     pub trust: Arc<TrustCache>,
     /// Revocations pushed by registry events.
     pub events: Arc<Events>,
+    pub metrics: Arc<Metrics>,
     pub nonces: Arc<dyn NonceStore>,
 }
 
@@ -100,6 +121,10 @@ impl Pipeline {
             return Decision::Deny {
                 denial: Denial::InvalidPath,
                 policy: None,
+                at: Failure {
+                    stage: "policy",
+                    agent_did: None,
+                },
             };
         };
         let policy = match self
@@ -113,6 +138,10 @@ impl Pipeline {
                 return Decision::Deny {
                     denial: Denial::UnknownPolicy,
                     policy: None,
+                    at: Failure {
+                        stage: "policy",
+                        agent_did: None,
+                    },
                 };
             }
         };
@@ -122,19 +151,50 @@ impl Pipeline {
                 policy,
             };
         }
+        let mut at = Failure::default();
         match (
-            self.authenticate(req, &path.path_with_query, &policy).await,
+            self.authenticate(req, &path.path_with_query, &policy, &mut at)
+                .await,
             policy.mode,
         ) {
             (Ok(identity), _) => Decision::Allow {
                 identity: Some(identity),
                 policy,
             },
-            (Err(denial), Mode::Shadow) => Decision::ShadowAllow { denial, policy },
+            (Err(denial), Mode::Shadow) => Decision::ShadowAllow { denial, policy, at },
             (Err(denial), _) => Decision::Deny {
                 denial,
                 policy: Some(policy),
+                at,
             },
+        }
+    }
+
+    /// Times one stage; `at.stage` names the stage running, so a failure is attributed to it.
+    fn lap(&self, at: &mut Failure, next: &'static str, started: &mut tokio::time::Instant) {
+        let now = tokio::time::Instant::now();
+        if !at.stage.is_empty() {
+            let labels = [KeyValue::new("stage", at.stage)];
+            let spent = now.duration_since(*started).as_secs_f64();
+            self.metrics.stage_duration.record(spent, &labels);
+        }
+        *started = now;
+        at.stage = next;
+    }
+
+    /// Records how far the clock of an accepted request was from ours.
+    fn observe_skew(&self, claims: &AitClaims, timestamp_secs: u64, now_ms: u64) {
+        let skew = (i128::from(timestamp_secs) * 1000 - i128::from(now_ms)).unsigned_abs() / 1000;
+        let skew = u64::try_from(skew).unwrap_or(u64::MAX);
+        self.metrics.clock_skew.record(skew as f64, &[]);
+        if skew >= self.settings.skew_warning_secs {
+            self.metrics.clock_skew_warnings.add(1, &[]);
+            tracing::warn!(
+                agent_did = %claims.sub,
+                skew_secs = skew,
+                max_skew_secs = self.settings.max_skew_secs,
+                "agent clock skew is close to the limit; its requests will fail past it"
+            );
         }
     }
 
@@ -143,27 +203,51 @@ impl Pipeline {
         req: &RequestView,
         path_with_query: &str,
         policy: &Policy,
+        at: &mut Failure,
     ) -> Result<Identity, Denial> {
         let s = &self.settings;
+        let mut t = tokio::time::Instant::now();
+        self.lap(at, "token", &mut t);
         let token = token::authorization(req)?;
         let expect = Expectations {
             issuer: Some(&s.issuer),
             now_secs: self.clock.now_secs(),
         };
         let claims = token::verify(token, &self.keys, expect).await?;
+        at.agent_did = Some(claims.sub.clone());
+        self.lap(at, "body", &mut t);
         let body = req.full_body()?;
         let now_ms = self.clock.now_ms();
+        self.lap(at, "proof", &mut t);
         let proof = pop::verify(req, path_with_query, body, &claims, now_ms, s.max_skew_secs)?;
+        self.observe_skew(&claims, proof.timestamp, now_ms);
+        self.lap(at, "revocation", &mut t);
         revocation::check(&self.events, &self.trust, &self.crl, &claims, now_ms).await?;
         if policy.require_known_agent {
+            self.lap(at, "trust", &mut t);
             trust::check_known(&self.trust, &claims).await?;
         }
+        self.lap(at, "replay", &mut t);
         let nonce = req.header("x-claw-nonce").unwrap_or_default();
         let (skew, margin) = (s.max_skew_secs, s.nonce_margin_ms);
-        replay::record(&*self.nonces, &claims, nonce, proof, now_ms, skew, margin).await?;
+        let recorded =
+            replay::record(&*self.nonces, &claims, nonce, proof, now_ms, skew, margin).await;
+        let result = match &recorded {
+            Ok(()) => "fresh",
+            Err(Denial::Replay) => "replay",
+            Err(_) => "error",
+        };
+        let labels = [
+            KeyValue::new("store", s.nonce_store),
+            KeyValue::new("result", result),
+        ];
+        self.metrics.nonce_operations.add(1, &labels);
+        recorded?;
         if policy.require_access_token {
+            self.lap(at, "access", &mut t);
             access::validate(req, &self.access, &claims).await?;
         }
+        self.lap(at, "", &mut t);
         Ok(Identity::from_claims(&claims))
     }
 }

@@ -21,6 +21,8 @@ use envoy_types::pb::google::rpc::Status;
 use crate::denial::Denial;
 use crate::pipeline::{Decision, Identity};
 
+/// Unix seconds of the server, on skew denials.
+pub const SERVER_TIME: &str = "x-claw-server-time";
 pub const AGENT_DID: &str = "x-claw-agent-did";
 pub const OWNER_DID: &str = "x-claw-owner-did";
 pub const AIT_JTI: &str = "x-claw-ait-jti";
@@ -87,22 +89,26 @@ fn metadata(entries: &[(&str, &str)]) -> Struct {
     }
 }
 
+/// `server_time_secs` goes out as `x-claw-server-time` on skew denials, so the agent can correct
+/// its clock (the body stays the reference's).
 pub fn build(
     decision: &Decision,
     request_id: &str,
     credential_headers: &[String],
+    server_time_secs: u64,
 ) -> CheckResponse {
     match decision {
         Decision::Allow { identity, policy } => {
             allow(identity.as_ref(), &policy.name, None, credential_headers)
         }
-        Decision::ShadowAllow { denial, policy } => {
+        Decision::ShadowAllow { denial, policy, .. } => {
             allow(None, &policy.name, Some(denial), credential_headers)
         }
-        Decision::Deny { denial, policy } => deny(
+        Decision::Deny { denial, policy, .. } => deny(
             denial,
             request_id,
             policy.as_ref().map_or("none", |p| p.name.as_str()),
+            server_time_secs,
         ),
     }
 }
@@ -162,7 +168,7 @@ fn allow(
     }
 }
 
-fn deny(denial: &Denial, request_id: &str, policy: &str) -> CheckResponse {
+fn deny(denial: &Denial, request_id: &str, policy: &str, server_time_secs: u64) -> CheckResponse {
     let status = denial.status();
     let mut headers = vec![
         header("content-type", "application/json"),
@@ -170,6 +176,9 @@ fn deny(denial: &Denial, request_id: &str, policy: &str) -> CheckResponse {
     ];
     if status == 401 {
         headers.push(header("www-authenticate", "Claw"));
+    }
+    if let Denial::TimestampSkew { .. } = denial {
+        headers.push(header(SERVER_TIME, &server_time_secs.to_string()));
     }
     CheckResponse {
         status: Some(Status {

@@ -21,10 +21,14 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
 use crate::app::App;
 use crate::pipeline::Decision;
 use crate::request::RequestView;
 use crate::response;
+use crate::telemetry::MetadataExtractor;
 
 /// The reflection data built from `envoy-types`' descriptor set (see `build.rs`).
 const EXT_AUTHZ_DESCRIPTOR: &[u8] =
@@ -48,18 +52,28 @@ impl Authorization for CheckService {
         if let Some(t) = grpc_timeout(request.metadata()) {
             deadline = deadline.min(now + t.saturating_sub(self.app.deadline_margin));
         }
+        // One span per Check, in the trace Envoy started (W3C `traceparent` in the metadata).
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&MetadataExtractor(request.metadata()))
+        });
+        let span = tracing::info_span!("check", decision = tracing::field::Empty);
+        let _ = span.set_parent(parent);
         let view = RequestView::from_check(request.into_inner());
-        let decision =
-            crate::registry::with_deadline(Some(deadline), self.app.pipeline.check(&view)).await;
+        let checked =
+            crate::registry::with_deadline(Some(deadline), self.app.pipeline.check(&view));
+        let decision = checked.instrument(span.clone()).await;
         let request_id = view
             .request_id()
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let label = record(&self.app, &decision, now.elapsed().as_secs_f64());
+        span.record("decision", label);
         log_decision(&decision, &view, &request_id);
         Ok(Response::new(response::build(
             &decision,
             &request_id,
             &self.app.remove_headers,
+            self.app.pipeline.clock.now_secs(),
         )))
     }
 }
@@ -80,19 +94,50 @@ pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time
     })
 }
 
+/// Counts the decision and its duration; returns its label.
+fn record(app: &App, decision: &Decision, seconds: f64) -> &'static str {
+    use opentelemetry::KeyValue;
+    let (label, code, policy) = match decision {
+        Decision::Allow { policy, .. } => ("allow", "none", policy.name.as_str()),
+        Decision::Deny { denial, policy, .. } => (
+            "deny",
+            denial.code(),
+            policy.as_ref().map_or("none", |p| p.name.as_str()),
+        ),
+        Decision::ShadowAllow { denial, policy, .. } => {
+            ("shadow_allow", denial.code(), policy.name.as_str())
+        }
+    };
+    let m = &app.pipeline.metrics;
+    let labels = [
+        KeyValue::new("decision", label),
+        KeyValue::new("code", code),
+        KeyValue::new("policy", policy.to_owned()),
+    ];
+    m.decisions.add(1, &labels);
+    m.check_duration
+        .record(seconds, &[KeyValue::new("decision", label)]);
+    label
+}
+
+/// One line per denial: code, stage, agent DID (once known) and request id; never a credential.
 fn log_decision(decision: &Decision, view: &RequestView, request_id: &str) {
     match decision {
         Decision::Allow { .. } => {}
-        Decision::Deny { denial, policy } => tracing::info!(
+        Decision::Deny { denial, policy, at } => tracing::info!(
             code = denial.code(),
             status = denial.status(),
+            stage = at.stage,
+            agent_did = at.agent_did.as_deref().unwrap_or("-"),
             policy = policy.as_ref().map_or("none", |p| p.name.as_str()),
             method = %view.method,
             request_id,
             "denied"
         ),
-        Decision::ShadowAllow { denial, policy } => tracing::warn!(
+        Decision::ShadowAllow { denial, policy, at } => tracing::warn!(
             code = denial.code(),
+            stage = at.stage,
+            agent_did = at.agent_did.as_deref().unwrap_or("-"),
             policy = %policy.name,
             request_id,
             "shadow: would have denied"
@@ -159,6 +204,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/time", get(time))
+        .route("/metrics", get(metrics))
         .route(
             "/v1/events",
             post(event).layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
@@ -200,6 +246,13 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "signing keys not loaded\n")
     }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> ([(&'static str, &'static str); 1], String) {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        app.telemetry.prometheus_text(),
+    )
 }
 
 async fn time(State(app): State<Arc<App>>) -> Json<serde_json::Value> {

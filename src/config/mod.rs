@@ -42,6 +42,8 @@ impl Defaults {
     pub const CRL_MAX_AGE_SECS: u64 = 900;
     pub const CRL_PUSH_REFRESH_INTERVAL_SECS: u64 = 900;
     pub const MAX_SKEW_SECS: u64 = 300;
+    pub const SKEW_WARNING_SECS: u64 = 200;
+    pub const EXPORT_INTERVAL_MS: u64 = 10_000;
     pub const ACCESS_TTL_SECS: u64 = 60;
     pub const ACCESS_NEGATIVE_TTL_SECS: u64 = 10;
     pub const ACCESS_STALE_IF_ERROR_SECS: u64 = 600;
@@ -70,6 +72,7 @@ pub struct Config {
     pub nonce: NonceConfig,
     pub redis: RedisConfig,
     pub events: EventsConfig,
+    pub telemetry: TelemetryConfig,
     pub trust: TrustConfig,
     pub routes: Vec<Rule>,
     pub policies: BTreeMap<String, Policy>,
@@ -121,6 +124,8 @@ pub struct CrlConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct ProofConfig {
     pub max_skew_secs: u64,
+    /// An accepted request skewed at least this much logs a warning and is counted.
+    pub skew_warning_secs: u64,
 }
 
 /// Caching of the registry's access-token validation (`deviations.md` item 4).
@@ -143,6 +148,17 @@ pub struct NonceConfig {
     /// `interval` or `always`: when the `file` store flushes to disk.
     pub fsync: String,
     pub fsync_interval_ms: u64,
+}
+
+/// Metrics and traces (`src/telemetry.rs`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`; none: no OTLP export.
+    pub otlp_endpoint: Option<String>,
+    pub export_interval_ms: u64,
+    /// Share of traces sampled when Envoy sent no sampling decision.
+    pub trace_sample_percent: u64,
+    pub service_name: String,
 }
 
 /// Pushed revocations (registry events).
@@ -236,6 +252,11 @@ const KNOWN: &[&str] = &[
     "redis.timeout_ms",
     "redis.prefix",
     "trust.store",
+    "telemetry.otlp_endpoint",
+    "telemetry.export_interval_ms",
+    "telemetry.trace_sample_percent",
+    "telemetry.service_name",
+    "proof.skew_warning_secs",
     "events.consume",
     "events.stream",
     "events.dlq",
@@ -389,6 +410,31 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         86_400,
     );
     let max_skew_secs = r.u64("proof.max_skew_secs", Defaults::MAX_SKEW_SECS, 1, 3_600);
+    let skew_warning_secs = r.u64(
+        "proof.skew_warning_secs",
+        Defaults::SKEW_WARNING_SECS,
+        1,
+        3_600,
+    );
+    let otlp_endpoint = r.opt_string("telemetry.otlp_endpoint");
+    if let Some(e) = &otlp_endpoint
+        && !(e.starts_with("http://") || e.starts_with("https://"))
+    {
+        r.error(
+            "telemetry.otlp_endpoint",
+            "must be an http:// or https:// URL",
+        );
+    }
+    let export_interval_ms = r.u64(
+        "telemetry.export_interval_ms",
+        Defaults::EXPORT_INTERVAL_MS,
+        100,
+        3_600_000,
+    );
+    let trace_sample_percent = r.u64("telemetry.trace_sample_percent", 100, 0, 100);
+    let service_name = r
+        .opt_string("telemetry.service_name")
+        .unwrap_or_else(|| "claw-authz".to_owned());
     let access_ttl = r.u64("access.ttl_secs", Defaults::ACCESS_TTL_SECS, 0, 3_600);
     let access_negative = r.u64(
         "access.negative_ttl_secs",
@@ -550,7 +596,16 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
             stale_behavior,
             push_refresh_interval_secs: push_refresh,
         },
-        proof: ProofConfig { max_skew_secs },
+        proof: ProofConfig {
+            max_skew_secs,
+            skew_warning_secs,
+        },
+        telemetry: TelemetryConfig {
+            otlp_endpoint,
+            export_interval_ms,
+            trace_sample_percent,
+            service_name,
+        },
         access: AccessConfig {
             ttl_secs: access_ttl,
             negative_ttl_secs: access_negative,

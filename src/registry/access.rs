@@ -66,6 +66,7 @@ pub struct AccessCache {
     entries: Mutex<HashMap<u128, Entry>>,
     in_flight: Mutex<HashMap<u128, Arc<tokio::sync::Mutex<()>>>>,
     stale_used: AtomicU64,
+    pub counts: crate::telemetry::CacheCounts,
 }
 
 enum Settled {
@@ -92,6 +93,7 @@ impl AccessCache {
             entries: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             stale_used: AtomicU64::new(0),
+            counts: Default::default(),
         }
     }
 
@@ -111,9 +113,11 @@ impl AccessCache {
                 if age >= ttl / 5 * 4 {
                     self.renew(key, s, now);
                 }
+                self.counts.hit();
                 return Ok(());
             }
             if !e.valid && age <= self.timing.negative_ttl_ms {
+                self.counts.hit();
                 return Err(Denial::AccessTokenInvalid);
             }
             if e.failed && self.usable(&e, s, now) {
@@ -126,8 +130,10 @@ impl AccessCache {
         let gate = lock(&self.in_flight).entry(key).or_default().clone();
         let _one = gate.lock().await;
         if let Some(answer) = self.fresh(key) {
+            self.counts.hit();
             return answer;
         }
+        self.counts.miss();
         let outcome = self
             .registry
             .validate_access(s.access_token, s.agent_did, s.ait_jti)
@@ -201,6 +207,7 @@ impl AccessCache {
     }
 
     fn use_stale(&self, s: &Subject<'_>) {
+        self.counts.stale();
         self.stale_used.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             agent_did = s.agent_did,

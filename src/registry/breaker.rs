@@ -65,6 +65,8 @@ struct Shared {
     state: AtomicU8,
     opened_at_ms: AtomicU64,
     transitions: AtomicU64,
+    /// Transitions into each state, by `State as usize`.
+    into: [AtomicU64; 3],
 }
 
 impl Shared {
@@ -78,6 +80,7 @@ impl Shared {
             return;
         }
         self.transitions.fetch_add(1, Ordering::Relaxed);
+        self.into[to as usize].fetch_add(1, Ordering::Relaxed);
         let endpoint = self.endpoint;
         match to {
             State::Open => tracing::warn!(
@@ -130,6 +133,7 @@ impl Breaker {
             state: AtomicU8::new(State::Closed as u8),
             opened_at_ms: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
+            into: Default::default(),
         });
         let policy = failure_policy::consecutive_failures(
             settings.failures.max(1),
@@ -160,6 +164,11 @@ impl Breaker {
     /// State changes so far (each also logged once).
     pub fn transitions(&self) -> u64 {
         self.shared.transitions.load(Ordering::Relaxed)
+    }
+
+    /// Transitions into `state` so far.
+    pub fn transitions_to(&self, state: State) -> u64 {
+        self.shared.into[state as usize].load(Ordering::Relaxed)
     }
 
     /// Asks to make one call: `None` while open (or while the half-open probe is out).

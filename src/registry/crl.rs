@@ -109,6 +109,13 @@ impl CrlCache {
         );
     }
 
+    /// Age of the held list (since the last successful refresh), if any.
+    pub fn age_ms(&self, now_ms: u64) -> Option<u64> {
+        self.lock()
+            .last_success_ms
+            .map(|t| now_ms.saturating_sub(t))
+    }
+
     /// Pushed revocation events are (or stopped) flowing: the poll interval follows.
     pub fn set_push_healthy(&self, healthy: bool) {
         if self.push_healthy.swap(healthy, Ordering::Relaxed) != healthy {

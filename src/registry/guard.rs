@@ -8,13 +8,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
+use tracing::Instrument;
+
 use super::breaker::{Breaker, BreakerSettings, State};
 use super::{BoxFuture, Registry, Response, TransportError, call_timeout};
 use crate::clock::Clock;
+use crate::telemetry::Metrics;
 
 pub struct Guarded {
     inner: Arc<dyn Registry>,
     timeout: Duration,
+    metrics: Arc<Metrics>,
     pub keys: Breaker,
     pub crl: Breaker,
     pub validate: Breaker,
@@ -26,10 +31,12 @@ impl Guarded {
         timeout: Duration,
         settings: BreakerSettings,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Guarded {
             inner,
             timeout,
+            metrics,
             keys: Breaker::new("keys", settings, clock.clone()),
             crl: Breaker::new("crl", settings, clock.clone()),
             validate: Breaker::new("validate", settings, clock),
@@ -50,16 +57,36 @@ fn failing(status: u16) -> bool {
 async fn guarded<T>(
     breaker: &Breaker,
     timeout: Duration,
+    metrics: &Metrics,
     call: BoxFuture<'_, Result<T, TransportError>>,
     status: fn(&T) -> u16,
 ) -> Result<T, TransportError> {
+    let endpoint = KeyValue::new("endpoint", breaker.endpoint());
     let Some(permit) = breaker.permit() else {
+        let labels = [endpoint, KeyValue::new("outcome", "circuit_open")];
+        metrics.registry_requests.add(1, &labels);
         return Err(TransportError::CircuitOpen);
     };
+    let span = tracing::info_span!("registry", endpoint = breaker.endpoint());
+    let started = tokio::time::Instant::now();
     let outcome = tokio::time::timeout(call_timeout(timeout), call)
+        .instrument(span)
         .await
         .unwrap_or(Err(TransportError::Timeout));
-    permit.record(outcome.as_ref().is_ok_and(|v| !failing(status(v))));
+    let label = match &outcome {
+        Ok(v) if failing(status(v)) => "error_status",
+        Ok(_) => "ok",
+        Err(TransportError::Timeout) => "timeout",
+        Err(_) => "transport_error",
+    };
+    permit.record(label == "ok");
+    metrics.registry_duration.record(
+        started.elapsed().as_secs_f64(),
+        std::slice::from_ref(&endpoint),
+    );
+    metrics
+        .registry_requests
+        .add(1, &[endpoint, KeyValue::new("outcome", label)]);
     outcome
 }
 
@@ -68,6 +95,7 @@ impl Registry for Guarded {
         Box::pin(guarded(
             &self.keys,
             self.timeout,
+            &self.metrics,
             self.inner.fetch_keys(),
             |r| r.status,
         ))
@@ -77,6 +105,7 @@ impl Registry for Guarded {
         Box::pin(guarded(
             &self.crl,
             self.timeout,
+            &self.metrics,
             self.inner.fetch_crl(),
             |r| r.status,
         ))
@@ -91,6 +120,7 @@ impl Registry for Guarded {
         Box::pin(guarded(
             &self.validate,
             self.timeout,
+            &self.metrics,
             self.inner.validate_access(access_token, agent_did, ait_jti),
             |s| *s,
         ))
@@ -113,6 +143,7 @@ mod tests {
             Duration::from_secs(5),
             settings,
             Arc::new(clock.clone()),
+            Arc::new(Metrics::noop()),
         )
     }
 

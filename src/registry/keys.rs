@@ -41,6 +41,7 @@ pub struct KeyCache {
     refreshing: AtomicBool,
     last_background_attempt_ms: AtomicU64,
     stale_served: AtomicU64,
+    pub counts: crate::telemetry::CacheCounts,
     /// When a `kid` miss last caused a fetch.
     last_miss_fetch_ms: Mutex<Option<u64>>,
     /// Serializes `kid`-miss refreshes (single flight).
@@ -64,6 +65,7 @@ impl KeyCache {
             refreshing: AtomicBool::new(false),
             last_background_attempt_ms: AtomicU64::new(0),
             stale_served: AtomicU64::new(0),
+            counts: Default::default(),
             last_miss_fetch_ms: Mutex::new(None),
             miss_gate: tokio::sync::Mutex::new(()),
             ready: watch::channel(false).0,
@@ -115,8 +117,12 @@ impl KeyCache {
         let now = self.clock.now_ms();
         let cached = self.lock().clone();
         match cached {
-            Some(l) if now.saturating_sub(l.fetched_at_ms) <= self.timing.ttl_ms => Ok(l.keys),
+            Some(l) if now.saturating_sub(l.fetched_at_ms) <= self.timing.ttl_ms => {
+                self.counts.hit();
+                Ok(l.keys)
+            }
             Some(l) if now.saturating_sub(l.fetched_at_ms) <= self.timing.max_stale_ms => {
+                self.counts.stale();
                 self.stale_served.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     age_secs = now.saturating_sub(l.fetched_at_ms) / 1000,
@@ -125,8 +131,18 @@ impl KeyCache {
                 self.refresh_in_background(now);
                 Ok(l.keys)
             }
-            _ => self.refresh().await,
+            _ => {
+                self.counts.miss();
+                self.refresh().await
+            }
         }
+    }
+
+    /// Age of the held key set, if any.
+    pub fn age_ms(&self, now_ms: u64) -> Option<u64> {
+        self.lock()
+            .as_ref()
+            .map(|l| now_ms.saturating_sub(l.fetched_at_ms))
     }
 
     /// Starts one background refresh unless one is running or one failed within the retry delay.

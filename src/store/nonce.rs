@@ -37,6 +37,11 @@ pub trait NonceStore: Send + Sync + 'static {
     fn refused_full(&self) -> u64 {
         0
     }
+
+    /// Live records held here (`None` for a shared store).
+    fn live_records(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// When a nonce seen at `now_secs` with timestamp `ts_secs` may be forgotten.
@@ -174,6 +179,10 @@ impl NonceStore for MemoryNonceStore {
 
     fn refused_full(&self) -> u64 {
         MemoryNonceStore::refused_full(self)
+    }
+
+    fn live_records(&self) -> Option<u64> {
+        Some(MemoryNonceStore::len(self) as u64)
     }
 }
 

@@ -168,6 +168,10 @@ impl NonceStore for FileNonceStore {
     fn refused_full(&self) -> u64 {
         self.memory.refused_full()
     }
+
+    fn live_records(&self) -> Option<u64> {
+        Some(self.memory.len() as u64)
+    }
 }
 
 /// `(sequence, path)` of every segment in `dir`, oldest first.

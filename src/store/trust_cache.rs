@@ -37,6 +37,8 @@ pub struct TrustCache {
     known: Mutex<HashMap<String, Entry>>,
     revoked: Mutex<HashMap<String, Entry>>,
     stale_used: AtomicU64,
+    /// Known-agent lookups (revocation lookups always ask the store).
+    pub counts: crate::telemetry::CacheCounts,
 }
 
 impl TrustCache {
@@ -48,6 +50,7 @@ impl TrustCache {
             known: Mutex::new(HashMap::new()),
             revoked: Mutex::new(HashMap::new()),
             stale_used: AtomicU64::new(0),
+            counts: Default::default(),
         }
     }
 
@@ -61,9 +64,14 @@ impl TrustCache {
         if let Some(e) = lock(&self.known).get(agent_did)
             && now.saturating_sub(e.at_ms) < self.timing.ttl_ms
         {
+            self.counts.hit();
             return Ok(e.answer);
         }
         let outcome = self.store.is_known(agent_did).await;
+        match &outcome {
+            Ok(_) => self.counts.miss(),
+            Err(_) => self.counts.stale(),
+        }
         self.settle(&self.known, agent_did, outcome, "known-agent")
     }
 

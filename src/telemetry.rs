@@ -1,0 +1,297 @@
+//! Metrics, traces and logs for operators.
+//!
+//! [`Metrics`] is the one typed set of instruments. They live on an OpenTelemetry meter provider
+//! with two readers: the Prometheus registry behind the admin listener's `/metrics`, always, and
+//! an OTLP/gRPC exporter when `telemetry.otlp_endpoint` is set. Counters that components already
+//! keep (cache results, breaker transitions, stale uses, events) are read by observable
+//! instruments at collection time, so the request path only bumps an atomic. Every label is
+//! bounded: endpoints, stages, outcomes, denial codes and configured policy names.
+//!
+//! Traces: [`init_tracing`] installs the `tracing` subscriber (JSON or text lines, and an
+//! OpenTelemetry layer exporting over OTLP when configured). The server opens one span per Check
+//! whose parent is the W3C `traceparent` Envoy sends in the gRPC metadata; registry calls are
+//! child spans.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+
+use crate::config::{LogConfig, TelemetryConfig};
+
+/// Check, stage and registry durations (seconds).
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+/// Clock skew of accepted requests (seconds).
+const SKEW_BUCKETS: [f64; 10] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 200.0, 250.0, 300.0, 600.0,
+];
+
+/// The instruments recorded on the request path.
+#[derive(Clone)]
+pub struct Metrics {
+    /// `claw_authz_decisions_total{decision, code, policy}`
+    pub decisions: Counter<u64>,
+    /// `claw_authz_check_duration_seconds{decision}`
+    pub check_duration: Histogram<f64>,
+    /// `claw_authz_stage_duration_seconds{stage}`
+    pub stage_duration: Histogram<f64>,
+    /// `claw_authz_registry_requests_total{endpoint, outcome}`
+    pub registry_requests: Counter<u64>,
+    /// `claw_authz_registry_request_duration_seconds{endpoint}`
+    pub registry_duration: Histogram<f64>,
+    /// `claw_authz_nonce_operations_total{store, result}` (result: fresh, replay, error)
+    pub nonce_operations: Counter<u64>,
+    /// `claw_authz_clock_skew_seconds` of accepted requests
+    pub clock_skew: Histogram<f64>,
+    /// `claw_authz_clock_skew_warnings_total`
+    pub clock_skew_warnings: Counter<u64>,
+}
+
+impl Metrics {
+    pub fn new(meter: &Meter) -> Self {
+        let seconds = |name: &'static str, help: &'static str, buckets: &[f64]| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(help)
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        let counter = |name: &'static str, help: &'static str| {
+            meter.u64_counter(name).with_description(help).build()
+        };
+        Metrics {
+            decisions: counter("claw_authz_decisions", "Check decisions"),
+            check_duration: seconds(
+                "claw_authz_check_duration",
+                "Time to answer a Check",
+                &LATENCY_BUCKETS,
+            ),
+            stage_duration: seconds(
+                "claw_authz_stage_duration",
+                "Time spent per pipeline stage",
+                &LATENCY_BUCKETS,
+            ),
+            registry_requests: counter("claw_authz_registry_requests", "Registry calls"),
+            registry_duration: seconds(
+                "claw_authz_registry_request_duration",
+                "Registry call duration",
+                &LATENCY_BUCKETS,
+            ),
+            nonce_operations: counter("claw_authz_nonce_operations", "Nonce store operations"),
+            clock_skew: seconds(
+                "claw_authz_clock_skew",
+                "Clock skew of accepted requests",
+                &SKEW_BUCKETS,
+            ),
+            clock_skew_warnings: counter(
+                "claw_authz_clock_skew_warnings",
+                "Accepted requests skewed past the warning threshold",
+            ),
+        }
+    }
+
+    /// Instruments that go nowhere (for parts built without an app).
+    pub fn noop() -> Self {
+        Metrics::new(&opentelemetry::metrics::NoopMeterProvider::new().meter("noop"))
+    }
+}
+
+/// Results of one cache, kept by the cache and read at collection time.
+#[derive(Debug, Default)]
+pub struct CacheCounts {
+    hit: std::sync::atomic::AtomicU64,
+    stale: std::sync::atomic::AtomicU64,
+    miss: std::sync::atomic::AtomicU64,
+}
+
+impl CacheCounts {
+    pub fn hit(&self) {
+        self.hit.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn stale(&self) {
+        self.stale
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn miss(&self) {
+        self.miss.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `[hit, stale, miss]`
+    pub fn get(&self) -> [u64; 3] {
+        let o = std::sync::atomic::Ordering::Relaxed;
+        [self.hit.load(o), self.stale.load(o), self.miss.load(o)]
+    }
+}
+
+/// The meter provider of one app: Prometheus always, OTLP when configured.
+pub struct Telemetry {
+    provider: SdkMeterProvider,
+    registry: prometheus::Registry,
+    meter: Meter,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Telemetry {
+    pub fn new(config: &TelemetryConfig) -> Result<Telemetry, String> {
+        let registry = prometheus::Registry::new();
+        let prometheus = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build()
+            .map_err(|e| format!("telemetry: {e}"))?;
+        let mut builder = SdkMeterProvider::builder()
+            .with_reader(prometheus)
+            .with_resource(resource(config));
+        if let Some(endpoint) = &config.otlp_endpoint {
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| format!("telemetry.otlp_endpoint: {e}"))?;
+            let reader = PeriodicReader::builder(exporter)
+                .with_interval(Duration::from_millis(config.export_interval_ms))
+                .build();
+            builder = builder.with_reader(reader);
+        }
+        let provider = builder.build();
+        let meter = provider.meter("claw-authz");
+        let metrics = Arc::new(Metrics::new(&meter));
+        Ok(Telemetry {
+            provider,
+            registry,
+            meter,
+            metrics,
+        })
+    }
+
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    /// The Prometheus text exposition of every instrument.
+    pub fn prometheus_text(&self) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Pushes pending metrics to the OTLP endpoint now.
+    pub fn flush(&self) {
+        if let Err(e) = self.provider.force_flush() {
+            tracing::warn!(error = %e, "metrics flush failed");
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+fn resource(config: &TelemetryConfig) -> opentelemetry_sdk::Resource {
+    opentelemetry_sdk::Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Installs the process's `tracing` subscriber: log lines in `log.format` at `log.level`
+/// (`RUST_LOG` overrides), plus span export over OTLP when `telemetry.otlp_endpoint` is set.
+/// Returns the tracer provider to flush at exit.
+pub fn init_tracing(
+    log: &LogConfig,
+    config: &TelemetryConfig,
+) -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>, String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let (fmt_json, fmt_text) = if log.format == "json" {
+        let layer = tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr);
+        (Some(layer), None)
+    } else {
+        let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        (None, Some(layer))
+    };
+    let provider = tracer_provider(config)?;
+    let otel = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider;
+        tracing_opentelemetry::layer().with_tracer(p.tracer("claw-authz"))
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_json)
+        .with(fmt_text)
+        .with(otel)
+        .try_init()
+        .map_err(|e| format!("logging: {e}"))?;
+    Ok(provider)
+}
+
+/// The OTLP span exporter with the configured sampling, when an endpoint is set; also installs
+/// the W3C trace-context propagator.
+pub fn tracer_provider(
+    config: &TelemetryConfig,
+) -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>, String> {
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::trace::Sampler;
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let Some(endpoint) = &config.otlp_endpoint else {
+        return Ok(None);
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| format!("telemetry.otlp_endpoint: {e}"))?;
+    let ratio = config.trace_sample_percent as f64 / 100.0;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))))
+        .with_resource(resource(config))
+        .build();
+    Ok(Some(provider))
+}
+
+/// Reads a W3C trace context from gRPC metadata.
+pub struct MetadataExtractor<'a>(pub &'a tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
