@@ -65,6 +65,12 @@ impl Metrics {
         let counter = |name: &'static str, help: &'static str| {
             meter.u64_counter(name).with_description(help).build()
         };
+        let clock_skew_warnings = counter(
+            "claw_authz_clock_skew_warnings",
+            "Accepted requests skewed past the warning threshold",
+        );
+        // Present from the start, so alert rules see 0 rather than no series.
+        clock_skew_warnings.add(0, &[]);
         Metrics {
             decisions: counter("claw_authz_decisions", "Check decisions"),
             check_duration: seconds(
@@ -89,10 +95,7 @@ impl Metrics {
                 "Clock skew of accepted requests",
                 &SKEW_BUCKETS,
             ),
-            clock_skew_warnings: counter(
-                "claw_authz_clock_skew_warnings",
-                "Accepted requests skewed past the warning threshold",
-            ),
+            clock_skew_warnings,
         }
     }
 

@@ -113,6 +113,7 @@ pub const AIT_HEADER: &str = r#"{"alg":"EdDSA","typ":"AIT","kid":"reg-key-a"}"#;
 
 pub mod conformance;
 pub mod logs;
+pub mod otlp;
 pub mod process;
 pub mod redis;
 pub mod registry;
