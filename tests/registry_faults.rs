@@ -30,14 +30,7 @@ const UNAVAILABLE: &str = "503 PROXY_AUTH_DEPENDENCY_UNAVAILABLE";
 
 /// A check on the access-token route, signed at the clock's time.
 fn message(agent: &Agent, clock: &ManualClock, nonce: &str, token: &str) -> CheckRequest {
-    agent.request(
-        clock.now_ms(),
-        "POST",
-        "/hooks/message",
-        b"{}",
-        nonce,
-        &[("x-claw-agent-access", token)],
-    )
+    agent.message(clock.now_ms(), nonce, token)
 }
 
 /// Sends every request at once; outcomes in request order.
@@ -461,15 +454,7 @@ impl Clock for Following {
 }
 
 fn message_at(agent: &Agent, at_ms: u64, nonce: &str) -> CheckRequest {
-    let token = format!("clw_agt_{}", agent.ulid);
-    agent.request(
-        at_ms,
-        "POST",
-        "/hooks/message",
-        b"{}",
-        nonce,
-        &[("x-claw-agent-access", &token)],
-    )
+    agent.message(at_ms, nonce, &format!("clw_agt_{}", agent.ulid))
 }
 
 /// Latency percentiles in microseconds.

@@ -24,14 +24,7 @@ const ALLOWED: &str = "200";
 const UNAVAILABLE: &str = "503 PROXY_AUTH_DEPENDENCY_UNAVAILABLE";
 
 fn message(agent: &Agent, clock: &dyn Clock, nonce: &str, token: &str) -> CheckRequest {
-    agent.request(
-        clock.now_ms(),
-        "POST",
-        "/hooks/message",
-        b"{}",
-        nonce,
-        &[("x-claw-agent-access", token)],
-    )
+    agent.message(clock.now_ms(), nonce, token)
 }
 
 /// Opens the validate breaker: five checks with fresh tokens against a registry answering 500.

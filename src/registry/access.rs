@@ -289,14 +289,7 @@ mod tests {
 
     #[tokio::test]
     async fn positive_and_negative_answers_are_reused_for_their_ttls() {
-        let registry = Arc::new(FakeRegistry::default());
-        registry.set_validate(vec![status(204)]);
-        let clock = ManualClock::at(T0);
-        let cache = Arc::new(AccessCache::new(
-            registry.clone(),
-            Arc::new(clock.clone()),
-            TIMING,
-        ));
+        let (registry, clock, cache) = valid_once();
         let s = subject(u64::MAX / 1000);
         for _ in 0..100 {
             assert_eq!(cache.validate(&s).await, Ok(()));
@@ -357,6 +350,19 @@ mod tests {
         assert!(cache.validate(&other).await.is_err());
     }
 
+    /// A cache over a registry that answers 204, at `T0`.
+    fn valid_once() -> (Arc<FakeRegistry>, ManualClock, Arc<AccessCache>) {
+        let registry = Arc::new(FakeRegistry::default());
+        registry.set_validate(vec![status(204)]);
+        let clock = ManualClock::at(T0);
+        let cache = Arc::new(AccessCache::new(
+            registry.clone(),
+            Arc::new(clock.clone()),
+            TIMING,
+        ));
+        (registry, clock, cache)
+    }
+
     /// Lets spawned renewals run until the registry has seen `calls` validations.
     async fn settle_calls(registry: &FakeRegistry, calls: usize) {
         for _ in 0..100 {
@@ -373,14 +379,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_in_use_is_renewed_in_the_background_before_it_expires() {
-        let registry = Arc::new(FakeRegistry::default());
-        registry.set_validate(vec![status(204)]);
-        let clock = ManualClock::at(T0);
-        let cache = Arc::new(AccessCache::new(
-            registry.clone(),
-            Arc::new(clock.clone()),
-            TIMING,
-        ));
+        let (registry, clock, cache) = valid_once();
         let s = subject(u64::MAX / 1000);
         assert_eq!(cache.validate(&s).await, Ok(()));
         clock.advance_ms(47_999);
@@ -403,14 +402,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_failed_renewal_the_expired_answer_is_used_without_waiting() {
-        let registry = Arc::new(FakeRegistry::default());
-        registry.set_validate(vec![status(204)]);
-        let clock = ManualClock::at(T0);
-        let cache = Arc::new(AccessCache::new(
-            registry.clone(),
-            Arc::new(clock.clone()),
-            TIMING,
-        ));
+        let (registry, clock, cache) = valid_once();
         let s = subject(u64::MAX / 1000);
         assert_eq!(cache.validate(&s).await, Ok(()));
         registry.set_validate(vec![status(503)]);

@@ -43,6 +43,14 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// A `POST /hooks/message` (the access-token route) signed at `at_ms`, presenting `token`.
+    pub fn message(&self, at_ms: u64, nonce: &str, token: &str) -> CheckRequest {
+        let access = [("x-claw-agent-access", token)];
+        self.request(at_ms, "POST", "/hooks/message", b"{}", nonce, &access)
+    }
+}
+
 /// An allowed response's headers as (name, value, append_action, deprecated `append` set).
 pub type SetHeader = (String, String, i32, bool);
 
