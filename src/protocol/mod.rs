@@ -5,6 +5,7 @@
 
 pub mod ait;
 pub mod b64;
+pub mod bearer;
 pub mod crl;
 pub mod events;
 pub mod ids;

@@ -32,8 +32,12 @@ pub struct KeyTiming {
 /// A failed background refresh of stale keys is retried at most this often.
 const STALE_RETRY_MS: u64 = 10_000;
 
+/// Turns a fetched key document into keys: the registry's `claw-keys.json`, or a JWKS.
+pub type KeyParser = fn(&[u8]) -> Result<KeySet, KeysDocError>;
+
 pub struct KeyCache {
     registry: Arc<dyn Registry>,
+    parser: KeyParser,
     clock: Arc<dyn Clock>,
     timing: KeyTiming,
     state: Mutex<Option<Loaded>>,
@@ -57,8 +61,19 @@ struct Loaded {
 
 impl KeyCache {
     pub fn new(registry: Arc<dyn Registry>, clock: Arc<dyn Clock>, timing: KeyTiming) -> Self {
+        KeyCache::with_parser(registry, clock, timing, parse_keys_document)
+    }
+
+    /// A cache of keys in another format (the bearer profile's JWKS).
+    pub fn with_parser(
+        registry: Arc<dyn Registry>,
+        clock: Arc<dyn Clock>,
+        timing: KeyTiming,
+        parser: KeyParser,
+    ) -> Self {
         KeyCache {
             registry,
+            parser,
             clock,
             timing,
             state: Mutex::new(None),
@@ -173,7 +188,7 @@ impl KeyCache {
                 tracing::warn!(status = r.status, "registry keys fetch answered non-2xx");
                 return Err(Denial::KeysUnavailable(Some(Detail::Status(r.status))));
             }
-            Ok(r) => parse_keys_document(&r.body).map_err(|e| {
+            Ok(r) => (self.parser)(&r.body).map_err(|e| {
                 tracing::warn!(error = ?e, "registry keys document refused");
                 match e {
                     KeysDocError::PayloadInvalid => Denial::KeysPayloadInvalid,

@@ -1,0 +1,281 @@
+//! The second token profile: `Authorization: Bearer <JWT>` issued by an agent authentication
+//! service after a P-256 challenge-response (the ClawAuth model), verified as strictly as the
+//! Claw AIT: `ES256` only, the key chosen by `kid` from the issuer's JWKS, 64-byte `r||s`
+//! signatures, header members limited to `alg`, `typ`, `kid`, no duplicate JSON members,
+//! canonical base64url, `iss` and `aud` checked, `exp` required, `iat` at most `max_iat_skew`
+//! in the future.
+
+use super::b64;
+use super::json::{Json, JsonError, Object};
+use super::jws::is_allowed_kid;
+use super::keys::{KeySet, KeysDocError};
+use crate::crypto::{P256Key, PublicKey};
+
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// Why a bearer token was refused; each has its own code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BearerError {
+    Malformed(&'static str),
+    /// `alg` other than `ES256` (`none`, `HS256`, `EdDSA`, ...).
+    Algorithm,
+    UnknownKey,
+    Signature,
+    Issuer,
+    Audience,
+    Expired,
+    /// `iat` (or `nbf`) further in the future than the allowed skew.
+    NotYetValid,
+    Claims(&'static str),
+}
+
+impl BearerError {
+    pub fn code(&self) -> &'static str {
+        use BearerError::*;
+        match self {
+            Malformed(_) => "PROXY_AUTH_BEARER_MALFORMED",
+            Algorithm => "PROXY_AUTH_BEARER_ALGORITHM",
+            UnknownKey => "PROXY_AUTH_BEARER_UNKNOWN_KEY",
+            Signature => "PROXY_AUTH_BEARER_SIGNATURE",
+            Issuer => "PROXY_AUTH_BEARER_ISSUER",
+            Audience => "PROXY_AUTH_BEARER_AUDIENCE",
+            Expired => "PROXY_AUTH_BEARER_EXPIRED",
+            NotYetValid => "PROXY_AUTH_BEARER_NOT_YET_VALID",
+            Claims(_) => "PROXY_AUTH_BEARER_CLAIMS",
+        }
+    }
+
+    /// `details.reason`: fixed text, never token bytes.
+    pub fn reason(&self) -> &'static str {
+        use BearerError::*;
+        match self {
+            Malformed(m) | Claims(m) => m,
+            Algorithm => "Bearer token must use alg=ES256",
+            UnknownKey => "Bearer token kid is not in the issuer's key set",
+            Signature => "Bearer token signature verification failed",
+            Issuer => "Bearer token issuer is not accepted",
+            Audience => "Bearer token audience does not include this service",
+            Expired => "Bearer token has expired",
+            NotYetValid => "Bearer token is not valid yet",
+        }
+    }
+
+    /// Only an unknown `kid` warrants a key refresh.
+    pub fn is_unknown_key(&self) -> bool {
+        matches!(self, BearerError::UnknownKey)
+    }
+}
+
+/// What this service expects of a token.
+#[derive(Debug, Clone, Copy)]
+pub struct BearerExpect<'a> {
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    pub now_secs: u64,
+    pub max_iat_skew_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BearerClaims {
+    pub sub: String,
+    pub iss: String,
+    pub jti: String,
+    pub iat: u64,
+    pub exp: u64,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+    pub trust_score: Option<f64>,
+    /// The confirmation key (`cnf.jwk`, P-256): the request must then carry a proof by it.
+    pub cnf: Option<P256Key>,
+}
+
+/// The unverified `iss`, to pick the issuer whose keys verify the token.
+pub fn peek_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = b64::decode(payload).ok()?;
+    match Json::parse(&bytes).ok()? {
+        Json::Object(o) => o.get("iss").and_then(Json::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// Verifies `token` against the issuer's `keys` and what this service expects.
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    expect: BearerExpect<'_>,
+) -> Result<BearerClaims, BearerError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(BearerError::Malformed("Bearer token is too large"));
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header_b64, payload_b64, signature_b64] = parts[..] else {
+        return Err(BearerError::Malformed("Bearer token is not a compact JWS"));
+    };
+    let header = object(header_b64)?;
+    if header.names().any(|n| !matches!(n, "alg" | "typ" | "kid")) {
+        return Err(BearerError::Malformed(
+            "Bearer token header has an unsupported member",
+        ));
+    }
+    if header.get("alg").and_then(Json::as_str) != Some("ES256") {
+        return Err(BearerError::Algorithm);
+    }
+    if header
+        .get("typ")
+        .is_some_and(|t| !matches!(t.as_str(), Some("JWT" | "at+jwt")))
+    {
+        return Err(BearerError::Malformed("Bearer token typ must be JWT"));
+    }
+    let kid = match header.get("kid").and_then(Json::as_str) {
+        Some(k) if is_allowed_kid(k) => k,
+        _ => {
+            return Err(BearerError::Malformed(
+                "Bearer token kid is missing or invalid",
+            ));
+        }
+    };
+    let Some(PublicKey::P256(key)) = keys.get(kid) else {
+        return Err(BearerError::UnknownKey);
+    };
+    let signature = b64::decode(signature_b64).map_err(|_| BearerError::Signature)?;
+    let input = &token[..header_b64.len() + 1 + payload_b64.len()];
+    if !key.verify(input.as_bytes(), &signature) {
+        return Err(BearerError::Signature);
+    }
+    claims(&object(payload_b64)?, expect)
+}
+
+fn object(segment: &str) -> Result<Object, BearerError> {
+    let bytes = b64::decode(segment)
+        .map_err(|_| BearerError::Malformed("Bearer token is not base64url"))?;
+    match Json::parse(&bytes) {
+        Ok(Json::Object(o)) => Ok(o),
+        Err(JsonError::DuplicateMember) => Err(BearerError::Malformed(
+            "Bearer token has a duplicate JSON member",
+        )),
+        _ => Err(BearerError::Malformed(
+            "Bearer token segment is not a JSON object",
+        )),
+    }
+}
+
+fn claims(c: &Object, expect: BearerExpect<'_>) -> Result<BearerClaims, BearerError> {
+    let text = |name: &str| c.get(name).and_then(Json::as_str).filter(|s| !s.is_empty());
+    let time = |name: &str| {
+        c.get(name)
+            .and_then(Json::as_f64)
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .map(|t| t as u64)
+    };
+    let iss = text("iss").ok_or(BearerError::Issuer)?;
+    if iss != expect.issuer {
+        return Err(BearerError::Issuer);
+    }
+    let audience_ok = match c.get("aud") {
+        Some(Json::String(a)) => a == expect.audience,
+        Some(Json::Array(list)) => list.iter().any(|a| a.as_str() == Some(expect.audience)),
+        _ => false,
+    };
+    if !audience_ok {
+        return Err(BearerError::Audience);
+    }
+    let exp = time("exp").ok_or(BearerError::Claims("Bearer token exp is required"))?;
+    if exp <= expect.now_secs {
+        return Err(BearerError::Expired);
+    }
+    let iat = time("iat").ok_or(BearerError::Claims("Bearer token iat is required"))?;
+    let latest = expect.now_secs.saturating_add(expect.max_iat_skew_secs);
+    if iat > latest || time("nbf").is_some_and(|nbf| nbf > latest) {
+        return Err(BearerError::NotYetValid);
+    }
+    let sub = text("sub").ok_or(BearerError::Claims("Bearer token sub is required"))?;
+    let jti = text("jti").ok_or(BearerError::Claims("Bearer token jti is required"))?;
+    let list = |name: &str| -> Result<Vec<String>, BearerError> {
+        match c.get(name) {
+            None => Ok(Vec::new()),
+            Some(Json::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(BearerError::Claims(
+                    "Bearer token roles and permissions must be string arrays",
+                )),
+            Some(_) => Err(BearerError::Claims(
+                "Bearer token roles and permissions must be string arrays",
+            )),
+        }
+    };
+    let trust_score = match c.get("trustScore") {
+        None => None,
+        Some(v) => Some(
+            v.as_f64()
+                .filter(|t| t.is_finite())
+                .ok_or(BearerError::Claims(
+                    "Bearer token trustScore must be a number",
+                ))?,
+        ),
+    };
+    let cnf = match c.get("cnf") {
+        None => None,
+        Some(v) => Some(confirmation_key(v).ok_or(BearerError::Claims(
+            "Bearer token cnf.jwk must be a P-256 public key",
+        ))?),
+    };
+    Ok(BearerClaims {
+        sub: sub.to_owned(),
+        iss: iss.to_owned(),
+        jti: jti.to_owned(),
+        iat,
+        exp,
+        roles: list("roles")?,
+        permissions: list("permissions")?,
+        trust_score,
+        cnf,
+    })
+}
+
+fn confirmation_key(cnf: &Json) -> Option<P256Key> {
+    let jwk = cnf.as_object()?.get("jwk")?.as_object()?;
+    ec_key(jwk)
+}
+
+/// A JWK `{kty: EC, crv: P-256, x, y}`.
+fn ec_key(jwk: &Object) -> Option<P256Key> {
+    let text = |name| jwk.get(name).and_then(Json::as_str);
+    if text("kty")? != "EC" || text("crv")? != "P-256" {
+        return None;
+    }
+    let x = b64::decode_array::<32>(text("x")?).ok()?;
+    let y = b64::decode_array::<32>(text("y")?).ok()?;
+    P256Key::from_coordinates(&x, &y).ok()
+}
+
+/// A standard JWKS: the P-256 signing keys (`kty: EC`, `crv: P-256`, `alg` absent or `ES256`,
+/// `use` absent or `sig`, an allowed `kid`). Other keys are skipped, as a JWKS may serve several
+/// purposes; no usable key at all is an error.
+pub fn parse_jwks(body: &[u8]) -> Result<KeySet, KeysDocError> {
+    let doc = Json::parse(body).map_err(|_| KeysDocError::PayloadInvalid)?;
+    let Some(Json::Array(entries)) = doc.as_object().and_then(|o| o.get("keys")) else {
+        return Err(KeysDocError::PayloadInvalid);
+    };
+    let mut keys: Vec<(String, PublicKey)> = Vec::new();
+    for entry in entries.iter().filter_map(Json::as_object) {
+        let text = |name| entry.get(name).and_then(Json::as_str);
+        let usable =
+            text("alg").is_none_or(|a| a == "ES256") && text("use").is_none_or(|u| u == "sig");
+        let Some(kid) = text("kid").filter(|k| is_allowed_kid(k)) else {
+            continue;
+        };
+        if !usable || keys.iter().any(|(k, _)| k == kid) {
+            continue;
+        }
+        if let Some(key) = ec_key(entry) {
+            keys.push((kid.to_owned(), PublicKey::P256(key)));
+        }
+    }
+    if keys.is_empty() {
+        return Err(KeysDocError::NoActiveKey);
+    }
+    Ok(KeySet::new(keys))
+}
