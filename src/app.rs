@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::events::{Events, StreamSettings, spawn_consumer};
 use crate::pipeline::{Pipeline, Settings};
 use crate::policy::RoutePolicies;
+use crate::protocol::bearer::parse_jwks;
 use crate::registry::Registry;
 use crate::registry::access::{AccessCache, AccessTiming};
 use crate::registry::breaker::BreakerSettings;
@@ -17,6 +18,7 @@ use crate::registry::crl::{CrlCache, CrlTiming};
 use crate::registry::guard::Guarded;
 use crate::registry::http::{Endpoints, HttpRegistry};
 use crate::registry::keys::{KeyCache, KeyTiming};
+use crate::stage::bearer::IssuerKeys;
 use crate::store::nonce::{MemoryNonceStore, NonceStore};
 use crate::store::nonce_file::{FileNonceStore, Fsync};
 use crate::store::redis::{Redis, RedisNonceStore, RedisTrustStore};
@@ -80,26 +82,53 @@ impl App {
                 .map_err(|e| format!("cannot build the registry client: {e}"))?,
             ),
         };
+        let breakers = BreakerSettings {
+            failures: u32::try_from(r.breaker_failures).unwrap_or(u32::MAX),
+            open_ms: r.breaker_open_secs * 1000,
+        };
         let guarded = Arc::new(Guarded::new(
             registry,
             background_timeout,
-            BreakerSettings {
-                failures: u32::try_from(r.breaker_failures).unwrap_or(u32::MAX),
-                open_ms: r.breaker_open_secs * 1000,
-            },
+            breakers,
             clock.clone(),
             metrics.clone(),
         ));
+        let key_timing = KeyTiming {
+            ttl_ms: r.keys_ttl_secs * 1000,
+            max_stale_ms: r.keys_max_stale_secs * 1000,
+            kid_miss_cooldown_ms: r.kid_miss_cooldown_secs * 1000,
+        };
+        // Each bearer issuer's JWKS: the same cache, breaker and deadlines as the registry keys.
+        let mut bearer = Vec::new();
+        for issuer in &config.bearer {
+            let url = issuer.jwks_url.clone();
+            let endpoints = Endpoints {
+                keys: url.clone(),
+                crl: url.clone(),
+                validate: url,
+            };
+            let http = HttpRegistry::new(endpoints, background_timeout)
+                .map_err(|e| format!("cannot build the JWKS client: {e}"))?;
+            let jwks = Guarded::named(
+                Arc::new(http),
+                background_timeout,
+                breakers,
+                clock.clone(),
+                metrics.clone(),
+                "jwks",
+            );
+            bearer.push(IssuerKeys {
+                config: issuer.clone(),
+                keys: Arc::new(KeyCache::with_parser(
+                    Arc::new(jwks),
+                    clock.clone(),
+                    key_timing,
+                    parse_jwks,
+                )),
+            });
+        }
         let registry: Arc<dyn Registry> = guarded.clone();
-        let keys = Arc::new(KeyCache::new(
-            registry.clone(),
-            clock.clone(),
-            KeyTiming {
-                ttl_ms: config.registry.keys_ttl_secs * 1000,
-                max_stale_ms: config.registry.keys_max_stale_secs * 1000,
-                kid_miss_cooldown_ms: config.registry.kid_miss_cooldown_secs * 1000,
-            },
-        ));
+        let keys = Arc::new(KeyCache::new(registry.clone(), clock.clone(), key_timing));
         let crl = Arc::new(CrlCache::new(
             registry.clone(),
             clock.clone(),
@@ -206,6 +235,7 @@ impl App {
             crl,
             trust,
             events: Arc::new(Events::default()),
+            bearer,
             metrics,
             nonces: nonces.clone(),
         };
@@ -237,21 +267,30 @@ impl App {
             let p = &self.pipeline;
             spawn_consumer(&p.events, settings.clone(), p.clock.clone(), p.crl.clone());
         }
-        let app = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(250);
-            loop {
-                let Some(app) = app.upgrade() else { return };
-                match app.pipeline.keys.refresh().await {
-                    Ok(_) => return,
-                    Err(denial) => tracing::warn!(%denial, "signing keys not loaded yet"),
-                }
-                drop(app);
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        });
+        load_until_ok(&self.pipeline.keys, "registry signing keys");
+        for issuer in &self.pipeline.bearer {
+            load_until_ok(&issuer.keys, "bearer issuer keys");
+        }
     }
+}
+
+/// Fetches a key set until it loads once, backing off from 250 ms to 30 s; stops when the cache
+/// is dropped.
+fn load_until_ok(keys: &Arc<KeyCache>, what: &'static str) {
+    let keys = Arc::downgrade(keys);
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let Some(cache) = keys.upgrade() else { return };
+            match cache.refresh().await {
+                Ok(_) => return,
+                Err(denial) => tracing::warn!(%denial, what, "keys not loaded yet"),
+            }
+            drop(cache);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    });
 }
 
 /// Registers the observable instruments: values the components keep, read at collection time.

@@ -7,6 +7,8 @@
 
 use serde_json::{Value, json};
 
+use crate::protocol::bearer::BearerError;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Denial {
     MissingToken,
@@ -46,6 +48,19 @@ pub enum Denial {
     InvalidPath,
     /// A route selected a policy name that is not configured.
     UnknownPolicy,
+    /// A bearer JWT was refused (each reason has its own code).
+    Bearer(BearerError),
+    /// The bearer issuer's keys could not be loaded.
+    BearerKeysUnavailable,
+    /// The credential's kind is not one the route's `profile` accepts.
+    ProfileNotAllowed,
+    /// A token id (AIT or bearer `jti`) revoked by a pushed event.
+    TokenRevoked,
+    MissingRoles(Vec<String>),
+    MissingPermissions(Vec<String>),
+    TrustScoreTooLow {
+        required: f64,
+    },
 }
 
 /// The one `details` member some dependency denials carry.
@@ -64,8 +79,13 @@ impl Denial {
             | KeysInvalid
             | NonceStoreUnavailable
             | CrlUnavailable
-            | AccessValidationUnavailable(_) => 503,
-            UnknownAgent { .. } | TrustUnconfirmed { .. } => 403,
+            | AccessValidationUnavailable(_)
+            | BearerKeysUnavailable => 503,
+            UnknownAgent { .. }
+            | TrustUnconfirmed { .. }
+            | MissingRoles(_)
+            | MissingPermissions(_)
+            | TrustScoreTooLow { .. } => 403,
             BodyIncomplete => 413,
             InvalidPath => 400,
             BodyNotForwarded | UnknownPolicy => 500,
@@ -83,7 +103,14 @@ impl Denial {
             | KeysInvalid
             | NonceStoreUnavailable
             | CrlUnavailable
-            | AccessValidationUnavailable(_) => "PROXY_AUTH_DEPENDENCY_UNAVAILABLE",
+            | AccessValidationUnavailable(_)
+            | BearerKeysUnavailable => "PROXY_AUTH_DEPENDENCY_UNAVAILABLE",
+            Bearer(e) => e.code(),
+            ProfileNotAllowed => "PROXY_AUTH_PROFILE_NOT_ALLOWED",
+            TokenRevoked => "PROXY_AUTH_TOKEN_REVOKED",
+            MissingRoles(_) => "PROXY_AUTH_MISSING_ROLE",
+            MissingPermissions(_) => "PROXY_AUTH_MISSING_PERMISSION",
+            TrustScoreTooLow { .. } => "PROXY_AUTH_TRUST_SCORE_TOO_LOW",
             InvalidAit(_) => "PROXY_AUTH_INVALID_AIT",
             MissingTimestamp | InvalidTimestamp => "PROXY_AUTH_INVALID_TIMESTAMP",
             TimestampSkew { .. } => "PROXY_AUTH_TIMESTAMP_SKEW",
@@ -128,6 +155,13 @@ impl Denial {
             BodyNotForwarded => "Request body was not forwarded for verification",
             InvalidPath => "Request target is not a valid path",
             UnknownPolicy => "Route policy is not configured",
+            Bearer(_) => "Bearer token verification failed",
+            BearerKeysUnavailable => "Bearer token issuer keys are unavailable",
+            ProfileNotAllowed => "This route does not accept this kind of credential",
+            TokenRevoked => "Token has been revoked",
+            MissingRoles(_) => "Token lacks a role this route requires",
+            MissingPermissions(_) => "Token lacks a permission this route requires",
+            TrustScoreTooLow { .. } => "Token trust score is below what this route requires",
         }
     }
 
@@ -147,6 +181,10 @@ impl Denial {
             UnknownAgent { agent_did } | TrustUnconfirmed { agent_did } => {
                 Some(json!({ "agentDid": agent_did }))
             }
+            Bearer(e) => Some(json!({ "reason": e.reason() })),
+            MissingRoles(missing) => Some(json!({ "missingRoles": missing })),
+            MissingPermissions(missing) => Some(json!({ "missingPermissions": missing })),
+            TrustScoreTooLow { required } => Some(json!({ "minTrustScore": required })),
             _ => None,
         }
     }

@@ -41,6 +41,11 @@ pub enum Applied {
         agent_did: String,
         new: bool,
     },
+    /// A token id (an AIT's or a bearer JWT's `jti`) revoked by a `claw.token.revoked` event.
+    RevokedToken {
+        jti: String,
+        new: bool,
+    },
     Ignored(IgnoredBecause),
     Rejected(String),
 }
@@ -51,6 +56,8 @@ pub enum Applied {
 pub struct Events {
     /// Agent DID -> revoked until (unix ms).
     revoked: Mutex<HashMap<String, u64>>,
+    /// Token id -> revoked until (unix ms).
+    revoked_tokens: Mutex<HashMap<String, u64>>,
     revoked_new: AtomicU64,
     duplicates: AtomicU64,
     ignored: AtomicU64,
@@ -76,6 +83,12 @@ impl Events {
             .is_some_and(|&until| until > now_ms)
     }
 
+    pub fn is_token_revoked(&self, jti: &str, now_ms: u64) -> bool {
+        lock(&self.revoked_tokens)
+            .get(jti)
+            .is_some_and(|&until| until > now_ms)
+    }
+
     pub fn counts(&self) -> EventCounts {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         EventCounts {
@@ -89,21 +102,36 @@ impl Events {
 
     /// Applies one envelope published at `published_ms`. Idempotent.
     pub fn apply(&self, envelope: &[u8], published_ms: u64) -> Applied {
-        let applied = match parse_event(envelope) {
-            EventOutcome::RevokeAgent { agent_did, .. } => {
-                let until = published_ms.saturating_add(REVOCATION_TTL_MS);
-                let mut revoked = lock(&self.revoked);
-                let held = revoked.entry(agent_did.clone()).or_insert(0);
-                let new = *held < until;
-                *held = (*held).max(until);
-                Applied::Revoked { agent_did, new }
-            }
-            EventOutcome::Ignored(why) => Applied::Ignored(why),
-            EventOutcome::Rejected(reason) => Applied::Rejected(reason),
+        let until = published_ms.saturating_add(REVOCATION_TTL_MS);
+        let hold = |map: &Mutex<HashMap<String, u64>>, key: &str| {
+            let mut map = lock(map);
+            let held = map.entry(key.to_owned()).or_insert(0);
+            let new = *held < until;
+            *held = (*held).max(until);
+            new
+        };
+        let applied = match token_revocation(envelope) {
+            Some(Ok(jti)) => Applied::RevokedToken {
+                new: hold(&self.revoked_tokens, &jti),
+                jti,
+            },
+            Some(Err(reason)) => Applied::Rejected(reason.to_owned()),
+            None => match parse_event(envelope) {
+                EventOutcome::RevokeAgent { agent_did, .. } => Applied::Revoked {
+                    new: hold(&self.revoked, &agent_did),
+                    agent_did,
+                },
+                EventOutcome::Ignored(why) => Applied::Ignored(why),
+                EventOutcome::Rejected(reason) => Applied::Rejected(reason),
+            },
         };
         let counter = match &applied {
-            Applied::Revoked { new: true, .. } => &self.revoked_new,
-            Applied::Revoked { new: false, .. } => &self.duplicates,
+            Applied::Revoked { new: true, .. } | Applied::RevokedToken { new: true, .. } => {
+                &self.revoked_new
+            }
+            Applied::Revoked { new: false, .. } | Applied::RevokedToken { new: false, .. } => {
+                &self.duplicates
+            }
             Applied::Ignored(_) => &self.ignored,
             Applied::Rejected(_) => &self.rejected,
         };
@@ -111,6 +139,9 @@ impl Events {
         match &applied {
             Applied::Revoked { agent_did, new } => {
                 tracing::info!(agent_did, new, "registry event: agent revoked")
+            }
+            Applied::RevokedToken { jti, new } => {
+                tracing::info!(jti, new, "registry event: token revoked")
             }
             Applied::Ignored(why) => tracing::debug!(?why, "registry event ignored"),
             Applied::Rejected(reason) => tracing::warn!(reason, "registry event rejected"),
@@ -121,6 +152,7 @@ impl Events {
     /// Drops revocations that have ended.
     fn prune(&self, now_ms: u64) {
         lock(&self.revoked).retain(|_, until| *until > now_ms);
+        lock(&self.revoked_tokens).retain(|_, until| *until > now_ms);
     }
 }
 
@@ -290,6 +322,45 @@ pub fn revocation_envelope(agent_did: &str, now_ms: u64) -> Result<String, Strin
         },
     })
     .to_string())
+}
+
+/// claw-authz's own event type: `{"type":"claw.token.revoked","data":{"jti":"..."}}` revokes a
+/// token id (an AIT's `jti` or a bearer JWT's) for 30 days. `None` when the envelope is another
+/// type (or not JSON at all: the reference parser reports that).
+fn token_revocation(envelope: &[u8]) -> Option<Result<String, &'static str>> {
+    use crate::protocol::json::Json;
+    let Ok(Json::Object(o)) = Json::parse(envelope) else {
+        return None;
+    };
+    if o.get("type").and_then(Json::as_str) != Some(TOKEN_REVOKED) {
+        return None;
+    }
+    let jti = o
+        .get("data")
+        .and_then(Json::as_object)
+        .and_then(|d| d.get("jti"))
+        .and_then(Json::as_str)
+        .map(str::trim)
+        .filter(|j| (1..=256).contains(&j.len()));
+    Some(
+        jti.map(str::to_owned)
+            .ok_or("Token revocation event data.jti must be a string"),
+    )
+}
+
+/// The event type that revokes a token id.
+pub const TOKEN_REVOKED: &str = "claw.token.revoked";
+
+/// A `claw.token.revoked` envelope for `jti`.
+pub fn token_revocation_envelope(jti: &str, now_ms: u64) -> String {
+    serde_json::json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "type": TOKEN_REVOKED,
+        "version": "v1",
+        "timestampUtc": iso_utc(now_ms),
+        "data": { "jti": jti },
+    })
+    .to_string()
 }
 
 /// Appends `envelope` to the stream (trimmed to `replay_ms` of history); returns the entry id.

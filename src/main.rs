@@ -45,12 +45,15 @@ enum Command {
     },
     /// Sign a request as an agent: print its headers, a curl command, or send it to a sidecar.
     Sign(SignArgs),
-    /// Publish an agent revocation (`agent.auth.revoked`, reason `agent_revoked`) to the
-    /// registry-event stream that every replica reads.
+    /// Publish a revocation to the registry-event stream that every replica reads: an agent
+    /// (`agent.auth.revoked`, reason `agent_revoked`) or a token id (`claw.token.revoked`).
     Revoke {
         /// The agent DID to revoke.
+        #[arg(long, conflicts_with = "jti", required_unless_present = "jti")]
+        agent: Option<String>,
+        /// A token id to revoke: an AIT's `jti` or a bearer JWT's.
         #[arg(long)]
-        agent: String,
+        jti: Option<String>,
         /// Redis URL (default: `redis.url` of the config).
         #[arg(long)]
         redis_url: Option<String>,
@@ -104,21 +107,25 @@ fn main() -> ExitCode {
         Command::Sign(args) => runtime.block_on(sign(args)),
         Command::Revoke {
             agent,
+            jti,
             redis_url,
             stream,
             config,
-        } => runtime.block_on(revoke(agent, redis_url, stream, config)),
+        } => runtime.block_on(revoke(agent, jti, redis_url, stream, config)),
     }
 }
 
 async fn revoke(
-    agent: String,
+    agent: Option<String>,
+    jti: Option<String>,
     redis_url: Option<String>,
     stream: Option<String>,
     config: Option<PathBuf>,
 ) -> ExitCode {
     use claw_authz::config::Defaults;
-    use claw_authz::events::{StreamSettings, publish, revocation_envelope};
+    use claw_authz::events::{
+        StreamSettings, publish, revocation_envelope, token_revocation_envelope,
+    };
     // The config is only consulted for what the flags leave out.
     let loaded = match (&redis_url, &config) {
         (Some(_), None) => None,
@@ -143,10 +150,17 @@ async fn revoke(
             * 86_400_000,
     };
     let now = SystemClock.now_ms();
-    let envelope = match revocation_envelope(agent.trim(), now) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e}");
+    let envelope = match (agent, jti) {
+        (Some(agent), _) => match revocation_envelope(agent.trim(), now) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        (None, Some(jti)) if !jti.trim().is_empty() => token_revocation_envelope(jti.trim(), now),
+        _ => {
+            eprintln!("error: pass --agent <did> or --jti <id>");
             return ExitCode::from(EXIT_CONFIG);
         }
     };

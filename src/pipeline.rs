@@ -22,22 +22,41 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::denial::Denial;
 use crate::events::Events;
-use crate::policy::{Mode, Policy, RoutePolicies, Selected};
+use crate::policy::{Mode, Policy, Profile, RoutePolicies, Selected};
 use crate::protocol::ait::AitClaims;
 use crate::protocol::jws::Expectations;
 use crate::registry::access::AccessCache;
 use crate::registry::crl::CrlCache;
 use crate::registry::keys::KeyCache;
 use crate::request::RequestView;
-use crate::stage::{access, pop, replay, revocation, token, trust};
+use crate::stage::bearer::IssuerKeys;
+use crate::stage::{self, access, pop, replay, revocation, token, trust};
 use crate::store::nonce::NonceStore;
 use crate::store::trust_cache::TrustCache;
 use crate::telemetry::Metrics;
 use opentelemetry::KeyValue;
 
-/// Who the caller is, once authenticated.
+/// Who the caller is, once authenticated, by profile.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Identity {
+    Claw(ClawIdentity),
+    Bearer(BearerIdentity),
+}
+
+/// A bearer JWT's subject and grants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BearerIdentity {
+    pub sub: String,
+    pub issuer: String,
+    pub jti: String,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+    pub trust_score: Option<f64>,
+}
+
+/// A Claw AIT's agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub struct ClawIdentity {
     pub agent_did: String,
     pub owner_did: String,
     pub ait_jti: String,
@@ -46,9 +65,9 @@ pub struct Identity {
     pub public_key: String,
 }
 
-impl Identity {
+impl ClawIdentity {
     fn from_claims(c: &AitClaims) -> Self {
-        Identity {
+        ClawIdentity {
             agent_did: c.sub.clone(),
             owner_did: c.owner_did.clone(),
             ait_jti: c.jti.clone(),
@@ -111,6 +130,8 @@ pub struct Pipeline {
     pub trust: Arc<TrustCache>,
     /// Revocations pushed by registry events.
     pub events: Arc<Events>,
+    /// Issuers of the bearer profile.
+    pub bearer: Vec<IssuerKeys>,
     pub metrics: Arc<Metrics>,
     pub nonces: Arc<dyn NonceStore>,
 }
@@ -152,11 +173,26 @@ impl Pipeline {
             };
         }
         let mut at = Failure::default();
-        match (
-            self.authenticate(req, &path.path_with_query, &policy, &mut at)
-                .await,
-            policy.mode,
-        ) {
+        let pwq = &path.path_with_query;
+        let authenticated = match (policy.profile, stage::bearer::token(req)) {
+            (Profile::Bearer | Profile::Any, Some(token)) => {
+                self.authenticate_bearer(req, pwq, &policy, token, &mut at)
+                    .await
+            }
+            (Profile::Bearer, None) => {
+                at.stage = "token";
+                match req.header("authorization").unwrap_or("").is_empty() {
+                    true => Err(Denial::MissingToken),
+                    false => Err(Denial::ProfileNotAllowed),
+                }
+            }
+            // Claw routes answer a Bearer header as the reference does (invalid scheme).
+            _ => self
+                .authenticate(req, pwq, &policy, &mut at)
+                .await
+                .map(Identity::Claw),
+        };
+        match (authenticated, policy.mode) {
             (Ok(identity), _) => Decision::Allow {
                 identity: Some(identity),
                 policy,
@@ -204,7 +240,7 @@ impl Pipeline {
         path_with_query: &str,
         policy: &Policy,
         at: &mut Failure,
-    ) -> Result<Identity, Denial> {
+    ) -> Result<ClawIdentity, Denial> {
         let s = &self.settings;
         let mut t = tokio::time::Instant::now();
         self.lap(at, "token", &mut t);
@@ -219,7 +255,8 @@ impl Pipeline {
         let body = req.full_body()?;
         let now_ms = self.clock.now_ms();
         self.lap(at, "proof", &mut t);
-        let proof = pop::verify(req, path_with_query, body, &claims, now_ms, s.max_skew_secs)?;
+        let key = &claims.cnf.key;
+        let proof = pop::verify(req, path_with_query, body, key, now_ms, s.max_skew_secs)?;
         self.observe_skew(&claims, proof.timestamp, now_ms);
         self.lap(at, "revocation", &mut t);
         revocation::check(&self.events, &self.trust, &self.crl, &claims, now_ms).await?;
@@ -230,8 +267,16 @@ impl Pipeline {
         self.lap(at, "replay", &mut t);
         let nonce = req.header("x-claw-nonce").unwrap_or_default();
         let (skew, margin) = (s.max_skew_secs, s.nonce_margin_ms);
-        let recorded =
-            replay::record(&*self.nonces, &claims, nonce, proof, now_ms, skew, margin).await;
+        let recorded = replay::record(
+            &*self.nonces,
+            &claims.sub,
+            nonce,
+            proof,
+            now_ms,
+            skew,
+            margin,
+        )
+        .await;
         let result = match &recorded {
             Ok(()) => "fresh",
             Err(Denial::Replay) => "replay",
@@ -248,6 +293,51 @@ impl Pipeline {
             access::validate(req, &self.access, &claims).await?;
         }
         self.lap(at, "", &mut t);
-        Ok(Identity::from_claims(&claims))
+        Ok(ClawIdentity::from_claims(&claims))
+    }
+
+    /// The bearer profile: the JWT, revocation of its `jti`, the proof and replay when it is
+    /// bound to a key (`cnf`), then the route's roles, permissions and trust score.
+    async fn authenticate_bearer(
+        &self,
+        req: &RequestView,
+        path_with_query: &str,
+        policy: &Policy,
+        token: &str,
+        at: &mut Failure,
+    ) -> Result<Identity, Denial> {
+        let s = &self.settings;
+        let mut t = tokio::time::Instant::now();
+        self.lap(at, "token", &mut t);
+        let claims = stage::bearer::verify(token, &self.bearer, self.clock.now_secs()).await?;
+        at.agent_did = Some(claims.sub.clone());
+        let now_ms = self.clock.now_ms();
+        self.lap(at, "revocation", &mut t);
+        if self.events.is_token_revoked(&claims.jti, now_ms) {
+            return Err(Denial::TokenRevoked);
+        }
+        if let Some(key) = &claims.cnf {
+            self.lap(at, "body", &mut t);
+            let body = req.full_body()?;
+            self.lap(at, "proof", &mut t);
+            let key = crate::crypto::PublicKey::P256(key.clone());
+            let proof = pop::verify(req, path_with_query, body, &key, now_ms, s.max_skew_secs)?;
+            self.lap(at, "replay", &mut t);
+            let nonce = req.header("x-claw-nonce").unwrap_or_default();
+            let agent = format!("bearer|{}|{}", claims.iss, claims.sub);
+            let (skew, margin) = (s.max_skew_secs, s.nonce_margin_ms);
+            replay::record(&*self.nonces, &agent, nonce, proof, now_ms, skew, margin).await?;
+        }
+        self.lap(at, "authorization", &mut t);
+        stage::bearer::authorize(&claims, policy)?;
+        self.lap(at, "", &mut t);
+        Ok(Identity::Bearer(BearerIdentity {
+            sub: claims.sub,
+            issuer: claims.iss,
+            jti: claims.jti,
+            roles: claims.roles,
+            permissions: claims.permissions,
+            trust_score: claims.trust_score,
+        }))
     }
 }

@@ -38,14 +38,43 @@ impl Mode {
     }
 }
 
+/// Which credentials a route accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// `Authorization: Claw <AIT>` with its proof (the reference's only profile).
+    Claw,
+    /// `Authorization: Bearer <JWT>` from a configured issuer.
+    Bearer,
+    Any,
+}
+
+impl Profile {
+    pub fn parse(s: &str) -> Option<Profile> {
+        match s {
+            "claw" => Some(Profile::Claw),
+            "bearer" => Some(Profile::Bearer),
+            "any" => Some(Profile::Any),
+            _ => None,
+        }
+    }
+}
+
 /// The checks one request gets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Policy {
     /// The rule or named policy that chose this (for logs and metadata).
     pub name: String,
     pub mode: Mode,
     pub require_access_token: bool,
     pub require_known_agent: bool,
+    pub profile: Profile,
+    /// Bearer tokens must carry every one of these roles...
+    pub require_roles: Vec<String>,
+    /// ...and every one of these permissions...
+    pub require_permissions: Vec<String>,
+    /// ...and at least this `trustScore`.
+    pub min_trust_score: Option<f64>,
 }
 
 impl Policy {
@@ -55,6 +84,10 @@ impl Policy {
             mode: Mode::Enforce,
             require_access_token: false,
             require_known_agent: true,
+            profile: Profile::Claw,
+            require_roles: Vec::new(),
+            require_permissions: Vec::new(),
+            min_trust_score: None,
         }
     }
 }
@@ -116,14 +149,14 @@ pub fn reference_rules() -> Vec<Rule> {
 
 pub const CONTEXT_EXTENSION_KEY: &str = "claw_policy";
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RoutePolicies {
     pub rules: Vec<Rule>,
     pub named: BTreeMap<String, Policy>,
 }
 
 /// What a route selects: a policy, or a name that is not configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Selected {
     Policy(Policy),
     UnknownName(String),

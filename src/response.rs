@@ -29,7 +29,20 @@ pub const AIT_JTI: &str = "x-claw-ait-jti";
 pub const ISSUER: &str = "x-claw-issuer";
 pub const AGENT_PUBLIC_KEY: &str = "x-claw-agent-public-key";
 pub const SHADOW_DENIAL: &str = "x-claw-authz-shadow-denial";
-const IDENTITY_HEADERS: [&str; 5] = [AGENT_DID, OWNER_DID, AIT_JTI, ISSUER, AGENT_PUBLIC_KEY];
+/// The bearer profile's identity headers.
+pub const AGENT_ID: &str = "x-claw-agent-id";
+pub const AGENT_ROLES: &str = "x-claw-agent-roles";
+pub const AGENT_PERMISSIONS: &str = "x-claw-agent-permissions";
+pub const TOKEN_ID: &str = "x-claw-token-id";
+pub const TRUST_SCORE: &str = "x-claw-trust-score";
+const CLAW_HEADERS: [&str; 5] = [AGENT_DID, OWNER_DID, AIT_JTI, ISSUER, AGENT_PUBLIC_KEY];
+const BEARER_HEADERS: [&str; 5] = [
+    AGENT_ID,
+    AGENT_ROLES,
+    AGENT_PERMISSIONS,
+    TOKEN_ID,
+    TRUST_SCORE,
+];
 
 /// gRPC codes for the `status` field (google.rpc.Code).
 fn grpc_code(http_status: u16) -> i32 {
@@ -122,8 +135,13 @@ fn allow(
     let mut headers = Vec::new();
     let mut remove: Vec<String> = credential_headers.to_vec();
     let mut meta: Vec<(&str, &str)> = vec![("policy", policy)];
+    // Every identity header is either set here or removed, so a client cannot supply one.
+    let unset = |remove: &mut Vec<String>, names: &[&str]| {
+        remove.extend(names.iter().map(|h| (*h).to_owned()));
+    };
+    let (roles, permissions, score);
     match identity {
-        Some(id) => {
+        Some(Identity::Claw(id)) => {
             for (name, value) in [
                 (AGENT_DID, &id.agent_did),
                 (OWNER_DID, &id.owner_did),
@@ -133,16 +151,50 @@ fn allow(
             ] {
                 headers.push(header(name, value));
             }
+            unset(&mut remove, &BEARER_HEADERS);
             meta.extend([
                 ("decision", "allow"),
+                ("profile", "claw"),
                 ("agent_did", &id.agent_did),
                 ("owner_did", &id.owner_did),
                 ("ait_jti", &id.ait_jti),
                 ("issuer", &id.issuer),
             ]);
         }
+        Some(Identity::Bearer(id)) => {
+            roles = id.roles.join(",");
+            permissions = id.permissions.join(",");
+            score = id.trust_score.map(|s| s.to_string());
+            for (name, value) in [
+                (AGENT_ID, &id.sub),
+                (AGENT_ROLES, &roles),
+                (AGENT_PERMISSIONS, &permissions),
+                (TOKEN_ID, &id.jti),
+                (ISSUER, &id.issuer),
+            ] {
+                headers.push(header(name, value));
+            }
+            match &score {
+                Some(s) => headers.push(header(TRUST_SCORE, s)),
+                None => remove.push(TRUST_SCORE.to_owned()),
+            }
+            unset(
+                &mut remove,
+                &[AGENT_DID, OWNER_DID, AIT_JTI, AGENT_PUBLIC_KEY],
+            );
+            meta.extend([
+                ("decision", "allow"),
+                ("profile", "bearer"),
+                ("agent_id", &id.sub),
+                ("roles", &roles),
+                ("permissions", &permissions),
+                ("token_id", &id.jti),
+                ("issuer", &id.issuer),
+            ]);
+        }
         None => {
-            remove.extend(IDENTITY_HEADERS.iter().map(|h| (*h).to_owned()));
+            unset(&mut remove, &CLAW_HEADERS);
+            unset(&mut remove, &BEARER_HEADERS);
             meta.push((
                 "decision",
                 if shadow.is_some() {

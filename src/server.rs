@@ -292,6 +292,10 @@ async fn event(
             StatusCode::OK,
             Json(json!({"outcome": "revoked", "agentDid": agent_did, "new": new})),
         ),
+        Applied::RevokedToken { jti, new } => (
+            StatusCode::OK,
+            Json(json!({"outcome": "revoked", "jti": jti, "new": new})),
+        ),
         Applied::Ignored(_) => (StatusCode::OK, Json(json!({"outcome": "ignored"}))),
         Applied::Rejected(reason) => (
             StatusCode::BAD_REQUEST,

@@ -61,9 +61,19 @@ async fn allow_overwrites_identity_headers_and_removes_credentials() {
             ),
         ]
     );
+    // The credentials, and the bearer profile's identity headers (so a client cannot send them).
     assert_eq!(
         removed,
-        ["authorization", "x-claw-proof", "x-claw-agent-access"]
+        [
+            "authorization",
+            "x-claw-proof",
+            "x-claw-agent-access",
+            "x-claw-agent-id",
+            "x-claw-agent-roles",
+            "x-claw-agent-permissions",
+            "x-claw-token-id",
+            "x-claw-trust-score"
+        ]
     );
     // The registry saw the exact validate call.
     let call = &w.validate.recorded()[0];

@@ -168,7 +168,7 @@ pub(super) fn check_unknown(v: &Value, prefix: &str, errors: &mut Vec<String>) {
         } else {
             format!("{prefix}.{k}")
         };
-        if path == "routes" || path == "policies" {
+        if path == "routes" || path == "policies" || path == "bearer" {
             continue;
         }
         if KNOWN.contains(&path.as_str()) {

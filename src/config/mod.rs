@@ -20,7 +20,7 @@ mod routes;
 
 use crate::registry::crl::StaleBehavior;
 use fields::{Reader, check_unknown, set_path};
-use routes::{read_policies, read_routes};
+use routes::{read_bearer, read_policies, read_routes};
 
 pub const ENV_PREFIX: &str = "CLAW_AUTHZ_";
 
@@ -76,6 +76,8 @@ pub struct Config {
     pub trust: TrustConfig,
     pub routes: Vec<Rule>,
     pub policies: BTreeMap<String, Policy>,
+    /// Issuers of bearer JWTs (the `bearer` route profile).
+    pub bearer: Vec<BearerIssuer>,
     pub headers: HeadersConfig,
     pub log: LogConfig,
 }
@@ -148,6 +150,17 @@ pub struct NonceConfig {
     /// `interval` or `always`: when the `file` store flushes to disk.
     pub fsync: String,
     pub fsync_interval_ms: u64,
+}
+
+/// One issuer of bearer JWTs: its JWKS and what its tokens must say.
+#[derive(Debug, Clone, Serialize)]
+pub struct BearerIssuer {
+    pub issuer: String,
+    /// This service's id, required in `aud`.
+    pub audience: String,
+    pub jwks_url: String,
+    /// How far in the future `iat` may be (default 60 s).
+    pub max_iat_skew_secs: u64,
 }
 
 /// Metrics and traces (`src/telemetry.rs`).
@@ -566,6 +579,7 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         .to_owned();
     let routes = read_routes(r);
     let policies = read_policies(r);
+    let bearer = read_bearer(r);
     if url.is_none() {
         r.error("registry.url", "is required");
     }
@@ -642,6 +656,7 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         },
         routes,
         policies,
+        bearer,
         headers: HeadersConfig {
             remove: remove.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
         },

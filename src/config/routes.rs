@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use serde_yaml_ng::Value;
 
+use super::BearerIssuer;
 use super::fields::{Reader, yaml_text};
-use crate::policy::{Mode, PathMatch, Policy, Rule, reference_rules};
+use crate::policy::{Mode, PathMatch, Policy, Profile, Rule, reference_rules};
 
 pub(super) fn read_routes(r: &mut Reader<'_>) -> Vec<Rule> {
     let Some(value) = r.get("routes") else {
@@ -110,10 +111,78 @@ pub(super) fn read_policies(r: &mut Reader<'_>) -> BTreeMap<String, Policy> {
                 (Some(k @ ("require_access_token" | "require_known_agent")), _) => {
                     r.error(&format!("{at}.{k}"), "must be true or false")
                 }
+                (Some("profile"), v) => match v.as_str().and_then(Profile::parse) {
+                    Some(p) => policy.profile = p,
+                    None => r.error(&format!("{at}.profile"), "must be claw, bearer or any"),
+                },
+                (Some(k @ ("require_roles" | "require_permissions")), v) => {
+                    let list = v.as_sequence().and_then(|items| {
+                        items
+                            .iter()
+                            .map(|i| i.as_str().map(str::to_owned))
+                            .collect::<Option<Vec<_>>>()
+                    });
+                    match (list, k) {
+                        (Some(l), "require_roles") => policy.require_roles = l,
+                        (Some(l), _) => policy.require_permissions = l,
+                        (None, _) => r.error(&format!("{at}.{k}"), "must be a list of strings"),
+                    }
+                }
+                (Some("min_trust_score"), v) => match v.as_f64().filter(|f| f.is_finite()) {
+                    Some(f) => policy.min_trust_score = Some(f),
+                    None => r.error(&format!("{at}.min_trust_score"), "must be a number"),
+                },
                 (other, _) => r.error(&at, &format!("unknown key {}", other.unwrap_or("?"))),
             }
         }
         out.insert(name.to_owned(), policy);
+    }
+    out
+}
+
+/// `bearer.issuers`: the issuers whose JWTs the bearer profile accepts.
+pub(super) fn read_bearer(r: &mut Reader<'_>) -> Vec<BearerIssuer> {
+    let mut out = Vec::new();
+    let Some(value) = r.get("bearer.issuers") else {
+        return out;
+    };
+    let Value::Sequence(items) = value else {
+        r.error("bearer.issuers", "must be a list");
+        return out;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("bearer.issuers[{i}]");
+        let Value::Mapping(m) = item else {
+            r.error(&at, "must be a mapping");
+            continue;
+        };
+        let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+        for k in m.keys() {
+            let known = ["issuer", "audience", "jwks_url", "max_iat_skew_secs"];
+            if !k.as_str().is_some_and(|k| known.contains(&k)) {
+                r.error(&at, &format!("unknown key {}", yaml_text(k)));
+            }
+        }
+        let skew = match m.get("max_iat_skew_secs") {
+            None => Some(60),
+            Some(v) => v.as_u64().filter(|s| *s <= 3_600),
+        };
+        let jwks_ok =
+            text("jwks_url").is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"));
+        match (text("issuer"), text("audience"), text("jwks_url"), skew) {
+            (Some(issuer), Some(audience), Some(jwks_url), Some(skew)) if jwks_ok => {
+                out.push(BearerIssuer {
+                    issuer,
+                    audience,
+                    jwks_url,
+                    max_iat_skew_secs: skew,
+                })
+            }
+            _ => r.error(
+                &at,
+                "needs issuer, audience, an http(s) jwks_url, and max_iat_skew_secs from 0 to 3600",
+            ),
+        }
     }
     out
 }

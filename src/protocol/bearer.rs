@@ -99,6 +99,16 @@ pub fn peek_issuer(token: &str) -> Option<String> {
     }
 }
 
+/// The `kid` of the header (unverified), for a key refresh when it is unknown.
+pub fn peek_kid(token: &str) -> Option<String> {
+    let header = object(token.split('.').next()?).ok()?;
+    header
+        .get("kid")
+        .and_then(Json::as_str)
+        .filter(|k| is_allowed_kid(k))
+        .map(str::to_owned)
+}
+
 /// Verifies `token` against the issuer's `keys` and what this service expects.
 pub fn verify(
     token: &str,

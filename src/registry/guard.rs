@@ -33,11 +33,24 @@ impl Guarded {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        Guarded::named(inner, timeout, settings, clock, metrics, "keys")
+    }
+
+    /// With the keys endpoint's breaker (and metric label) named `keys` (a bearer issuer's JWKS
+    /// is `jwks`); the other two are `crl` and `validate`.
+    pub fn named(
+        inner: Arc<dyn Registry>,
+        timeout: Duration,
+        settings: BreakerSettings,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        keys: &'static str,
+    ) -> Self {
         Guarded {
             inner,
             timeout,
             metrics,
-            keys: Breaker::new("keys", settings, clock.clone()),
+            keys: Breaker::new(keys, settings, clock.clone()),
             crl: Breaker::new("crl", settings, clock.clone()),
             validate: Breaker::new("validate", settings, clock),
         }

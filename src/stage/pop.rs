@@ -1,7 +1,7 @@
 //! Proof of possession over the exact request, mapped to the proxy's error table.
 
+use crate::crypto::PublicKey;
 use crate::denial::Denial;
-use crate::protocol::ait::AitClaims;
 use crate::protocol::pop::{PopError, ProofHeader, ProofInput, VerifiedProof, verify_proof};
 use crate::request::RequestView;
 
@@ -9,7 +9,7 @@ pub fn verify(
     req: &RequestView,
     path_with_query: &str,
     body: &[u8],
-    claims: &AitClaims,
+    key: &PublicKey,
     now_ms: u64,
     max_skew_secs: u64,
 ) -> Result<VerifiedProof, Denial> {
@@ -22,7 +22,7 @@ pub fn verify(
         proof: req.header("x-claw-proof"),
         body,
     };
-    verify_proof(&input, &claims.cnf.key, now_ms, max_skew_secs).map_err(to_denial)
+    verify_proof(&input, key, now_ms, max_skew_secs).map_err(to_denial)
 }
 
 /// `middleware.ts:mapProofVerificationError`.

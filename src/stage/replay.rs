@@ -1,13 +1,12 @@
 //! Replay: record `(agent, nonce)` for the whole window the proof stays valid.
 
 use crate::denial::Denial;
-use crate::protocol::ait::AitClaims;
 use crate::protocol::pop::VerifiedProof;
 use crate::store::nonce::{NonceOutcome, NonceStore, record_expiry_ms};
 
 pub async fn record(
     store: &dyn NonceStore,
-    claims: &AitClaims,
+    agent: &str,
     nonce: &str,
     proof: VerifiedProof,
     now_ms: u64,
@@ -15,10 +14,7 @@ pub async fn record(
     margin_ms: u64,
 ) -> Result<(), Denial> {
     let expires = record_expiry_ms(proof.timestamp, now_ms, max_skew_secs, margin_ms);
-    match store
-        .check_and_record(&claims.sub, nonce, expires, now_ms)
-        .await
-    {
+    match store.check_and_record(agent, nonce, expires, now_ms).await {
         Ok(NonceOutcome::Fresh) => Ok(()),
         Ok(NonceOutcome::Replay) => Err(Denial::Replay),
         Err(error) => {

@@ -17,6 +17,9 @@ pub async fn check(
     if events.is_revoked(&claims.sub, now_ms) {
         return Err(Denial::AgentRevoked);
     }
+    if events.is_token_revoked(&claims.jti, now_ms) {
+        return Err(Denial::AitRevoked);
+    }
     match trust.is_revoked(&claims.sub, now_ms).await {
         Ok(true) => return Err(Denial::AgentRevoked),
         Ok(false) => {}
