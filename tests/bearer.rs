@@ -1,6 +1,7 @@
-//! The bearer (ES256 JWT) profile at the protocol layer: `src/protocol/bearer.rs` against tokens
-//! signed here with generated P-256 keys, one case per refusal, each with its own code.
-//! (The profile is not yet wired into the pipeline; see the README's status of issue 9.)
+//! The bearer (ES256 JWT) profile: first `src/protocol/bearer.rs` against tokens signed here
+//! with generated P-256 keys, one case per refusal, each with its own code; then the real server
+//! with a JWKS on loopback: per-route profiles, roles, permissions and trust score, `jti`
+//! revocation, and a `cnf`-bound token's proof and replay protection.
 
 mod support;
 
@@ -197,4 +198,295 @@ fn a_jwks_keeps_only_usable_p256_signing_keys() {
         KeysDocError::NoActiveKey
     );
     assert_eq!(parse_jwks(b"[]").unwrap_err(), KeysDocError::PayloadInvalid);
+}
+
+// ---- through the real server -------------------------------------------------------------
+
+mod server {
+    use std::sync::Arc;
+
+    use claw_authz::clock::ManualClock;
+    use claw_authz::demo::check_request;
+    use claw_authz::protocol::pop::{body_sha256, canonical_string};
+    use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+    use serde_json::json;
+
+    use super::support::registry::{FakeEndpoint, Reply};
+    use super::support::server::Running;
+    use super::support::world::{NOW_MS, World, denied, ok_headers, outcome};
+    use super::support::{b64, p256_signer, p256_xy, sign_jws_es};
+    use super::{AUD, ISS, NOW, claims, jwks, token, with};
+
+    struct Setup {
+        w: World,
+        jwks: FakeEndpoint,
+        s: Running,
+    }
+
+    async fn setup(name: &str) -> Setup {
+        let w = World::new(name).await;
+        let jwks = FakeEndpoint::start(
+            "/jwks.json",
+            vec![Reply::Body(200, jwks(&[("k1", "issuer-k1")]))],
+        )
+        .await;
+        let token_file = w.dir.join("events.token");
+        std::fs::write(&token_file, "t0ken").unwrap();
+        let extra = format!(
+            "bearer:\n  issuers:\n    - issuer: {ISS}\n      audience: {AUD}\n      jwks_url: {}\n\
+             policies:\n  orders: {{profile: bearer, require_roles: [reader], require_permissions: [\"orders:read\"]}}\n\
+             \x20 admin: {{profile: bearer, require_roles: [admin]}}\n\
+             \x20 scored: {{profile: bearer, min_trust_score: 0.9}}\n\
+             \x20 either: {{profile: any}}\n\
+             events:\n  token_file: {}\n",
+            jwks.url,
+            token_file.display()
+        );
+        let s =
+            super::support::server::start(&w.yaml(&extra), Arc::new(ManualClock::at(NOW_MS))).await;
+        s.wait_ready().await;
+        Setup { w, jwks, s }
+    }
+
+    /// A request on `policy`'s route (selected as Envoy would, by `context_extensions`).
+    fn on(policy: &str, mut req: CheckRequest) -> CheckRequest {
+        let attrs = req.attributes.as_mut().unwrap();
+        attrs
+            .context_extensions
+            .insert("claw_policy".into(), policy.into());
+        req
+    }
+
+    fn bearer(policy: &str, token: &str) -> CheckRequest {
+        let auth = format!("Bearer {token}");
+        on(
+            policy,
+            check_request("GET", "/v1/orders", &[("authorization", &auth)], b""),
+        )
+    }
+
+    fn header<'a>(headers: &'a [(String, String, i32, bool)], name: &str) -> Option<&'a str> {
+        headers.iter().find(|h| h.0 == name).map(|h| h.1.as_str())
+    }
+
+    #[tokio::test]
+    async fn a_valid_bearer_token_is_allowed_with_its_identity_headers() {
+        let mut t = setup("bearer-allow").await;
+        let r = t.s.check(bearer("orders", &token(&claims()))).await;
+        assert_eq!(outcome(&r), "200");
+        let (headers, removed) = ok_headers(&r);
+        assert_eq!(header(&headers, "x-claw-agent-id"), Some("agent-7"));
+        assert_eq!(header(&headers, "x-claw-agent-roles"), Some("reader"));
+        assert_eq!(
+            header(&headers, "x-claw-agent-permissions"),
+            Some("orders:read")
+        );
+        assert_eq!(header(&headers, "x-claw-token-id"), Some("tok-1"));
+        assert_eq!(header(&headers, "x-claw-issuer"), Some(ISS));
+        assert_eq!(header(&headers, "x-claw-trust-score"), Some("0.82"));
+        assert!(removed.contains(&"authorization".to_owned()));
+        assert!(
+            removed.contains(&"x-claw-agent-did".to_owned()),
+            "a client cannot supply it"
+        );
+        assert_eq!(t.jwks.calls(), 1);
+        t.s.stop().await;
+    }
+
+    #[tokio::test]
+    async fn each_bad_token_is_denied_with_its_own_code() {
+        let mut t = setup("bearer-deny").await;
+        let payload = claims().to_string();
+        let signer = p256_signer("issuer-k1");
+        let input = |h: &str| format!("{}.{}", b64(h.as_bytes()), b64(payload.as_bytes()));
+        let (x, _) = p256_xy(&signer);
+        let hs256 = {
+            use aws_lc_rs::hmac;
+            let i = input(r#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#);
+            let tag = hmac::sign(
+                &hmac::Key::new(hmac::HMAC_SHA256, x.as_bytes()),
+                i.as_bytes(),
+            );
+            format!("{i}.{}", b64(tag.as_ref()))
+        };
+        let none = format!("{}.", input(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#));
+        let unknown = sign_jws_es(
+            r#"{"alg":"ES256","typ":"JWT","kid":"k9"}"#,
+            &payload,
+            &signer,
+        );
+        let der = {
+            let good = token(&claims());
+            let (signed, sig) = good.rsplit_once('.').unwrap();
+            let raw = super::support::unb64(sig);
+            let der = p256::ecdsa::Signature::from_slice(&raw).unwrap().to_der();
+            format!("{signed}.{}", b64(der.as_bytes()))
+        };
+        let cases = [
+            (
+                token(&with("aud", json!("svc-other"))),
+                "PROXY_AUTH_BEARER_AUDIENCE",
+            ),
+            (
+                token(&with("iss", json!("https://evil.example"))),
+                "PROXY_AUTH_BEARER_ISSUER",
+            ),
+            (
+                token(&with("exp", json!(NOW - 1))),
+                "PROXY_AUTH_BEARER_EXPIRED",
+            ),
+            (
+                token(&with("iat", json!(NOW + 61))),
+                "PROXY_AUTH_BEARER_NOT_YET_VALID",
+            ),
+            (hs256, "PROXY_AUTH_BEARER_ALGORITHM"),
+            (none, "PROXY_AUTH_BEARER_ALGORITHM"),
+            (unknown, "PROXY_AUTH_BEARER_UNKNOWN_KEY"),
+            (der, "PROXY_AUTH_BEARER_SIGNATURE"),
+        ];
+        for (bad, code) in cases {
+            let r = t.s.check(bearer("orders", &bad)).await;
+            assert_eq!(outcome(&r), format!("401 {code}"));
+        }
+        // The unknown kid refetched the JWKS once (the key really is unknown).
+        assert_eq!(t.jwks.calls(), 2);
+
+        // A revoked token id, pushed through the admin endpoint, is refused at once.
+        let good = token(&with("jti", json!("tok-revoked")));
+        assert_eq!(outcome(&t.s.check(bearer("orders", &good)).await), "200");
+        let envelope = claw_authz::events::token_revocation_envelope("tok-revoked", NOW_MS);
+        let answer = reqwest::Client::new()
+            .post(format!("http://{}/v1/events", t.s.admin))
+            .bearer_auth("t0ken")
+            .body(envelope)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let r = t.s.check(bearer("orders", &good)).await;
+        assert_eq!(outcome(&r), "401 PROXY_AUTH_TOKEN_REVOKED");
+        t.s.stop().await;
+    }
+
+    #[tokio::test]
+    async fn roles_permissions_and_trust_score_are_checked_per_route() {
+        let mut t = setup("bearer-grants").await;
+        let r = t.s.check(bearer("admin", &token(&claims()))).await;
+        assert_eq!(outcome(&r), "403 PROXY_AUTH_MISSING_ROLE");
+        assert!(
+            denied(&r)
+                .2
+                .contains(r#""details":{"missingRoles":["admin"]}"#)
+        );
+        let no_permission = token(&with("permissions", json!(["orders:list"])));
+        let r = t.s.check(bearer("orders", &no_permission)).await;
+        assert_eq!(outcome(&r), "403 PROXY_AUTH_MISSING_PERMISSION");
+        assert!(
+            denied(&r)
+                .2
+                .contains(r#""missingPermissions":["orders:read"]"#)
+        );
+        let r = t.s.check(bearer("scored", &token(&claims()))).await;
+        assert_eq!(outcome(&r), "403 PROXY_AUTH_TRUST_SCORE_TOO_LOW");
+        let trusted = token(&with("trustScore", json!(0.95)));
+        assert_eq!(outcome(&t.s.check(bearer("scored", &trusted)).await), "200");
+        let admin = token(&with("roles", json!(["reader", "admin"])));
+        assert_eq!(outcome(&t.s.check(bearer("admin", &admin)).await), "200");
+        t.s.stop().await;
+    }
+
+    #[tokio::test]
+    async fn claw_routes_refuse_bearer_tokens_bearer_routes_refuse_claw_and_any_takes_both() {
+        let mut t = setup("bearer-profiles").await;
+        // The default (claw) route answers a Bearer header as the reference does.
+        let claw_route = check_request(
+            "GET",
+            "/v1/orders",
+            &[("authorization", &format!("Bearer {}", token(&claims())))],
+            b"",
+        );
+        assert_eq!(
+            outcome(&t.s.check(claw_route).await),
+            "401 PROXY_AUTH_INVALID_SCHEME"
+        );
+        let claw_request =
+            |nonce: &str| t.w.signed(&t.w.alpha, "GET", "/v1/orders", b"", nonce, &[]);
+        let r = t.s.check(on("orders", claw_request("p-1"))).await;
+        assert_eq!(outcome(&r), "401 PROXY_AUTH_PROFILE_NOT_ALLOWED");
+        let r =
+            t.s.check(on("orders", check_request("GET", "/v1/orders", &[], b"")))
+                .await;
+        assert_eq!(outcome(&r), "401 PROXY_AUTH_MISSING_TOKEN");
+        assert_eq!(
+            outcome(&t.s.check(on("either", claw_request("p-2"))).await),
+            "200"
+        );
+        assert_eq!(
+            outcome(&t.s.check(bearer("either", &token(&claims()))).await),
+            "200"
+        );
+        t.s.stop().await;
+    }
+
+    /// A request carrying a proof by `signer` (P-256) over the exact method, path and body.
+    fn proven(token: &str, signer: &p256::ecdsa::SigningKey, nonce: &str) -> CheckRequest {
+        use p256::ecdsa::signature::Signer;
+        let (ts, hash) = ((NOW_MS / 1000).to_string(), body_sha256(b"{}"));
+        let canonical = canonical_string("POST", "/v1/orders", &ts, nonce, &hash);
+        let sig: p256::ecdsa::Signature = signer.sign(canonical.as_bytes());
+        let auth = format!("Bearer {token}");
+        let proof = b64(&sig.to_bytes());
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("x-claw-timestamp", ts.as_str()),
+            ("x-claw-nonce", nonce),
+            ("x-claw-body-sha256", hash.as_str()),
+            ("x-claw-proof", proof.as_str()),
+        ];
+        on(
+            "orders",
+            check_request("POST", "/v1/orders", &headers, b"{}"),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_key_bound_token_needs_a_valid_proof_and_is_replay_protected() {
+        let mut t = setup("bearer-cnf").await;
+        let agent = p256_signer("agent-7-key");
+        let (x, y) = p256_xy(&agent);
+        let bound = token(&with(
+            "cnf",
+            json!({"jwk": {"kty": "EC", "crv": "P-256", "x": x, "y": y}}),
+        ));
+        let plain = on(
+            "orders",
+            check_request(
+                "POST",
+                "/v1/orders",
+                &[("authorization", &format!("Bearer {bound}"))],
+                b"{}",
+            ),
+        );
+        assert_eq!(
+            outcome(&t.s.check(plain).await),
+            "401 PROXY_AUTH_INVALID_TIMESTAMP"
+        );
+        let stolen = proven(&bound, &p256_signer("mallory"), "n-1");
+        assert_eq!(
+            outcome(&t.s.check(stolen).await),
+            "401 PROXY_AUTH_INVALID_PROOF"
+        );
+        let request = proven(&bound, &agent, "n-2");
+        assert_eq!(outcome(&t.s.check(request.clone()).await), "200");
+        assert_eq!(outcome(&t.s.check(request).await), "401 PROXY_AUTH_REPLAY");
+        t.s.stop().await;
+    }
+
+    #[tokio::test]
+    async fn the_conformance_runner_still_passes_every_scenario() {
+        let summary =
+            super::support::conformance::run(&super::support::conformance::vectors_path()).await;
+        assert_eq!(summary.failed, 0, "{summary:?}");
+        assert_eq!(summary.passed + summary.skipped, summary.total);
+    }
 }
