@@ -756,4 +756,33 @@ mod tests {
         assert_eq!(c.nonce.store, "file");
         assert!(c.events.consume && c.events.stream == "claw:events");
     }
+
+    #[test]
+    fn bearer_issuers_and_policy_grants_are_read_and_checked() {
+        let c = Config::load(
+            "registry:\n  url: https://a.example\nbearer:\n  issuers:\n    - {issuer: https://auth.example, audience: svc, jwks_url: https://auth.example/jwks}\npolicies:\n  p: {profile: bearer, require_roles: [r], require_permissions: [x, y], min_trust_score: 0.5}\n",
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.bearer[0].max_iat_skew_secs, 60);
+        let p = &c.policies["p"];
+        assert_eq!(p.profile, crate::policy::Profile::Bearer);
+        assert_eq!((p.require_roles.len(), p.require_permissions.len()), (1, 2));
+        assert_eq!(p.min_trust_score, Some(0.5));
+        let errors = Config::load(
+            "registry:\n  url: https://a.example\nbearer:\n  issuers:\n    - {issuer: x, audience: svc, jwks_url: ftp://x, colour: red}\npolicies:\n  p: {profile: jwt, require_roles: admin}\n",
+            &env(&[]),
+        )
+        .unwrap_err();
+        let text = errors.join("\n");
+        for needle in [
+            "bearer.issuers[0]: unknown key colour",
+            "bearer.issuers[0]: needs issuer, audience, an http(s) jwks_url",
+            "policies.p.profile: must be claw, bearer or any",
+            "policies.p.require_roles: must be a list of strings",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert_eq!(errors.len(), 4, "{text}");
+    }
 }
