@@ -11,6 +11,7 @@ use crate::events::{Events, StreamSettings, spawn_consumer};
 use crate::pipeline::{Pipeline, Settings};
 use crate::policy::RoutePolicies;
 use crate::protocol::bearer::parse_jwks;
+use crate::ratelimit::{LocalLimiter, RedisLimiter};
 use crate::registry::Registry;
 use crate::registry::access::{AccessCache, AccessTiming};
 use crate::registry::breaker::BreakerSettings;
@@ -25,6 +26,7 @@ use crate::store::redis::{Redis, RedisNonceStore, RedisTrustStore};
 use crate::store::trust::{FileTrustStore, TrustStore};
 use crate::store::trust_cache::{TrustCache, TrustTiming};
 use crate::telemetry::Telemetry;
+use std::sync::atomic::AtomicU64;
 
 /// Everything a server needs to answer `Check`.
 pub struct App {
@@ -141,14 +143,20 @@ impl App {
             },
         ));
         let redis = match &config.redis.url {
-            Some(url) if config.nonce.store == "redis" || config.trust.store == "redis" => Some(
-                Redis::connect(
-                    url,
-                    Duration::from_millis(config.redis.timeout_ms),
-                    &config.redis.prefix,
+            Some(url)
+                if config.nonce.store == "redis"
+                    || config.trust.store == "redis"
+                    || config.rate_limit.store == "redis" =>
+            {
+                Some(
+                    Redis::connect(
+                        url,
+                        Duration::from_millis(config.redis.timeout_ms),
+                        &config.redis.prefix,
+                    )
+                    .map_err(|e| format!("redis.url: {e}"))?,
                 )
-                .map_err(|e| format!("redis.url: {e}"))?,
-            ),
+            }
             _ => None,
         };
         let store: Arc<dyn TrustStore> = match (parts.trust, &redis) {
@@ -218,6 +226,8 @@ impl App {
                 issuer: config.registry.issuer.clone(),
                 max_skew_secs: config.proof.max_skew_secs,
                 skew_warning_secs: config.proof.skew_warning_secs,
+                rate_limit_fail_closed: config.rate_limit.fail_closed,
+                client_header: config.rate_limit.client_header.clone(),
                 nonce_store: match config.nonce.store.as_str() {
                     "redis" => "redis",
                     "file" => "file",
@@ -236,6 +246,15 @@ impl App {
             trust,
             events: Arc::new(Events::default()),
             bearer,
+            limiter: match (&redis, config.rate_limit.store.as_str()) {
+                (Some(r), "redis") => Arc::new(RedisLimiter(r.clone())),
+                _ => {
+                    let capacity =
+                        usize::try_from(config.rate_limit.capacity).unwrap_or(usize::MAX);
+                    Arc::new(LocalLimiter::new(capacity))
+                }
+            },
+            signature_checks: AtomicU64::new(0),
             metrics,
             nonces: nonces.clone(),
         };

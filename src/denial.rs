@@ -61,6 +61,16 @@ pub enum Denial {
     TrustScoreTooLow {
         required: f64,
     },
+    /// The verified agent is over its route's limit.
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// The client address is over its route's pre-authentication limit.
+    ClientRateLimited {
+        retry_after_secs: u64,
+    },
+    /// The limit store failed under `rate_limit.failure: fail-closed`.
+    RateLimitUnavailable,
 }
 
 /// The one `details` member some dependency denials carry.
@@ -80,7 +90,9 @@ impl Denial {
             | NonceStoreUnavailable
             | CrlUnavailable
             | AccessValidationUnavailable(_)
-            | BearerKeysUnavailable => 503,
+            | BearerKeysUnavailable
+            | RateLimitUnavailable => 503,
+            RateLimited { .. } | ClientRateLimited { .. } => 429,
             UnknownAgent { .. }
             | TrustUnconfirmed { .. }
             | MissingRoles(_)
@@ -104,7 +116,10 @@ impl Denial {
             | NonceStoreUnavailable
             | CrlUnavailable
             | AccessValidationUnavailable(_)
-            | BearerKeysUnavailable => "PROXY_AUTH_DEPENDENCY_UNAVAILABLE",
+            | BearerKeysUnavailable
+            | RateLimitUnavailable => "PROXY_AUTH_DEPENDENCY_UNAVAILABLE",
+            RateLimited { .. } => "PROXY_RATE_LIMIT_EXCEEDED",
+            ClientRateLimited { .. } => "PROXY_PUBLIC_RATE_LIMIT_EXCEEDED",
             Bearer(e) => e.code(),
             ProfileNotAllowed => "PROXY_AUTH_PROFILE_NOT_ALLOWED",
             TokenRevoked => "PROXY_AUTH_TOKEN_REVOKED",
@@ -162,6 +177,8 @@ impl Denial {
             MissingRoles(_) => "Token lacks a role this route requires",
             MissingPermissions(_) => "Token lacks a permission this route requires",
             TrustScoreTooLow { .. } => "Token trust score is below what this route requires",
+            RateLimited { .. } | ClientRateLimited { .. } => "Too many requests",
+            RateLimitUnavailable => "Rate limiting is unavailable",
         }
     }
 

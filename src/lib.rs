@@ -29,6 +29,7 @@ pub mod events;
 pub mod pipeline;
 pub mod policy;
 pub mod protocol;
+pub mod ratelimit;
 pub mod registry;
 pub mod request;
 pub mod response;

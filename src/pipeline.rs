@@ -25,6 +25,7 @@ use crate::events::Events;
 use crate::policy::{Mode, Policy, Profile, RoutePolicies, Selected};
 use crate::protocol::ait::AitClaims;
 use crate::protocol::jws::Expectations;
+use crate::ratelimit::{Limit, Limiter, Verdict};
 use crate::registry::access::AccessCache;
 use crate::registry::crl::CrlCache;
 use crate::registry::keys::KeyCache;
@@ -35,6 +36,7 @@ use crate::store::nonce::NonceStore;
 use crate::store::trust_cache::TrustCache;
 use crate::telemetry::Metrics;
 use opentelemetry::KeyValue;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Who the caller is, once authenticated, by profile.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +120,10 @@ pub struct Settings {
     pub nonce_margin_ms: u64,
     /// `memory`, `file` or `redis`, for metric labels.
     pub nonce_store: &'static str,
+    /// A failing rate-limit store denies (503) instead of allowing.
+    pub rate_limit_fail_closed: bool,
+    /// The client address comes from the right-most value of this header, when set.
+    pub client_header: Option<String>,
     pub policies: RoutePolicies,
 }
 
@@ -132,6 +138,9 @@ pub struct Pipeline {
     pub events: Arc<Events>,
     /// Issuers of the bearer profile.
     pub bearer: Vec<IssuerKeys>,
+    pub limiter: Arc<dyn Limiter>,
+    /// Token signature verifications attempted (a pre-authentication limit spares them).
+    pub signature_checks: AtomicU64,
     pub metrics: Arc<Metrics>,
     pub nonces: Arc<dyn NonceStore>,
 }
@@ -174,23 +183,9 @@ impl Pipeline {
         }
         let mut at = Failure::default();
         let pwq = &path.path_with_query;
-        let authenticated = match (policy.profile, stage::bearer::token(req)) {
-            (Profile::Bearer | Profile::Any, Some(token)) => {
-                self.authenticate_bearer(req, pwq, &policy, token, &mut at)
-                    .await
-            }
-            (Profile::Bearer, None) => {
-                at.stage = "token";
-                match req.header("authorization").unwrap_or("").is_empty() {
-                    true => Err(Denial::MissingToken),
-                    false => Err(Denial::ProfileNotAllowed),
-                }
-            }
-            // Claw routes answer a Bearer header as the reference does (invalid scheme).
-            _ => self
-                .authenticate(req, pwq, &policy, &mut at)
-                .await
-                .map(Identity::Claw),
+        let authenticated = match self.client_limit(req, &policy, &mut at).await {
+            Err(denial) => Err(denial),
+            Ok(()) => self.authenticate_profile(req, pwq, &policy, &mut at).await,
         };
         match (authenticated, policy.mode) {
             (Ok(identity), _) => Decision::Allow {
@@ -203,6 +198,105 @@ impl Pipeline {
                 policy: Some(policy),
                 at,
             },
+        }
+    }
+
+    async fn authenticate_profile(
+        &self,
+        req: &RequestView,
+        pwq: &str,
+        policy: &Policy,
+        at: &mut Failure,
+    ) -> Result<Identity, Denial> {
+        match (policy.profile, stage::bearer::token(req)) {
+            (Profile::Bearer | Profile::Any, Some(token)) => {
+                self.authenticate_bearer(req, pwq, policy, token, at).await
+            }
+            (Profile::Bearer, None) => {
+                at.stage = "token";
+                match req.header("authorization").unwrap_or("").is_empty() {
+                    true => Err(Denial::MissingToken),
+                    false => Err(Denial::ProfileNotAllowed),
+                }
+            }
+            // Claw routes answer a Bearer header as the reference does (invalid scheme).
+            _ => self
+                .authenticate(req, pwq, policy, at)
+                .await
+                .map(Identity::Claw),
+        }
+    }
+
+    /// The route's pre-authentication limit, by client address: before any signature work.
+    async fn client_limit(
+        &self,
+        req: &RequestView,
+        policy: &Policy,
+        at: &mut Failure,
+    ) -> Result<(), Denial> {
+        let Some(limit) = &policy.client_rate_limit else {
+            return Ok(());
+        };
+        let from_header = self.settings.client_header.as_deref().and_then(|h| {
+            let value = req.header(h)?;
+            value.rsplit(',').next().map(str::trim)
+        });
+        let client = from_header
+            .or(req.source_address.as_deref())
+            .unwrap_or("unknown");
+        let key = format!("client|{}|{client}", policy.name);
+        at.stage = "client_rate_limit";
+        self.limit(&key, limit, policy, "client")
+            .await
+            .map_err(|retry| match retry {
+                Some(retry_after_secs) => Denial::ClientRateLimited { retry_after_secs },
+                None => Denial::RateLimitUnavailable,
+            })
+    }
+
+    /// The route's per-agent limit (after authentication, before the access-token call).
+    async fn agent_limit(&self, agent: &str, policy: &Policy) -> Result<(), Denial> {
+        let Some(limit) = &policy.agent_rate_limit else {
+            return Ok(());
+        };
+        let key = format!("agent|{}|{agent}", policy.name);
+        self.limit(&key, limit, policy, "agent")
+            .await
+            .map_err(|retry| match retry {
+                Some(retry_after_secs) => Denial::RateLimited { retry_after_secs },
+                None => Denial::RateLimitUnavailable,
+            })
+    }
+
+    /// `Err(Some(retry_after_secs))` when limited, `Err(None)` when the store failed closed.
+    async fn limit(
+        &self,
+        key: &str,
+        limit: &Limit,
+        policy: &Policy,
+        kind: &'static str,
+    ) -> Result<(), Option<u64>> {
+        let labels = |result: &'static str| {
+            [
+                KeyValue::new("policy", policy.name.clone()),
+                KeyValue::new("kind", kind),
+                KeyValue::new("result", result),
+            ]
+        };
+        match self.limiter.check(key, limit, self.clock.now_ms()).await {
+            Ok(Verdict::Allow) => Ok(()),
+            Ok(Verdict::Limited { retry_after_ms }) => {
+                self.metrics.rate_limited.add(1, &labels("limited"));
+                Err(Some(retry_after_ms.div_ceil(1000).max(1)))
+            }
+            Err(error) => {
+                self.metrics.rate_limited.add(1, &labels("store_error"));
+                tracing::warn!(%error, fail_closed = self.settings.rate_limit_fail_closed, "rate-limit store failed");
+                match self.settings.rate_limit_fail_closed {
+                    true => Err(None),
+                    false => Ok(()),
+                }
+            }
         }
     }
 
@@ -249,6 +343,7 @@ impl Pipeline {
             issuer: Some(&s.issuer),
             now_secs: self.clock.now_secs(),
         };
+        self.signature_checks.fetch_add(1, Ordering::Relaxed);
         let claims = token::verify(token, &self.keys, expect).await?;
         at.agent_did = Some(claims.sub.clone());
         self.lap(at, "body", &mut t);
@@ -288,6 +383,7 @@ impl Pipeline {
         ];
         self.metrics.nonce_operations.add(1, &labels);
         recorded?;
+        self.agent_limit(&claims.sub, policy).await?;
         if policy.require_access_token {
             self.lap(at, "access", &mut t);
             access::validate(req, &self.access, &claims).await?;
@@ -309,6 +405,7 @@ impl Pipeline {
         let s = &self.settings;
         let mut t = tokio::time::Instant::now();
         self.lap(at, "token", &mut t);
+        self.signature_checks.fetch_add(1, Ordering::Relaxed);
         let claims = stage::bearer::verify(token, &self.bearer, self.clock.now_secs()).await?;
         at.agent_did = Some(claims.sub.clone());
         let now_ms = self.clock.now_ms();
@@ -328,6 +425,9 @@ impl Pipeline {
             let (skew, margin) = (s.max_skew_secs, s.nonce_margin_ms);
             replay::record(&*self.nonces, &agent, nonce, proof, now_ms, skew, margin).await?;
         }
+        self.lap(at, "rate_limit", &mut t);
+        self.agent_limit(&format!("bearer|{}|{}", claims.iss, claims.sub), policy)
+            .await?;
         self.lap(at, "authorization", &mut t);
         stage::bearer::authorize(&claims, policy)?;
         self.lap(at, "", &mut t);

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::ratelimit::Limit;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -75,6 +77,10 @@ pub struct Policy {
     pub require_permissions: Vec<String>,
     /// ...and at least this `trustScore`.
     pub min_trust_score: Option<f64>,
+    /// Per verified agent, after authentication (before the access-token call).
+    pub agent_rate_limit: Option<Limit>,
+    /// Per client address, before any signature work.
+    pub client_rate_limit: Option<Limit>,
 }
 
 impl Policy {
@@ -88,6 +94,8 @@ impl Policy {
             require_roles: Vec::new(),
             require_permissions: Vec::new(),
             min_trust_score: None,
+            agent_rate_limit: None,
+            client_rate_limit: None,
         }
     }
 }

@@ -24,11 +24,24 @@ pub struct RequestView {
     /// The request announces a body (`content-length` > 0 or chunked) that Envoy did not send.
     body_missing: bool,
     pub context_extensions: HashMap<String, String>,
+    /// The downstream peer's address as Envoy saw it (`source.address`).
+    pub source_address: Option<String>,
 }
 
 impl RequestView {
     pub fn from_check(request: CheckRequest) -> Self {
         let attributes = request.attributes.unwrap_or_default();
+        let source_address = attributes
+            .source
+            .as_ref()
+            .and_then(|p| p.address.as_ref())
+            .and_then(|a| match &a.address {
+                Some(
+                    envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(s),
+                ) => Some(s.address.clone()),
+                _ => None,
+            })
+            .filter(|a| !a.is_empty());
         let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
         let headers: HashMap<String, String> = http
             .headers
@@ -65,6 +78,7 @@ impl RequestView {
             headers,
             body,
             context_extensions: attributes.context_extensions,
+            source_address,
         }
     }
 

@@ -229,8 +229,15 @@ fn deny(denial: &Denial, request_id: &str, policy: &str, server_time_secs: u64) 
     if status == 401 {
         headers.push(header("www-authenticate", "Claw"));
     }
-    if let Denial::TimestampSkew { .. } = denial {
-        headers.push(header(SERVER_TIME, &server_time_secs.to_string()));
+    match denial {
+        Denial::TimestampSkew { .. } => {
+            headers.push(header(SERVER_TIME, &server_time_secs.to_string()));
+        }
+        Denial::RateLimited { retry_after_secs }
+        | Denial::ClientRateLimited { retry_after_secs } => {
+            headers.push(header("retry-after", &retry_after_secs.to_string()));
+        }
+        _ => {}
     }
     CheckResponse {
         status: Some(Status {

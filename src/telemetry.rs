@@ -50,6 +50,9 @@ pub struct Metrics {
     pub clock_skew: Histogram<f64>,
     /// `claw_authz_clock_skew_warnings_total`
     pub clock_skew_warnings: Counter<u64>,
+    /// `claw_authz_rate_limited_total{policy, kind, result}` (kind: agent, client; result:
+    /// limited, store_error)
+    pub rate_limited: Counter<u64>,
 }
 
 impl Metrics {
@@ -96,6 +99,7 @@ impl Metrics {
                 &SKEW_BUCKETS,
             ),
             clock_skew_warnings,
+            rate_limited: counter("claw_authz_rate_limited", "Requests over a rate limit"),
         }
     }
 

@@ -72,6 +72,7 @@ pub struct Config {
     pub nonce: NonceConfig,
     pub redis: RedisConfig,
     pub events: EventsConfig,
+    pub rate_limit: RateLimitConfig,
     pub telemetry: TelemetryConfig,
     pub trust: TrustConfig,
     pub routes: Vec<Rule>,
@@ -161,6 +162,20 @@ pub struct BearerIssuer {
     pub jwks_url: String,
     /// How far in the future `iat` may be (default 60 s).
     pub max_iat_skew_secs: u64,
+}
+
+/// Where the limits of route policies (`rate_limit`, `client_rate_limit`) are kept.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLimitConfig {
+    /// `local` (this replica) or `redis` (shared by every replica).
+    pub store: String,
+    /// When the store fails: `fail-open` (allow, counted and logged) or `fail-closed` (503).
+    pub fail_closed: bool,
+    /// Take the client address from the right-most value of this header (set by a proxy you
+    /// trust) instead of Envoy's `source.address`.
+    pub client_header: Option<String>,
+    /// Keys the local store holds at most.
+    pub capacity: u64,
 }
 
 /// Metrics and traces (`src/telemetry.rs`).
@@ -270,6 +285,10 @@ const KNOWN: &[&str] = &[
     "telemetry.trace_sample_percent",
     "telemetry.service_name",
     "proof.skew_warning_secs",
+    "rate_limit.store",
+    "rate_limit.failure",
+    "rate_limit.client_header",
+    "rate_limit.capacity",
     "events.consume",
     "events.stream",
     "events.dlq",
@@ -537,6 +556,22 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
             "is required when listen.admin is not a loopback address (or set events.admin_endpoint: false)",
         );
     }
+    let limit_store = r
+        .choice("rate_limit.store", "local", &["local", "redis"])
+        .unwrap_or("local")
+        .to_owned();
+    if limit_store == "redis" && redis_url.is_none() {
+        r.error("rate_limit.store", "is redis, so redis.url is required");
+    }
+    let fail_closed = r.choice(
+        "rate_limit.failure",
+        "fail-open",
+        &["fail-open", "fail-closed"],
+    ) == Some("fail-closed");
+    let client_header = r
+        .opt_string("rate_limit.client_header")
+        .map(|h| h.to_ascii_lowercase());
+    let limit_capacity = r.u64("rate_limit.capacity", 1_000_000, 1, 1 << 32);
     let trust_file = r.opt_string("trust.file").map(PathBuf::from);
     if trust_file.is_some() && trust_store == "redis" {
         r.error("trust.file", "applies to trust.store: file only");
@@ -632,6 +667,12 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
             dir: nonce_dir,
             fsync,
             fsync_interval_ms,
+        },
+        rate_limit: RateLimitConfig {
+            store: limit_store,
+            fail_closed,
+            client_header,
+            capacity: limit_capacity,
         },
         events: EventsConfig {
             consume,

@@ -128,6 +128,14 @@ pub(super) fn read_policies(r: &mut Reader<'_>) -> BTreeMap<String, Policy> {
                         (None, _) => r.error(&format!("{at}.{k}"), "must be a list of strings"),
                     }
                 }
+                (Some(k @ ("rate_limit" | "client_rate_limit")), v) => match read_limit(v) {
+                    Some(l) if k == "rate_limit" => policy.agent_rate_limit = Some(l),
+                    Some(l) => policy.client_rate_limit = Some(l),
+                    None => r.error(
+                        &format!("{at}.{k}"),
+                        "must be {requests: N, window_secs: N, burst: N (optional)} with N from 1",
+                    ),
+                },
                 (Some("min_trust_score"), v) => match v.as_f64().filter(|f| f.is_finite()) {
                     Some(f) => policy.min_trust_score = Some(f),
                     None => r.error(&format!("{at}.min_trust_score"), "must be a number"),
@@ -185,4 +193,29 @@ pub(super) fn read_bearer(r: &mut Reader<'_>) -> Vec<BearerIssuer> {
         }
     }
     out
+}
+
+/// `{requests: 60, window_secs: 60, burst: 60}` (burst defaults to requests).
+fn read_limit(v: &Value) -> Option<crate::ratelimit::Limit> {
+    let Value::Mapping(m) = v else { return None };
+    let n = |k: &str| {
+        m.get(k)
+            .map(|v| v.as_u64().filter(|n| (1..=1_000_000).contains(n)))
+    };
+    if m.keys()
+        .any(|k| !matches!(k.as_str(), Some("requests" | "window_secs" | "burst")))
+    {
+        return None;
+    }
+    let requests = n("requests")??;
+    let window_secs = n("window_secs")??;
+    let burst = match n("burst") {
+        None => requests,
+        Some(b) => b?,
+    };
+    Some(crate::ratelimit::Limit {
+        requests,
+        window_ms: window_secs * 1000,
+        burst,
+    })
 }

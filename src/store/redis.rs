@@ -57,7 +57,10 @@ impl Redis {
         self.ops.load(Ordering::Relaxed)
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+    pub(crate) async fn run<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
         self.ops.fetch_add(1, Ordering::Relaxed);
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
@@ -70,7 +73,7 @@ impl Redis {
         }
     }
 
-    fn key(&self, kind: &str, rest: &str) -> String {
+    pub(crate) fn key(&self, kind: &str, rest: &str) -> String {
         format!("{}{kind}:{rest}", self.prefix)
     }
 

@@ -1,0 +1,237 @@
+//! Rate limits: per verified agent after authentication, per client address before it, local or
+//! shared through a real Redis by two replicas.
+//!
+//! The last test prints the closing figure (`-- --nocapture`, best with `--release`): the CPU a
+//! real sidecar process spends per request refused by a pre-authentication limit.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use claw_authz::clock::{Clock, ManualClock};
+use claw_authz::demo::check_request;
+use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
+use support::redis::RedisServer;
+use support::server::Running;
+use support::world::{Agent, NOW_MS, World, denied, outcome};
+
+const POLICIES: &str = "policies:\n  limited: {rate_limit: {requests: 60, window_secs: 60}}\n  public: {client_rate_limit: {requests: 120, window_secs: 60}}\n  tight: {client_rate_limit: {requests: 120, window_secs: 86400}}\n";
+
+fn on(policy: &str, mut req: CheckRequest) -> CheckRequest {
+    let attrs = req.attributes.as_mut().unwrap();
+    attrs
+        .context_extensions
+        .insert("claw_policy".into(), policy.into());
+    req
+}
+
+fn get(agent: &Agent, clock: &dyn Clock, nonce: &str) -> CheckRequest {
+    on(
+        "limited",
+        agent.request(clock.now_ms(), "GET", "/v1/x", b"", nonce, &[]),
+    )
+}
+
+/// A request from `address` with a well-formed AIT whose signature is wrong: without a limit it
+/// costs a signature verification.
+fn forged_from(w: &World, address: &str) -> CheckRequest {
+    forged_on("public", w, address)
+}
+
+fn forged_on(policy: &str, w: &World, address: &str) -> CheckRequest {
+    let mut ait = w.alpha.ait.clone();
+    let last = ait.pop().unwrap();
+    ait.push(if last == 'A' { 'B' } else { 'A' });
+    let mut req = on(
+        policy,
+        check_request(
+            "GET",
+            "/v1/x",
+            &[("authorization", &format!("Claw {ait}"))],
+            b"",
+        ),
+    );
+    req.attributes.as_mut().unwrap().source = Some(Peer {
+        address: Some(Address {
+            address: Some(AddressKind::SocketAddress(SocketAddress {
+                address: address.into(),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    });
+    req
+}
+
+#[tokio::test]
+async fn the_61st_request_in_a_minute_is_limited_with_retry_after_and_the_window_recovers() {
+    let w = World::new("agent-limit").await;
+    let clock = ManualClock::at(NOW_MS);
+    let mut s = support::server::start(&w.yaml(POLICIES), Arc::new(clock.clone())).await;
+    s.wait_ready().await;
+    for i in 0..60 {
+        assert_eq!(
+            outcome(&s.check(get(&w.alpha, &clock, &format!("a-{i}"))).await),
+            "200"
+        );
+    }
+    let r = s.check(get(&w.alpha, &clock, "a-60")).await;
+    let (status, headers, body) = denied(&r);
+    assert_eq!(status, 429);
+    assert!(
+        headers.contains(&("retry-after".into(), "1".into())),
+        "{headers:?}"
+    );
+    assert!(body.starts_with(
+        r#"{"error":{"code":"PROXY_RATE_LIMIT_EXCEEDED","message":"Too many requests","requestId":"#
+    ));
+    assert!(!body.contains("details"));
+    // Another agent has its own budget.
+    assert_eq!(outcome(&s.check(get(&w.beta, &clock, "b-0")).await), "200");
+    // A minute later the whole budget is back.
+    clock.advance_ms(60_000);
+    for i in 61..121 {
+        assert_eq!(
+            outcome(&s.check(get(&w.alpha, &clock, &format!("a-{i}"))).await),
+            "200"
+        );
+    }
+    assert_eq!(
+        outcome(&s.check(get(&w.alpha, &clock, "a-121")).await),
+        "429 PROXY_RATE_LIMIT_EXCEEDED"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn with_redis_the_limit_holds_across_two_replicas() {
+    let redis = RedisServer::start().await;
+    let w = World::new("shared-limit").await;
+    let clock = ManualClock::at(NOW_MS);
+    let extra = format!(
+        "{POLICIES}redis:\n  url: {}\n  timeout_ms: 1000\nrate_limit:\n  store: redis\n",
+        redis.url()
+    );
+    let yaml = w.yaml(&extra);
+    let start = || support::server::start(&yaml, Arc::new(clock.clone()));
+    let (mut a, mut b): (Running, Running) = (start().await, start().await);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    for i in 0..60 {
+        let s = if i % 2 == 0 { &mut a } else { &mut b };
+        assert_eq!(
+            outcome(&s.check(get(&w.alpha, &clock, &format!("r-{i}"))).await),
+            "200"
+        );
+    }
+    for (s, nonce) in [(&mut a, "r-60"), (&mut b, "r-61")] {
+        assert_eq!(
+            outcome(&s.check(get(&w.alpha, &clock, nonce)).await),
+            "429 PROXY_RATE_LIMIT_EXCEEDED"
+        );
+    }
+    assert_eq!(redis.calls("eval"), 62, "one script per limited check");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_pre_auth_flood_is_refused_before_any_signature_work() {
+    let w = World::new("flood").await;
+    let clock = ManualClock::at(NOW_MS);
+    let mut s = support::server::start(&w.yaml(POLICIES), Arc::new(clock.clone())).await;
+    s.wait_ready().await;
+    let mut counts = std::collections::HashMap::new();
+    for _chunk in 0..20 {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..500 {
+            let (mut client, req) = (s.client.clone(), forged_from(&w, "203.0.113.7"));
+            set.spawn(async move { outcome(&client.check(req).await.unwrap().into_inner()) });
+        }
+        for o in set.join_all().await {
+            *counts.entry(o).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(counts["401 PROXY_AUTH_INVALID_AIT"], 120);
+    assert_eq!(counts["429 PROXY_PUBLIC_RATE_LIMIT_EXCEEDED"], 9_880);
+    let checks = &s.app.pipeline.signature_checks;
+    assert_eq!(
+        checks.load(Ordering::Relaxed),
+        120,
+        "limited requests verified nothing"
+    );
+    // Another address is not affected.
+    let r = s.check(forged_from(&w, "198.51.100.9")).await;
+    assert_eq!(outcome(&r), "401 PROXY_AUTH_INVALID_AIT");
+    s.stop().await;
+}
+
+/// The closing figure of issue 10: CPU of a real sidecar per request refused by the
+/// pre-authentication limit, next to its CPU per fully verified check, in one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figure_cpu_per_limited_request() {
+    let n: usize = std::env::var("CLAW_FIGURE_CHECKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let w = World::live("flood-cpu", 0).await;
+    let extra = format!(
+        "{POLICIES}nonce:\n  store: memory\nlisten:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nlog:\n  format: json\n"
+    );
+    let path = w.dir.join("rate-limits.yaml");
+    std::fs::write(&path, w.yaml(&extra)).unwrap();
+    let sidecar = support::process::Sidecar::start(&path).await;
+    let client = sidecar.client().await;
+    let clock = claw_authz::clock::SystemClock;
+    let run = |requests: Vec<CheckRequest>, want: &'static str| {
+        let client = client.clone();
+        async move {
+            let queue = Arc::new(std::sync::Mutex::new(requests));
+            let workers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (queue, mut client) = (queue.clone(), client.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            let Some(r) = queue.lock().unwrap().pop() else {
+                                return;
+                            };
+                            let answer = client.check(r).await.unwrap().into_inner();
+                            assert_eq!(outcome(&answer), want);
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker.await.unwrap();
+            }
+        }
+    };
+    // Use up the address's budget (120 a day on this route, so the real clock refills nothing
+    // meanwhile), then measure refused requests only.
+    let budget: Vec<CheckRequest> = (0..120)
+        .map(|_| forged_on("tight", &w, "203.0.113.7"))
+        .collect();
+    run(budget, "401 PROXY_AUTH_INVALID_AIT").await;
+    let before = sidecar.cpu();
+    let flood: Vec<CheckRequest> = (0..n)
+        .map(|_| forged_on("tight", &w, "203.0.113.7"))
+        .collect();
+    run(flood, "429 PROXY_PUBLIC_RATE_LIMIT_EXCEEDED").await;
+    let limited = (sidecar.cpu() - before).as_secs_f64() * 1e6 / n as f64;
+    let before = sidecar.cpu();
+    let valid: Vec<CheckRequest> = (0..n)
+        .map(|i| {
+            w.alpha
+                .request(clock.now_ms(), "GET", "/v1/x", b"", &format!("v-{i}"), &[])
+        })
+        .collect();
+    run(valid, "200").await;
+    let verified = (sidecar.cpu() - before).as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "figure: sidecar CPU per request: refused by the pre-auth limit {limited:.1} us, fully verified check {verified:.1} us ({n} each)"
+    );
+}
