@@ -58,6 +58,8 @@ pub struct Events {
     revoked: Mutex<HashMap<String, u64>>,
     /// Token id -> revoked until (unix ms).
     revoked_tokens: Mutex<HashMap<String, u64>>,
+    /// Envelope ids already applied -> until when they matter; a repeated id is a duplicate.
+    seen: Mutex<HashMap<String, u64>>,
     revoked_new: AtomicU64,
     duplicates: AtomicU64,
     ignored: AtomicU64,
@@ -103,8 +105,18 @@ impl Events {
     /// Applies one envelope published at `published_ms`. Idempotent.
     pub fn apply(&self, envelope: &[u8], published_ms: u64) -> Applied {
         let until = published_ms.saturating_add(REVOCATION_TTL_MS);
+        // The same envelope (by `id`) published again changes nothing.
+        let repeated = envelope_id(envelope).is_some_and(|id| {
+            let mut seen = lock(&self.seen);
+            let repeated = seen.contains_key(&id);
+            seen.entry(id).or_insert(until);
+            repeated
+        });
         let hold = |map: &Mutex<HashMap<String, u64>>, key: &str| {
             let mut map = lock(map);
+            if repeated && map.contains_key(key) {
+                return false;
+            }
             let held = map.entry(key.to_owned()).or_insert(0);
             let new = *held < until;
             *held = (*held).max(until);
@@ -153,6 +165,7 @@ impl Events {
     fn prune(&self, now_ms: u64) {
         lock(&self.revoked).retain(|_, until| *until > now_ms);
         lock(&self.revoked_tokens).retain(|_, until| *until > now_ms);
+        lock(&self.seen).retain(|_, until| *until > now_ms);
     }
 }
 
@@ -245,7 +258,6 @@ async fn consume(
         };
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             for entry in key.ids {
-                events.read.fetch_add(1, Ordering::Relaxed);
                 let published_ms = entry
                     .id
                     .split('-')
@@ -271,6 +283,8 @@ async fn consume(
                     dead_letter(&mut conn, settings, &entry.id, &reason, envelope).await?;
                 }
                 *last_id = entry.id;
+                // Counted once fully handled, so a reader of the count sees its effects.
+                events.read.fetch_add(1, Ordering::Relaxed);
             }
         }
         events.prune(clock.now_ms());
@@ -322,6 +336,15 @@ pub fn revocation_envelope(agent_did: &str, now_ms: u64) -> Result<String, Strin
         },
     })
     .to_string())
+}
+
+/// The envelope's `id`, if it has one.
+fn envelope_id(envelope: &[u8]) -> Option<String> {
+    use crate::protocol::json::Json;
+    match Json::parse(envelope).ok()? {
+        Json::Object(o) => o.get("id").and_then(Json::as_str).map(str::to_owned),
+        _ => None,
+    }
 }
 
 /// claw-authz's own event type: `{"type":"claw.token.revoked","data":{"jti":"..."}}` revokes a
