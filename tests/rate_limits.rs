@@ -140,6 +140,35 @@ async fn with_redis_the_limit_holds_across_two_replicas() {
 }
 
 #[tokio::test]
+async fn a_failing_limit_store_fails_open_by_default_and_closed_when_configured() {
+    let mut redis = RedisServer::start().await;
+    let w = World::new("limit-store-down").await;
+    let clock = ManualClock::at(NOW_MS);
+    let base = format!(
+        "{POLICIES}redis:\n  url: {}\nrate_limit:\n  store: redis\n",
+        redis.url()
+    );
+    let open_yaml = w.yaml(&base);
+    let closed_yaml = w.yaml(&format!("{base}  failure: fail-closed\n"));
+    let mut open = support::server::start(&open_yaml, Arc::new(clock.clone())).await;
+    let mut closed = support::server::start(&closed_yaml, Arc::new(clock.clone())).await;
+    open.wait_ready().await;
+    closed.wait_ready().await;
+    redis.stop();
+    let r = open.check(get(&w.alpha, &clock, "o-1")).await;
+    assert_eq!(outcome(&r), "200", "fail-open allows");
+    let r = closed.check(get(&w.alpha, &clock, "c-1")).await;
+    assert_eq!(outcome(&r), "503 PROXY_AUTH_DEPENDENCY_UNAVAILABLE");
+    assert!(
+        denied(&r)
+            .2
+            .contains(r#""message":"Rate limiting is unavailable""#)
+    );
+    open.stop().await;
+    closed.stop().await;
+}
+
+#[tokio::test]
 async fn a_pre_auth_flood_is_refused_before_any_signature_work() {
     let w = World::new("flood").await;
     let clock = ManualClock::at(NOW_MS);
