@@ -249,12 +249,8 @@ mod server {
     }
 
     /// A request on `policy`'s route (selected as Envoy would, by `context_extensions`).
-    fn on(policy: &str, mut req: CheckRequest) -> CheckRequest {
-        let attrs = req.attributes.as_mut().unwrap();
-        attrs
-            .context_extensions
-            .insert("claw_policy".into(), policy.into());
-        req
+    fn on(policy: &str, req: CheckRequest) -> CheckRequest {
+        super::support::world::on_policy(policy, req)
     }
 
     fn bearer(policy: &str, token: &str) -> CheckRequest {

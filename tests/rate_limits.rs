@@ -21,12 +21,8 @@ use support::world::{Agent, NOW_MS, World, denied, outcome};
 
 const POLICIES: &str = "policies:\n  limited: {rate_limit: {requests: 60, window_secs: 60}}\n  public: {client_rate_limit: {requests: 120, window_secs: 60}}\n  tight: {client_rate_limit: {requests: 120, window_secs: 86400}}\n";
 
-fn on(policy: &str, mut req: CheckRequest) -> CheckRequest {
-    let attrs = req.attributes.as_mut().unwrap();
-    attrs
-        .context_extensions
-        .insert("claw_policy".into(), policy.into());
-    req
+fn on(policy: &str, req: CheckRequest) -> CheckRequest {
+    support::world::on_policy(policy, req)
 }
 
 fn get(agent: &Agent, clock: &dyn Clock, nonce: &str) -> CheckRequest {
@@ -218,26 +214,7 @@ async fn figure_cpu_per_limited_request() {
     let clock = claw_authz::clock::SystemClock;
     let run = |requests: Vec<CheckRequest>, want: &'static str| {
         let client = client.clone();
-        async move {
-            let queue = Arc::new(std::sync::Mutex::new(requests));
-            let workers: Vec<_> = (0..8)
-                .map(|_| {
-                    let (queue, mut client) = (queue.clone(), client.clone());
-                    tokio::spawn(async move {
-                        loop {
-                            let Some(r) = queue.lock().unwrap().pop() else {
-                                return;
-                            };
-                            let answer = client.check(r).await.unwrap().into_inner();
-                            assert_eq!(outcome(&answer), want);
-                        }
-                    })
-                })
-                .collect();
-            for worker in workers {
-                worker.await.unwrap();
-            }
-        }
+        async move { support::world::drain(&client, requests, 8, want).await }
     };
     // Use up the address's budget (120 a day on this route, so the real clock refills nothing
     // meanwhile), then measure refused requests only.

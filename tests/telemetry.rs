@@ -390,24 +390,7 @@ async fn figure_cpu_per_check_with_telemetry_on_vs_off() {
                 .collect();
             n += 1;
             let before = sidecar.cpu();
-            let queue = Arc::new(std::sync::Mutex::new(requests));
-            let workers: Vec<_> = (0..8)
-                .map(|_| {
-                    let (queue, mut client) = (queue.clone(), client.clone());
-                    tokio::spawn(async move {
-                        loop {
-                            let Some(r) = queue.lock().unwrap().pop() else {
-                                return;
-                            };
-                            let answer = client.check(r).await.unwrap().into_inner();
-                            assert_eq!(outcome(&answer), ALLOWED);
-                        }
-                    })
-                })
-                .collect();
-            for worker in workers {
-                worker.await.unwrap();
-            }
+            support::world::drain(client, requests, 8, ALLOWED).await;
             *cpu += sidecar.cpu() - before;
         }
     }

@@ -282,3 +282,41 @@ pub fn outcome(r: &CheckResponse) -> String {
         other => panic!("no http response: {other:?}"),
     }
 }
+
+/// The request routed to the named policy, as Envoy's per-route `context_extensions` would.
+pub fn on_policy(policy: &str, mut req: CheckRequest) -> CheckRequest {
+    let attrs = req.attributes.as_mut().unwrap();
+    attrs
+        .context_extensions
+        .insert("claw_policy".into(), policy.into());
+    req
+}
+
+/// Sends `requests` over `client` from `workers` concurrent tasks; every outcome must be `want`.
+pub async fn drain(
+    client: &envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
+        tonic::transport::Channel,
+    >,
+    requests: Vec<CheckRequest>,
+    workers: usize,
+    want: &'static str,
+) {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(requests));
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (queue, mut client) = (queue.clone(), client.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(r) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let answer = client.check(r).await.unwrap().into_inner();
+                    assert_eq!(outcome(&answer), want);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
