@@ -28,6 +28,7 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 
 use crate::clock::Clock;
 use crate::protocol::events::{EventOutcome, IgnoredBecause, parse_event};
+use crate::protocol::json::{Json, Object};
 use crate::registry::crl::CrlCache;
 
 /// How long an `agent_revoked` event keeps the agent revoked (the reference's TTL).
@@ -106,7 +107,16 @@ impl Events {
     pub fn apply(&self, envelope: &[u8], published_ms: u64) -> Applied {
         let until = published_ms.saturating_add(REVOCATION_TTL_MS);
         // The same envelope (by `id`) published again changes nothing.
-        let repeated = envelope_id(envelope).is_some_and(|id| {
+        // Parsed once here for claw-authz's own fields; the reference's parser reads the rest.
+        let object = match Json::parse(envelope) {
+            Ok(Json::Object(o)) => Some(o),
+            _ => None,
+        };
+        let id = object
+            .as_ref()
+            .and_then(|o| o.get("id"))
+            .and_then(Json::as_str);
+        let repeated = id.map(str::to_owned).is_some_and(|id| {
             let mut seen = lock(&self.seen);
             let repeated = seen.contains_key(&id);
             seen.entry(id).or_insert(until);
@@ -122,7 +132,7 @@ impl Events {
             *held = (*held).max(until);
             new
         };
-        let applied = match token_revocation(envelope) {
+        let applied = match object.as_ref().and_then(token_revocation) {
             Some(Ok(jti)) => Applied::RevokedToken {
                 new: hold(&self.revoked_tokens, &jti),
                 jti,
@@ -338,23 +348,10 @@ pub fn revocation_envelope(agent_did: &str, now_ms: u64) -> Result<String, Strin
     .to_string())
 }
 
-/// The envelope's `id`, if it has one.
-fn envelope_id(envelope: &[u8]) -> Option<String> {
-    use crate::protocol::json::Json;
-    match Json::parse(envelope).ok()? {
-        Json::Object(o) => o.get("id").and_then(Json::as_str).map(str::to_owned),
-        _ => None,
-    }
-}
-
 /// claw-authz's own event type: `{"type":"claw.token.revoked","data":{"jti":"..."}}` revokes a
 /// token id (an AIT's `jti` or a bearer JWT's) for 30 days. `None` when the envelope is another
 /// type (or not JSON at all: the reference parser reports that).
-fn token_revocation(envelope: &[u8]) -> Option<Result<String, &'static str>> {
-    use crate::protocol::json::Json;
-    let Ok(Json::Object(o)) = Json::parse(envelope) else {
-        return None;
-    };
+fn token_revocation(o: &Object) -> Option<Result<String, &'static str>> {
     if o.get("type").and_then(Json::as_str) != Some(TOKEN_REVOKED) {
         return None;
     }

@@ -68,11 +68,14 @@ impl TrustCache {
             return Ok(e.answer);
         }
         let outcome = self.store.is_known(agent_did).await;
-        match &outcome {
-            Ok(_) => self.counts.miss(),
-            Err(_) => self.counts.stale(),
+        let failed = outcome.is_err();
+        let answer = self.settle(&self.known, agent_did, outcome, "known-agent");
+        // Stale only when the fallback answered; a failure with nothing cached is a miss.
+        match (failed, &answer) {
+            (true, Ok(_)) => self.counts.stale(),
+            _ => self.counts.miss(),
         }
-        self.settle(&self.known, agent_did, outcome, "known-agent")
+        answer
     }
 
     pub async fn is_revoked(&self, agent_did: &str, now_ms: u64) -> Result<bool, StoreError> {
@@ -227,6 +230,8 @@ mod tests {
         assert_eq!(c.is_revoked("a", 0).await, Ok(false));
         assert_eq!(c.stale_used(), 2);
         assert!(c.is_known("b").await.is_err(), "never answered for b");
+        // Known lookups: a miss (store asked), a stale answer, a miss with nothing to fall back on.
+        assert_eq!(c.counts.get(), [0, 1, 2]);
         clock.advance_ms(1);
         assert!(c.is_known("a").await.is_err(), "past stale_if_error");
         assert!(c.is_revoked("a", 0).await.is_err());

@@ -1,0 +1,117 @@
+use super::*;
+use crate::policy::reference_rules;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect()
+}
+
+#[test]
+fn defaults_and_derived_issuer() {
+    let c = Config::load(
+        "registry:\n  url: https://Registry.Example.com:443/\n",
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.registry.issuer, "https://registry.example.com");
+    assert_eq!(
+        c.registry.keys_url,
+        "https://Registry.Example.com:443/.well-known/claw-keys.json"
+    );
+    assert_eq!(c.crl.stale_behavior, StaleBehavior::FailOpen);
+    assert_eq!(c.routes, reference_rules());
+    assert_eq!(c.headers.remove, Defaults::REMOVE_HEADERS);
+}
+
+#[test]
+fn env_overrides_win() {
+    let c = Config::load(
+        "registry:\n  url: https://a.example\ncrl:\n  max_age_secs: 60\n",
+        &env(&[
+            ("CLAW_AUTHZ_CRL__MAX_AGE_SECS", "120"),
+            ("CLAW_AUTHZ_CRL__STALE_BEHAVIOR", "fail-closed"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.crl.max_age_secs, 120);
+    assert_eq!(c.crl.stale_behavior, StaleBehavior::FailClosed);
+}
+
+#[test]
+fn every_problem_is_listed() {
+    let errors = Config::load(
+        "registry:\n  ulr: x\ncrl:\n  max_age_secs: -3\n  stale_behavior: maybe\nlisten:\n  grpc: nowhere\nroutes:\n  - {path: nope}\n",
+        &env(&[("CLAW_AUTHZ_PROOF__MAX_SKEW_SECS", "lots")]),
+    )
+    .unwrap_err();
+    let text = errors.join("\n");
+    for needle in [
+        "registry.ulr: unknown setting",
+        "crl.max_age_secs: must be an integer",
+        "crl.stale_behavior: must be one of fail-open, fail-closed, got maybe",
+        "listen.grpc: must be an ip:port address",
+        "routes[0]: needs exactly one of",
+        "proof.max_skew_secs: must be an integer",
+        "registry.url: is required",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert_eq!(errors.len(), 7, "{text}");
+}
+
+#[test]
+fn an_exposed_events_endpoint_needs_a_token_and_redis_stores_need_a_url() {
+    let errors = Config::load(
+        "registry:\n  url: https://a.example\nlisten:\n  admin: 0.0.0.0:9901\nnonce:\n  store: redis\n",
+        &env(&[]),
+    )
+    .unwrap_err();
+    let text = errors.join("\n");
+    assert!(
+        text.contains("events.token_file: is required when listen.admin is not a loopback address"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nonce.store: is redis, so redis.url is required"),
+        "{text}"
+    );
+    assert_eq!(errors.len(), 2, "{text}");
+    let c = Config::load(
+        "registry:\n  url: https://a.example\nlisten:\n  admin: 0.0.0.0:9901\nevents:\n  admin_endpoint: false\n",
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.nonce.store, "file");
+    assert!(c.events.consume && c.events.stream == "claw:events");
+}
+
+#[test]
+fn bearer_issuers_and_policy_grants_are_read_and_checked() {
+    let c = Config::load(
+        "registry:\n  url: https://a.example\nbearer:\n  issuers:\n    - {issuer: https://auth.example, audience: svc, jwks_url: https://auth.example/jwks}\npolicies:\n  p: {profile: bearer, require_roles: [r], require_permissions: [x, y], min_trust_score: 0.5}\n",
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.bearer[0].max_iat_skew_secs, 60);
+    let p = &c.policies["p"];
+    assert_eq!(p.profile, crate::policy::Profile::Bearer);
+    assert_eq!((p.require_roles.len(), p.require_permissions.len()), (1, 2));
+    assert_eq!(p.min_trust_score, Some(0.5));
+    let errors = Config::load(
+        "registry:\n  url: https://a.example\nbearer:\n  issuers:\n    - {issuer: x, audience: svc, jwks_url: ftp://x, colour: red}\npolicies:\n  p: {profile: jwt, require_roles: admin}\n",
+        &env(&[]),
+    )
+    .unwrap_err();
+    let text = errors.join("\n");
+    for needle in [
+        "bearer.issuers[0]: unknown key colour",
+        "bearer.issuers[0]: needs issuer, audience, an http(s) jwks_url",
+        "policies.p.profile: must be claw, bearer or any",
+        "policies.p.require_roles: must be a list of strings",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert_eq!(errors.len(), 4, "{text}");
+}
