@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::extract::State;
@@ -24,13 +25,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::envoy::{EchoUpstream, Envoy};
 use crate::sign::{
-    AitSpec, Ed25519Signer, ProofHeaders, RegistrySigner, random_nonce, random_ulid,
+    AgentSigner, AitSpec, Ed25519Signer, ProofHeaders, RegistrySigner, random_nonce, random_ulid,
 };
 
 /// One agent the demo registry knows.
 pub struct DemoAgent {
     pub name: &'static str,
-    pub signer: Ed25519Signer,
+    pub signer: AgentSigner,
     pub did: String,
     pub jti: String,
     pub ait: String,
@@ -42,6 +43,7 @@ pub struct DevRegistry {
     pub url: String,
     pub signer: RegistrySigner,
     pub agents: Vec<DemoAgent>,
+    hanging: Arc<AtomicBool>,
 }
 
 struct RegistryState {
@@ -50,32 +52,47 @@ struct RegistryState {
     tokens: HashMap<String, (String, String)>,
     revoked: Vec<(String, String)>,
     clock: SystemClock,
+    /// Every endpoint hangs (never answers) while set.
+    hanging: Arc<AtomicBool>,
 }
 
 impl DevRegistry {
     /// Starts the registry on `127.0.0.1:0` with agents `alpha` and `beta` (paired), `stranger`
     /// (no pairs) and `revoked` (paired, but its AIT is on the CRL).
     pub async fn start() -> std::io::Result<DevRegistry> {
+        Self::start_with(&["alpha", "beta", "stranger", "revoked"], |_| {
+            AgentSigner::Ed25519(Ed25519Signer::random())
+        })
+        .await
+    }
+
+    /// Starts the registry with these agents (an agent named `revoked` is on the CRL), each
+    /// with the key `key(name)` makes.
+    pub async fn start_with(
+        names: &[&'static str],
+        key: impl Fn(&str) -> AgentSigner,
+    ) -> std::io::Result<DevRegistry> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let signer = RegistrySigner::new("dev-key-1", &url, Ed25519Signer::random());
         let now = SystemClock.now_secs();
         let owner = random_ulid(now * 1000);
-        let agents: Vec<DemoAgent> = ["alpha", "beta", "stranger", "revoked"]
-            .into_iter()
-            .map(|name| {
-                let key = Ed25519Signer::random();
+        let agents: Vec<DemoAgent> = names
+            .iter()
+            .map(|&name| {
+                let key = key(name);
                 let ulid = random_ulid(now * 1000);
                 let jti = random_ulid(now * 1000);
-                let ait = signer.mint_ait(&AitSpec {
+                let spec = AitSpec {
                     agent_ulid: ulid.clone(),
                     owner_ulid: owner.clone(),
                     name: format!("{name}-agent"),
-                    public_key_b64: key.public_b64(),
+                    public_key_b64: String::new(),
                     jti: jti.clone(),
                     issued_at: now.saturating_sub(60),
                     ttl_secs: 30 * 86_400,
-                });
+                };
+                let ait = signer.mint_ait_with_key(&spec, key.jwk());
                 DemoAgent {
                     name,
                     did: signer.agent_did(&ulid),
@@ -86,6 +103,7 @@ impl DevRegistry {
                 }
             })
             .collect();
+        let hanging = Arc::new(AtomicBool::new(false));
         let state = Arc::new(RegistryState {
             signer: signer.clone(),
             tokens: agents
@@ -98,11 +116,16 @@ impl DevRegistry {
                 .map(|a| (a.did.clone(), a.jti.clone()))
                 .collect(),
             clock: SystemClock,
+            hanging: hanging.clone(),
         });
         let router = axum::Router::new()
             .route("/.well-known/claw-keys.json", get(keys_document))
             .route("/v1/crl", get(crl))
             .route("/v1/agents/auth/validate", post(validate))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                hang_while_set,
+            ))
             .with_state(state);
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -111,7 +134,13 @@ impl DevRegistry {
             url,
             signer,
             agents,
+            hanging,
         })
+    }
+
+    /// While set, every endpoint hangs: the registry accepts connections and never answers.
+    pub fn set_hanging(&self, hanging: bool) {
+        self.hanging.store(hanging, Ordering::Relaxed);
     }
 
     pub fn agent(&self, name: &str) -> &DemoAgent {
@@ -130,6 +159,17 @@ impl DevRegistry {
         );
         format!("pairs:\n  - [\"{a}\", \"{b}\"]\n  - [\"{a}\", \"{r}\"]\n")
     }
+}
+
+async fn hang_while_set(
+    State(s): State<Arc<RegistryState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if s.hanging.load(Ordering::Relaxed) {
+        std::future::pending::<()>().await;
+    }
+    next.run(request).await
 }
 
 async fn keys_document(State(s): State<Arc<RegistryState>>) -> String {
@@ -402,7 +442,10 @@ pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
             "\nServing until Ctrl-C. Try it by hand, as agent beta:\n\n  claw-authz sign --seed {} \\\n    --ait {} \\\n    --access-token {} \\\n    --method POST --path /hooks/message --body '{{\"message\":\"hi\"}}' --check {grpc_addr}\n\n\
              The server time agents calibrate against: curl http://{admin_addr}/v1/time\n\
              Reflection is on: grpcurl -plaintext {grpc_addr} list",
-            beta.signer.seed_b64(),
+            match &beta.signer {
+                AgentSigner::Ed25519(k) => k.seed_b64(),
+                AgentSigner::P256(_) => String::new(),
+            },
             beta.ait,
             beta.access_token,
         );

@@ -124,6 +124,10 @@ impl Envoy {
         Err(format!("envoy not ready within 15 s: {}", envoy.log()))
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.listener)
     }

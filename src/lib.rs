@@ -14,11 +14,13 @@
 //! - [`config`], [`app`], [`server`]: typed configuration, wiring, and the gRPC/admin servers.
 //! - [`clock`]: injected wall-clock time. [`sign`]: the client side (demo, `sign` command, tests).
 //! - [`demo`]: the self-contained demo with its dev registry; [`envoy`] runs a real Envoy in front
-//!   (demo `--envoy`, end-to-end tests).
+//!   (demo `--envoy`, end-to-end tests). [`bench`]: `claw-authz bench`, the load generator and
+//!   benchmark suite.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod crypto;

@@ -1,4 +1,4 @@
-//! The `claw-authz` command: `serve`, `demo`, `sign`, `revoke`, `check-config`.
+//! The `claw-authz` command: `serve`, `demo`, `sign`, `revoke`, `check-config`, `bench`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -63,6 +63,17 @@ enum Command {
         #[arg(long, env = "CLAW_AUTHZ_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Benchmark: pre-signed requests against a server it starts; see BENCHMARKS.md.
+    Bench(claw_authz::bench::BenchArgs),
+    /// The bench's floor server: one signature verification per check, nothing else.
+    #[command(hide = true)]
+    BenchFloor {
+        /// The one agent key (Ed25519, base64url).
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
     /// Validate a config file (and CLAW_AUTHZ_* variables) and print the effective config.
     CheckConfig {
         #[arg(long, env = "CLAW_AUTHZ_CONFIG")]
@@ -96,15 +107,13 @@ fn main() -> ExitCode {
                 level: "warn".into(),
                 format: "text".into(),
             });
-            match runtime.block_on(claw_authz::demo::run(once, envoy)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            report(runtime.block_on(claw_authz::demo::run(once, envoy)))
         }
         Command::Sign(args) => runtime.block_on(sign(args)),
+        Command::Bench(args) => report(runtime.block_on(claw_authz::bench::run(args))),
+        Command::BenchFloor { key, listen } => {
+            report(runtime.block_on(claw_authz::bench::floor::serve(listen, &key)))
+        }
         Command::Revoke {
             agent,
             jti,
@@ -112,6 +121,16 @@ fn main() -> ExitCode {
             stream,
             config,
         } => runtime.block_on(revoke(agent, jti, redis_url, stream, config)),
+    }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

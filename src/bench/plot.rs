@@ -1,0 +1,124 @@
+//! Latency versus offered rate, claw-authz (hot) beside the floor server, drawn as an SVG.
+
+use std::path::Path;
+
+use super::bed::Scenario;
+use super::{BenchArgs, Report, measure};
+
+const RATES: [u32; 6] = [500, 1_000, 2_000, 3_000, 4_000, 5_000];
+
+/// Runs every rate of `RATES` against both servers (each run its own fresh server), prints the
+/// table and writes the plot.
+pub async fn sweep(binary: &Path, args: &BenchArgs, out: &Path) -> Result<(), String> {
+    let mut series: Vec<(Scenario, Vec<Report>)> = Vec::new();
+    for scenario in [Scenario::Hot, Scenario::Floor] {
+        let mut reports = Vec::new();
+        for rate in RATES {
+            let report = measure(binary, scenario, args, rate).await?;
+            super::print_report(&report, args.json);
+            reports.push(report);
+        }
+        series.push((scenario, reports));
+    }
+    std::fs::write(out, svg(&series)).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn svg(series: &[(Scenario, Vec<Report>)]) -> String {
+    let (w, h, left, bottom, top, right) = (720.0, 420.0, 70.0, 50.0, 30.0, 170.0);
+    let max_rate = f64::from(RATES[RATES.len() - 1]);
+    let max_latency = series
+        .iter()
+        .flat_map(|(_, r)| r.iter().map(|r| r.p99_us))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    // Log scale on latency: p50 and p99 differ by orders of magnitude near saturation.
+    let (lo, hi) = (
+        100f64.ln(),
+        (f64::from(max_latency) * 1.2).max(1_000.0).ln(),
+    );
+    let x = |rate: f64| left + (w - left - right) * rate / max_rate;
+    let y = |us: u32| {
+        let v = f64::from(us.max(100)).ln();
+        h - bottom - (h - bottom - top) * (v - lo) / (hi - lo)
+    };
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"18\" font-size=\"14\">Check latency vs offered rate (open loop, gRPC, this 2-core machine)</text>\n"
+    );
+    // Axes, rate ticks and latency ticks (powers of ten and their halves).
+    out.push_str(&format!(
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n",
+        h - bottom,
+        w - right,
+        h - bottom,
+        h - bottom
+    ));
+    for rate in RATES {
+        let px = x(f64::from(rate));
+        out.push_str(&format!(
+            "<text x=\"{px}\" y=\"{}\" text-anchor=\"middle\">{rate}</text>\n",
+            h - bottom + 16.0
+        ));
+    }
+    out.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">offered rate (checks/s)</text>\n",
+        left + (w - left - right) / 2.0,
+        h - 12.0
+    ));
+    let mut tick = 100u32;
+    while f64::from(tick).ln() <= hi {
+        for t in [tick, tick * 2, tick * 5] {
+            if f64::from(t).ln() > hi {
+                break;
+            }
+            let py = y(t);
+            let label = if t >= 1_000 {
+                format!("{} ms", f64::from(t) / 1_000.0)
+            } else {
+                format!("{t} µs")
+            };
+            out.push_str(&format!(
+                "<line x1=\"{left}\" y1=\"{py}\" x2=\"{}\" y2=\"{py}\" stroke=\"#ddd\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{label}</text>\n",
+                w - right,
+                left - 6.0,
+                py + 4.0
+            ));
+        }
+        tick = tick.saturating_mul(10);
+    }
+    let colors = ["#c0392b", "#2c3e50"];
+    let mut legend_y = top + 10.0;
+    for ((scenario, reports), color) in series.iter().zip(colors) {
+        let name = match scenario {
+            Scenario::Floor => "floor server",
+            _ => "claw-authz",
+        };
+        for (label, dash, pick) in [
+            ("p50", "", (|r: &Report| r.p50_us) as fn(&Report) -> u32),
+            ("p99", " stroke-dasharray=\"6 4\"", |r: &Report| r.p99_us),
+        ] {
+            let points: Vec<String> = reports
+                .iter()
+                .map(|r| format!("{:.1},{:.1}", x(f64::from(r.target_rate)), y(pick(r))))
+                .collect();
+            out.push_str(&format!(
+                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n",
+                points.join(" ")
+            ));
+            out.push_str(&format!(
+                "<line x1=\"{}\" y1=\"{legend_y}\" x2=\"{}\" y2=\"{legend_y}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>\n<text x=\"{}\" y=\"{}\">{name} {label}</text>\n",
+                w - right + 10.0,
+                w - right + 40.0,
+                w - right + 46.0,
+                legend_y + 4.0
+            ));
+            legend_y += 20.0;
+        }
+    }
+    out.push_str("</svg>\n");
+    out
+}
