@@ -19,6 +19,7 @@ use crate::registry::crl::{CrlCache, CrlTiming};
 use crate::registry::guard::Guarded;
 use crate::registry::http::{Endpoints, HttpRegistry};
 use crate::registry::keys::{KeyCache, KeyTiming};
+use crate::stage::ait_cache::AitCache;
 use crate::stage::bearer::IssuerKeys;
 use crate::store::nonce::{MemoryNonceStore, NonceStore};
 use crate::store::nonce_file::{FileNonceStore, Fsync};
@@ -27,6 +28,9 @@ use crate::store::trust::{FileTrustStore, TrustStore};
 use crate::store::trust_cache::{TrustCache, TrustTiming};
 use crate::telemetry::Telemetry;
 use std::sync::atomic::AtomicU64;
+
+/// Verified AITs kept (one per agent token in use; about 1 KiB each).
+const AIT_CACHE_CAPACITY: usize = 100_000;
 
 /// Everything a server needs to answer `Check`.
 pub struct App {
@@ -242,6 +246,7 @@ impl App {
             clock,
             access,
             keys,
+            aits: Arc::new(AitCache::new(AIT_CACHE_CAPACITY)),
             crl,
             trust,
             events: Arc::new(Events::default()),
@@ -353,12 +358,14 @@ fn observe(
         })
         .build();
     let (keys, access, trust) = (p.keys.clone(), p.access.clone(), p.trust.clone());
+    let aits = p.aits.clone();
     meter
         .u64_observable_counter("claw_authz_cache_results")
         .with_description("Cache lookups by result")
         .with_callback(move |o| {
             let caches = [
                 ("keys", keys.counts.get()),
+                ("ait", aits.counts.get()),
                 ("access", access.counts.get()),
                 ("trust", trust.counts.get()),
             ];

@@ -30,6 +30,7 @@ use crate::registry::access::AccessCache;
 use crate::registry::crl::CrlCache;
 use crate::registry::keys::KeyCache;
 use crate::request::RequestView;
+use crate::stage::ait_cache::AitCache;
 use crate::stage::bearer::IssuerKeys;
 use crate::stage::{self, access, pop, replay, revocation, token, trust};
 use crate::store::nonce::NonceStore;
@@ -132,6 +133,8 @@ pub struct Pipeline {
     pub clock: Arc<dyn Clock>,
     pub access: Arc<AccessCache>,
     pub keys: Arc<KeyCache>,
+    /// AITs verified before, until their `exp`.
+    pub aits: Arc<AitCache>,
     pub crl: Arc<CrlCache>,
     pub trust: Arc<TrustCache>,
     /// Revocations pushed by registry events.
@@ -344,7 +347,8 @@ impl Pipeline {
             now_secs: self.clock.now_secs(),
         };
         self.signature_checks.fetch_add(1, Ordering::Relaxed);
-        let claims = token::verify(token, &self.keys, expect).await?;
+        let verified = token::verify(token, &self.keys, &self.aits, expect).await?;
+        let claims = &verified.claims;
         at.agent_did = Some(claims.sub.clone());
         self.lap(at, "body", &mut t);
         let body = req.full_body()?;
@@ -352,12 +356,12 @@ impl Pipeline {
         self.lap(at, "proof", &mut t);
         let key = &claims.cnf.key;
         let proof = pop::verify(req, path_with_query, body, key, now_ms, s.max_skew_secs)?;
-        self.observe_skew(&claims, proof.timestamp, now_ms);
+        self.observe_skew(claims, proof.timestamp, now_ms);
         self.lap(at, "revocation", &mut t);
-        revocation::check(&self.events, &self.trust, &self.crl, &claims, now_ms).await?;
+        revocation::check(&self.events, &self.trust, &self.crl, claims, now_ms).await?;
         if policy.require_known_agent {
             self.lap(at, "trust", &mut t);
-            trust::check_known(&self.trust, &claims).await?;
+            trust::check_known(&self.trust, claims).await?;
         }
         self.lap(at, "replay", &mut t);
         let nonce = req.header("x-claw-nonce").unwrap_or_default();
@@ -386,10 +390,10 @@ impl Pipeline {
         self.agent_limit(&claims.sub, policy).await?;
         if policy.require_access_token {
             self.lap(at, "access", &mut t);
-            access::validate(req, &self.access, &claims).await?;
+            access::validate(req, &self.access, claims).await?;
         }
         self.lap(at, "", &mut t);
-        Ok(ClawIdentity::from_claims(&claims))
+        Ok(ClawIdentity::from_claims(claims))
     }
 
     /// The bearer profile: the JWT, revocation of its `jti`, the proof and replay when it is

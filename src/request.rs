@@ -43,11 +43,18 @@ impl RequestView {
             })
             .filter(|a| !a.is_empty());
         let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
-        let headers: HashMap<String, String> = http
-            .headers
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
+        // Envoy sends lowercased, trimmed headers: the map is kept as it came unless a key or a
+        // value needs fixing.
+        let mut headers: HashMap<String, String> = http.headers;
+        let untidy = |(k, v): (&String, &String)| {
+            k.bytes().any(|b| b.is_ascii_uppercase()) || v.trim().len() != v.len()
+        };
+        if headers.iter().any(untidy) {
+            headers = headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
+                .collect();
+        }
         let body = if http.raw_body.is_empty() {
             http.body.into_bytes()
         } else {

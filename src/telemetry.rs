@@ -225,18 +225,25 @@ pub fn init_tracing(
     log: &LogConfig,
     config: &TelemetryConfig,
 ) -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>, String> {
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    // Log lines are events only: spans exist for OTLP traces, and the log layer formatting each
+    // Check span's fields cost more than the rest of the logging path.
+    let events = || tracing_subscriber::filter::filter_fn(|m| m.is_event());
     let (fmt_json, fmt_text) = if log.format == "json" {
         let layer = tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
-            .with_writer(std::io::stderr);
+            .with_writer(std::io::stderr)
+            .with_filter(events());
         (Some(layer), None)
     } else {
-        let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(events());
         (None, Some(layer))
     };
     let provider = tracer_provider(config)?;

@@ -117,16 +117,9 @@ pub async fn measure(
     let bed = std::sync::Arc::new(Bed::start(binary, scenario).await?);
     let duration = Duration::from_secs(args.duration.max(1));
     let warmup = 2_000usize;
-    // Enough for the run: the rate times the duration, or for a closed loop a generous bound
-    // on this machine's throughput (a run that uses them all ends early, and says so).
-    let timed = if rate > 0 {
-        (u64::from(rate) * duration.as_secs()) as usize + 1
-    } else {
-        (12_000 * duration.as_secs()) as usize
-    };
-    let signed = std::sync::Arc::new(bed.sign(warmup + timed));
     let clients = connect(bed.server.grpc, args.connections).await?;
-    let send = sender(bed.clone(), signed.clone(), clients, 0);
+    let warm_signed = std::sync::Arc::new(bed.sign(warmup));
+    let send = sender(bed.clone(), warm_signed, clients, 0);
     let warm = load::closed_loop(args.concurrency, Duration::from_secs(60), warmup, send).await;
     if warm.errors > 0 {
         return Err(format!(
@@ -134,6 +127,15 @@ pub async fn measure(
             warm.errors
         ));
     }
+    // Enough for the run: the rate times the duration, or for a closed loop twice what the
+    // warm-up reached (a run that uses them all ends early, and says so).
+    let per_sec = if rate > 0 {
+        f64::from(rate)
+    } else {
+        (warm.rate() * 2.0).clamp(5_000.0, 50_000.0)
+    };
+    let timed = (per_sec * duration.as_secs_f64()) as usize + 1;
+    let signed = std::sync::Arc::new(bed.sign(timed));
     let mut notes = String::new();
     if scenario == Scenario::BreakerOpen {
         notes = open_breakers(&bed).await?;
@@ -142,7 +144,7 @@ pub async fn measure(
     let rss_before = bed.server.rss_kib();
     let cpu_before = bed.server.cpu();
     let clients = connect(bed.server.grpc, args.connections).await?;
-    let send = sender(bed.clone(), signed.clone(), clients, warmup);
+    let send = sender(bed.clone(), signed.clone(), clients, 0);
     let mut sample = if rate > 0 {
         load::open_loop(rate, duration, timed, send).await
     } else {

@@ -215,6 +215,12 @@ pub fn verify(
     Ok(claims)
 }
 
+/// The `kid` of a token whose header passes the checks of `kind`.
+pub fn kid_of(token: &str, kind: TokenKind) -> Option<String> {
+    let header = token.split('.').next()?;
+    check_header(header, kind).ok().map(|h| h.kid)
+}
+
 struct CheckedHeader {
     alg: String,
     kid: String,

@@ -1,10 +1,13 @@
 //! `Authorization: Claw <AIT>`, then the AIT against the registry keys.
 
 use crate::denial::Denial;
-use crate::protocol::ait::{AitClaims, verify_ait};
-use crate::protocol::jws::{Expectations, TokenError};
+use std::sync::Arc;
+
+use crate::protocol::ait::verify_ait;
+use crate::protocol::jws::{Expectations, TokenError, TokenKind, kid_of};
 use crate::registry::keys::KeyCache;
 use crate::request::RequestView;
+use crate::stage::ait_cache::{AitCache, VerifiedAit};
 
 /// The token from `^Claw\s+(\S+)$` on the trimmed header; the scheme is case-sensitive.
 pub fn authorization(req: &RequestView) -> Result<&str, Denial> {
@@ -23,21 +26,35 @@ pub fn authorization(req: &RequestView) -> Result<&str, Denial> {
     Ok(token)
 }
 
-/// Keys first (a keys outage is a 503 even for a garbage token), then the AIT; an unknown `kid`
-/// refetches the keys (at most once per cooldown) and retries once.
+/// Keys first (a keys outage is a 503 even for a garbage token), then the AIT: from `cache` when
+/// this token was verified before under the same registry key, otherwise verified here (an
+/// unknown `kid` refetches the keys, at most once per cooldown, and retries once).
 pub async fn verify(
     token: &str,
     keys: &std::sync::Arc<KeyCache>,
+    cache: &AitCache,
     expect: Expectations<'_>,
-) -> Result<AitClaims, Denial> {
+) -> Result<Arc<VerifiedAit>, Denial> {
     let key_set = keys.current().await?;
-    let result = match verify_ait(token, &key_set, expect) {
+    let digest = AitCache::digest(token);
+    if let Some(hit) = cache.get(&digest, &key_set, expect.now_secs) {
+        return Ok(hit);
+    }
+    let (claims, key_set) = match verify_ait(token, &key_set, expect) {
         Err(TokenError::UnknownKid(_, kid)) => {
-            verify_ait(token, &keys.refresh_for_unknown_kid(&kid).await?, expect)
+            let refreshed = keys.refresh_for_unknown_kid(&kid).await?;
+            (verify_ait(token, &refreshed, expect), refreshed)
         }
-        other => other,
+        other => (other, key_set),
     };
-    result.map_err(|e| Denial::InvalidAit(e.to_string()))
+    let claims = claims.map_err(|e| Denial::InvalidAit(e.to_string()))?;
+    let kid = kid_of(token, TokenKind::Ait).unwrap_or_default();
+    let key = key_set
+        .get(&kid)
+        .cloned()
+        .ok_or_else(|| Denial::InvalidAit("the verifying key is gone".into()))?;
+    let verified = VerifiedAit::new(claims, kid, key);
+    Ok(cache.insert(digest, verified, expect.now_secs))
 }
 
 #[cfg(test)]
