@@ -194,6 +194,10 @@ pub async fn serve(
         .map_err(std::io::Error::other)?;
 
     let grpc_server = tonic::transport::Server::builder()
+        // Past this many Checks in flight on one connection the client queues (Envoy opens
+        // another connection): an overloaded server otherwise falls behind reading requests
+        // until h2's small-frame protection answers GOAWAY and every pending Check fails.
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -236,6 +240,9 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Accepted gRPC connections with `TCP_NODELAY`: without it, Nagle's algorithm and delayed ACKs
 /// hold small HTTP/2 frames back for tens of milliseconds.
+/// See `serve`.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 pub(crate) fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }

@@ -134,7 +134,9 @@ impl Bed {
                 AgentSigner::Ed25519(k) => k.public_b64(),
                 AgentSigner::P256(_) => return Err("the floor server takes an Ed25519 key".into()),
             };
-            Process::start_server(binary, &["bench-floor", "--key", &key]).await?
+            // `--key=`: a base64url key may begin with `-`.
+            let key = format!("--key={key}");
+            Process::start_server(binary, &["bench-floor", &key]).await?
         } else {
             let registry_line = if extra.contains("registry:") {
                 String::new()

@@ -229,31 +229,32 @@ fn envoy_config(
     authz: Option<std::net::SocketAddr>,
     jwks: &str,
 ) -> String {
+    // Items of `http_filters`, indented to sit before the router below.
     let filter = match setup {
         Setup::Alone => String::new(),
         Setup::ClawAuthz | Setup::Floor => "
-          - name: envoy.filters.http.ext_authz
-            typed_config:
-              \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-              transport_api_version: V3
-              grpc_service: { envoy_grpc: { cluster_name: authz }, timeout: 1s }
-              failure_mode_allow: false
-              status_on_error: { code: ServiceUnavailable }
-              with_request_body: { max_request_bytes: 1048576, allow_partial_message: false, pack_as_bytes: true }"
+                  - name: envoy.filters.http.ext_authz
+                    typed_config:
+                      \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+                      transport_api_version: V3
+                      grpc_service: { envoy_grpc: { cluster_name: authz }, timeout: 1s }
+                      failure_mode_allow: false
+                      status_on_error: { code: ServiceUnavailable }
+                      with_request_body: { max_request_bytes: 1048576, allow_partial_message: false, pack_as_bytes: true }"
             .to_owned(),
         Setup::JwtAuthn => format!(
             "
-          - name: envoy.filters.http.jwt_authn
-            typed_config:
-              \"@type\": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
-              providers:
-                bench:
-                  issuer: claw-bench
-                  audiences: [claw-bench]
-                  local_jwks: {{ inline_string: '{jwks}' }}
-              rules:
-                - match: {{ prefix: / }}
-                  requires: {{ provider_name: bench }}"
+                  - name: envoy.filters.http.jwt_authn
+                    typed_config:
+                      \"@type\": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+                      providers:
+                        bench:
+                          issuer: claw-bench
+                          audiences: [claw-bench]
+                          local_jwks: {{ inline_string: '{jwks}' }}
+                      rules:
+                        - match: {{ prefix: / }}
+                          requires: {{ provider_name: bench }}"
         ),
     };
     let authz_cluster = authz.map_or(String::new(), |a| {

@@ -190,7 +190,8 @@ fn report(
     let cpu_us_per_verify = verify.as_secs_f64() * 1e6;
     let nonces = scenario != Scenario::Floor;
     Report {
-        scenario: format!("{scenario:?}").to_lowercase(),
+        scenario: clap::ValueEnum::to_possible_value(&scenario)
+            .map_or_else(String::new, |v| v.get_name().to_owned()),
         mode: if rate > 0 { "open" } else { "max" },
         target_rate: rate,
         rate: round(sample.rate(), 1),
@@ -239,6 +240,8 @@ async fn connect(
     Ok(clients)
 }
 
+static REPORTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// `send(i)` sends pre-signed request `offset + i` and answers whether it was allowed.
 fn sender(
     bed: std::sync::Arc<Bed>,
@@ -254,10 +257,18 @@ fn sender(
             let Some(request) = request else {
                 return false;
             };
-            match client.check(request).await {
-                Ok(r) => r.get_ref().status.as_ref().is_none_or(|s| s.code == 0),
-                Err(_) => false,
+            let failure = match client.check(request).await {
+                Ok(r) => match r.get_ref().status.as_ref().filter(|s| s.code != 0) {
+                    None => return true,
+                    Some(s) => format!("denied, code {}: {:?}", s.code, r.get_ref().http_response),
+                },
+                Err(e) => format!("gRPC error: {e}"),
+            };
+            // The first few failures are printed: a count alone does not say what went wrong.
+            if REPORTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3 {
+                eprintln!("bench: request {i} failed: {failure}");
             }
+            false
         })
     }
 }

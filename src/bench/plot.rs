@@ -5,7 +5,7 @@ use std::path::Path;
 use super::bed::Scenario;
 use super::{BenchArgs, Report, measure};
 
-const RATES: [u32; 6] = [500, 1_000, 2_000, 3_000, 4_000, 5_000];
+const RATES: [u32; 7] = [1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 12_000];
 
 /// Runs every rate of `RATES` against both servers (each run its own fresh server), prints the
 /// table and writes the plot.

@@ -126,3 +126,85 @@ fn same(a: &PublicKey, b: &PublicKey) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Ed25519Key;
+    use crate::protocol::ait::AgentKey;
+    use crate::protocol::b64;
+    use crate::sign::Ed25519Signer;
+
+    fn key(seed: u8) -> PublicKey {
+        let public = Ed25519Signer::from_seed([seed; 32]).public_b64();
+        let bytes = b64::decode_array::<32>(&public).unwrap();
+        PublicKey::Ed25519(Ed25519Key::from_bytes(&bytes).unwrap())
+    }
+
+    fn claims(nbf: u64, exp: u64) -> AitClaims {
+        AitClaims {
+            iss: "https://registry.example".into(),
+            sub: "did:cdi:registry.example:agent:01HF7YAT00W6W7CM7N3W5FDXT4".into(),
+            owner_did: "did:cdi:registry.example:human:01HF7YAT31JZHSMW1CG6Q6MHB7".into(),
+            name: "a".into(),
+            framework: "generic".into(),
+            description: None,
+            cnf: AgentKey {
+                key: key(9),
+                x: "x".into(),
+                y: None,
+            },
+            iat: nbf,
+            nbf,
+            exp,
+            jti: "01HF7YAT00W6W7CM7N3W5FDXT5".into(),
+        }
+    }
+
+    #[test]
+    fn a_token_answers_until_exp_and_only_under_the_key_that_verified_it() {
+        let cache = AitCache::new(100);
+        let keys = KeySet::new(vec![("k1".into(), key(1))]);
+        let digest = AitCache::digest("token");
+        cache.insert(
+            digest,
+            VerifiedAit::new(claims(100, 200), "k1".into(), key(1)),
+            150,
+        );
+
+        assert!(cache.get(&digest, &keys, 150).is_some());
+        assert!(cache.get(&digest, &keys, 199).is_some());
+        assert!(
+            cache.get(&digest, &keys, 200).is_none(),
+            "exp == now is expired"
+        );
+        assert!(cache.get(&digest, &keys, 99).is_none(), "before nbf");
+        let rotated_out = KeySet::new(vec![("k2".into(), key(2))]);
+        assert!(cache.get(&digest, &rotated_out, 150).is_none());
+        let replaced = KeySet::new(vec![("k1".into(), key(3))]);
+        assert!(cache.get(&digest, &replaced, 150).is_none());
+        assert!(cache.get(&AitCache::digest("other"), &keys, 150).is_none());
+        assert_eq!(cache.counts.get(), [2, 0, 5]);
+    }
+
+    #[test]
+    fn the_cache_holds_at_most_its_capacity_dropping_expired_tokens_first() {
+        let cache = AitCache::new(32);
+        for i in 0..1_000u32 {
+            let digest = AitCache::digest(&i.to_string());
+            let exp = if i % 2 == 0 { 120 } else { 1_000 };
+            cache.insert(
+                digest,
+                VerifiedAit::new(claims(0, exp), "k1".into(), key(1)),
+                150,
+            );
+        }
+        assert!(cache.len() <= 32, "{} entries", cache.len());
+        let keys = KeySet::new(vec![("k1".into(), key(1))]);
+        let newest = AitCache::digest("999");
+        assert!(
+            cache.get(&newest, &keys, 150).is_some(),
+            "the newest entry stays"
+        );
+    }
+}

@@ -1,0 +1,182 @@
+{{/* Names and labels. */}}
+{{- define "claw-authz.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "claw-authz.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "claw-authz.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "claw-authz.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "claw-authz.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "claw-authz.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: {{ .Values.mode }}
+{{- end }}
+
+{{- define "claw-authz.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "claw-authz.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "claw-authz.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Refuse shapes that would silently weaken replay protection or cannot start. */}}
+{{- define "claw-authz.validate" -}}
+{{- $replicas := ternary .Values.autoscaling.maxReplicas .Values.replicaCount .Values.autoscaling.enabled }}
+{{- if and (gt (int $replicas) 1) (ne .Values.nonce.store "redis") }}
+{{- fail "more than one replica (replicaCount or autoscaling) needs nonce.store: redis: replicas share replay protection only through Redis" }}
+{{- end }}
+{{- if and (or (eq .Values.nonce.store "redis") (eq .Values.trust.store "redis") (eq .Values.rateLimit.store "redis")) (not .Values.redis.existingSecret) }}
+{{- fail "a redis store needs redis.existingSecret: a Secret holding the Redis URL (redis://user:password@host:6379/0)" }}
+{{- end }}
+{{- if and (eq .Values.mode "sidecar") (not .Values.sidecar.app.image) }}
+{{- fail "mode: sidecar needs sidecar.app.image (the application Envoy fronts)" }}
+{{- end }}
+{{- end }}
+
+{{/* The claw-authz config file (README "Configuration"); secrets come from the environment. */}}
+{{- define "claw-authz.config" -}}
+{{- $config := dict
+  "listen" (dict "grpc" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) "admin" (printf "0.0.0.0:%d" (int .Values.ports.admin)))
+  "registry" (dict "url" .Values.registry.url "timeout_ms" .Values.registry.timeoutMs "request_timeout_ms" .Values.registry.requestTimeoutMs)
+  "nonce" (dict "store" .Values.nonce.store "dir" "/var/lib/claw-authz/nonces")
+  "trust" (dict "store" .Values.trust.store)
+  "rate_limit" (dict "store" .Values.rateLimit.store)
+  "log" (dict "level" .Values.log.level "format" .Values.log.format)
+  "events" (dict "admin_endpoint" (not (empty .Values.eventsToken.existingSecret)))
+}}
+{{- if .Values.registry.issuer }}
+{{- $_ := set $config.registry "issuer" .Values.registry.issuer }}
+{{- end }}
+{{- if eq .Values.trust.store "file" }}
+{{- $_ := set $config.trust "file" "/etc/claw-authz/trust/trust.yaml" }}
+{{- end }}
+{{- if .Values.eventsToken.existingSecret }}
+{{- $_ := set $config.events "token_file" "/etc/claw-authz/events-token/token" }}
+{{- end }}
+{{- if .Values.redis.existingSecret }}
+{{- $_ := set $config "redis" (dict "timeout_ms" .Values.redis.timeoutMs) }}
+{{- end }}
+{{- if .Values.telemetry.otlpEndpoint }}
+{{- $_ := set $config "telemetry" (dict "otlp_endpoint" .Values.telemetry.otlpEndpoint "trace_sample_percent" .Values.telemetry.traceSamplePercent) }}
+{{- end }}
+{{- with .Values.routes }}
+{{- $_ := set $config "routes" . }}
+{{- end }}
+{{- with .Values.policies }}
+{{- $_ := set $config "policies" . }}
+{{- end }}
+{{- toYaml (mergeOverwrite $config (deepCopy .Values.extraConfig)) }}
+{{- end }}
+
+{{/* The claw-authz container; other charts can include it with the volumes below. */}}
+{{- define "claw-authz.container" -}}
+- name: claw-authz
+  image: {{ include "claw-authz.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  args: ["serve", "--config", "/etc/claw-authz/config/config.yaml"]
+  {{- if .Values.redis.existingSecret }}
+  env:
+    - name: CLAW_AUTHZ_REDIS__URL
+      valueFrom:
+        secretKeyRef:
+          name: {{ .Values.redis.existingSecret }}
+          key: {{ .Values.redis.secretKey }}
+  {{- end }}
+  ports:
+    - name: grpc
+      containerPort: {{ .Values.ports.grpc }}
+      protocol: TCP
+    - name: admin
+      containerPort: {{ .Values.ports.admin }}
+      protocol: TCP
+  startupProbe:
+    grpc:
+      port: {{ .Values.ports.grpc }}
+      service: envoy.service.auth.v3.Authorization
+    periodSeconds: {{ .Values.probes.startup.periodSeconds }}
+    failureThreshold: {{ .Values.probes.startup.failureThreshold }}
+  readinessProbe:
+    grpc:
+      port: {{ .Values.ports.grpc }}
+      service: envoy.service.auth.v3.Authorization
+    periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
+    failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: admin
+    periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
+    failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
+  resources:
+    {{- toYaml .Values.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: claw-authz-config
+      mountPath: /etc/claw-authz/config
+      readOnly: true
+    - name: claw-authz-state
+      mountPath: /var/lib/claw-authz
+    - name: tmp
+      mountPath: /tmp
+    {{- if eq .Values.trust.store "file" }}
+    - name: claw-authz-trust
+      mountPath: /etc/claw-authz/trust
+      readOnly: true
+    {{- end }}
+    {{- if .Values.eventsToken.existingSecret }}
+    - name: claw-authz-events-token
+      mountPath: /etc/claw-authz/events-token
+      readOnly: true
+    {{- end }}
+{{- end }}
+
+{{- define "claw-authz.volumes" -}}
+- name: claw-authz-config
+  configMap:
+    name: {{ include "claw-authz.fullname" . }}
+- name: claw-authz-state
+  {{- if .Values.nonce.existingClaim }}
+  persistentVolumeClaim:
+    claimName: {{ .Values.nonce.existingClaim }}
+  {{- else }}
+  emptyDir: {}
+  {{- end }}
+- name: tmp
+  emptyDir: {}
+{{- if eq .Values.trust.store "file" }}
+- name: claw-authz-trust
+  configMap:
+    name: {{ include "claw-authz.fullname" . }}-trust
+{{- end }}
+{{- if .Values.eventsToken.existingSecret }}
+- name: claw-authz-events-token
+  secret:
+    secretName: {{ .Values.eventsToken.existingSecret }}
+    items:
+      - key: {{ .Values.eventsToken.secretKey }}
+        path: token
+{{- end }}
+{{- end }}
