@@ -10,7 +10,8 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use super::proc::{Process, start_redis};
 use super::sink::CountingSink;
 use crate::crypto::PublicKey;
-use crate::demo::{DevRegistry, check_request};
+use crate::demo::check_request;
+use crate::dev_registry::DevRegistry;
 use crate::protocol::b64;
 use crate::sign::{AgentSigner, Ed25519Signer, P256Signer, random_nonce};
 
