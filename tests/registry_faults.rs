@@ -293,6 +293,49 @@ async fn a_rotated_key_is_taken_after_one_refresh_and_random_kids_cost_one_fetch
 }
 
 #[tokio::test]
+async fn a_key_the_registry_drops_stops_the_tokens_it_signed_even_once_cached() {
+    let w = World::new("dropped-key").await;
+    let clock = ManualClock::at(NOW_MS);
+    let mut s = started(&w, "", &clock).await;
+    for n in 0..2 {
+        let r = s
+            .check(message(&w.alpha, &clock, &format!("n-{n}"), "clw_agt_a"))
+            .await;
+        assert_eq!(outcome(&r), ALLOWED);
+    }
+    let app = s.app.clone();
+    let aits = || app.pipeline.aits.counts.get();
+    assert_eq!(aits(), [1, 0, 1], "verified once, then from the cache");
+
+    // The registry replaces k1 by k2; a token signed with k2 makes claw-authz fetch the keys.
+    let k2 = RegistrySigner::new("k2", ISSUER, Ed25519Signer::from_seed([9; 32]));
+    w.keys.set(vec![Reply::Body(200, k2.keys_document())]);
+    let rotated = Agent {
+        ait: mint(
+            &k2,
+            &w.alpha.key,
+            &w.alpha.ulid,
+            "01KDVA7EC1AT0000000000000K",
+        ),
+        key: Ed25519Signer::from_seed([2; 32]),
+        ulid: w.alpha.ulid.clone(),
+        jti: "01KDVA7EC1AT0000000000000K".into(),
+    };
+    let r = s
+        .check(message(&rotated, &clock, "n-k2", "clw_agt_k2"))
+        .await;
+    assert_eq!(outcome(&r), ALLOWED);
+    assert_eq!(w.keys.calls(), 2);
+
+    // The cached k1 token no longer answers: k1 is gone from the key set.
+    let r = s.check(message(&w.alpha, &clock, "n-2", "clw_agt_a")).await;
+    assert_eq!(outcome(&r), "401 PROXY_AUTH_INVALID_AIT");
+    assert_eq!(aits(), [1, 0, 3]);
+    assert_eq!(w.keys.calls(), 2, "refused within the unknown-kid cooldown");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_crl_past_its_max_age_fails_closed_or_open_as_configured() {
     for (behavior, want) in [("fail-closed", UNAVAILABLE), ("fail-open", ALLOWED)] {
         let (logs, _guard) = support::logs::capture();

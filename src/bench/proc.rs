@@ -97,6 +97,12 @@ impl Process {
         }
     }
 
+    /// SIGKILL, and reap it: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
