@@ -23,7 +23,7 @@ const NOW: u64 = 1_767_225_600;
 
 fn vectors(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/vectors/clawdentity")
+        .join("tests/vectors/clawdentity")
         .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }

@@ -17,7 +17,7 @@ use crate::registry::access::{AccessCache, AccessTiming};
 use crate::registry::breaker::BreakerSettings;
 use crate::registry::crl::{CrlCache, CrlTiming};
 use crate::registry::guard::Guarded;
-use crate::registry::http::{Endpoints, HttpRegistry};
+use crate::registry::http::{BodyLimits, Endpoints, HttpRegistry};
 use crate::registry::keys::{KeyCache, KeyTiming};
 use crate::stage::ait_cache::AitCache;
 use crate::stage::bearer::IssuerKeys;
@@ -55,6 +55,11 @@ pub struct App {
     pub telemetry: Telemetry,
 }
 
+/// A configured byte limit as a length (saturating on a 32-bit target).
+fn limit(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
 /// Parts that replace what the config would build (in-process fakes, test doubles).
 #[derive(Default)]
 pub struct Parts {
@@ -84,6 +89,10 @@ impl App {
                         validate: r.validate_url.clone(),
                     },
                     background_timeout,
+                    BodyLimits {
+                        keys: limit(config.limits.keys_bytes),
+                        crl: limit(config.limits.crl_bytes),
+                    },
                 )
                 .map_err(|e| format!("cannot build the registry client: {e}"))?,
             ),
@@ -113,7 +122,12 @@ impl App {
                 crl: url.clone(),
                 validate: url,
             };
-            let http = HttpRegistry::new(endpoints, background_timeout)
+            let jwks_limit = limit(config.limits.jwks_bytes);
+            let limits = BodyLimits {
+                keys: jwks_limit,
+                crl: jwks_limit,
+            };
+            let http = HttpRegistry::new(endpoints, background_timeout, limits)
                 .map_err(|e| format!("cannot build the JWKS client: {e}"))?;
             let jwks = Guarded::named(
                 Arc::new(http),
@@ -228,6 +242,7 @@ impl App {
         let pipeline = Pipeline {
             settings: Settings {
                 issuer: config.registry.issuer.clone(),
+                token_bytes: limit(config.limits.token_bytes),
                 max_skew_secs: config.proof.max_skew_secs,
                 skew_warning_secs: config.proof.skew_warning_secs,
                 rate_limit_fail_closed: config.rate_limit.fail_closed,
@@ -392,6 +407,16 @@ fn observe(
                     o.observe(ms as f64 / 1000.0, &[KeyValue::new("data", data)]);
                 }
             }
+        })
+        .build();
+    let crl = p.crl.clone();
+    meter
+        .u64_observable_counter("claw_authz_crl_refreshes")
+        .with_description("CRL refreshes by result (failed: transport, status, size, payload or signature)")
+        .with_callback(move |o| {
+            let (all, failed) = crl.refresh_counts();
+            o.observe(all.saturating_sub(failed), &[KeyValue::new("result", "ok")]);
+            o.observe(failed, &[KeyValue::new("result", "failed")]);
         })
         .build();
     let n = nonces.clone();

@@ -1,4 +1,4 @@
-//! Signature verification with the strict rules of `deviations.md` item 7.
+//! Signature verification with the strict rules of `docs/deviations.md` item 7.
 //!
 //! Keys are validated once, when they are parsed (registry documents, AIT `cnf` keys), and the
 //! parsed form is what callers cache; nothing here decodes a key per request. Ed25519 uses

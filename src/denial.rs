@@ -1,7 +1,7 @@
 //! Every reason a request is refused, as one closed enum.
 //!
 //! Each variant is named for a fact and carries the reference's HTTP status, `error.code`,
-//! `error.message` and `details` (protocol.md §7). `response.rs` turns a denial into a
+//! `error.message` and `details` (docs/protocol.md §7). `response.rs` turns a denial into a
 //! `CheckResponse` in one place. Details hold only protocol-level text (the reference's reasons,
 //! an agent DID, a status code); store, parser and transport errors are logged, never returned.
 
@@ -29,7 +29,7 @@ pub enum Denial {
     NonceStoreUnavailable,
     AgentRevoked,
     AitRevoked,
-    /// The trust store failed and had no cached answer for this agent (`deviations.md` item 6:
+    /// The trust store failed and had no cached answer for this agent (`docs/deviations.md` item 6:
     /// the reference answers 503 "Proxy trust state is unavailable").
     TrustUnconfirmed {
         agent_did: String,

@@ -1,4 +1,4 @@
-//! Pushed revocations: registry events (`protocol.md` §8) applied to a revocation overlay that
+//! Pushed revocations: registry events (`docs/protocol.md` §8) applied to a revocation overlay that
 //! the pipeline checks before the CRL, so a revoked agent is refused within a second.
 //!
 //! Events arrive on a Redis Stream (`events.stream`, default `claw:events`), each entry holding
@@ -108,7 +108,7 @@ impl Events {
         let until = published_ms.saturating_add(REVOCATION_TTL_MS);
         // The same envelope (by `id`) published again changes nothing.
         // Parsed once here for claw-authz's own fields; the reference's parser reads the rest.
-        let object = match Json::parse(envelope) {
+        let object = match Json::parse_lenient(envelope) {
             Ok(Json::Object(o)) => Some(o),
             _ => None,
         };

@@ -1,6 +1,6 @@
 //! The pipeline, written down once.
 //!
-//! Order (protocol.md §7 with `deviations.md` item 8):
+//! Order (docs/protocol.md §7 with `docs/deviations.md` item 8):
 //!
 //! | # | stage | fails with |
 //! |---|---|---|
@@ -115,6 +115,8 @@ pub struct Failure {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub issuer: String,
+    /// AITs and bearer tokens longer than this are refused unread (`limits.token_bytes`).
+    pub token_bytes: usize,
     pub max_skew_secs: u64,
     /// Accepted requests skewed this much are logged and counted.
     pub skew_warning_secs: u64,
@@ -347,7 +349,8 @@ impl Pipeline {
             now_secs: self.clock.now_secs(),
         };
         self.signature_checks.fetch_add(1, Ordering::Relaxed);
-        let verified = token::verify(token, &self.keys, &self.aits, expect).await?;
+        let max_len = s.token_bytes;
+        let verified = token::verify(token, max_len, &self.keys, &self.aits, expect).await?;
         let claims = &verified.claims;
         at.agent_did = Some(claims.sub.clone());
         self.lap(at, "body", &mut t);
@@ -410,7 +413,8 @@ impl Pipeline {
         let mut t = tokio::time::Instant::now();
         self.lap(at, "token", &mut t);
         self.signature_checks.fetch_add(1, Ordering::Relaxed);
-        let claims = stage::bearer::verify(token, &self.bearer, self.clock.now_secs()).await?;
+        let (max_len, now_secs) = (self.settings.token_bytes, self.clock.now_secs());
+        let claims = stage::bearer::verify(token, max_len, &self.bearer, now_secs).await?;
         at.agent_did = Some(claims.sub.clone());
         let now_ms = self.clock.now_ms();
         self.lap(at, "revocation", &mut t);

@@ -2,7 +2,7 @@
 //!
 //! Rules are ordered; each names an exact path or a prefix and sets any of `mode`,
 //! `require_access_token`, `require_known_agent`. The first rule that matches the route path
-//! exactly decides. Following `deviations.md` item 14, the trailing-slash variant of the path
+//! exactly decides. Following `docs/deviations.md` item 14, the trailing-slash variant of the path
 //! (`/hooks/message/` for `/hooks/message`, and back) can only add checks: rules matching it
 //! contribute their stricter settings, never their exemptions. A route may instead name a policy
 //! through Envoy's per-route `context_extensions` (key `claw_policy`).

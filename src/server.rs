@@ -247,12 +247,26 @@ pub(crate) fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIn
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
-    if *app.ready().borrow() {
-        (StatusCode::OK, "ready\n")
+/// 200 once the signing keys have loaded, 503 before; the body details the registry data, so an
+/// operator sees a CRL that stopped refreshing (and what checks do about it) at a glance.
+async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<serde_json::Value>) {
+    let ready = *app.ready().borrow();
+    let p = &app.pipeline;
+    let now = p.clock.now_ms();
+    let detail = serde_json::json!({
+        "ready": ready,
+        "keys": {
+            "loaded": ready,
+            "ageSecs": p.keys.age_ms(now).map(|ms| ms / 1000),
+        },
+        "crl": p.crl.status(),
+    });
+    let status = if ready {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "signing keys not loaded\n")
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(detail))
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> ([(&'static str, &'static str); 1], String) {

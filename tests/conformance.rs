@@ -4,10 +4,10 @@
 //! the trust file is written from the scenario, and an injected clock follows `atMs` (background
 //! CRL refreshes that are due by then run before the step's request). Status,
 //! `error.code`, `error.message`, `details` (and the exact body bytes) are compared for denials,
-//! the identity headers for allows. Scenarios in the table of `deviations.md` are checked against
+//! the identity headers for allows. Scenarios in the table of `docs/deviations.md` are checked against
 //! its claw-authz column or skipped where it says "not run".
 //!
-//! `CLAW_CONFORMANCE_VECTORS` names the file (default `../shared/vectors/clawdentity/middleware.json`).
+//! `CLAW_CONFORMANCE_VECTORS` names the file (default `tests/vectors/clawdentity/middleware.json`).
 //! Prints one line per scenario and `conformance: N passed, N failed, N skipped`.
 
 mod support;

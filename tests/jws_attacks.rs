@@ -1,4 +1,4 @@
-//! `security-cases.md` section 1: one named test per JWS attack row, with the exact outcome.
+//! `docs/security-cases.md` section 1: one named test per JWS attack row, with the exact outcome.
 
 mod support;
 

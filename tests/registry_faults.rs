@@ -1,4 +1,4 @@
-//! The registry is never a single point of failure (`deviations.md` items 1-6): the real gRPC
+//! The registry is never a single point of failure (`docs/deviations.md` items 1-6): the real gRPC
 //! server against a fake registry on loopback that fails on demand, one test per case, with
 //! exact outcomes and registry call counts. Time is the injected clock, advanced by hand.
 //!

@@ -1,4 +1,5 @@
-//! Every shared Clawdentity vector of the protocol layer, read at run time from `../shared`.
+//! Every Clawdentity reference vector of the protocol layer, read at run time from
+//! `tests/vectors/clawdentity`.
 
 mod support;
 

@@ -60,6 +60,11 @@ impl Defaults {
     pub const TRUST_RELOAD_SECS: u64 = 2;
     pub const TRUST_CACHE_TTL_SECS: u64 = 120;
     pub const TRUST_STALE_IF_ERROR_SECS: u64 = 3_600;
+    pub const TOKEN_BYTES: u64 = crate::protocol::jws::DEFAULT_TOKEN_LEN as u64;
+    /// A CRL lists every revocation ever made, about 200 bytes each: 16 MiB holds ~80,000.
+    pub const CRL_BYTES: u64 = 16 * 1024 * 1024;
+    pub const KEYS_BYTES: u64 = 1024 * 1024;
+    pub const JWKS_BYTES: u64 = 1024 * 1024;
     pub const REMOVE_HEADERS: [&str; 3] = ["authorization", "x-claw-proof", "x-claw-agent-access"];
 }
 
@@ -81,7 +86,22 @@ pub struct Config {
     /// Issuers of bearer JWTs (the `bearer` route profile).
     pub bearer: Vec<BearerIssuer>,
     pub headers: HeadersConfig,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
+}
+
+/// Size limits per document kind, each checked before any parsing: what a caller sends stays
+/// small, what the registry serves may be large (its CRL grows with every revocation).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LimitsConfig {
+    /// An AIT or a bearer token longer than this is refused (401) before any decoding.
+    pub token_bytes: u64,
+    /// The registry's `/v1/crl` response body.
+    pub crl_bytes: u64,
+    /// The registry's keys document.
+    pub keys_bytes: u64,
+    /// A bearer issuer's JWKS.
+    pub jwks_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,7 +113,7 @@ pub struct Listen {
 #[derive(Debug, Clone, Serialize)]
 pub struct RegistryConfig {
     pub url: String,
-    /// The AIT/CRL issuer to accept (`deviations.md` item 13); default: the registry origin.
+    /// The AIT/CRL issuer to accept (`docs/deviations.md` item 13); default: the registry origin.
     pub issuer: String,
     pub keys_url: String,
     pub crl_url: String,
@@ -132,7 +152,7 @@ pub struct ProofConfig {
     pub skew_warning_secs: u64,
 }
 
-/// Caching of the registry's access-token validation (`deviations.md` item 4).
+/// Caching of the registry's access-token validation (`docs/deviations.md` item 4).
 #[derive(Debug, Clone, Serialize)]
 pub struct AccessConfig {
     pub ttl_secs: u64,
@@ -240,10 +260,7 @@ pub struct LogConfig {
 }
 
 fn ser_stale<S: serde::Serializer>(v: &StaleBehavior, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(match v {
-        StaleBehavior::FailOpen => "fail-open",
-        StaleBehavior::FailClosed => "fail-closed",
-    })
+    s.serialize_str(v.as_str())
 }
 
 /// The keys a config file may have; `routes` and `policies` are checked by their readers.
@@ -301,6 +318,10 @@ const KNOWN: &[&str] = &[
     "trust.cache_ttl_secs",
     "trust.stale_if_error_secs",
     "headers.remove",
+    "limits.token_bytes",
+    "limits.crl_bytes",
+    "limits.keys_bytes",
+    "limits.jwks_bytes",
     "log.level",
     "log.format",
 ];

@@ -262,6 +262,14 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Config> {
         86_400 * 7,
     );
     let remove = r.string_list("headers.remove", &Defaults::REMOVE_HEADERS);
+    const KIB: u64 = 1024;
+    let max_token = crate::protocol::jws::MAX_TOKEN_LEN as u64;
+    let limits = LimitsConfig {
+        token_bytes: r.u64("limits.token_bytes", Defaults::TOKEN_BYTES, KIB, max_token),
+        crl_bytes: r.u64("limits.crl_bytes", Defaults::CRL_BYTES, 64 * KIB, 1 << 30),
+        keys_bytes: r.u64("limits.keys_bytes", Defaults::KEYS_BYTES, 16 * KIB, 1 << 30),
+        jwks_bytes: r.u64("limits.jwks_bytes", Defaults::JWKS_BYTES, 16 * KIB, 1 << 30),
+    };
     let level = r
         .choice(
             "log.level",
@@ -363,6 +371,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Config> {
         headers: HeadersConfig {
             remove: remove.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
         },
+        limits,
         log: LogConfig { level, format },
     })
 }

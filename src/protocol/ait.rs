@@ -7,10 +7,10 @@
 
 use super::b64;
 use super::ids::{DidKind, is_ulid, issuer_authority, parse_did};
-use super::json::Object;
+use super::json::{Json, Object};
 use super::jws::{self, Expectations, TokenError, TokenKind};
 use super::keys::KeySet;
-use super::schema::{Issues, has_control_chars};
+use super::schema::{Issues, as_int, has_control_chars};
 use crate::crypto::{Ed25519Key, KeyError, P256Key, PublicKey};
 
 const CLAIMS: &[&str] = &[
@@ -101,7 +101,9 @@ fn parse_claims(obj: &Object) -> Result<AitClaims, TokenError> {
     jti.inspect(|s| issues.non_empty(s, "Too small: expected string to have >=1 characters"));
     issues.strict(obj, CLAIMS);
 
+    // Only a type or shape problem leaves a field unread; zod then skips the cross-field rules.
     let (
+        false,
         Some(iss),
         Some(sub),
         Some(owner),
@@ -112,33 +114,29 @@ fn parse_claims(obj: &Object) -> Result<AitClaims, TokenError> {
         Some(nbf),
         Some(exp),
         Some(jti),
-    ) = (iss, sub, owner, name, framework, cnf, iat, nbf, exp, jti)
+    ) = (
+        issues.aborted(),
+        iss,
+        sub,
+        owner,
+        name,
+        framework,
+        cnf,
+        iat,
+        nbf,
+        exp,
+        jti,
+    )
     else {
         return Err(claims_error(&issues));
     };
-    if !issues.is_empty() {
-        return Err(claims_error(&issues));
-    }
 
-    // Cross-field rules run only on a structurally valid object, as zod's superRefine does.
     let authority = issuer_authority(iss);
     if authority.is_none() {
         issues.push("iss must be an http(s) URL with a hostname");
     }
-    check_did(
-        &mut issues,
-        "sub",
-        sub,
-        DidKind::Agent,
-        authority.as_deref(),
-    );
-    check_did(
-        &mut issues,
-        "ownerDid",
-        owner,
-        DidKind::Human,
-        authority.as_deref(),
-    );
+    check_did(&mut issues, sub, DidKind::Agent, authority.as_deref());
+    check_did(&mut issues, owner, DidKind::Human, authority.as_deref());
     let key = decode_cnf(&mut issues, &cnf);
     if !is_ulid(jti) {
         issues.push("jti must be a valid ULID");
@@ -166,9 +164,9 @@ fn parse_claims(obj: &Object) -> Result<AitClaims, TokenError> {
         framework: framework.to_owned(),
         description: description.map(str::to_owned),
         cnf: AgentKey { key, x, y },
-        iat,
-        nbf,
-        exp,
+        iat: as_int(iat),
+        nbf: as_int(nbf),
+        exp: as_int(exp),
         jti: jti.to_owned(),
     })
 }
@@ -196,8 +194,10 @@ fn parse_cnf<'a>(issues: &mut Issues, obj: &'a Object) -> Option<CnfJwk<'a>> {
     let jwk = issues.object(cnf, "jwk");
     issues.strict(cnf, &["jwk"]);
     let jwk = jwk?;
-    let ec = jwk.get("kty").and_then(|v| v.as_str()) == Some("EC");
-    if ec {
+    // The P-256 extension applies to a JWK that says so in full; anything else is read against
+    // the reference's Ed25519 schema and gets its messages (`kty: "EC"` alone: expected "OKP").
+    let text = |name| jwk.get(name).and_then(|v: &Json| v.as_str());
+    if text("kty") == Some("EC") && text("crv") == Some("P-256") {
         let kty = issues.literal(jwk, "kty", "EC");
         let crv = issues.literal(jwk, "crv", "P-256");
         let x = issues.string(jwk, "x");
@@ -216,12 +216,17 @@ fn parse_cnf<'a>(issues: &mut Issues, obj: &'a Object) -> Option<CnfJwk<'a>> {
     }
 }
 
-/// Decodes the confirmation key; a wrong length is a schema issue (the reference's message),
-/// a weak or off-curve point is `None` (refused after the schema, see `deviations.md` item 7).
+/// Decodes the confirmation key as the reference's rules read it: not canonical base64url, then
+/// the wrong length, are schema issues with its messages; a weak or off-curve point is `None`
+/// (refused after the schema, see `docs/deviations.md` item 7).
 fn decode_cnf(issues: &mut Issues, cnf: &CnfJwk<'_>) -> Option<PublicKey> {
     let key: Result<PublicKey, KeyError> = match *cnf {
         CnfJwk::Okp { x } => {
-            let Ok(bytes) = b64::decode_array::<32>(x) else {
+            let Ok(bytes) = b64::decode(x) else {
+                issues.push("cnf.jwk.x must be valid base64url");
+                return None;
+            };
+            let Ok(bytes) = <[u8; 32]>::try_from(bytes) else {
                 issues.push("cnf.jwk.x must decode to 32-byte Ed25519 public key");
                 return None;
             };
@@ -238,23 +243,25 @@ fn decode_cnf(issues: &mut Issues, cnf: &CnfJwk<'_>) -> Option<PublicKey> {
     key.ok()
 }
 
-fn check_did(
-    issues: &mut Issues,
-    field: &str,
-    value: &str,
-    kind: DidKind,
-    authority: Option<&str>,
-) {
-    let noun = match kind {
-        DidKind::Agent => "agent",
-        DidKind::Human => "human",
+/// The reference's DID rules and words: `sub` must be an agent DID, `ownerDid` a human one, each
+/// under the issuer's hostname.
+fn check_did(issues: &mut Issues, value: &str, kind: DidKind, authority: Option<&str>) {
+    let (valid, foreign) = match kind {
+        DidKind::Agent => (
+            "sub must be a valid agent DID",
+            "sub DID authority must match iss hostname",
+        ),
+        DidKind::Human => (
+            "ownerDid must be a valid human DID",
+            "ownerDid authority must match iss hostname",
+        ),
     };
     match parse_did(value) {
         Some(did) if did.kind == kind => {
             if authority.is_some_and(|a| a != did.authority) {
-                issues.push(format!("{field} DID authority must match iss hostname"));
+                issues.push(foreign);
             }
         }
-        _ => issues.push(format!("{field} must be a valid {noun} DID")),
+        _ => issues.push(valid),
     }
 }

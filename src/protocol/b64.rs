@@ -33,6 +33,30 @@ pub fn decode_array<const N: usize>(input: &str) -> Result<[u8; N], InvalidBase6
     Ok(out)
 }
 
+/// Decodes as jose does on the reference's runtime (`atob` after mapping `-_` to `+/`):
+/// whitespace dropped, either alphabet, optional padding, trailing bits ignored. Only for
+/// registry-signed documents whose signature has already been checked over the received text.
+pub fn decode_lenient(input: &str) -> Option<Vec<u8>> {
+    use base64::alphabet::STANDARD;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const FORGIVING: GeneralPurpose = GeneralPurpose::new(
+        &STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let mapped: Vec<u8> = input
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .map(|b| match b {
+            b'-' => b'+',
+            b'_' => b'/',
+            other => other,
+        })
+        .collect();
+    FORGIVING.decode(mapped).ok()
+}
+
 pub fn encode(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -58,6 +82,16 @@ mod tests {
         assert_eq!(decode("+/8"), Err(InvalidBase64));
         assert_eq!(decode("A"), Err(InvalidBase64));
         assert_eq!(decode("AA\n"), Err(InvalidBase64));
+    }
+
+    #[test]
+    fn lenient_decoding_takes_what_atob_takes() {
+        assert_eq!(decode_lenient("AB"), Some(vec![0]));
+        assert_eq!(decode_lenient("AQ=="), Some(vec![1]));
+        assert_eq!(decode_lenient("+/8"), Some(vec![0xfb, 0xff]));
+        assert_eq!(decode_lenient("-_8\n"), Some(vec![0xfb, 0xff]));
+        assert_eq!(decode_lenient("A"), None);
+        assert_eq!(decode_lenient("A*"), None);
     }
 
     #[test]

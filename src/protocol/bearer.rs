@@ -11,7 +11,8 @@ use super::jws::is_allowed_kid;
 use super::keys::{KeySet, KeysDocError};
 use crate::crypto::{P256Key, PublicKey};
 
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// The ceiling whatever `limits.token_bytes` says; the stage applies the configured limit.
+pub const MAX_TOKEN_LEN: usize = super::jws::MAX_TOKEN_LEN;
 
 /// Why a bearer token was refused; each has its own code.
 #[derive(Debug, Clone, PartialEq, Eq)]

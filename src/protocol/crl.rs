@@ -9,7 +9,7 @@ use super::ids::{DidKind, is_ulid, issuer_authority, parse_did};
 use super::json::{Json, Object};
 use super::jws::{self, Expectations, TokenError, TokenKind};
 use super::keys::KeySet;
-use super::schema::{Issues, has_control_chars};
+use super::schema::{Issues, as_int, has_control_chars};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
@@ -42,7 +42,7 @@ impl CrlClaims {
 
 /// The token inside a `200 {"crl":"<JWS>"}` body; `None` when the body has another shape.
 pub fn crl_token_from_body(body: &[u8]) -> Option<String> {
-    match Json::parse(body).ok()?.as_object()?.get("crl")? {
+    match Json::parse_lenient(body).ok()?.as_object()?.get("crl")? {
         Json::String(s) => Some(s.clone()),
         _ => None,
     }
@@ -61,6 +61,7 @@ fn parse_claims(obj: &Object) -> Result<CrlClaims, TokenError> {
     let mut issues = Issues::default();
     let iss = issues.string(obj, "iss");
     iss.inspect(|s| issues.non_empty(s, "iss is required"));
+    // Any non-empty string, as the reference's schema has it (not necessarily a ULID).
     let jti = issues.string(obj, "jti");
     jti.inspect(|s| issues.non_empty(s, "jti is required"));
     let iat = issues.non_negative_int(obj, "iat");
@@ -68,27 +69,22 @@ fn parse_claims(obj: &Object) -> Result<CrlClaims, TokenError> {
     let revocations = parse_revocations(&mut issues, obj);
     issues.strict(obj, &["iss", "jti", "iat", "exp", "revocations"]);
 
-    let (Some(iss), Some(jti), Some(iat), Some(exp), Some(revocations)) =
-        (iss, jti, iat, exp, revocations)
+    // zod skips the cross-field rules after a type or shape problem.
+    let (false, Some(iss), Some(jti), Some(iat), Some(exp), Some(revocations)) =
+        (issues.aborted(), iss, jti, iat, exp, revocations)
     else {
         return Err(claims_error(&issues));
     };
-    if !issues.is_empty() {
-        return Err(claims_error(&issues));
-    }
 
     let authority = issuer_authority(iss);
     if authority.is_none() {
         issues.push("iss must be an http(s) URL with a hostname");
     }
-    if !is_ulid(jti) {
-        issues.push("jti must be a valid ULID");
-    }
     if exp <= iat {
         issues.push("exp must be greater than iat");
     }
     for r in &revocations {
-        match parse_did(&r.agent_did) {
+        match parse_did(r.agent_did) {
             Some(did) if did.kind == DidKind::Agent => {
                 if authority.as_deref().is_some_and(|a| a != did.authority) {
                     issues.push("revocation.agentDid authority must match iss hostname");
@@ -97,7 +93,7 @@ fn parse_claims(obj: &Object) -> Result<CrlClaims, TokenError> {
             Some(_) => issues.push("revocation.agentDid must refer to an agent DID"),
             None => issues.push("revocation.agentDid must be a valid DID"),
         }
-        if !is_ulid(&r.jti) {
+        if !is_ulid(r.jti) {
             issues.push("revocation.jti must be a valid ULID");
         }
     }
@@ -107,13 +103,32 @@ fn parse_claims(obj: &Object) -> Result<CrlClaims, TokenError> {
     Ok(CrlClaims {
         iss: iss.to_owned(),
         jti: jti.to_owned(),
-        iat,
-        exp,
-        revocations,
+        iat: as_int(iat),
+        exp: as_int(exp),
+        revocations: revocations.into_iter().map(RawRevocation::owned).collect(),
     })
 }
 
-fn parse_revocations(issues: &mut Issues, obj: &Object) -> Option<Vec<Revocation>> {
+/// A revocation entry read without a type or shape problem (it may still have others).
+struct RawRevocation<'a> {
+    jti: &'a str,
+    agent_did: &'a str,
+    reason: Option<&'a str>,
+    revoked_at: f64,
+}
+
+impl RawRevocation<'_> {
+    fn owned(self) -> Revocation {
+        Revocation {
+            jti: self.jti.to_owned(),
+            agent_did: self.agent_did.to_owned(),
+            reason: self.reason.map(str::to_owned),
+            revoked_at: as_int(self.revoked_at),
+        }
+    }
+}
+
+fn parse_revocations<'a>(issues: &mut Issues, obj: &'a Object) -> Option<Vec<RawRevocation<'a>>> {
     let list = match obj.get("revocations") {
         Some(Json::Array(list)) => list,
         other => {
@@ -122,45 +137,40 @@ fn parse_revocations(issues: &mut Issues, obj: &Object) -> Option<Vec<Revocation
         }
     };
     let mut out = Vec::with_capacity(list.len());
-    let mut ok = true;
     for item in list {
         let Some(entry) = item.as_object() else {
             issues.invalid_type("object", Some(item));
-            ok = false;
             continue;
         };
-        match parse_revocation(issues, entry) {
-            Some(r) => out.push(r),
-            None => ok = false,
-        }
+        out.extend(parse_revocation(issues, entry));
     }
     if list.is_empty() {
         issues.push("revocations must include at least one entry");
-        ok = false;
     }
-    ok.then_some(out)
+    Some(out)
 }
 
-fn parse_revocation(issues: &mut Issues, entry: &Object) -> Option<Revocation> {
-    let before = issues.count();
-    let jti = issues.string(entry, "jti");
-    jti.inspect(|s| issues.non_empty(s, "revocation.jti is required"));
-    let agent_did = issues.string(entry, "agentDid");
-    agent_did.inspect(|s| issues.non_empty(s, "agentDid is required"));
-    let reason = issues.optional_string(entry, "reason");
-    reason.inspect(|s| issues.max_len(s, 280));
-    let revoked_at = issues.non_negative_int(entry, "revokedAt");
-    issues.strict(entry, &["jti", "agentDid", "reason", "revokedAt"]);
-    if agent_did.is_some_and(has_control_chars) {
-        issues.push("revocation.agentDid contains control characters");
+/// One entry, with its own refinement (control characters in `agentDid`) run as zod runs it:
+/// only when the entry itself had no type or shape problem.
+fn parse_revocation<'a>(issues: &mut Issues, entry: &'a Object) -> Option<RawRevocation<'a>> {
+    let mut own = Issues::default();
+    let jti = own.string(entry, "jti");
+    jti.inspect(|s| own.non_empty(s, "revocation.jti is required"));
+    let agent_did = own.string(entry, "agentDid");
+    agent_did.inspect(|s| own.non_empty(s, "agentDid is required"));
+    let reason = own.optional_string(entry, "reason");
+    reason.inspect(|s| own.max_len(s, 280));
+    let revoked_at = own.non_negative_int(entry, "revokedAt");
+    own.strict(entry, &["jti", "agentDid", "reason", "revokedAt"]);
+    if !own.aborted() && agent_did.is_some_and(has_control_chars) {
+        own.push("revocation.agentDid contains control characters");
     }
-    if issues.count() != before {
-        return None;
-    }
-    Some(Revocation {
-        jti: jti?.to_owned(),
-        agent_did: agent_did?.to_owned(),
-        reason: reason.map(str::to_owned),
+    let read = !own.aborted();
+    issues.merge(own);
+    read.then_some(RawRevocation {
+        jti: jti?,
+        agent_did: agent_did?,
+        reason,
         revoked_at: revoked_at?,
     })
 }

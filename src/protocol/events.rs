@@ -1,4 +1,4 @@
-//! Registry events (`protocol.md` §8): the envelope and what the reference does with each.
+//! Registry events (`docs/protocol.md` §8): the envelope and what the reference does with each.
 //!
 //! Only `agent.auth.revoked` with reason `agent_revoked` changes state (the agent DID in
 //! `data.metadata.agentDid` is revoked). Other types and reasons are acknowledged and ignored, so
@@ -32,7 +32,8 @@ pub enum IgnoredBecause {
 
 pub fn parse_event(body: &[u8]) -> EventOutcome {
     let rejected = |m: &str| EventOutcome::Rejected(m.to_owned());
-    let envelope = match Json::parse(body) {
+    // `JSON.parse`, as the reference reads a queue message: a repeated member keeps the last.
+    let envelope = match Json::parse_lenient(body) {
         Ok(Json::Object(o)) => o,
         Ok(_) => return rejected("Registry event must be a JSON object"),
         Err(_) => return rejected("Registry event is not valid JSON"),

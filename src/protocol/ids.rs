@@ -1,6 +1,6 @@
 //! Identifiers: ULIDs, `did:cdi` DIDs and the issuer URL whose host is the DID authority.
 //!
-//! These are the reference's exact grammars (protocol.md §10.2-10.3, §1.1). A DID's authority must
+//! These are the reference's exact grammars (docs/protocol.md §10.2-10.3, §1.1). A DID's authority must
 //! equal the issuer's lowercased hostname, which is why the issuer parser lives here too.
 
 /// `^[0-9A-HJKMNP-TV-Z]{26}$` with a first character of at most `7` (a 48-bit timestamp).

@@ -1,14 +1,26 @@
-//! A JSON value that keeps member order and refuses duplicate members.
+//! A JSON value that keeps member order, read the way the reference's JavaScript reads JSON.
 //!
-//! `serde_json::Value` silently keeps the last of two members with the same name, which lets a
-//! forged header say `{"alg":"none","alg":"EdDSA"}`. Token headers, claims and documents are read
-//! through [`Json`] instead, which rejects duplicates at every depth. Keeping the raw shape (rather
-//! than deserializing straight into structs) also lets the schema checks report every problem
-//! with the reference's wording, in the reference's order.
+//! The bytes are decoded as `TextDecoder` decodes them (one leading byte-order mark dropped,
+//! invalid UTF-8 replaced by U+FFFD) and a lone UTF-16 surrogate escape such as `\ud83e` stands
+//! for U+FFFD, which is what the reference emits when it writes that string back out as UTF-8:
+//! whatever the reference's decoder accepts is accepted here too (issue 16).
+//!
+//! Two ways to treat a repeated member name. [`Json::parse`] refuses it at every depth:
+//! `serde_json::Value` silently keeps the last of two members, which would let a forged token
+//! header say `{"alg":"none","alg":"EdDSA"}` (`docs/deviations.md` item 7). [`Json::parse_lenient`]
+//! keeps the last, as `JSON.parse` does, for registry documents whose refusal would only make
+//! revocation fragile. Both are linear in the input: members are checked against a hash index
+//! once an object grows past a few members, never against each other.
+//!
+//! Keeping the raw shape (rather than deserializing straight into structs) also lets the schema
+//! checks report every problem with the reference's wording, in the reference's order.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -25,22 +37,29 @@ pub enum Json {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Object(pub Vec<(String, Json)>);
 
-/// Why bytes were not accepted as strict JSON.
+/// Why bytes were not accepted as JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonError {
     Syntax,
     DuplicateMember,
 }
 
+/// What a repeated member name does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Duplicates {
+    Refuse,
+    KeepLast,
+}
+
 impl Json {
+    /// Strict: a repeated member name anywhere is [`JsonError::DuplicateMember`].
     pub fn parse(bytes: &[u8]) -> Result<Json, JsonError> {
-        serde_json::from_slice(bytes).map_err(|e| {
-            if e.to_string().starts_with(DUPLICATE) {
-                JsonError::DuplicateMember
-            } else {
-                JsonError::Syntax
-            }
-        })
+        parse(bytes, Duplicates::Refuse)
+    }
+
+    /// As `JSON.parse`: a repeated member keeps its first position and its last value.
+    pub fn parse_lenient(bytes: &[u8]) -> Result<Json, JsonError> {
+        parse(bytes, Duplicates::KeepLast)
     }
 
     pub fn as_object(&self) -> Option<&Object> {
@@ -94,16 +113,89 @@ impl Object {
 }
 
 const DUPLICATE: &str = "duplicate member";
+/// Objects up to this size are checked for repeats by a scan; larger ones through a hash map.
+const SCAN_MEMBERS: usize = 16;
 
-impl<'de> Deserialize<'de> for Json {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(JsonVisitor)
+fn parse(bytes: &[u8], duplicates: Duplicates) -> Result<Json, JsonError> {
+    let text = js_text(bytes);
+    let mut deserializer = serde_json::Deserializer::from_str(&text);
+    let value = Seed(duplicates)
+        .deserialize(&mut deserializer)
+        .and_then(|v| deserializer.end().map(|()| v));
+    value.map_err(|e| {
+        if e.to_string().starts_with(DUPLICATE) {
+            JsonError::DuplicateMember
+        } else {
+            JsonError::Syntax
+        }
+    })
+}
+
+/// The text `TextDecoder` would give (one BOM dropped, invalid UTF-8 as U+FFFD), with every
+/// lone surrogate escape rewritten to `\uFFFD`, which serde_json would otherwise refuse.
+fn js_text(bytes: &[u8]) -> Cow<'_, str> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = String::from_utf8_lossy(bytes);
+    let lone = lone_surrogates(text.as_bytes());
+    if lone.is_empty() {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    for at in lone {
+        out.push_str(&text[from..at]);
+        out.push_str("\\uFFFD");
+        from = at + 6;
+    }
+    out.push_str(&text[from..]);
+    Cow::Owned(out)
+}
+
+/// Offsets of the `\uXXXX` escapes that name a surrogate without its other half.
+fn lone_surrogates(b: &[u8]) -> Vec<usize> {
+    let escape = |at: usize| -> Option<u16> {
+        if b.get(at) != Some(&b'\\') || b.get(at + 1) != Some(&b'u') {
+            return None;
+        }
+        let hex = std::str::from_utf8(b.get(at + 2..at + 6)?).ok()?;
+        u16::from_str_radix(hex, 16).ok()
+    };
+    let high = |u: u16| (0xD800..0xDC00).contains(&u);
+    let low = |u: u16| (0xDC00..0xE000).contains(&u);
+    let mut lone = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match escape(i) {
+            Some(u) if high(u) && escape(i + 6).is_some_and(low) => i += 12,
+            Some(u) if high(u) || low(u) => {
+                lone.push(i);
+                i += 6;
+            }
+            // Any other escape is two bytes or more; skipping two keeps `\\u` from being read
+            // as an escape.
+            _ => i += 2,
+        }
+    }
+    lone
+}
+
+/// Deserializes one value, carrying the duplicate rule into nested values.
+#[derive(Clone, Copy)]
+struct Seed(Duplicates);
+
+impl<'de> DeserializeSeed<'de> for Seed {
+    type Value = Json;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-struct JsonVisitor;
-
-impl<'de> Visitor<'de> for JsonVisitor {
+impl<'de> Visitor<'de> for Seed {
     type Value = Json;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -142,7 +234,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
+        while let Some(item) = seq.next_element_seed(self)? {
             items.push(item);
         }
         Ok(Json::Array(items))
@@ -151,19 +243,135 @@ impl<'de> Visitor<'de> for JsonVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
         let mut members: Vec<(String, Json)> = Vec::new();
         while let Some(name) = map.next_key::<String>()? {
-            if members.iter().any(|(k, _)| *k == name) {
-                return Err(de::Error::custom(DUPLICATE));
-            }
-            let value = map.next_value()?;
+            let value = map.next_value_seed(self)?;
             members.push((name, value));
         }
+        let repeats = repeats(&members);
+        if repeats.is_empty() {
+            return Ok(Json::Object(Object(members)));
+        }
+        if self.0 == Duplicates::Refuse {
+            return Err(de::Error::custom(DUPLICATE));
+        }
+        // `JSON.parse`: the first position, the last value.
+        let mut dropped = vec![false; members.len()];
+        for (first, later) in repeats {
+            members[first].1 = std::mem::replace(&mut members[later].1, Json::Null);
+            dropped[later] = true;
+        }
+        let mut keep = dropped.iter().map(|d| !d);
+        members.retain(|_| keep.next().unwrap_or(true));
         Ok(Json::Object(Object(members)))
     }
+}
+
+/// Each repeated member as (index of the name's first occurrence, index of the repeat), in
+/// document order: a scan for small objects, one hash lookup per member for large ones, never
+/// a comparison of every pair.
+fn repeats(members: &[(String, Json)]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    if members.len() <= SCAN_MEMBERS {
+        for (later, (name, _)) in members.iter().enumerate() {
+            if let Some(first) = members[..later].iter().position(|(k, _)| k == name) {
+                out.push((first, later));
+            }
+        }
+        return out;
+    }
+    // foldhash: a per-process random seed keeps it DoS-resistant, at a third of SipHash's cost,
+    // which is most of the work on a large object.
+    let mut first: HashMap<&str, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(members.len(), Default::default());
+    for (i, (name, _)) in members.iter().enumerate() {
+        match first.entry(name) {
+            Entry::Occupied(seen) => out.push((*seen.get(), i)),
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bom_lone_surrogates_and_bad_utf8_read_as_javascript_reads_them() {
+        let text = |bytes: &[u8]| match Json::parse(bytes) {
+            Ok(Json::String(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text(b"\xEF\xBB\xBF\"x\""), "x");
+        assert_eq!(Json::parse(b"\xEF\xBB\xBF\xEF\xBB\xBF1"), Err(JsonError::Syntax));
+        assert_eq!(text(br#""gen\ud83e""#), "gen\u{FFFD}");
+        assert_eq!(text(br#""\udd16x""#), "\u{FFFD}x");
+        assert_eq!(text(br#""\ud83e\udd16""#), "\u{1F916}");
+        assert_eq!(text(br#""\ud83e\ud83e\udd16""#), "\u{FFFD}\u{1F916}");
+        assert_eq!(text(br#""\\ud83e""#), "\\ud83e");
+        assert_eq!(text(b"\"a\xFFb\""), "a\u{FFFD}b");
+    }
+
+    #[test]
+    fn lenient_parsing_keeps_the_last_duplicate_in_the_first_place() {
+        let v = Json::parse_lenient(br#"{"a":1,"b":2,"a":3}"#).unwrap();
+        let o = v.as_object().unwrap();
+        assert_eq!(o.names().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(o.get("a").and_then(Json::as_f64), Some(3.0));
+        let many: Vec<String> = (0..40).map(|i| format!("\"m{i}\":{i}")).collect();
+        let doc = format!("{{{},\"m7\":\"last\"}}", many.join(","));
+        let v = Json::parse_lenient(doc.as_bytes()).unwrap();
+        assert_eq!(v.as_object().unwrap().0.len(), 40);
+        assert_eq!(v.as_object().unwrap().get("m7").and_then(Json::as_str), Some("last"));
+        assert_eq!(Json::parse(doc.as_bytes()), Err(JsonError::DuplicateMember));
+    }
+
+    /// Issue 16: a 4 MiB object of 100,000 members parses in time proportional to its size (the
+    /// duplicate check is a hash lookup, not a scan). Printed, not asserted: timings are noisy.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a wall-clock figure, printed; nothing waits on it
+    fn a_large_object_parses_in_linear_time() {
+        const SIZE: usize = 4 * 1024 * 1024;
+        let members = 100_000;
+        // `"k000001":"vvv…",` is 13 bytes of framing around each value.
+        let value_len = SIZE / members - 13;
+        let mut object = String::with_capacity(SIZE + 64);
+        object.push('{');
+        for i in 0..members {
+            if i > 0 {
+                object.push(',');
+            }
+            object.push_str(&format!("\"k{i:06}\":\"{}\"", "v".repeat(value_len)));
+        }
+        object.push('}');
+        let string = format!("\"{}\"", "s".repeat(object.len() - 2));
+        // The parse alone: each value is dropped after the clock stops.
+        let time = |bytes: &[u8]| {
+            let best = (0..5)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    let parsed = Json::parse(bytes);
+                    let took = start.elapsed();
+                    assert!(parsed.is_ok());
+                    took
+                })
+                .min()
+                .unwrap();
+            best.as_secs_f64()
+        };
+        let (t_object, t_string) = (time(object.as_bytes()), time(string.as_bytes()));
+        println!(
+            "json: object of {members} members ({} bytes) {:.2} ms, string of {} bytes {:.2} ms, \
+             ratio {:.2}",
+            object.len(),
+            t_object * 1e3,
+            string.len(),
+            t_string * 1e3,
+            t_object / t_string
+        );
+        assert_eq!(Json::parse(object.as_bytes()).unwrap().as_object().unwrap().0.len(), members);
+    }
 
     #[test]
     fn duplicate_members_are_rejected_at_any_depth() {

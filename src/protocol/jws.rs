@@ -1,12 +1,18 @@
-//! JWS compact tokens (AIT and CRL) under a closed header profile, and the jose checks the
-//! reference runs before its claim schemas.
+//! JWS compact tokens (AIT and CRL), and the jose checks the reference runs before its claim
+//! schemas.
 //!
 //! The order is the reference's: protected header (`alg`, `typ`, `kid`), key lookup by `kid`,
 //! signature over the received bytes, then `iss`, `nbf` and `exp` with zero tolerance. The
 //! verifier picks the algorithm: the key found by `kid` allows exactly one `alg`, and the header
-//! must name it. Stricter than the reference (`deviations.md` item 7): only `alg`, `typ` and
-//! `kid` may appear in the header, duplicate members are refused, every segment must be canonical
-//! base64url, and a `kid` outside `^[A-Za-z0-9._:-]{1,128}$` is refused before any lookup.
+//! must name it.
+//!
+//! An AIT comes from the caller, so it is read under a closed profile, stricter than the
+//! reference (`docs/deviations.md` item 7): only `alg`, `typ` and `kid` may appear in the header,
+//! duplicate members are refused, every segment must be canonical base64url, and a `kid` outside
+//! `^[A-Za-z0-9._:-]{1,128}$` is refused before any lookup. A CRL comes from the registry, and
+//! refusing one only stops revocation, so once its signature verifies under the key its `kid`
+//! names it is read as the reference reads it: other header members ignored (`crit` refused, as
+//! jose does), the last of repeated members kept, segments decoded as leniently as jose does.
 
 use std::fmt;
 
@@ -14,8 +20,12 @@ use super::b64;
 use super::json::{Json, JsonError, Object};
 use super::keys::KeySet;
 
-/// Tokens longer than this are refused before any decoding.
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// AITs longer than this are refused before any decoding whatever the configuration says
+/// (`limits.token_bytes`, default [`DEFAULT_TOKEN_LEN`], may not exceed it). A CRL is bounded by
+/// the registry response's size limit instead (`limits.crl_bytes`).
+pub const MAX_TOKEN_LEN: usize = 64 * 1024;
+/// The default limit on an AIT's or a bearer token's length; real AITs are 0.7-3.5 KB.
+pub const DEFAULT_TOKEN_LEN: usize = 8 * 1024;
 /// Decoded protected headers longer than this are refused.
 pub const MAX_HEADER_LEN: usize = 1024;
 
@@ -175,44 +185,53 @@ pub fn verify(
     keys: &KeySet,
     expect: Expectations<'_>,
 ) -> Result<Object, TokenError> {
-    if token.len() > MAX_TOKEN_LEN {
+    if kind == TokenKind::Ait && token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed("Token is too large"));
     }
-    let mut segments = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (
-        segments.next(),
-        segments.next(),
-        segments.next(),
-        segments.next(),
-    ) else {
-        return Err(TokenError::Malformed("Invalid Compact JWS"));
-    };
-
-    let alg = check_header(header_b64, kind)?;
-    let kid = alg.kid;
+    let segments: Vec<&str> = token.splitn(6, '.').collect();
+    // jose reads the header of a 3- or 5-segment token (JWS or JWE) before it counts segments.
+    if !matches!(segments.len(), 3 | 5) {
+        return Err(TokenError::HeaderFormat);
+    }
+    let header = check_header(segments[0], kind)?;
     let key = keys
-        .get(&kid)
-        .ok_or_else(|| TokenError::UnknownKid(kind, kid.clone()))?;
-    if alg.alg != key.alg().as_str() {
+        .get(&header.kid)
+        .ok_or_else(|| TokenError::UnknownKid(kind, header.kid.clone()))?;
+    if header.alg != key.alg().as_str() {
         return Err(TokenError::Header(
             kind,
             HeaderProblem::Alg(key.alg().as_str()),
         ));
     }
+    let [header_b64, payload_b64, signature_b64] = segments[..] else {
+        return Err(TokenError::Malformed("Invalid Compact JWS"));
+    };
 
-    let signature = b64::decode(signature_b64).map_err(|_| TokenError::SignatureSegment)?;
+    let decode = |segment: &str| match kind {
+        TokenKind::Ait => b64::decode(segment).ok(),
+        TokenKind::Crl => b64::decode_lenient(segment),
+    };
+    let signature = decode(signature_b64).ok_or(TokenError::SignatureSegment)?;
     let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
     if !key.verify(signing_input.as_bytes(), &signature) {
         return Err(TokenError::Signature);
     }
-    let payload = b64::decode(payload_b64).map_err(|_| TokenError::PayloadSegment)?;
-    let claims = match Json::parse(&payload) {
+    let payload = decode(payload_b64).ok_or(TokenError::PayloadSegment)?;
+    let claims = match parse_json(&payload, kind) {
         Ok(Json::Object(o)) => o,
         Err(JsonError::DuplicateMember) => return Err(TokenError::ClaimsDuplicateMember),
         _ => return Err(TokenError::ClaimsNotObject),
     };
     check_registered_claims(&claims, expect)?;
     Ok(claims)
+}
+
+/// An AIT's JSON refuses repeated members; a CRL's keeps the last, as `JSON.parse` does.
+fn parse_json(bytes: &[u8], kind: TokenKind) -> Result<Json, JsonError> {
+    match kind {
+        TokenKind::Ait => Json::parse(bytes),
+        TokenKind::Crl => Json::parse_lenient(bytes),
+    }
 }
 
 /// The `kid` of a token whose header passes the checks of `kind`.
@@ -230,15 +249,25 @@ fn check_header(header_b64: &str, kind: TokenKind) -> Result<CheckedHeader, Toke
     if header_b64.len() > b64::encoded_len(MAX_HEADER_LEN) {
         return Err(TokenError::Header(kind, HeaderProblem::TooLarge));
     }
-    let bytes = b64::decode(header_b64).map_err(|_| TokenError::HeaderFormat)?;
-    let header = match Json::parse(&bytes) {
+    let bytes = match kind {
+        TokenKind::Ait => b64::decode(header_b64).ok(),
+        TokenKind::Crl => b64::decode_lenient(header_b64),
+    };
+    let bytes = bytes.ok_or(TokenError::HeaderFormat)?;
+    let header = match parse_json(&bytes, kind) {
         Ok(Json::Object(o)) => o,
         Err(JsonError::DuplicateMember) => {
             return Err(TokenError::Header(kind, HeaderProblem::DuplicateMember));
         }
         _ => return Err(TokenError::HeaderFormat),
     };
-    if header.names().any(|n| !matches!(n, "alg" | "typ" | "kid")) {
+    let unsupported = |n: &str| match kind {
+        TokenKind::Ait => !matches!(n, "alg" | "typ" | "kid"),
+        // jose refuses any `crit` it does not implement, and it implements none the reference
+        // asks for; every other member is ignored.
+        TokenKind::Crl => n == "crit",
+    };
+    if header.names().any(unsupported) {
         return Err(TokenError::Header(kind, HeaderProblem::UnsupportedMember));
     }
     // Before the key is known, any algorithm the verifier implements may stand; the reference
@@ -252,7 +281,9 @@ fn check_header(header_b64: &str, kind: TokenKind) -> Result<CheckedHeader, Toke
     }
     let kid = match header.get("kid").and_then(Json::as_str) {
         Some("") | None => return Err(TokenError::Header(kind, HeaderProblem::KidMissing)),
-        Some(k) if !is_allowed_kid(k) => {
+        // A CRL's `kid` only selects among the registry's own keys (any non-empty name there)
+        // and is never echoed to a caller.
+        Some(k) if kind == TokenKind::Ait && !is_allowed_kid(k) => {
             return Err(TokenError::Header(kind, HeaderProblem::KidNotAllowed));
         }
         Some(k) => k.to_owned(),

@@ -5,6 +5,7 @@
 //! an entry may be a P-256 key (`alg ES256`, `crv P-256`, `x`, `y`), and Ed25519 keys must not be
 //! weak points, and an entry that declares a `use` other than `sig` is malformed. Keys are parsed here once; the [`KeySet`] is what callers cache.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::b64;
@@ -69,19 +70,19 @@ impl KeysDocError {
 }
 
 pub fn parse_keys_document(body: &[u8]) -> Result<KeySet, KeysDocError> {
-    let doc = Json::parse(body).map_err(|_| KeysDocError::PayloadInvalid)?;
+    // Read as the reference's `response.json()` reads it (a repeated member keeps the last).
+    let doc = Json::parse_lenient(body).map_err(|_| KeysDocError::PayloadInvalid)?;
     let Some(Json::Array(entries)) = doc.as_object().and_then(|o| o.get("keys")) else {
         return Err(KeysDocError::PayloadInvalid);
     };
-    let mut seen: Vec<&str> = Vec::with_capacity(entries.len());
+    let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
     let mut active = Vec::new();
     for entry in entries {
         let entry = entry.as_object().ok_or(KeysDocError::Invalid)?;
         let kid = match entry.get("kid").and_then(Json::as_str) {
-            Some(k) if !k.is_empty() && !seen.contains(&k) => k,
+            Some(k) if !k.is_empty() && seen.insert(k) => k,
             _ => return Err(KeysDocError::Invalid),
         };
-        seen.push(kid);
         let key = parse_entry_key(entry).ok_or(KeysDocError::Invalid)?;
         match entry.get("status").and_then(Json::as_str) {
             Some("active") => active.push((kid.to_owned(), key)),

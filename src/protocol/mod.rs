@@ -1,7 +1,7 @@
 //! The Clawdentity wire protocol as pure functions over bytes, keys and `now`.
 //!
 //! Nothing here does I/O or reads a clock: callers pass the time in, which keeps every verdict
-//! reproducible from the vectors in `../shared/vectors/clawdentity`.
+//! reproducible from the vectors in `tests/vectors/clawdentity`.
 
 pub mod ait;
 pub mod b64;

@@ -4,7 +4,7 @@
 //!   over. Envoy hands over the raw request target, so dot segments, `\`, percent-encoding, the
 //!   empty `?` and the fragment are handled here exactly as a WHATWG parser does for an `https:`
 //!   URL (as Node 20 does: `^` stays as it is).
-//! * [`route_path`]: what an upstream router matches on (`deviations.md` item 14): the normalized
+//! * [`route_path`]: what an upstream router matches on (`docs/deviations.md` item 14): the normalized
 //!   path, percent-decoded the way `decodeURI` does (reserved characters such as `%2F` stay
 //!   encoded, undecodable runs stay as they are), without the query.
 

@@ -62,7 +62,8 @@ pub enum PopError {
     Skew {
         max_skew_secs: u64,
     },
-    /// A nonce with control characters could make the canonical string ambiguous.
+    /// A nonce with a line break (or NUL) would make the canonical string ambiguous. No HTTP
+    /// header can carry one; a horizontal tab is legal in a header value and signed as sent.
     NonceControlChars,
     /// The method is not an HTTP token.
     InvalidMethod,
@@ -193,7 +194,7 @@ pub fn verify_proof(
     if ts.abs_diff(now) > max_skew_secs {
         return Err(PopError::Skew { max_skew_secs });
     }
-    if nonce.chars().any(char::is_control) {
+    if nonce.contains(['\n', '\r', '\0']) {
         return Err(PopError::NonceControlChars);
     }
     if input.method.is_empty() || !input.method.bytes().all(is_token_byte) {

@@ -3,6 +3,12 @@
 //! The reference validates claims with zod and joins every issue's message with `"; "`. The
 //! vectors pin those messages, so checks here collect issues in the same order (fields in schema
 //! order, then unrecognized members, then cross-field rules) and render them the same way.
+//!
+//! zod runs an object's cross-field rules (`superRefine`) after a field's own problems unless one
+//! of them leaves the value's shape in doubt: a wrong type, a wrong literal, a non-integer where
+//! an integer belongs, an unrecognized member. Those *abort*; a string too short or too long, a
+//! number out of range or a failed field refinement does not, so `sub: ""` reports both
+//! "sub is required" and the DID rule. [`Issues::aborted`] tells the caller which case it is in.
 
 use super::json::{Json, Object};
 
@@ -10,24 +16,45 @@ use super::json::{Json, Object};
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
 #[derive(Debug, Default)]
-pub struct Issues(Vec<String>);
+pub struct Issues {
+    messages: Vec<String>,
+    aborted: bool,
+}
 
 impl Issues {
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.messages.is_empty()
     }
 
     pub fn count(&self) -> usize {
-        self.0.len()
+        self.messages.len()
     }
 
+    /// A problem after which zod still runs the cross-field rules (a refinement, a length).
     pub fn push(&mut self, message: impl Into<String>) {
-        self.0.push(message.into());
+        self.messages.push(message.into());
+    }
+
+    /// A problem after which zod skips the cross-field rules (a type or shape problem).
+    pub fn abort(&mut self, message: impl Into<String>) {
+        self.messages.push(message.into());
+        self.aborted = true;
+    }
+
+    /// Appends the problems of a nested value, in order.
+    pub fn merge(&mut self, nested: Issues) {
+        self.messages.extend(nested.messages);
+        self.aborted |= nested.aborted;
+    }
+
+    /// Whether a recorded problem stops the cross-field rules.
+    pub fn aborted(&self) -> bool {
+        self.aborted
     }
 
     /// All messages joined as the reference joins them.
     pub fn message(&self) -> String {
-        self.0.join("; ")
+        self.messages.join("; ")
     }
 
     /// A required string member; records a type issue and returns `None` when it is not one.
@@ -65,34 +92,33 @@ impl Issues {
         }
     }
 
-    /// `z.number().int().nonnegative()`: returns the integer when every check passes.
-    pub fn non_negative_int(&mut self, obj: &Object, name: &str) -> Option<u64> {
+    /// `z.number().int().nonnegative()`: the number, unless it is not an integer at all (which
+    /// aborts). Out of range is recorded and the number still returned, as the cross-field rules
+    /// compare it; [`as_int`] converts it once every problem is known to be absent.
+    pub fn non_negative_int(&mut self, obj: &Object, name: &str) -> Option<f64> {
         let value = obj.get(name);
         let Some(n) = value.and_then(Json::as_f64) else {
             self.invalid_type("number", value);
             return None;
         };
-        let mut ok = true;
         if n.fract() != 0.0 {
-            self.push("Invalid input: expected int, received number");
-            ok = false;
-        } else if n > MAX_SAFE_INTEGER {
+            self.abort("Invalid input: expected int, received number");
+            return None;
+        }
+        if n > MAX_SAFE_INTEGER {
             self.push("Too big: expected int to be <=9007199254740991");
-            ok = false;
         }
         if n < 0.0 {
             self.push("Too small: expected number to be >=0");
-            ok = false;
         }
-        // The checks above bound n to [0, 2^53), so the conversion is exact.
-        ok.then_some(n as u64)
+        Some(n)
     }
 
     /// `z.literal(expected)`.
     pub fn literal(&mut self, obj: &Object, name: &str, expected: &str) -> bool {
         let ok = obj.get(name).and_then(Json::as_str) == Some(expected);
         if !ok {
-            self.push(format!("Invalid input: expected \"{expected}\""));
+            self.abort(format!("Invalid input: expected \"{expected}\""));
         }
         ok
     }
@@ -117,17 +143,23 @@ impl Issues {
             .collect();
         match unknown.len() {
             0 => {}
-            1 => self.push(format!("Unrecognized key: {}", unknown[0])),
-            _ => self.push(format!("Unrecognized keys: {}", unknown.join(", "))),
+            1 => self.abort(format!("Unrecognized key: {}", unknown[0])),
+            _ => self.abort(format!("Unrecognized keys: {}", unknown.join(", "))),
         }
     }
 
     pub fn invalid_type(&mut self, expected: &str, received: Option<&Json>) {
-        self.push(format!(
+        self.abort(format!(
             "Invalid input: expected {expected}, received {}",
             Json::zod_type(received)
         ));
     }
+}
+
+/// A number [`Issues::non_negative_int`] returned, once no problem was recorded: it is then an
+/// integer in `[0, 2^53)`, so the conversion is exact.
+pub fn as_int(n: f64) -> u64 {
+    n as u64
 }
 
 /// True if the string holds U+0000..U+001F or U+007F (the reference's `hasControlChars`).
@@ -151,19 +183,21 @@ mod tests {
     fn messages_match_zod_wording() {
         let o = obj(r#"{"a":1.5,"b":-1,"c":"x","d":1e300,"e":3}"#);
         let mut issues = Issues::default();
+        assert_eq!(issues.non_negative_int(&o, "b"), Some(-1.0));
+        assert_eq!(issues.non_negative_int(&o, "d"), Some(1e300));
+        assert_eq!(issues.non_negative_int(&o, "e"), Some(3.0));
+        assert!(!issues.aborted(), "out of range does not stop the cross-field rules");
         assert_eq!(issues.non_negative_int(&o, "a"), None);
-        assert_eq!(issues.non_negative_int(&o, "b"), None);
+        assert!(issues.aborted(), "a non-integer does");
         assert_eq!(issues.non_negative_int(&o, "c"), None);
-        assert_eq!(issues.non_negative_int(&o, "d"), None);
-        assert_eq!(issues.non_negative_int(&o, "e"), Some(3));
         assert_eq!(issues.string(&o, "zz"), None);
         issues.strict(&o, &["a", "b", "c"]);
         assert_eq!(
             issues.message(),
-            "Invalid input: expected int, received number; \
-             Too small: expected number to be >=0; \
-             Invalid input: expected number, received string; \
+            "Too small: expected number to be >=0; \
              Too big: expected int to be <=9007199254740991; \
+             Invalid input: expected int, received number; \
+             Invalid input: expected number, received string; \
              Invalid input: expected string, received undefined; \
              Unrecognized keys: \"d\", \"e\""
         );

@@ -1,4 +1,4 @@
-//! Agent access-token validation, cached (`deviations.md` item 4).
+//! Agent access-token validation, cached (`docs/deviations.md` item 4).
 //!
 //! Results are keyed by `(access token, agent DID, AIT jti)`: a valid answer (204) is reused for
 //! `positive_ttl`, an invalid one (401) for `negative_ttl`. When the registry cannot answer, a

@@ -1,4 +1,4 @@
-//! One circuit breaker per registry endpoint (`deviations.md` item 5).
+//! One circuit breaker per registry endpoint (`docs/deviations.md` item 5).
 //!
 //! Closed: calls go through and consecutive failures are counted; after `failures` of them the
 //! breaker opens. Open: no call reaches the endpoint for `open_ms`; then the breaker turns

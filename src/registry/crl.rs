@@ -2,7 +2,7 @@
 //!
 //! `age = now - last success`. The list is *stale* when nothing was ever loaded or
 //! `age > max_age`; a refresh is *due* when stale or `age >= refresh_interval`. Refreshing happens
-//! in the background, never on a request (`deviations.md` item 2): [`CrlCache::run_refresher`]
+//! in the background, never on a request (`docs/deviations.md` item 2): [`CrlCache::run_refresher`]
 //! refreshes when due, with jitter, and retries every few seconds while stale. A failed refresh
 //! only logs. While stale, `fail-closed` answers 503 and `fail-open` keeps the last good list (or
 //! nothing). A 404 `CRL_NOT_FOUND` is a valid empty list (item 3), and a list issued before the
@@ -27,6 +27,15 @@ use crate::protocol::jws::{Expectations, TokenError};
 pub enum StaleBehavior {
     FailOpen,
     FailClosed,
+}
+
+impl StaleBehavior {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaleBehavior::FailOpen => "fail-open",
+            StaleBehavior::FailClosed => "fail-closed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +63,24 @@ pub struct CrlCache {
     push_changed: Arc<tokio::sync::Notify>,
     stale_checks: AtomicU64,
     last_stale_warning_ms: AtomicU64,
+    refreshes: AtomicU64,
+    refresh_failures: AtomicU64,
+}
+
+/// What readiness reports about the list (`/readyz`).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrlStatus {
+    /// `fresh`, `stale` (older than `crl.max_age_secs`) or `never-loaded`.
+    pub state: &'static str,
+    /// What checks do while it is stale.
+    pub stale_behavior: &'static str,
+    pub age_secs: Option<u64>,
+    pub revocations: usize,
+    pub refreshes: u64,
+    pub refresh_failures: u64,
+    /// Why the latest refresh failed, when it did.
+    pub last_failure: Option<String>,
 }
 
 #[derive(Default, Clone)]
@@ -62,6 +89,8 @@ struct State {
     issued_at: Option<u64>,
     last_success_ms: Option<u64>,
     last_attempt_ms: Option<u64>,
+    /// The reason of the latest refresh, when it failed (cleared by a success).
+    last_failure: Option<String>,
 }
 
 impl CrlCache {
@@ -82,6 +111,34 @@ impl CrlCache {
             push_changed: Arc::new(tokio::sync::Notify::new()),
             stale_checks: AtomicU64::new(0),
             last_stale_warning_ms: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
+            refresh_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Refreshes attempted and, of those, failed (transport, status, payload or verification).
+    pub fn refresh_counts(&self) -> (u64, u64) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (load(&self.refreshes), load(&self.refresh_failures))
+    }
+
+    /// The list's state for readiness: fresh or stale, its policy, and the latest failure.
+    pub fn status(&self) -> CrlStatus {
+        let state = self.lock().clone();
+        let now = self.clock.now_ms();
+        let (refreshes, refresh_failures) = self.refresh_counts();
+        CrlStatus {
+            state: match state.last_success_ms {
+                None => "never-loaded",
+                Some(_) if self.is_stale(&state, now) => "stale",
+                Some(_) => "fresh",
+            },
+            stale_behavior: self.timing.stale_behavior.as_str(),
+            age_secs: state.last_success_ms.map(|t| now.saturating_sub(t) / 1000),
+            revocations: state.revoked.len(),
+            refreshes,
+            refresh_failures,
+            last_failure: state.last_failure,
         }
     }
 
@@ -221,6 +278,7 @@ impl CrlCache {
             return; // another check refreshed while this one waited
         }
         self.lock().last_attempt_ms = Some(now);
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
         match self.fetch(keys).await {
             Ok(Some((revoked, issued_at))) => {
                 let mut state = self.lock();
@@ -231,13 +289,20 @@ impl CrlCache {
                 state.revoked = Arc::new(revoked);
                 state.issued_at = Some(issued_at);
                 state.last_success_ms = Some(now);
+                state.last_failure = None;
             }
             Ok(None) => {
                 let mut state = self.lock();
                 state.revoked = Arc::new(HashSet::new());
                 state.last_success_ms = Some(now);
+                state.last_failure = None;
             }
-            Err(reason) => tracing::warn!(reason, "CRL refresh failed"),
+            Err(reason) => {
+                self.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                let behavior = self.timing.stale_behavior.as_str();
+                tracing::warn!(reason, stale_behavior = behavior, "CRL refresh failed");
+                self.lock().last_failure = Some(reason);
+            }
         }
     }
 

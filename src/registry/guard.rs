@@ -1,4 +1,4 @@
-//! The registry behind a timeout and a circuit breaker per endpoint (`deviations.md` item 5).
+//! The registry behind a timeout and a circuit breaker per endpoint (`docs/deviations.md` item 5).
 //!
 //! Every call is bounded by the configured background timeout, or, on the request path, by the
 //! Check's own deadline when that is nearer ([`call_timeout`]). A call the breaker refuses never

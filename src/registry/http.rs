@@ -1,7 +1,8 @@
 //! The registry over HTTP(S) with reqwest and rustls.
 //!
-//! Bodies are capped (a registry answering garbage cannot make the sidecar buffer without
-//! bound) and every call has a timeout: the configured one, or less when the Check being
+//! Bodies are capped per endpoint (`limits.*_bytes`: a registry answering garbage cannot make
+//! the sidecar buffer without bound, and a CRL of tens of thousands of revocations still fits)
+//! and every call has a timeout: the configured one, or less when the Check being
 //! handled has a nearer deadline (`call_timeout`). Transport errors are reduced to [`TransportError`]; the
 //! full error is logged here and goes nowhere else.
 
@@ -9,8 +10,15 @@ use std::time::Duration;
 
 use super::{BoxFuture, Registry, Response, TransportError, call_timeout};
 
-/// Larger keys documents or CRLs are refused as transport failures.
-const MAX_BODY: usize = 4 * 1024 * 1024;
+/// The validate endpoint answers with a status; its body is never read past this.
+const MAX_VALIDATE_BODY: usize = 64 * 1024;
+
+/// The largest body accepted from each endpoint; a larger one is a failed call.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub keys: usize,
+    pub crl: usize,
+}
 
 #[derive(Debug, Clone)]
 pub struct Endpoints {
@@ -36,10 +44,15 @@ pub struct HttpRegistry {
     client: reqwest::Client,
     endpoints: Endpoints,
     timeout: Duration,
+    limits: BodyLimits,
 }
 
 impl HttpRegistry {
-    pub fn new(endpoints: Endpoints, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        endpoints: Endpoints,
+        timeout: Duration,
+        limits: BodyLimits,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(timeout)
             .user_agent(concat!("claw-authz/", env!("CARGO_PKG_VERSION")))
@@ -48,22 +61,23 @@ impl HttpRegistry {
             client,
             endpoints,
             timeout,
+            limits,
         })
     }
 
-    async fn get(&self, url: &str) -> Result<Response, TransportError> {
+    async fn get(&self, url: &str, limit: usize) -> Result<Response, TransportError> {
         let request = self.client.get(url).timeout(call_timeout(self.timeout));
-        read(request.send().await, url).await
+        read(request.send().await, url, limit).await
     }
 }
 
 impl Registry for HttpRegistry {
     fn fetch_keys(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
-        Box::pin(self.get(&self.endpoints.keys))
+        Box::pin(self.get(&self.endpoints.keys, self.limits.keys))
     }
 
     fn fetch_crl(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
-        Box::pin(self.get(&self.endpoints.crl))
+        Box::pin(self.get(&self.endpoints.crl, self.limits.crl))
     }
 
     fn validate_access<'a>(
@@ -81,7 +95,7 @@ impl Registry for HttpRegistry {
                 .header("content-type", "application/json")
                 .header("x-claw-agent-access", access_token)
                 .body(body);
-            read(request.send().await, &self.endpoints.validate)
+            read(request.send().await, &self.endpoints.validate, MAX_VALIDATE_BODY)
                 .await
                 .map(|r| r.status)
         })
@@ -91,16 +105,21 @@ impl Registry for HttpRegistry {
 async fn read(
     sent: Result<reqwest::Response, reqwest::Error>,
     url: &str,
+    limit: usize,
 ) -> Result<Response, TransportError> {
     let mut response = sent.map_err(|e| classify(&e, url))?;
     let status = response.status().as_u16();
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        tracing::warn!(url, limit, "registry response body over its size limit");
+        return Err(TransportError::TooLarge);
+    }
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY {
-                    tracing::warn!(url, "registry response body over {MAX_BODY} bytes");
-                    return Err(TransportError::Failed);
+                if body.len() + chunk.len() > limit {
+                    tracing::warn!(url, limit, "registry response body over its size limit");
+                    return Err(TransportError::TooLarge);
                 }
                 body.extend_from_slice(&chunk);
             }

@@ -1,10 +1,10 @@
 //! The registry's signing keys, cached.
 //!
-//! Reference behaviour (protocol.md §2): keys are fetched before a token is even parsed, kept
+//! Reference behaviour (docs/protocol.md §2): keys are fetched before a token is even parsed, kept
 //! for `keys_ttl`, refetched when stale, and force-refetched when a token names an unknown `kid`.
 //! A failed fetch is not cached. The first successful load marks the sidecar ready.
 //!
-//! Unlike the reference (`deviations.md` item 1), keys past `keys_ttl` keep being served while a
+//! Unlike the reference (`docs/deviations.md` item 1), keys past `keys_ttl` keep being served while a
 //! background refresh runs, for up to `keys_max_stale` (a warning is logged and counted each time);
 //! only then is a missing key set a 503. A `kid` miss refetches at most once per
 //! `kid_miss_cooldown` and one caller at a time: a flood of tokens with random `kid`s costs the

@@ -55,6 +55,8 @@ pub enum TransportError {
     Refused,
     Timeout,
     Failed,
+    /// The body ran past the endpoint's size limit (`limits.*_bytes`) and was dropped unread.
+    TooLarge,
     /// Not attempted: the endpoint's circuit breaker is open.
     CircuitOpen,
 }
@@ -65,6 +67,7 @@ impl TransportError {
             TransportError::Refused => "connect ECONNREFUSED",
             TransportError::Timeout => "The operation was aborted due to timeout",
             TransportError::Failed => "fetch failed",
+            TransportError::TooLarge => "Registry response is over its size limit",
             TransportError::CircuitOpen => "Registry circuit breaker is open",
         }
     }

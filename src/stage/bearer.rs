@@ -24,12 +24,18 @@ pub fn token(req: &RequestView) -> Option<&str> {
     Some(token).filter(|t| !t.is_empty() && !t.contains(char::is_whitespace))
 }
 
+/// Verifies `token` (at most `max_len` bytes, checked before anything reads it) against the
+/// keys of the issuer it names.
 pub async fn verify(
     token: &str,
+    max_len: usize,
     issuers: &[IssuerKeys],
     now_secs: u64,
 ) -> Result<BearerClaims, Denial> {
     let refused = |e: BearerError| Denial::Bearer(e);
+    if token.len() > max_len {
+        return Err(refused(BearerError::Malformed("Bearer token is too large")));
+    }
     let iss = bearer::peek_issuer(token);
     let issuer = issuers
         .iter()

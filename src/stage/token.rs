@@ -26,16 +26,23 @@ pub fn authorization(req: &RequestView) -> Result<&str, Denial> {
     Ok(token)
 }
 
-/// Keys first (a keys outage is a 503 even for a garbage token), then the AIT: from `cache` when
+/// Keys first (a keys outage is a 503 even for a garbage token), then the AIT, refused unread
+/// past `max_len` bytes (`limits.token_bytes`, `docs/deviations.md` item 15): from `cache` when
 /// this token was verified before under the same registry key, otherwise verified here (an
 /// unknown `kid` refetches the keys, at most once per cooldown, and retries once).
 pub async fn verify(
     token: &str,
+    max_len: usize,
     keys: &std::sync::Arc<KeyCache>,
     cache: &AitCache,
     expect: Expectations<'_>,
 ) -> Result<Arc<VerifiedAit>, Denial> {
     let key_set = keys.current().await?;
+    if token.len() > max_len {
+        return Err(Denial::InvalidAit(
+            TokenError::Malformed("Token is too large").to_string(),
+        ));
+    }
     let digest = AitCache::digest(token);
     if let Some(hit) = cache.get(&digest, &key_set, expect.now_secs) {
         return Ok(hit);

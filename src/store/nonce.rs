@@ -1,6 +1,6 @@
 //! Replay protection: each `(agent DID, nonce)` is accepted once within its window.
 //!
-//! The window follows `deviations.md` item 9: a record lives until
+//! The window follows `docs/deviations.md` item 9: a record lives until
 //! `max(timestamp, now) + max_skew + margin`, the last moment the same proof could still pass the
 //! skew check, so a future-dated request cannot be replayed after its record expires.
 //!

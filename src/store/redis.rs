@@ -2,7 +2,7 @@
 //!
 //! One multiplexed connection per process ([`redis::aio::ConnectionManager`], reconnecting on its
 //! own). Every operation is bounded by `timeout` (default 50 ms); an error or a timeout is a
-//! [`StoreError`], which the pipeline turns into a fail-closed 503 for nonces (`deviations.md`
+//! [`StoreError`], which the pipeline turns into a fail-closed 503 for nonces (`docs/deviations.md`
 //! item 10) and into the cached-answer-or-403 policy for trust (item 6).
 //!
 //! Keys, under `prefix` (default `claw-authz:`):

@@ -1,4 +1,4 @@
-//! Trust answers, cached in front of any [`TrustStore`] (`deviations.md` item 6).
+//! Trust answers, cached in front of any [`TrustStore`] (`docs/deviations.md` item 6).
 //!
 //! Known-agent answers are reused for `ttl` (a pairing change takes up to that long to apply;
 //! 0 turns the reuse off).

@@ -20,10 +20,11 @@ enum Expected {
     NotRun,
 }
 
-/// Reads the "Vectors whose expected outcome changes" table of `deviations.md`.
+/// Reads the "Vectors whose expected outcome changes" table of `docs/deviations.md`.
 fn deviations() -> HashMap<String, Expected> {
-    let path = super::vectors_dir().join("../../spec/deviations.md");
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deviations.md");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let mut out = HashMap::new();
     let Some(start) = text.find("## Vectors whose expected outcome changes") else {
         return out;
@@ -271,14 +272,14 @@ pub async fn run(path: &Path) -> Summary {
         let id = scenario["id"].as_str().unwrap();
         let expected = deviations.get(id).unwrap_or(&Expected::Reference);
         if matches!(expected, Expected::NotRun) {
-            println!("SKIP {id} (deviations.md: not run)");
+            println!("SKIP {id} (docs/deviations.md: not run)");
             summary.skipped += 1;
             continue;
         }
         match run_scenario(scenario, expected).await {
             Ok(()) => {
                 let note = if matches!(expected, Expected::Status(_)) {
-                    " (deviations.md column)"
+                    " (docs/deviations.md column)"
                 } else {
                     ""
                 };

@@ -1,4 +1,5 @@
-//! Shared test helpers: the shared vectors, fixture keys, and token/proof signing.
+//! Shared test helpers: the reference vectors (`tests/vectors/`), fixture keys, and token/proof
+//! signing.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ pub const NOW: u64 = 1_767_225_600;
 pub const ISSUER: &str = "https://registry.example.com";
 
 pub fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/clawdentity")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/clawdentity")
 }
 
 pub fn load(name: &str) -> Value {
