@@ -58,10 +58,10 @@ fn main() {
 /// only when that finds nothing (vendored sources, where every package is present anyway).
 fn envoy_types_dir() -> PathBuf {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    if let Some(version) = locked_version(&manifest_dir.join("Cargo.lock")) {
-        if let Some(dir) = registry_source(&version) {
-            return dir;
-        }
+    if let Some(version) = locked_version(&manifest_dir.join("Cargo.lock"))
+        && let Some(dir) = registry_source(&version)
+    {
+        return dir;
     }
     metadata_source(&manifest_dir)
 }

@@ -412,7 +412,9 @@ fn observe(
     let crl = p.crl.clone();
     meter
         .u64_observable_counter("claw_authz_crl_refreshes")
-        .with_description("CRL refreshes by result (failed: transport, status, size, payload or signature)")
+        .with_description(
+            "CRL refreshes by result (failed: transport, status, size, payload or signature)",
+        )
         .with_callback(move |o| {
             let (all, failed) = crl.refresh_counts();
             o.observe(all.saturating_sub(failed), &[KeyValue::new("result", "ok")]);

@@ -70,7 +70,7 @@ pub fn outcome(response: &CheckResponse) -> (u16, String) {
 }
 
 /// How the demo's requests reach claw-authz: its gRPC API directly, or HTTP through Envoy.
-enum Transport {
+pub(crate) enum Transport {
     Grpc(AuthorizationClient<tonic::transport::Channel>),
     Envoy {
         http: reqwest::Client,
@@ -80,6 +80,21 @@ enum Transport {
 }
 
 impl Transport {
+    /// A fresh signed `POST /hooks/message` of `agent` (with its access token), sent now.
+    pub(crate) async fn send_hook(&mut self, agent: &DemoAgent) -> Result<(u16, String), String> {
+        let body = br#"{"message":"hello"}"#;
+        let path = "/hooks/message";
+        let now = SystemClock.now_secs();
+        let step = Step {
+            label: "hook",
+            method: "POST",
+            path,
+            headers: signed(agent, "POST", path, body, now, true),
+            body: body.to_vec(),
+        };
+        self.send(&step).await
+    }
+
     /// The HTTP status the client would see and the `error.code` (`-` when allowed).
     async fn send(&mut self, step: &Step) -> Result<(u16, String), String> {
         match self {
@@ -160,8 +175,9 @@ pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
     let trust_path: PathBuf = dir.join("trust.yaml");
     std::fs::write(&trust_path, registry.trust_yaml()).map_err(io)?;
     let yaml = format!(
-        "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nregistry:\n  url: {}\ntrust:\n  file: {}\nnonce:\n  dir: {}\nlog:\n  format: text\npolicies:\n  shadow: {{mode: shadow}}\n",
+        "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nregistry:\n  url: {}\n{}trust:\n  file: {}\nnonce:\n  dir: {}\nlog:\n  format: text\npolicies:\n  shadow: {{mode: shadow}}\n",
         registry.url,
+        crate::demo_story::DEMO_TIMINGS,
         trust_path.display(),
         dir.join("nonces").display()
     );
@@ -258,6 +274,7 @@ pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
     if let Transport::Envoy { envoy, .. } = &transport {
         println!("\n(sent as plain HTTP through Envoy at {})", envoy.url("/"));
     }
+    crate::demo_story::run(&app, &registry, admin_addr, &mut transport).await?;
 
     if !once {
         let beta = registry.agent("beta");

@@ -13,7 +13,8 @@
 //!   trust-answer cache. [`events`]: pushed revocations (Redis stream, admin endpoint).
 //! - [`config`], [`app`], [`server`]: typed configuration, wiring, and the gRPC/admin servers.
 //! - [`clock`]: injected wall-clock time. [`sign`]: the client side (demo, `sign` command, tests).
-//! - [`demo`]: the self-contained demo; [`dev_registry`]: its registry on loopback (also the
+//! - [`demo`]: the self-contained demo (its registry-outage story in `demo_story.rs`);
+//!   [`dev_registry`]: its registry on loopback (also the
 //!   bench's); [`envoy`] runs a real Envoy in front
 //!   (demo `--envoy`, end-to-end tests). [`bench`]: `claw-authz bench`, the load generator and
 //!   benchmark suite.
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+mod demo_story;
 pub mod denial;
 pub mod dev_registry;
 pub mod envoy;

@@ -103,8 +103,9 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Demo { once, envoy } => {
+            // The outage story would print a warning per stale answer; it prints the counts.
             init_logging(&LogConfig {
-                level: "warn".into(),
+                level: "error".into(),
                 format: "text".into(),
             });
             report(runtime.block_on(claw_authz::demo::run(once, envoy)))

@@ -138,7 +138,10 @@ async fn a_crl_just_over_its_size_limit_is_a_failed_refresh_under_the_stale_poli
         assert_eq!(ready["state"], "never-loaded");
         assert_eq!(ready["staleBehavior"], behavior);
         assert_eq!(ready["refreshFailures"], failures);
-        assert_eq!(ready["lastFailure"], "Registry response is over its size limit");
+        assert_eq!(
+            ready["lastFailure"],
+            "Registry response is over its size limit"
+        );
         let metrics = s.app.telemetry.prometheus_text();
         assert!(
             metrics.contains(&format!(

@@ -86,9 +86,10 @@ fn row01_alg_none_and_case_variants_are_refused() {
                 "{alg}/{sig}"
             );
         }
+        // Two segments: jose fails to read a protected header before anything else.
         assert_eq!(
             check_err(&format!("{header}.{payload}")),
-            TokenError::Malformed("Invalid Compact JWS")
+            TokenError::HeaderFormat
         );
     }
 }
@@ -189,7 +190,7 @@ fn row04_kid_injection_is_refused_without_any_lookup() {
     let huge = json!({"alg": "EdDSA", "typ": "AIT", "kid": "k".repeat(10 * 1024)}).to_string();
     assert_eq!(
         check_err(&ait(&huge, &claims())),
-        TokenError::Malformed("Token is too large")
+        TokenError::Header(TokenKind::Ait, HeaderProblem::TooLarge)
     );
     let long = json!({"alg": "EdDSA", "typ": "AIT", "kid": "k".repeat(2 * 1024)}).to_string();
     assert_eq!(
@@ -279,7 +280,7 @@ fn row08_unencoded_payload_is_refused() {
         let sig = signer.sign(input.as_bytes());
         assert_eq!(
             check_err(&format!("{input}.{}", b64(&sig.to_bytes()))),
-            TokenError::Malformed("Invalid Compact JWS")
+            TokenError::HeaderFormat
         );
     }
 }
@@ -367,18 +368,18 @@ fn row10_time_claim_edges_and_types() {
 
 #[test]
 fn row11_oversized_and_deep_tokens_are_refused_before_decoding() {
-    let big = "a".repeat(64 * 1024);
+    // The protocol layer's ceiling; the configured limit (`limits.token_bytes`, 8 KiB) applies
+    // before it, in the token stage (`tests/leniency.rs`).
+    let big = "a".repeat(64 * 1024 + 1);
     assert_eq!(check_err(&big), TokenError::Malformed("Token is too large"));
     let huge = "a".repeat(1 << 20);
     assert_eq!(
         check_err(&huge),
         TokenError::Malformed("Token is too large")
     );
+    // Too many segments is decided by counting, before any decoding.
     let dots = ".".repeat(10_000);
-    assert_eq!(
-        check_err(&dots),
-        TokenError::Malformed("Token is too large")
-    );
+    assert_eq!(check_err(&dots), TokenError::HeaderFormat);
     let deep = b64("[".repeat(2000).as_bytes());
     assert_eq!(
         check_err(&format!("{deep}.e30.AA")),
@@ -403,8 +404,15 @@ fn row12_nested_and_encrypted_tokens_are_refused() {
         check_err(&ait(header, &format!("\"{inner}\""))),
         UNSUPPORTED
     );
+    // A JWE: jose reads its protected header first, whose `alg` is not EdDSA.
     assert_eq!(
         check_err("eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d"),
+        TokenError::Header(TokenKind::Ait, HeaderProblem::Alg("EdDSA"))
+    );
+    // Five segments under a good header are refused as not a compact JWS.
+    let header = b64(br#"{"alg":"EdDSA","typ":"AIT","kid":"reg-key-a"}"#);
+    assert_eq!(
+        check_err(&format!("{header}.a.b.c.d")),
         TokenError::Malformed("Invalid Compact JWS")
     );
 }

@@ -442,6 +442,24 @@ fn demo_once_prints_every_listed_outcome() {
         let cells: Vec<&str> = line[24..].split_whitespace().collect();
         assert_eq!(cells, [row.1, row.2, row.3], "{line}");
     }
+    // The outage story: the registry hangs, the breakers open and a known agent is allowed on
+    // every check; a pushed revocation applies at once; the registry returns, the breakers close.
+    let story: Vec<&str> = table.lines().map(str::trim).collect();
+    let down = story
+        .iter()
+        .find_map(|l| l.strip_prefix("known agent beta: "))
+        .and_then(|l| l.split_once(" checks allowed"))
+        .map(|(counts, _)| counts.split(" of ").collect::<Vec<_>>())
+        .unwrap_or_else(|| panic!("no outage line in:\n{table}"));
+    assert_eq!(down[0], down[1], "every check allowed while down: {table}");
+    for line in [
+        "breakers: keys open, crl open, validate open",
+        "agent alpha before: 200; right after the event: 401 PROXY_AUTH_REVOKED",
+        "breakers: keys closed, crl closed, validate closed",
+        "known agent beta: 200 -",
+    ] {
+        assert!(story.contains(&line), "no {line:?} in:\n{table}");
+    }
 }
 
 #[tokio::test]

@@ -304,7 +304,10 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(text(b"\xEF\xBB\xBF\"x\""), "x");
-        assert_eq!(Json::parse(b"\xEF\xBB\xBF\xEF\xBB\xBF1"), Err(JsonError::Syntax));
+        assert_eq!(
+            Json::parse(b"\xEF\xBB\xBF\xEF\xBB\xBF1"),
+            Err(JsonError::Syntax)
+        );
         assert_eq!(text(br#""gen\ud83e""#), "gen\u{FFFD}");
         assert_eq!(text(br#""\udd16x""#), "\u{FFFD}x");
         assert_eq!(text(br#""\ud83e\udd16""#), "\u{1F916}");
@@ -323,7 +326,10 @@ mod tests {
         let doc = format!("{{{},\"m7\":\"last\"}}", many.join(","));
         let v = Json::parse_lenient(doc.as_bytes()).unwrap();
         assert_eq!(v.as_object().unwrap().0.len(), 40);
-        assert_eq!(v.as_object().unwrap().get("m7").and_then(Json::as_str), Some("last"));
+        assert_eq!(
+            v.as_object().unwrap().get("m7").and_then(Json::as_str),
+            Some("last")
+        );
         assert_eq!(Json::parse(doc.as_bytes()), Err(JsonError::DuplicateMember));
     }
 
@@ -370,7 +376,15 @@ mod tests {
             t_string * 1e3,
             t_object / t_string
         );
-        assert_eq!(Json::parse(object.as_bytes()).unwrap().as_object().unwrap().0.len(), members);
+        assert_eq!(
+            Json::parse(object.as_bytes())
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .0
+                .len(),
+            members
+        );
     }
 
     #[test]

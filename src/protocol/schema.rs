@@ -186,7 +186,10 @@ mod tests {
         assert_eq!(issues.non_negative_int(&o, "b"), Some(-1.0));
         assert_eq!(issues.non_negative_int(&o, "d"), Some(1e300));
         assert_eq!(issues.non_negative_int(&o, "e"), Some(3.0));
-        assert!(!issues.aborted(), "out of range does not stop the cross-field rules");
+        assert!(
+            !issues.aborted(),
+            "out of range does not stop the cross-field rules"
+        );
         assert_eq!(issues.non_negative_int(&o, "a"), None);
         assert!(issues.aborted(), "a non-integer does");
         assert_eq!(issues.non_negative_int(&o, "c"), None);

@@ -95,9 +95,13 @@ impl Registry for HttpRegistry {
                 .header("content-type", "application/json")
                 .header("x-claw-agent-access", access_token)
                 .body(body);
-            read(request.send().await, &self.endpoints.validate, MAX_VALIDATE_BODY)
-                .await
-                .map(|r| r.status)
+            read(
+                request.send().await,
+                &self.endpoints.validate,
+                MAX_VALIDATE_BODY,
+            )
+            .await
+            .map(|r| r.status)
         })
     }
 }
