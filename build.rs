@@ -79,7 +79,8 @@ fn locked_version(lock: &Path) -> Option<String> {
     None
 }
 
-/// `$CARGO_HOME/registry/src/<index>/envoy-types-<version>` holding the descriptor set.
+/// `$CARGO_HOME/registry/src/<index>/envoy-types-<version>` holding the descriptor set, fully
+/// unpacked (cargo writes `.cargo-ok` last).
 fn registry_source(version: &str) -> Option<PathBuf> {
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -90,7 +91,7 @@ fn registry_source(version: &str) -> Option<PathBuf> {
         .ok()?
         .filter_map(Result::ok)
         .map(|index| index.path().join(format!("{CRATE}-{version}")))
-        .filter(|dir| dir.join(DESCRIPTORS).is_file())
+        .filter(|dir| dir.join(".cargo-ok").is_file() && dir.join(DESCRIPTORS).is_file())
         .collect();
     found.sort();
     found.pop()

@@ -7,7 +7,6 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::events::{Events, StreamSettings, spawn_consumer};
 use crate::pipeline::{Pipeline, Settings};
 use crate::policy::RoutePolicies;
 use crate::protocol::bearer::parse_jwks;
@@ -19,6 +18,7 @@ use crate::registry::crl::{CrlCache, CrlTiming};
 use crate::registry::guard::Guarded;
 use crate::registry::http::{BodyLimits, Endpoints, HttpRegistry};
 use crate::registry::keys::{KeyCache, KeyTiming};
+use crate::revocation::{Events, StreamSettings, spawn_consumer};
 use crate::stage::ait_cache::AitCache;
 use crate::stage::bearer::IssuerKeys;
 use crate::store::nonce::{MemoryNonceStore, NonceStore};
@@ -416,8 +416,8 @@ fn observe(
             "CRL refreshes by result (failed: transport, status, size, payload or signature)",
         )
         .with_callback(move |o| {
-            let (all, failed) = crl.refresh_counts();
-            o.observe(all.saturating_sub(failed), &[KeyValue::new("result", "ok")]);
+            let (ok, failed) = crl.refresh_counts();
+            o.observe(ok, &[KeyValue::new("result", "ok")]);
             o.observe(failed, &[KeyValue::new("result", "failed")]);
         })
         .build();

@@ -22,7 +22,7 @@ use crate::registry::breaker::State;
 pub const DEMO_TIMINGS: &str = "  timeout_ms: 300\n  request_timeout_ms: 200\n  breaker_failures: 2\n  breaker_open_secs: 2\n  keys_ttl_secs: 2\naccess:\n  ttl_secs: 1\ncrl:\n  refresh_interval_secs: 1\n";
 
 /// How long a phase may take before the demo reports it did not get there.
-const PHASE_LIMIT_MS: u64 = 15_000;
+const PHASE_LIMIT_MS: u64 = 25_000;
 
 pub(crate) async fn run(
     app: &Arc<App>,

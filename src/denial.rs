@@ -1,7 +1,9 @@
 //! Every reason a request is refused, as one closed enum.
 //!
-//! Each variant is named for a fact and carries the reference's HTTP status, `error.code`,
-//! `error.message` and `details` (docs/protocol.md §7). `response.rs` turns a denial into a
+//! Each variant is named for a fact. [`Denial::spec`] is the one table of what each answers (the
+//! reference's HTTP status, the gRPC code Envoy sees, `error.code` and `error.message`, from
+//! docs/protocol.md §7) and [`Denial::details`] its `details`: two exhaustive matches, no
+//! wildcard, so a new variant cannot silently become a 401. `response.rs` turns a denial into a
 //! `CheckResponse` in one place. Details hold only protocol-level text (the reference's reasons,
 //! an agent DID, a status code); store, parser and transport errors are logged, never returned.
 
@@ -80,109 +82,246 @@ pub enum Detail {
     Status(u16),
 }
 
+/// What a denial answers: HTTP status, gRPC code, `error.code` and `error.message`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spec {
+    pub status: u16,
+    pub grpc: tonic::Code,
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+const fn row(status: u16, grpc: tonic::Code, code: &'static str, message: &'static str) -> Spec {
+    Spec {
+        status,
+        grpc,
+        code,
+        message,
+    }
+}
+
+const UNAVAILABLE: &str = "PROXY_AUTH_DEPENDENCY_UNAVAILABLE";
+
 impl Denial {
-    pub fn status(&self) -> u16 {
+    /// The one table: every variant's answer, in one exhaustive match (a new variant does not
+    /// compile until it has a row).
+    pub fn spec(&self) -> Spec {
         use Denial::*;
+        use tonic::Code::{
+            Internal, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated,
+            Unavailable,
+        };
         match self {
-            KeysUnavailable(_)
-            | KeysPayloadInvalid
-            | KeysInvalid
-            | NonceStoreUnavailable
-            | CrlUnavailable
-            | AccessValidationUnavailable(_)
-            | BearerKeysUnavailable
-            | RateLimitUnavailable => 503,
-            RateLimited { .. } | ClientRateLimited { .. } => 429,
-            UnknownAgent { .. }
-            | TrustUnconfirmed { .. }
-            | MissingRoles(_)
-            | MissingPermissions(_)
-            | TrustScoreTooLow { .. } => 403,
-            BodyIncomplete => 413,
-            InvalidPath => 400,
-            BodyNotForwarded | UnknownPolicy => 500,
-            _ => 401,
+            MissingToken => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_MISSING_TOKEN",
+                "Authorization header is required",
+            ),
+            InvalidScheme => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_INVALID_SCHEME",
+                "Authorization must be in the format 'Claw <ait>'",
+            ),
+            KeysUnavailable(_) => row(
+                503,
+                Unavailable,
+                UNAVAILABLE,
+                "Registry signing keys are unavailable",
+            ),
+            KeysPayloadInvalid => row(
+                503,
+                Unavailable,
+                UNAVAILABLE,
+                "Registry signing keys payload is invalid",
+            ),
+            KeysInvalid => row(
+                503,
+                Unavailable,
+                UNAVAILABLE,
+                "Registry signing keys are invalid",
+            ),
+            InvalidAit(_) => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_INVALID_AIT",
+                "AIT verification failed",
+            ),
+            MissingTimestamp => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_INVALID_TIMESTAMP",
+                "X-Claw-Timestamp header is required",
+            ),
+            InvalidTimestamp => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_INVALID_TIMESTAMP",
+                "X-Claw-Timestamp must be a unix seconds integer",
+            ),
+            TimestampSkew { .. } => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_TIMESTAMP_SKEW",
+                "X-Claw-Timestamp is outside the allowed skew window",
+            ),
+            InvalidNonce(_) => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_INVALID_NONCE",
+                "Nonce validation failed",
+            ),
+            InvalidProof(_) => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_INVALID_PROOF",
+                "PoP verification failed",
+            ),
+            Replay => row(401, Unauthenticated, "PROXY_AUTH_REPLAY", "Replay detected"),
+            NonceStoreUnavailable => row(
+                503,
+                Unavailable,
+                UNAVAILABLE,
+                "Replay protection is unavailable",
+            ),
+            AgentRevoked => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_REVOKED",
+                "Agent has been revoked",
+            ),
+            AitRevoked => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_REVOKED",
+                "AIT has been revoked",
+            ),
+            TrustUnconfirmed { .. } | UnknownAgent { .. } => row(
+                403,
+                PermissionDenied,
+                "PROXY_AUTH_FORBIDDEN",
+                "Verified caller is not trusted",
+            ),
+            CrlUnavailable => row(503, Unavailable, UNAVAILABLE, "Registry CRL is unavailable"),
+            AccessTokenRequired => row(
+                401,
+                Unauthenticated,
+                "PROXY_AGENT_ACCESS_REQUIRED",
+                "X-Claw-Agent-Access header is required",
+            ),
+            AccessTokenInvalid => row(
+                401,
+                Unauthenticated,
+                "PROXY_AGENT_ACCESS_INVALID",
+                "Agent access token is invalid or expired",
+            ),
+            AccessValidationUnavailable(_) => row(
+                503,
+                Unavailable,
+                UNAVAILABLE,
+                "Registry agent auth validation is unavailable",
+            ),
+            BodyIncomplete => row(
+                413,
+                InvalidArgument,
+                "PROXY_AUTH_BODY_INCOMPLETE",
+                "Request body was only partially forwarded for verification",
+            ),
+            BodyNotForwarded => row(
+                500,
+                Internal,
+                "PROXY_AUTH_BODY_NOT_FORWARDED",
+                "Request body was not forwarded for verification",
+            ),
+            InvalidPath => row(
+                400,
+                InvalidArgument,
+                "PROXY_AUTH_INVALID_PATH",
+                "Request target is not a valid path",
+            ),
+            UnknownPolicy => row(
+                500,
+                Internal,
+                "PROXY_AUTH_POLICY_UNKNOWN",
+                "Route policy is not configured",
+            ),
+            Bearer(e) => row(
+                401,
+                Unauthenticated,
+                e.code(),
+                "Bearer token verification failed",
+            ),
+            BearerKeysUnavailable => row(
+                503,
+                Unavailable,
+                UNAVAILABLE,
+                "Bearer token issuer keys are unavailable",
+            ),
+            ProfileNotAllowed => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_PROFILE_NOT_ALLOWED",
+                "This route does not accept this kind of credential",
+            ),
+            TokenRevoked => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_TOKEN_REVOKED",
+                "Token has been revoked",
+            ),
+            MissingRoles(_) => row(
+                403,
+                PermissionDenied,
+                "PROXY_AUTH_MISSING_ROLE",
+                "Token lacks a role this route requires",
+            ),
+            MissingPermissions(_) => row(
+                403,
+                PermissionDenied,
+                "PROXY_AUTH_MISSING_PERMISSION",
+                "Token lacks a permission this route requires",
+            ),
+            TrustScoreTooLow { .. } => row(
+                403,
+                PermissionDenied,
+                "PROXY_AUTH_TRUST_SCORE_TOO_LOW",
+                "Token trust score is below what this route requires",
+            ),
+            RateLimited { .. } => row(
+                429,
+                ResourceExhausted,
+                "PROXY_RATE_LIMIT_EXCEEDED",
+                "Too many requests",
+            ),
+            ClientRateLimited { .. } => row(
+                429,
+                ResourceExhausted,
+                "PROXY_PUBLIC_RATE_LIMIT_EXCEEDED",
+                "Too many requests",
+            ),
+            RateLimitUnavailable => row(
+                503,
+                Unavailable,
+                UNAVAILABLE,
+                "Rate limiting is unavailable",
+            ),
         }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.spec().status
     }
 
     pub fn code(&self) -> &'static str {
-        use Denial::*;
-        match self {
-            MissingToken => "PROXY_AUTH_MISSING_TOKEN",
-            InvalidScheme => "PROXY_AUTH_INVALID_SCHEME",
-            KeysUnavailable(_)
-            | KeysPayloadInvalid
-            | KeysInvalid
-            | NonceStoreUnavailable
-            | CrlUnavailable
-            | AccessValidationUnavailable(_)
-            | BearerKeysUnavailable
-            | RateLimitUnavailable => "PROXY_AUTH_DEPENDENCY_UNAVAILABLE",
-            RateLimited { .. } => "PROXY_RATE_LIMIT_EXCEEDED",
-            ClientRateLimited { .. } => "PROXY_PUBLIC_RATE_LIMIT_EXCEEDED",
-            Bearer(e) => e.code(),
-            ProfileNotAllowed => "PROXY_AUTH_PROFILE_NOT_ALLOWED",
-            TokenRevoked => "PROXY_AUTH_TOKEN_REVOKED",
-            MissingRoles(_) => "PROXY_AUTH_MISSING_ROLE",
-            MissingPermissions(_) => "PROXY_AUTH_MISSING_PERMISSION",
-            TrustScoreTooLow { .. } => "PROXY_AUTH_TRUST_SCORE_TOO_LOW",
-            InvalidAit(_) => "PROXY_AUTH_INVALID_AIT",
-            MissingTimestamp | InvalidTimestamp => "PROXY_AUTH_INVALID_TIMESTAMP",
-            TimestampSkew { .. } => "PROXY_AUTH_TIMESTAMP_SKEW",
-            InvalidNonce(_) => "PROXY_AUTH_INVALID_NONCE",
-            InvalidProof(_) => "PROXY_AUTH_INVALID_PROOF",
-            Replay => "PROXY_AUTH_REPLAY",
-            AgentRevoked | AitRevoked => "PROXY_AUTH_REVOKED",
-            UnknownAgent { .. } | TrustUnconfirmed { .. } => "PROXY_AUTH_FORBIDDEN",
-            AccessTokenRequired => "PROXY_AGENT_ACCESS_REQUIRED",
-            AccessTokenInvalid => "PROXY_AGENT_ACCESS_INVALID",
-            BodyIncomplete => "PROXY_AUTH_BODY_INCOMPLETE",
-            BodyNotForwarded => "PROXY_AUTH_BODY_NOT_FORWARDED",
-            InvalidPath => "PROXY_AUTH_INVALID_PATH",
-            UnknownPolicy => "PROXY_AUTH_POLICY_UNKNOWN",
-        }
+        self.spec().code
     }
 
     pub fn message(&self) -> &'static str {
-        use Denial::*;
-        match self {
-            MissingToken => "Authorization header is required",
-            InvalidScheme => "Authorization must be in the format 'Claw <ait>'",
-            KeysUnavailable(_) => "Registry signing keys are unavailable",
-            KeysPayloadInvalid => "Registry signing keys payload is invalid",
-            KeysInvalid => "Registry signing keys are invalid",
-            InvalidAit(_) => "AIT verification failed",
-            MissingTimestamp => "X-Claw-Timestamp header is required",
-            InvalidTimestamp => "X-Claw-Timestamp must be a unix seconds integer",
-            TimestampSkew { .. } => "X-Claw-Timestamp is outside the allowed skew window",
-            InvalidNonce(_) => "Nonce validation failed",
-            InvalidProof(_) => "PoP verification failed",
-            Replay => "Replay detected",
-            NonceStoreUnavailable => "Replay protection is unavailable",
-            AgentRevoked => "Agent has been revoked",
-            AitRevoked => "AIT has been revoked",
-            CrlUnavailable => "Registry CRL is unavailable",
-            UnknownAgent { .. } | TrustUnconfirmed { .. } => "Verified caller is not trusted",
-            AccessTokenRequired => "X-Claw-Agent-Access header is required",
-            AccessTokenInvalid => "Agent access token is invalid or expired",
-            AccessValidationUnavailable(_) => "Registry agent auth validation is unavailable",
-            BodyIncomplete => "Request body was only partially forwarded for verification",
-            BodyNotForwarded => "Request body was not forwarded for verification",
-            InvalidPath => "Request target is not a valid path",
-            UnknownPolicy => "Route policy is not configured",
-            Bearer(_) => "Bearer token verification failed",
-            BearerKeysUnavailable => "Bearer token issuer keys are unavailable",
-            ProfileNotAllowed => "This route does not accept this kind of credential",
-            TokenRevoked => "Token has been revoked",
-            MissingRoles(_) => "Token lacks a role this route requires",
-            MissingPermissions(_) => "Token lacks a permission this route requires",
-            TrustScoreTooLow { .. } => "Token trust score is below what this route requires",
-            RateLimited { .. } | ClientRateLimited { .. } => "Too many requests",
-            RateLimitUnavailable => "Rate limiting is unavailable",
-        }
+        self.spec().message
     }
 
-    /// The `details` object, when the reference sets one.
+    /// The `details` object, when the reference sets one; the only other match on the variants.
     pub fn details(&self) -> Option<Value> {
         use Denial::*;
         match self {
@@ -202,7 +341,28 @@ impl Denial {
             MissingRoles(missing) => Some(json!({ "missingRoles": missing })),
             MissingPermissions(missing) => Some(json!({ "missingPermissions": missing })),
             TrustScoreTooLow { required } => Some(json!({ "minTrustScore": required })),
-            _ => None,
+            KeysUnavailable(None)
+            | KeysPayloadInvalid
+            | MissingToken
+            | InvalidScheme
+            | MissingTimestamp
+            | InvalidTimestamp
+            | Replay
+            | NonceStoreUnavailable
+            | AgentRevoked
+            | AitRevoked
+            | AccessTokenRequired
+            | AccessTokenInvalid
+            | BodyIncomplete
+            | BodyNotForwarded
+            | InvalidPath
+            | UnknownPolicy
+            | BearerKeysUnavailable
+            | ProfileNotAllowed
+            | TokenRevoked
+            | RateLimited { .. }
+            | ClientRateLimited { .. }
+            | RateLimitUnavailable => None,
         }
     }
 }
@@ -219,5 +379,82 @@ impl Detail {
 impl std::fmt::Display for Denial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}: {}", self.status(), self.code(), self.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    /// One of every variant.
+    fn every() -> Vec<Denial> {
+        use Denial::*;
+        let did = || "did:cdi:registry.example.com:agent:01KDVA7EC0AGENTA0000000001".to_owned();
+        vec![
+            MissingToken,
+            InvalidScheme,
+            KeysUnavailable(None),
+            KeysUnavailable(Some(Detail::Status(500))),
+            KeysPayloadInvalid,
+            KeysInvalid,
+            InvalidAit("r".into()),
+            MissingTimestamp,
+            InvalidTimestamp,
+            TimestampSkew { max_skew_secs: 300 },
+            InvalidNonce("r".into()),
+            InvalidProof("r".into()),
+            Replay,
+            NonceStoreUnavailable,
+            AgentRevoked,
+            AitRevoked,
+            TrustUnconfirmed { agent_did: did() },
+            CrlUnavailable,
+            UnknownAgent { agent_did: did() },
+            AccessTokenRequired,
+            AccessTokenInvalid,
+            AccessValidationUnavailable(Detail::Reason("fetch failed".into())),
+            BodyIncomplete,
+            BodyNotForwarded,
+            InvalidPath,
+            UnknownPolicy,
+            Bearer(BearerError::Issuer),
+            BearerKeysUnavailable,
+            ProfileNotAllowed,
+            TokenRevoked,
+            MissingRoles(vec!["admin".into()]),
+            MissingPermissions(vec!["write".into()]),
+            TrustScoreTooLow { required: 0.5 },
+            RateLimited {
+                retry_after_secs: 1,
+            },
+            ClientRateLimited {
+                retry_after_secs: 1,
+            },
+            RateLimitUnavailable,
+        ]
+    }
+
+    #[test]
+    fn every_status_has_its_grpc_code() {
+        for denial in every() {
+            let spec = denial.spec();
+            let grpc = match spec.status {
+                400 | 413 => Code::InvalidArgument,
+                401 => Code::Unauthenticated,
+                403 => Code::PermissionDenied,
+                429 => Code::ResourceExhausted,
+                503 => Code::Unavailable,
+                500 => Code::Internal,
+                other => panic!("{denial:?}: unexpected status {other}"),
+            };
+            assert_eq!(spec.grpc, grpc, "{denial:?}");
+            assert!(spec.code.starts_with("PROXY_"), "{denial:?}");
+            assert_eq!(
+                spec.code == UNAVAILABLE,
+                spec.status == 503,
+                "{denial:?}: every 503 and only a 503 is a dependency failure"
+            );
+        }
     }
 }

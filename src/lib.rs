@@ -10,7 +10,7 @@
 //! - [`registry`]: the registry trait, its HTTP client behind a timeout and a circuit breaker
 //!   per endpoint, and the key, CRL and access-validation caches.
 //! - [`store`]: the nonce (replay) stores (memory, file, Redis), the trust stores and the
-//!   trust-answer cache. [`events`]: pushed revocations (Redis stream, admin endpoint).
+//!   trust-answer cache. [`revocation`]: pushed revocations (overlay, stream consumer, publisher).
 //! - [`config`], [`app`], [`server`]: typed configuration, wiring, and the gRPC/admin servers.
 //! - [`clock`]: injected wall-clock time. [`sign`]: the client side (demo, `sign` command, tests).
 //! - [`demo`]: the self-contained demo (its registry-outage story in `demo_story.rs`);
@@ -31,7 +31,6 @@ mod demo_story;
 pub mod denial;
 pub mod dev_registry;
 pub mod envoy;
-pub mod events;
 pub mod pipeline;
 pub mod policy;
 pub mod protocol;
@@ -39,6 +38,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod request;
 pub mod response;
+pub mod revocation;
 pub mod server;
 pub mod sign;
 pub mod stage;

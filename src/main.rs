@@ -143,7 +143,7 @@ async fn revoke(
     config: Option<PathBuf>,
 ) -> ExitCode {
     use claw_authz::config::Defaults;
-    use claw_authz::events::{
+    use claw_authz::revocation::{
         StreamSettings, publish, revocation_envelope, token_revocation_envelope,
     };
     // The config is only consulted for what the flags leave out.

@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::denial::Denial;
-use crate::events::Events;
 use crate::policy::{Mode, Policy, Profile, RoutePolicies, Selected};
 use crate::protocol::ait::AitClaims;
 use crate::protocol::jws::Expectations;
@@ -30,6 +29,7 @@ use crate::registry::access::AccessCache;
 use crate::registry::crl::CrlCache;
 use crate::registry::keys::KeyCache;
 use crate::request::RequestView;
+use crate::revocation::Events;
 use crate::stage::ait_cache::AitCache;
 use crate::stage::bearer::IssuerKeys;
 use crate::stage::{self, access, pop, replay, revocation, token, trust};

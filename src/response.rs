@@ -44,19 +44,6 @@ const BEARER_HEADERS: [&str; 5] = [
     TRUST_SCORE,
 ];
 
-/// gRPC codes for the `status` field (google.rpc.Code).
-fn grpc_code(http_status: u16) -> i32 {
-    match http_status {
-        400 => 3,  // INVALID_ARGUMENT
-        401 => 16, // UNAUTHENTICATED
-        403 => 7,  // PERMISSION_DENIED
-        413 => 3,
-        429 => 8,  // RESOURCE_EXHAUSTED
-        503 => 14, // UNAVAILABLE
-        _ => 13,   // INTERNAL
-    }
-}
-
 /// The error envelope, members in the reference's order (`code`, `message`, `requestId`,
 /// `details`), as `JSON.stringify` writes it.
 pub fn envelope(denial: &Denial, request_id: &str) -> String {
@@ -241,7 +228,7 @@ fn deny(denial: &Denial, request_id: &str, policy: &str, server_time_secs: u64) 
     }
     CheckResponse {
         status: Some(Status {
-            code: grpc_code(status),
+            code: denial.spec().grpc as i32,
             message: denial.code().to_owned(),
             details: Vec::new(),
         }),

@@ -289,7 +289,7 @@ async fn event(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> (StatusCode, Json<serde_json::Value>) {
-    use crate::events::Applied;
+    use crate::revocation::Applied;
     use serde_json::json;
     let Some(token) = &app.events_endpoint else {
         return (StatusCode::NOT_FOUND, Json(json!({"error": "not enabled"})));

@@ -350,7 +350,7 @@ mod server {
         // A revoked token id, pushed through the admin endpoint, is refused at once.
         let good = token(&with("jti", json!("tok-revoked")));
         assert_eq!(outcome(&t.s.check(bearer("orders", &good)).await), "200");
-        let envelope = claw_authz::events::token_revocation_envelope("tok-revoked", NOW_MS);
+        let envelope = claw_authz::revocation::token_revocation_envelope("tok-revoked", NOW_MS);
         let answer = reqwest::Client::new()
             .post(format!("http://{}/v1/events", t.s.admin))
             .bearer_auth("t0ken")

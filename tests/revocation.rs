@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use claw_authz::clock::{Clock, ManualClock};
-use claw_authz::events::{StreamSettings, publish, revocation_envelope};
+use claw_authz::revocation::{StreamSettings, publish, revocation_envelope};
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use support::redis::RedisServer;
 use support::registry::Reply;

@@ -54,6 +54,10 @@ pub fn decode_lenient(input: &str) -> Option<Vec<u8>> {
             other => other,
         })
         .collect();
+    // `atob` takes padding only where it completes a multiple of four characters.
+    if mapped.contains(&b'=') && !mapped.len().is_multiple_of(4) {
+        return None;
+    }
     FORGIVING.decode(mapped).ok()
 }
 
@@ -88,6 +92,7 @@ mod tests {
     fn lenient_decoding_takes_what_atob_takes() {
         assert_eq!(decode_lenient("AB"), Some(vec![0]));
         assert_eq!(decode_lenient("AQ=="), Some(vec![1]));
+        assert_eq!(decode_lenient("AQ="), None);
         assert_eq!(decode_lenient("+/8"), Some(vec![0xfb, 0xff]));
         assert_eq!(decode_lenient("-_8\n"), Some(vec![0xfb, 0xff]));
         assert_eq!(decode_lenient("A"), None);

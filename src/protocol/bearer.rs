@@ -94,7 +94,7 @@ pub struct BearerClaims {
 pub fn peek_issuer(token: &str) -> Option<String> {
     let payload = token.split('.').nth(1)?;
     let bytes = b64::decode(payload).ok()?;
-    match Json::parse(&bytes).ok()? {
+    match Json::parse_standard(&bytes).ok()? {
         Json::Object(o) => o.get("iss").and_then(Json::as_str).map(str::to_owned),
         _ => None,
     }
@@ -160,7 +160,7 @@ pub fn verify(
 fn object(segment: &str) -> Result<Object, BearerError> {
     let bytes = b64::decode(segment)
         .map_err(|_| BearerError::Malformed("Bearer token is not base64url"))?;
-    match Json::parse(&bytes) {
+    match Json::parse_standard(&bytes) {
         Ok(Json::Object(o)) => Ok(o),
         Err(JsonError::DuplicateMember) => Err(BearerError::Malformed(
             "Bearer token has a duplicate JSON member",
@@ -266,7 +266,7 @@ fn ec_key(jwk: &Object) -> Option<P256Key> {
 /// `use` absent or `sig`, an allowed `kid`). Other keys are skipped, as a JWKS may serve several
 /// purposes; no usable key at all is an error.
 pub fn parse_jwks(body: &[u8]) -> Result<KeySet, KeysDocError> {
-    let doc = Json::parse(body).map_err(|_| KeysDocError::PayloadInvalid)?;
+    let doc = Json::parse_standard(body).map_err(|_| KeysDocError::PayloadInvalid)?;
     let Some(Json::Array(entries)) = doc.as_object().and_then(|o| o.get("keys")) else {
         return Err(KeysDocError::PayloadInvalid);
     };

@@ -51,15 +51,30 @@ enum Duplicates {
     KeepLast,
 }
 
+/// How bytes become text: as the reference's JavaScript decodes them, or as RFC 8259 says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Text {
+    JavaScript,
+    Standard,
+}
+
 impl Json {
-    /// Strict: a repeated member name anywhere is [`JsonError::DuplicateMember`].
+    /// Strict: a repeated member name anywhere is [`JsonError::DuplicateMember`]; the text is
+    /// decoded as the reference decodes it (Clawdentity tokens).
     pub fn parse(bytes: &[u8]) -> Result<Json, JsonError> {
-        parse(bytes, Duplicates::Refuse)
+        parse(bytes, Duplicates::Refuse, Text::JavaScript)
     }
 
     /// As `JSON.parse`: a repeated member keeps its first position and its last value.
     pub fn parse_lenient(bytes: &[u8]) -> Result<Json, JsonError> {
-        parse(bytes, Duplicates::KeepLast)
+        parse(bytes, Duplicates::KeepLast, Text::JavaScript)
+    }
+
+    /// Strict, and only valid UTF-8 without a byte-order mark or lone surrogates (RFC 8259), for
+    /// documents no reference reads (bearer JWTs and JWKS): two subjects that differ only in
+    /// undecodable text must not become one.
+    pub fn parse_standard(bytes: &[u8]) -> Result<Json, JsonError> {
+        parse(bytes, Duplicates::Refuse, Text::Standard)
     }
 
     pub fn as_object(&self) -> Option<&Object> {
@@ -116,8 +131,11 @@ const DUPLICATE: &str = "duplicate member";
 /// Objects up to this size are checked for repeats by a scan; larger ones through a hash map.
 const SCAN_MEMBERS: usize = 16;
 
-fn parse(bytes: &[u8], duplicates: Duplicates) -> Result<Json, JsonError> {
-    let text = js_text(bytes);
+fn parse(bytes: &[u8], duplicates: Duplicates, text: Text) -> Result<Json, JsonError> {
+    let text = match text {
+        Text::JavaScript => js_text(bytes),
+        Text::Standard => Cow::Borrowed(std::str::from_utf8(bytes).map_err(|_| JsonError::Syntax)?),
+    };
     let mut deserializer = serde_json::Deserializer::from_str(&text);
     let value = Seed(duplicates)
         .deserialize(&mut deserializer)
@@ -314,6 +332,24 @@ mod tests {
         assert_eq!(text(br#""\ud83e\ud83e\udd16""#), "\u{FFFD}\u{1F916}");
         assert_eq!(text(br#""\\ud83e""#), "\\ud83e");
         assert_eq!(text(b"\"a\xFFb\""), "a\u{FFFD}b");
+    }
+
+    #[test]
+    fn standard_parsing_takes_only_rfc_8259_text() {
+        assert_eq!(
+            Json::parse_standard(b"\xEF\xBB\xBF1"),
+            Err(JsonError::Syntax)
+        );
+        assert_eq!(Json::parse_standard(br#""\ud83e""#), Err(JsonError::Syntax));
+        assert_eq!(Json::parse_standard(b"\"a\xFF\""), Err(JsonError::Syntax));
+        assert_eq!(
+            Json::parse_standard(br#"{"a":1,"a":2}"#),
+            Err(JsonError::DuplicateMember)
+        );
+        assert_eq!(
+            Json::parse_standard(br#""\ud83e\udd16""#),
+            Ok(Json::String("\u{1F916}".into()))
+        );
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! duplicate members are refused, every segment must be canonical base64url, and a `kid` outside
 //! `^[A-Za-z0-9._:-]{1,128}$` is refused before any lookup. A CRL comes from the registry, and
 //! refusing one only stops revocation, so once its signature verifies under the key its `kid`
-//! names it is read as the reference reads it: other header members ignored (`crit` refused, as
-//! jose does), the last of repeated members kept, segments decoded as leniently as jose does.
+//! names it is read as the reference reads it: other header members ignored (`crit` refused: jose
+//! refuses every extension the reference does not ask for), the last of repeated members kept,
+//! segments decoded as `atob` decodes them.
 
 use std::fmt;
 
@@ -64,9 +65,10 @@ pub enum HeaderProblem {
 /// matched the allowed pattern).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenError {
-    /// Not a three-segment compact JWS, or too large to consider.
+    /// Past the protocol's size ceiling, or five segments under a good header (a JWE).
     Malformed(&'static str),
-    /// The protected header is not decodable JSON.
+    /// Not three (or five) segments, or the protected header is not decodable JSON: jose's
+    /// "Invalid Token or Protected Header formatting".
     HeaderFormat,
     Header(TokenKind, HeaderProblem),
     /// No active key has this `kid`; the only error that warrants a key refresh.

@@ -95,7 +95,7 @@ impl PopError {
             PopError::Missing(_) => "Input must be a non-empty string",
             PopError::InvalidTimestamp => "X-Claw-Timestamp must be a unix seconds integer",
             PopError::Skew { .. } => "X-Claw-Timestamp is outside the allowed skew window",
-            PopError::NonceControlChars => "X-Claw-Nonce must not contain control characters",
+            PopError::NonceControlChars => "X-Claw-Nonce must not contain a line break",
             PopError::InvalidMethod => "HTTP method is not a valid token",
             PopError::BodyHashMismatch { .. } => {
                 "Body hash does not match X-Claw-Body-SHA256 header"

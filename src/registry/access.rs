@@ -11,6 +11,12 @@
 //! so the TTL bound holds), and a renewal that fails is remembered: when the answer then
 //! expires, the stale answer is used at once rather than after another failing call on the
 //! request path. A remembered failure is retried in the background at most every 5 s.
+//!
+//! Keys are caller-chosen (any access token), so both maps are bounded: valid and refused answers
+//! are kept apart, so refused ones (a flood of made-up tokens) can never crowd out valid ones; a
+//! full map is swept of its expired entries at most once a second, never once per miss. The
+//! single-flight gate of a key is released by a guard, so a check that Envoy's deadline cancels
+//! mid-call leaves nothing behind.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,16 +35,19 @@ pub struct AccessTiming {
     pub stale_if_error_ms: u64,
 }
 
-/// At most this many results are kept; past it, expired ones are swept and new ones may go
-/// uncached (a registry call per check, never a wrong answer).
+/// At most this many valid answers, and as many refused ones, are kept; past it, expired ones are
+/// swept and new ones may go uncached (a registry call per check, never a wrong answer).
 const CAPACITY: usize = 100_000;
+
+/// A full map is swept at most this often.
+const SWEEP_MS: u64 = 1_000;
 
 /// A failed renewal is retried at most this often.
 const RETRY_MS: u64 = 5_000;
 
+/// A valid answer and the state of its renewal.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    valid: bool,
     at_ms: u64,
     /// A background renewal is running.
     renewing: bool,
@@ -48,9 +57,8 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(valid: bool, at_ms: u64) -> Self {
+    fn new(at_ms: u64) -> Self {
         Entry {
-            valid,
             at_ms,
             renewing: false,
             attempt_ms: at_ms,
@@ -63,8 +71,14 @@ pub struct AccessCache {
     registry: Arc<dyn Registry>,
     clock: Arc<dyn Clock>,
     timing: AccessTiming,
+    /// Valid answers.
     entries: Mutex<HashMap<u128, Entry>>,
-    in_flight: Mutex<HashMap<u128, Arc<tokio::sync::Mutex<()>>>>,
+    /// Refused (401) answers: when.
+    refused: Mutex<HashMap<u128, u64>>,
+    capacity: usize,
+    /// When each map was last swept.
+    swept_ms: [AtomicU64; 2],
+    in_flight: Mutex<HashMap<u128, Gate>>,
     stale_used: AtomicU64,
     pub counts: crate::telemetry::CacheCounts,
 }
@@ -84,13 +98,49 @@ pub struct Subject<'a> {
     pub ait_exp_secs: u64,
 }
 
+type Gate = Arc<tokio::sync::Mutex<()>>;
+
+/// A check's place in the single flight of its key; dropping it (the call finished, or the check
+/// was cancelled) removes the gate once no other check holds it.
+struct Flight<'a> {
+    in_flight: &'a Mutex<HashMap<u128, Gate>>,
+    key: u128,
+    gate: Gate,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = lock(self.in_flight);
+        // Held by the map and by this flight only: the last one out.
+        let last = in_flight
+            .get(&self.key)
+            .is_some_and(|g| Arc::ptr_eq(g, &self.gate) && Arc::strong_count(&self.gate) == 2);
+        if last {
+            in_flight.remove(&self.key);
+        }
+    }
+}
+
 impl AccessCache {
     pub fn new(registry: Arc<dyn Registry>, clock: Arc<dyn Clock>, timing: AccessTiming) -> Self {
+        Self::bounded(registry, clock, timing, CAPACITY)
+    }
+
+    /// A cache keeping at most `capacity` valid and `capacity` refused answers.
+    pub fn bounded(
+        registry: Arc<dyn Registry>,
+        clock: Arc<dyn Clock>,
+        timing: AccessTiming,
+        capacity: usize,
+    ) -> Self {
         AccessCache {
             registry,
             clock,
             timing,
             entries: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+            capacity,
+            swept_ms: Default::default(),
             in_flight: Mutex::new(HashMap::new()),
             stale_used: AtomicU64::new(0),
             counts: Default::default(),
@@ -109,16 +159,12 @@ impl AccessCache {
         if let Some(e) = cached {
             let age = now.saturating_sub(e.at_ms);
             let ttl = self.timing.positive_ttl_ms;
-            if e.valid && age <= ttl {
+            if age <= ttl {
                 if age >= ttl / 5 * 4 {
                     self.renew(key, s, now);
                 }
                 self.counts.hit();
                 return Ok(());
-            }
-            if !e.valid && age <= self.timing.negative_ttl_ms {
-                self.counts.hit();
-                return Err(Denial::AccessTokenInvalid);
             }
             if e.failed && self.usable(&e, s, now) {
                 self.renew(key, s, now);
@@ -126,9 +172,17 @@ impl AccessCache {
                 return Ok(());
             }
         }
+        if self.refused_at(key, now) {
+            self.counts.hit();
+            return Err(Denial::AccessTokenInvalid);
+        }
         // One registry call per key at a time; waiters take the answer it cached.
-        let gate = lock(&self.in_flight).entry(key).or_default().clone();
-        let _one = gate.lock().await;
+        let flight = Flight {
+            in_flight: &self.in_flight,
+            key,
+            gate: lock(&self.in_flight).entry(key).or_default().clone(),
+        };
+        let _one = flight.gate.lock().await;
         if let Some(answer) = self.fresh(key) {
             self.counts.hit();
             return answer;
@@ -138,7 +192,6 @@ impl AccessCache {
             .registry
             .validate_access(s.access_token, s.agent_did, s.ait_jti)
             .await;
-        lock(&self.in_flight).remove(&key);
         let now = self.clock.now_ms();
         match self.settle(key, outcome, now) {
             Settled::Valid => Ok(()),
@@ -201,8 +254,7 @@ impl AccessCache {
     }
 
     fn usable(&self, e: &Entry, s: &Subject<'_>, now: u64) -> bool {
-        e.valid
-            && now.saturating_sub(e.at_ms) <= self.timing.stale_if_error_ms
+        now.saturating_sub(e.at_ms) <= self.timing.stale_if_error_ms
             && now < s.ait_exp_secs.saturating_mul(1000)
     }
 
@@ -215,15 +267,22 @@ impl AccessCache {
         );
     }
 
+    /// A refused answer for `key` still within the negative TTL.
+    fn refused_at(&self, key: u128, now: u64) -> bool {
+        lock(&self.refused)
+            .get(&key)
+            .is_some_and(|at| now.saturating_sub(*at) <= self.timing.negative_ttl_ms)
+    }
+
     /// A cached answer still within its TTL.
     fn fresh(&self, key: u128) -> Option<Result<(), Denial>> {
-        let entry = *lock(&self.entries).get(&key)?;
-        let age = self.clock.now_ms().saturating_sub(entry.at_ms);
-        match entry.valid {
-            true if age <= self.timing.positive_ttl_ms => Some(Ok(())),
-            false if age <= self.timing.negative_ttl_ms => Some(Err(Denial::AccessTokenInvalid)),
-            _ => None,
+        let now = self.clock.now_ms();
+        let valid = lock(&self.entries).get(&key).map(|e| e.at_ms);
+        if valid.is_some_and(|at| now.saturating_sub(at) <= self.timing.positive_ttl_ms) {
+            return Some(Ok(()));
         }
+        self.refused_at(key, now)
+            .then_some(Err(Denial::AccessTokenInvalid))
     }
 
     fn stale_or(&self, key: u128, s: &Subject<'_>, now: u64, detail: Detail) -> Result<(), Denial> {
@@ -235,19 +294,49 @@ impl AccessCache {
         Err(Denial::AccessValidationUnavailable(detail))
     }
 
+    /// Records a verdict in its own map (and drops any other verdict for the key).
     fn store(&self, key: u128, valid: bool, now: u64) {
-        let mut entries = lock(&self.entries);
-        if entries.len() >= CAPACITY {
-            let keep = self
-                .timing
-                .stale_if_error_ms
-                .max(self.timing.positive_ttl_ms);
-            entries.retain(|_, e| now.saturating_sub(e.at_ms) <= keep);
-            if entries.len() >= CAPACITY {
-                return;
+        let t = &self.timing;
+        if valid {
+            lock(&self.refused).remove(&key);
+            let keep = t.stale_if_error_ms.max(t.positive_ttl_ms);
+            let mut entries = lock(&self.entries);
+            if self.room(&mut entries, key, now, 0, |e| {
+                now.saturating_sub(e.at_ms) <= keep
+            }) {
+                entries.insert(key, Entry::new(now));
+            }
+        } else {
+            lock(&self.entries).remove(&key);
+            let keep = t.negative_ttl_ms;
+            let mut refused = lock(&self.refused);
+            if self.room(&mut refused, key, now, 1, |at| {
+                now.saturating_sub(*at) <= keep
+            }) {
+                refused.insert(key, now);
             }
         }
-        entries.insert(key, Entry::new(valid, now));
+    }
+
+    /// Whether `key` fits in `map`: it is there already, or the map is under capacity, or a
+    /// sweep (at most once per [`SWEEP_MS`] per map) of what `live` rejects makes room.
+    fn room<V>(
+        &self,
+        map: &mut HashMap<u128, V>,
+        key: u128,
+        now: u64,
+        which: usize,
+        live: impl Fn(&V) -> bool,
+    ) -> bool {
+        if map.len() < self.capacity || map.contains_key(&key) {
+            return true;
+        }
+        let swept = &self.swept_ms[which];
+        if now.saturating_sub(swept.load(Ordering::Relaxed)) >= SWEEP_MS {
+            swept.store(now, Ordering::Relaxed);
+            map.retain(|_, v| live(v));
+        }
+        map.len() < self.capacity
     }
 }
 
@@ -375,6 +464,74 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(registry.calls().validate, calls);
+    }
+
+    fn token(i: usize) -> String {
+        format!("clw_agt_{i}")
+    }
+
+    /// Issue 17: a flood of made-up tokens (each refused by the registry) fills the refused map;
+    /// a valid answer is still cached, and a full map is swept once its entries expire.
+    #[tokio::test]
+    async fn a_full_cache_keeps_caching_valid_answers() {
+        let registry = Arc::new(FakeRegistry::default());
+        let clock = ManualClock::at(T0);
+        let cache = Arc::new(AccessCache::bounded(
+            registry.clone(),
+            Arc::new(clock.clone()),
+            TIMING,
+            100,
+        ));
+        registry.set_validate(vec![status(401)]);
+        for i in 0..150 {
+            let (t, exp) = (token(i), u64::MAX / 1000);
+            let s = Subject {
+                access_token: &t,
+                ait_exp_secs: exp,
+                ..subject(exp)
+            };
+            assert_eq!(cache.validate(&s).await, Err(Denial::AccessTokenInvalid));
+        }
+        assert_eq!(lock(&cache.refused).len(), 100);
+        registry.set_validate(vec![status(204)]);
+        let s = subject(u64::MAX / 1000);
+        for _ in 0..10 {
+            assert_eq!(cache.validate(&s).await, Ok(()));
+        }
+        assert_eq!(
+            registry.calls().validate,
+            151,
+            "the valid answer was cached"
+        );
+        // Once the refused answers expire, the next one to arrive sweeps them.
+        clock.advance_ms(TIMING.negative_ttl_ms + 1);
+        registry.set_validate(vec![status(401)]);
+        let t = token(1_000);
+        let late = Subject {
+            access_token: &t,
+            ..subject(u64::MAX / 1000)
+        };
+        assert_eq!(cache.validate(&late).await, Err(Denial::AccessTokenInvalid));
+        assert_eq!(lock(&cache.refused).len(), 1);
+    }
+
+    /// Issue 17: a check cancelled while its registry call hangs (tonic drops the handler at
+    /// Envoy's deadline) releases the single flight: the next identical miss makes its own call.
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_check_does_not_block_the_next_identical_miss() {
+        let (registry, _clock, cache) = valid_once();
+        registry.hang_validate(true);
+        let s = subject(u64::MAX / 1000);
+        let cancelled =
+            tokio::time::timeout(std::time::Duration::from_millis(100), cache.validate(&s)).await;
+        assert!(cancelled.is_err(), "the hanging call was cut off");
+        assert_eq!(registry.calls().validate, 1);
+        assert!(lock(&cache.in_flight).is_empty(), "no gate left behind");
+        registry.hang_validate(false);
+        let next = tokio::time::timeout(std::time::Duration::from_secs(1), cache.validate(&s));
+        assert_eq!(next.await, Ok(Ok(())));
+        assert_eq!(registry.calls().validate, 2);
+        assert!(lock(&cache.in_flight).is_empty());
     }
 
     #[tokio::test]

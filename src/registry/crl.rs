@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::denial::Denial;
 use crate::protocol::crl::{crl_token_from_body, verify_crl};
 use crate::protocol::jws::{Expectations, TokenError};
+use crate::protocol::keys::KeySet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StaleBehavior {
@@ -63,8 +64,11 @@ pub struct CrlCache {
     push_changed: Arc<tokio::sync::Notify>,
     stale_checks: AtomicU64,
     last_stale_warning_ms: AtomicU64,
-    refreshes: AtomicU64,
+    refreshes_ok: AtomicU64,
     refresh_failures: AtomicU64,
+    /// The reason of the latest refresh, when it failed (cleared by a success); kept apart from
+    /// `state`, which every check copies.
+    last_failure: Mutex<Option<String>>,
 }
 
 /// What readiness reports about the list (`/readyz`).
@@ -77,7 +81,7 @@ pub struct CrlStatus {
     pub stale_behavior: &'static str,
     pub age_secs: Option<u64>,
     pub revocations: usize,
-    pub refreshes: u64,
+    pub refreshes_ok: u64,
     pub refresh_failures: u64,
     /// Why the latest refresh failed, when it did.
     pub last_failure: Option<String>,
@@ -89,8 +93,6 @@ struct State {
     issued_at: Option<u64>,
     last_success_ms: Option<u64>,
     last_attempt_ms: Option<u64>,
-    /// The reason of the latest refresh, when it failed (cleared by a success).
-    last_failure: Option<String>,
 }
 
 impl CrlCache {
@@ -111,22 +113,24 @@ impl CrlCache {
             push_changed: Arc::new(tokio::sync::Notify::new()),
             stale_checks: AtomicU64::new(0),
             last_stale_warning_ms: AtomicU64::new(0),
-            refreshes: AtomicU64::new(0),
+            refreshes_ok: AtomicU64::new(0),
             refresh_failures: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
         }
     }
 
-    /// Refreshes attempted and, of those, failed (transport, status, payload or verification).
+    /// Refreshes that succeeded and that failed (transport, status, size, payload, signature or
+    /// schema, or a rollback to an older list).
     pub fn refresh_counts(&self) -> (u64, u64) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        (load(&self.refreshes), load(&self.refresh_failures))
+        (load(&self.refreshes_ok), load(&self.refresh_failures))
     }
 
     /// The list's state for readiness: fresh or stale, its policy, and the latest failure.
     pub fn status(&self) -> CrlStatus {
         let state = self.lock().clone();
         let now = self.clock.now_ms();
-        let (refreshes, refresh_failures) = self.refresh_counts();
+        let (refreshes_ok, refresh_failures) = self.refresh_counts();
         CrlStatus {
             state: match state.last_success_ms {
                 None => "never-loaded",
@@ -136,9 +140,9 @@ impl CrlCache {
             stale_behavior: self.timing.stale_behavior.as_str(),
             age_secs: state.last_success_ms.map(|t| now.saturating_sub(t) / 1000),
             revocations: state.revoked.len(),
-            refreshes,
+            refreshes_ok,
             refresh_failures,
-            last_failure: state.last_failure,
+            last_failure: self.failure().clone(),
         }
     }
 
@@ -278,36 +282,39 @@ impl CrlCache {
             return; // another check refreshed while this one waited
         }
         self.lock().last_attempt_ms = Some(now);
-        self.refreshes.fetch_add(1, Ordering::Relaxed);
-        match self.fetch(keys).await {
-            Ok(Some((revoked, issued_at))) => {
-                let mut state = self.lock();
-                if state.issued_at.is_some_and(|held| issued_at < held) {
-                    tracing::warn!("ignoring a CRL issued before the one held (rollback)");
-                    return;
-                }
-                state.revoked = Arc::new(revoked);
-                state.issued_at = Some(issued_at);
-                state.last_success_ms = Some(now);
-                state.last_failure = None;
+        let fetched = self.fetch(keys).await.and_then(|list| {
+            let (revoked, issued_at) = list.unwrap_or_default();
+            let mut state = self.lock();
+            if issued_at.is_some_and(|at| state.issued_at.is_some_and(|held| at < held)) {
+                return Err("a CRL issued before the one held was ignored (rollback)".to_owned());
             }
-            Ok(None) => {
-                let mut state = self.lock();
-                state.revoked = Arc::new(HashSet::new());
-                state.last_success_ms = Some(now);
-                state.last_failure = None;
+            state.revoked = Arc::new(revoked);
+            state.issued_at = issued_at.or(state.issued_at);
+            state.last_success_ms = Some(now);
+            Ok(())
+        });
+        match fetched {
+            Ok(()) => {
+                self.refreshes_ok.fetch_add(1, Ordering::Relaxed);
+                *self.failure() = None;
             }
             Err(reason) => {
                 self.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                let reason = bounded(reason);
                 let behavior = self.timing.stale_behavior.as_str();
                 tracing::warn!(reason, stale_behavior = behavior, "CRL refresh failed");
-                self.lock().last_failure = Some(reason);
+                *self.failure() = Some(reason);
             }
         }
     }
 
-    /// `Ok(None)` is the registry's "no revocations" (404).
-    async fn fetch(&self, keys: &Arc<KeyCache>) -> Result<Option<(HashSet<String>, u64)>, String> {
+    /// The revoked AIT ids and the list's `iat`; empty with no `iat` for the registry's "no
+    /// revocations" (404). Parsing and verification run on the blocking pool: a CRL of tens of
+    /// thousands of revocations is milliseconds of CPU that must not stall a runtime worker.
+    async fn fetch(
+        &self,
+        keys: &Arc<KeyCache>,
+    ) -> Result<Option<(HashSet<String>, Option<u64>)>, String> {
         let response = self
             .registry
             .fetch_crl()
@@ -319,29 +326,66 @@ impl CrlCache {
         if !(200..300).contains(&response.status) {
             return Err(format!("status {}", response.status));
         }
-        let token = crl_token_from_body(&response.body).ok_or("CRL payload is invalid")?;
-        let expect = Expectations {
-            issuer: Some(&self.issuer),
-            now_secs: self.clock.now_secs(),
+        let token: Arc<str> = off_thread(move || crl_token_from_body(&response.body))
+            .await?
+            .ok_or("CRL payload is invalid")?
+            .into();
+        let verify = |key_set: KeySet| {
+            let (token, issuer) = (token.clone(), self.issuer.clone());
+            let now_secs = self.clock.now_secs();
+            off_thread(move || {
+                let expect = Expectations {
+                    issuer: Some(&issuer),
+                    now_secs,
+                };
+                verify_crl(&token, &key_set, expect).map(|c| (c.revoked_jtis(), Some(c.iat)))
+            })
         };
         let key_set = keys.current().await.map_err(|d| d.to_string())?;
-        let claims = match verify_crl(&token, &key_set, expect) {
+        let verified = match verify(key_set).await? {
             Err(TokenError::UnknownKid(_, kid)) => {
                 let key_set = keys
                     .refresh_for_unknown_kid(&kid)
                     .await
                     .map_err(|d| d.to_string())?;
-                verify_crl(&token, &key_set, expect)
+                verify(key_set).await?
             }
             other => other,
-        }
-        .map_err(|e| e.to_string())?;
-        Ok(Some((claims.revoked_jtis(), claims.iat)))
+        };
+        verified.map(Some).map_err(|e| e.to_string())
+    }
+
+    fn failure(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.last_failure.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Runs `work` on the blocking pool.
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| "CRL verification was interrupted".to_owned())
+}
+
+/// A failure reason as logged and shown on `/readyz`: a schema error over a large list can name
+/// thousands of problems, so it is cut to its first few hundred bytes.
+fn bounded(mut reason: String) -> String {
+    const MAX: usize = 300;
+    if reason.len() > MAX {
+        let mut end = MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str(" …");
+    }
+    reason
 }
 
 #[cfg(test)]
@@ -449,9 +493,16 @@ mod tests {
         assert_eq!(f.registry.calls().crl, 0);
         let crl = Arc::new(f.crl);
         crl.run_refresher(f.keys.clone());
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
+        // Verification runs on the blocking pool: poll until the refresher has loaded the list.
+        let loaded = async {
+            while crl.refresh_counts() == (0, 0) {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), loaded)
+            .await
+            .expect("the refresher ran");
+        assert_eq!(crl.refresh_counts(), (1, 0));
         assert_eq!(f.registry.calls().crl, 1, "the refresher loaded the list");
         assert_eq!(crl.check(JTI), Err(Denial::AitRevoked));
         // Due again: checks keep answering from the held list without calling the registry.

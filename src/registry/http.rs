@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use super::{BoxFuture, Registry, Response, TransportError, call_timeout};
 
-/// The validate endpoint answers with a status; its body is never read past this.
+/// The validate endpoint answers with a status; at most this much of its body is read (so the
+/// connection can be reused), and a longer one changes nothing.
 const MAX_VALIDATE_BODY: usize = 64 * 1024;
 
 /// The largest body accepted from each endpoint; a larger one is a failed call.
@@ -95,13 +96,7 @@ impl Registry for HttpRegistry {
                 .header("content-type", "application/json")
                 .header("x-claw-agent-access", access_token)
                 .body(body);
-            read(
-                request.send().await,
-                &self.endpoints.validate,
-                MAX_VALIDATE_BODY,
-            )
-            .await
-            .map(|r| r.status)
+            status_only(request.send().await, &self.endpoints.validate).await
         })
     }
 }
@@ -131,6 +126,24 @@ async fn read(
             Err(e) => return Err(classify(&e, url)),
         }
     }
+}
+
+/// The status of an answer whose body does not matter: a registry (or a proxy before it) that
+/// answers 401 with a large page is still a 401.
+async fn status_only(
+    sent: Result<reqwest::Response, reqwest::Error>,
+    url: &str,
+) -> Result<u16, TransportError> {
+    let mut response = sent.map_err(|e| classify(&e, url))?;
+    let status = response.status().as_u16();
+    let mut drained = 0;
+    while drained < MAX_VALIDATE_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => drained += chunk.len(),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(status)
 }
 
 fn classify(error: &reqwest::Error, url: &str) -> TransportError {

@@ -2,9 +2,9 @@
 //! registry's CRL by AIT `jti`.
 
 use crate::denial::Denial;
-use crate::events::Events;
 use crate::protocol::ait::AitClaims;
 use crate::registry::crl::CrlCache;
+use crate::revocation::Events;
 use crate::store::trust_cache::TrustCache;
 
 pub async fn check(

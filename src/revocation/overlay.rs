@@ -1,0 +1,190 @@
+//! The revocation overlay: agents and token ids revoked by registry events, checked by the
+//! pipeline before the CRL so a revocation applies within a second. Pure state behind locks; the
+//! stream consumer ([`super::consumer`]) and the admin endpoint feed it.
+//!
+//! Semantics are the reference's: `agent.auth.revoked` with reason `agent_revoked` revokes
+//! `data.metadata.agentDid` for 30 days (counted from the entry's id, so replays are
+//! idempotent); other reasons and unknown types are acknowledged and ignored. claw-authz's own
+//! `claw.token.revoked` revokes a token id.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::protocol::events::{EventOutcome, IgnoredBecause, parse_event};
+use crate::protocol::json::{Json, Object};
+
+/// How long an `agent_revoked` event keeps the agent revoked (the reference's TTL).
+pub const REVOCATION_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// What applying one event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// `new` is false when the agent was already revoked at least that long (a duplicate).
+    Revoked {
+        agent_did: String,
+        new: bool,
+    },
+    /// A token id (an AIT's or a bearer JWT's `jti`) revoked by a `claw.token.revoked` event.
+    RevokedToken {
+        jti: String,
+        new: bool,
+    },
+    Ignored(IgnoredBecause),
+    Rejected(String),
+}
+
+/// Revoked agents and how they got there; shared by the stream consumer, the admin endpoint
+/// and the pipeline.
+#[derive(Default)]
+pub struct Events {
+    /// Agent DID -> revoked until (unix ms).
+    revoked: Mutex<HashMap<String, u64>>,
+    /// Token id -> revoked until (unix ms).
+    revoked_tokens: Mutex<HashMap<String, u64>>,
+    /// Envelope ids already applied -> until when they matter; a repeated id is a duplicate.
+    seen: Mutex<HashMap<String, u64>>,
+    revoked_new: AtomicU64,
+    duplicates: AtomicU64,
+    ignored: AtomicU64,
+    pub(super) rejected: AtomicU64,
+    /// Stream entries read.
+    pub(super) read: AtomicU64,
+}
+
+/// Counters, for tests and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventCounts {
+    pub revoked: u64,
+    pub duplicates: u64,
+    pub ignored: u64,
+    pub rejected: u64,
+    pub read: u64,
+}
+
+impl Events {
+    pub fn is_revoked(&self, agent_did: &str, now_ms: u64) -> bool {
+        lock(&self.revoked)
+            .get(agent_did)
+            .is_some_and(|&until| until > now_ms)
+    }
+
+    pub fn is_token_revoked(&self, jti: &str, now_ms: u64) -> bool {
+        lock(&self.revoked_tokens)
+            .get(jti)
+            .is_some_and(|&until| until > now_ms)
+    }
+
+    pub fn counts(&self) -> EventCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        EventCounts {
+            revoked: get(&self.revoked_new),
+            duplicates: get(&self.duplicates),
+            ignored: get(&self.ignored),
+            rejected: get(&self.rejected),
+            read: get(&self.read),
+        }
+    }
+
+    /// Applies one envelope published at `published_ms`. Idempotent.
+    pub fn apply(&self, envelope: &[u8], published_ms: u64) -> Applied {
+        let until = published_ms.saturating_add(REVOCATION_TTL_MS);
+        // The same envelope (by `id`) published again changes nothing.
+        // Parsed once here for claw-authz's own fields; the reference's parser reads the rest.
+        let object = match Json::parse_lenient(envelope) {
+            Ok(Json::Object(o)) => Some(o),
+            _ => None,
+        };
+        let id = object
+            .as_ref()
+            .and_then(|o| o.get("id"))
+            .and_then(Json::as_str);
+        let repeated = id.map(str::to_owned).is_some_and(|id| {
+            let mut seen = lock(&self.seen);
+            let repeated = seen.contains_key(&id);
+            seen.entry(id).or_insert(until);
+            repeated
+        });
+        let hold = |map: &Mutex<HashMap<String, u64>>, key: &str| {
+            let mut map = lock(map);
+            if repeated && map.contains_key(key) {
+                return false;
+            }
+            let held = map.entry(key.to_owned()).or_insert(0);
+            let new = *held < until;
+            *held = (*held).max(until);
+            new
+        };
+        let applied = match object.as_ref().and_then(token_revocation) {
+            Some(Ok(jti)) => Applied::RevokedToken {
+                new: hold(&self.revoked_tokens, &jti),
+                jti,
+            },
+            Some(Err(reason)) => Applied::Rejected(reason.to_owned()),
+            None => match parse_event(envelope) {
+                EventOutcome::RevokeAgent { agent_did, .. } => Applied::Revoked {
+                    new: hold(&self.revoked, &agent_did),
+                    agent_did,
+                },
+                EventOutcome::Ignored(why) => Applied::Ignored(why),
+                EventOutcome::Rejected(reason) => Applied::Rejected(reason),
+            },
+        };
+        let counter = match &applied {
+            Applied::Revoked { new: true, .. } | Applied::RevokedToken { new: true, .. } => {
+                &self.revoked_new
+            }
+            Applied::Revoked { new: false, .. } | Applied::RevokedToken { new: false, .. } => {
+                &self.duplicates
+            }
+            Applied::Ignored(_) => &self.ignored,
+            Applied::Rejected(_) => &self.rejected,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        match &applied {
+            Applied::Revoked { agent_did, new } => {
+                tracing::info!(agent_did, new, "registry event: agent revoked")
+            }
+            Applied::RevokedToken { jti, new } => {
+                tracing::info!(jti, new, "registry event: token revoked")
+            }
+            Applied::Ignored(why) => tracing::debug!(?why, "registry event ignored"),
+            Applied::Rejected(reason) => tracing::warn!(reason, "registry event rejected"),
+        }
+        applied
+    }
+
+    /// Drops revocations that have ended.
+    pub(super) fn prune(&self, now_ms: u64) {
+        lock(&self.revoked).retain(|_, until| *until > now_ms);
+        lock(&self.revoked_tokens).retain(|_, until| *until > now_ms);
+        lock(&self.seen).retain(|_, until| *until > now_ms);
+    }
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// claw-authz's own event type: `{"type":"claw.token.revoked","data":{"jti":"..."}}` revokes a
+/// token id (an AIT's `jti` or a bearer JWT's) for 30 days. `None` when the envelope is another
+/// type (or not JSON at all: the reference parser reports that).
+fn token_revocation(o: &Object) -> Option<Result<String, &'static str>> {
+    if o.get("type").and_then(Json::as_str) != Some(TOKEN_REVOKED) {
+        return None;
+    }
+    let jti = o
+        .get("data")
+        .and_then(Json::as_object)
+        .and_then(|d| d.get("jti"))
+        .and_then(Json::as_str)
+        .map(str::trim)
+        .filter(|j| (1..=256).contains(&j.len()));
+    Some(
+        jti.map(str::to_owned)
+            .ok_or("Token revocation event data.jti must be a string"),
+    )
+}
+
+/// The event type that revokes a token id.
+pub const TOKEN_REVOKED: &str = "claw.token.revoked";

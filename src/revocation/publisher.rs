@@ -1,0 +1,130 @@
+//! Publishing revocations (the `revoke` command, tests): the envelopes the registry would send,
+//! appended to the stream every replica reads. Producers trim the stream to the replay window
+//! (`XADD ... MINID ~ <ms>-0`).
+
+use std::time::Duration;
+
+use super::consumer::StreamSettings;
+use super::overlay::TOKEN_REVOKED;
+
+/// A well-formed `agent.auth.revoked` / `agent_revoked` envelope for `agent_did` (which must be
+/// an agent DID), as the registry would publish it.
+pub fn revocation_envelope(agent_did: &str, now_ms: u64) -> Result<String, String> {
+    let did = crate::protocol::ids::parse_agent_did(agent_did)
+        .ok_or_else(|| format!("not an agent DID: {agent_did}"))?;
+    Ok(serde_json::json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "type": crate::protocol::events::AGENT_AUTH_REVOKED,
+        "version": "v1",
+        "timestampUtc": iso_utc(now_ms),
+        "initiatedByAccountId": null,
+        "data": {
+            "agentId": did.ulid,
+            "sessionId": crate::sign::random_ulid(now_ms),
+            "reason": crate::protocol::events::REASON_AGENT_REVOKED,
+            "metadata": { "agentDid": agent_did },
+        },
+    })
+    .to_string())
+}
+
+/// A `claw.token.revoked` envelope for `jti`.
+pub fn token_revocation_envelope(jti: &str, now_ms: u64) -> String {
+    serde_json::json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "type": TOKEN_REVOKED,
+        "version": "v1",
+        "timestampUtc": iso_utc(now_ms),
+        "data": { "jti": jti },
+    })
+    .to_string()
+}
+
+/// Appends `envelope` to the stream (trimmed to `replay_ms` of history); returns the entry id.
+pub async fn publish(
+    settings: &StreamSettings,
+    envelope: &str,
+    now_ms: u64,
+) -> Result<String, String> {
+    let client = redis::Client::open(settings.url.as_str()).map_err(|e| e.to_string())?;
+    let bound = Duration::from_secs(5);
+    let mut conn = tokio::time::timeout(bound, client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| "connecting to redis timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let min_id = format!("{}-0", now_ms.saturating_sub(settings.replay_ms));
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(&settings.stream)
+        .arg("MINID")
+        .arg("~")
+        .arg(min_id)
+        .arg("*")
+        .arg("envelope")
+        .arg(envelope);
+    tokio::time::timeout(bound, cmd.query_async::<String>(&mut conn))
+        .await
+        .map_err(|_| "XADD timed out".to_owned())?
+        .map_err(|e| e.to_string())
+}
+
+/// `2026-01-01T00:00:00.000Z`.
+fn iso_utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::revocation::{Applied, EventCounts, Events, REVOCATION_TTL_MS};
+
+    const DID: &str = "did:cdi:registry.example.com:agent:01KDVA7EC0AGENTA0000000001";
+
+    #[test]
+    fn iso_timestamps_match_the_reference_format() {
+        assert_eq!(iso_utc(1_767_225_600_000), "2026-01-01T00:00:00.000Z");
+        assert_eq!(iso_utc(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(iso_utc(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn our_envelope_revokes_and_is_idempotent() {
+        let events = Events::default();
+        let envelope = revocation_envelope(DID, 1_000).unwrap();
+        let revoked = |new| Applied::Revoked {
+            agent_did: DID.into(),
+            new,
+        };
+        assert_eq!(events.apply(envelope.as_bytes(), 1_000), revoked(true));
+        assert_eq!(events.apply(envelope.as_bytes(), 1_000), revoked(false));
+        assert!(events.is_revoked(DID, 1_000 + REVOCATION_TTL_MS - 1));
+        assert!(!events.is_revoked(DID, 1_000 + REVOCATION_TTL_MS));
+        assert_eq!(
+            events.counts(),
+            EventCounts {
+                revoked: 1,
+                duplicates: 1,
+                ..EventCounts::default()
+            }
+        );
+        assert!(revocation_envelope("did:cdi:x:human:01KDVA7EC0AGENTA0000000001", 0).is_err());
+    }
+}
