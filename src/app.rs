@@ -129,22 +129,23 @@ impl App {
             };
             let http = HttpRegistry::new(endpoints, background_timeout, limits)
                 .map_err(|e| format!("cannot build the JWKS client: {e}"))?;
-            let jwks = Guarded::named(
+            let jwks = Arc::new(Guarded::named(
                 Arc::new(http),
                 background_timeout,
                 breakers,
                 clock.clone(),
                 metrics.clone(),
                 "jwks",
-            );
+            ));
             bearer.push(IssuerKeys {
                 config: issuer.clone(),
                 keys: Arc::new(KeyCache::with_parser(
-                    Arc::new(jwks),
+                    jwks.clone(),
                     clock.clone(),
                     key_timing,
                     parse_jwks,
                 )),
+                jwks,
             });
         }
         let registry: Arc<dyn Registry> = guarded.clone();
@@ -339,34 +340,53 @@ fn observe(
     registry: &Arc<Guarded>,
     nonces: &Arc<dyn NonceStore>,
 ) {
-    use crate::registry::breaker::State;
+    use crate::registry::breaker::{Breaker, State};
     use opentelemetry::KeyValue;
-    let r = registry.clone();
+    // Every breaker with its labels: the registry's three, then each bearer issuer's JWKS one
+    // (labelled with the configured issuer, a bounded set).
+    type Observed = (Arc<Guarded>, fn(&Guarded) -> &Breaker, Option<String>);
+    let mut all: Vec<Observed> = vec![
+        (registry.clone(), |g| &g.keys, None),
+        (registry.clone(), |g| &g.crl, None),
+        (registry.clone(), |g| &g.validate, None),
+    ];
+    for issuer in &p.bearer {
+        let name = Some(issuer.config.issuer.clone());
+        all.push((issuer.jwks.clone(), |g| &g.keys, name));
+    }
+    let all = Arc::new(all);
+    let labels = |b: &Breaker, issuer: &Option<String>| {
+        let mut labels = vec![KeyValue::new("endpoint", b.endpoint())];
+        labels.extend(issuer.clone().map(|i| KeyValue::new("issuer", i)));
+        labels
+    };
+    let breakers = all.clone();
     meter
         .i64_observable_gauge("claw_authz_breaker_state")
-        .with_description("Registry circuit breaker: 0 closed, 1 open, 2 half-open")
+        .with_description(
+            "Circuit breaker (registry endpoints, bearer JWKS): 0 closed, 1 open, 2 half-open",
+        )
         .with_callback(move |o| {
-            for (endpoint, state) in r.states() {
-                let value = match state {
+            for (guard, breaker, issuer) in breakers.iter() {
+                let b = breaker(guard);
+                let value = match b.state() {
                     State::Closed => 0,
                     State::Open => 1,
                     State::HalfOpen => 2,
                 };
-                o.observe(value, &[KeyValue::new("endpoint", endpoint)]);
+                o.observe(value, &labels(b, issuer));
             }
         })
         .build();
-    let r = registry.clone();
     meter
         .u64_observable_counter("claw_authz_breaker_transitions")
-        .with_description("Registry circuit breaker transitions")
+        .with_description("Circuit breaker transitions (registry endpoints, bearer JWKS)")
         .with_callback(move |o| {
-            for b in [&r.keys, &r.crl, &r.validate] {
+            for (guard, breaker, issuer) in all.iter() {
+                let b = breaker(guard);
                 for to in [State::Closed, State::Open, State::HalfOpen] {
-                    let labels = [
-                        KeyValue::new("endpoint", b.endpoint()),
-                        KeyValue::new("to", to.as_str()),
-                    ];
+                    let mut labels = labels(b, issuer);
+                    labels.push(KeyValue::new("to", to.as_str()));
                     o.observe(b.transitions_to(to), &labels);
                 }
             }

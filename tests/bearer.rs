@@ -224,6 +224,11 @@ mod server {
     }
 
     async fn setup(name: &str) -> Setup {
+        setup_with(name, "").await
+    }
+
+    /// Like [`setup`], with `registry_extra` (indented lines) added to `registry:`.
+    async fn setup_with(name: &str, registry_extra: &str) -> Setup {
         let w = World::new(name).await;
         let jwks = FakeEndpoint::start(
             "/jwks.json",
@@ -242,8 +247,8 @@ mod server {
             jwks.url,
             token_file.display()
         );
-        let s =
-            super::support::server::start(&w.yaml(&extra), Arc::new(ManualClock::at(NOW_MS))).await;
+        let yaml = w.yaml_with(registry_extra, &extra);
+        let s = super::support::server::start(&yaml, Arc::new(ManualClock::at(NOW_MS))).await;
         s.wait_ready().await;
         Setup { w, jwks, s }
     }
@@ -286,6 +291,45 @@ mod server {
             "a client cannot supply it"
         );
         assert_eq!(t.jwks.calls(), 1);
+        t.s.stop().await;
+    }
+
+    /// Issue 17: a JWKS endpoint has its own breaker, and `claw_authz_breaker_state` shows it.
+    #[tokio::test]
+    async fn a_failing_jwks_opens_its_breaker_and_the_breaker_gauge_shows_it() {
+        // One failure opens a breaker here; the JWKS loads at start, so the failing fetch is the
+        // refresh a token with a new `kid` asks for.
+        let mut t = setup_with("bearer-jwks-breaker", "  breaker_failures: 1\n").await;
+        assert_eq!(t.jwks.calls(), 1);
+        t.jwks.set(vec![Reply::Status(500)]);
+        let gauge = |t: &Setup| {
+            let metrics = t.s.app.telemetry.prometheus_text();
+            let line = format!(r#"claw_authz_breaker_state{{endpoint="jwks",issuer="{ISS}"}} "#);
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(line.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| panic!("no JWKS breaker in:\n{metrics}"))
+        };
+        assert_eq!(gauge(&t), "0");
+        let rotated = sign_jws_es(
+            r#"{"alg":"ES256","typ":"JWT","kid":"k2"}"#,
+            &claims().to_string(),
+            &p256_signer("issuer-k2"),
+        );
+        let r = t.s.check(bearer("orders", &rotated)).await;
+        assert_eq!(outcome(&r), "503 PROXY_AUTH_DEPENDENCY_UNAVAILABLE");
+        assert_eq!(t.jwks.calls(), 2);
+        assert_eq!(gauge(&t), "1");
+        // Tokens under the cached key are still served while the JWKS breaker is open.
+        let r = t.s.check(bearer("orders", &token(&claims()))).await;
+        assert_eq!(outcome(&r), "200");
+        let metrics = t.s.app.telemetry.prometheus_text();
+        assert!(
+            metrics.contains(&format!(
+                r#"claw_authz_breaker_transitions_total{{endpoint="jwks",issuer="{ISS}",to="open"}} 1"#
+            )),
+            "{metrics}"
+        );
         t.s.stop().await;
     }
 

@@ -8,6 +8,7 @@ use crate::config::BearerIssuer;
 use crate::denial::Denial;
 use crate::policy::Policy;
 use crate::protocol::bearer::{self, BearerClaims, BearerError, BearerExpect};
+use crate::registry::guard::Guarded;
 use crate::registry::keys::KeyCache;
 use crate::request::RequestView;
 
@@ -15,6 +16,8 @@ use crate::request::RequestView;
 pub struct IssuerKeys {
     pub config: BearerIssuer,
     pub keys: Arc<KeyCache>,
+    /// The JWKS endpoint behind its breaker (its state is a metric).
+    pub jwks: Arc<Guarded>,
 }
 
 /// The token of `Authorization: Bearer <token>`, if that is the scheme.
