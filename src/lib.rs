@@ -12,12 +12,11 @@
 //! - [`store`]: the nonce (replay) stores (memory, file, Redis), the trust stores and the
 //!   trust-answer cache. [`revocation`]: pushed revocations (overlay, stream consumer, publisher).
 //! - [`config`], [`app`], [`server`]: typed configuration, wiring, and the gRPC/admin servers.
-//! - [`clock`]: injected wall-clock time. [`sign`]: the client side (demo, `sign` command, tests).
-//! - [`demo`]: the self-contained demo (its registry-outage story in `demo_story.rs`);
-//!   [`dev_registry`]: its registry on loopback (also the
-//!   bench's); [`envoy`] runs a real Envoy in front
-//!   (demo `--envoy`, end-to-end tests). [`bench`]: `claw-authz bench`, the load generator and
-//!   benchmark suite.
+//! - [`clock`]: injected wall-clock time.
+//!
+//! Tooling, never imported by the modules above: [`dev`] (the demo, the dev registry, the
+//! signers, the check-request builder, the Envoy and child-process runners) and [`bench`]
+//! (`claw-authz bench`, the load generator and benchmark suite).
 
 #![forbid(unsafe_code)]
 
@@ -26,11 +25,8 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod crypto;
-pub mod demo;
-mod demo_story;
 pub mod denial;
-pub mod dev_registry;
-pub mod envoy;
+pub mod dev;
 pub mod pipeline;
 pub mod policy;
 pub mod protocol;
@@ -40,7 +36,6 @@ pub mod request;
 pub mod response;
 pub mod revocation;
 pub mod server;
-pub mod sign;
 pub mod stage;
 pub mod store;
 pub mod telemetry;

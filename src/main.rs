@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use claw_authz::app::App;
 use claw_authz::clock::{Clock, SystemClock};
 use claw_authz::config::{Config, LogConfig};
-use claw_authz::sign::{Ed25519Signer, random_nonce};
+use claw_authz::dev::sign::{Ed25519Signer, random_nonce};
 
 /// sysexits EX_CONFIG-style code for a bad configuration (EX_USAGE, 64).
 const EXIT_CONFIG: u8 = 64;
@@ -108,7 +108,7 @@ fn main() -> ExitCode {
                 level: "error".into(),
                 format: "text".into(),
             });
-            report(runtime.block_on(claw_authz::demo::run(once, envoy)))
+            report(runtime.block_on(claw_authz::dev::demo::run(once, envoy)))
         }
         Command::Sign(args) => runtime.block_on(sign(args)),
         Command::Bench(args) => report(runtime.block_on(claw_authz::bench::run(args))),
@@ -403,7 +403,7 @@ async fn check(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let request = claw_authz::demo::check_request(method, path, &pairs, body);
+    let request = claw_authz::dev::check::check_request(method, path, &pairs, body);
     let mut client = match AuthorizationClient::connect(format!("http://{addr}")).await {
         Ok(c) => c,
         Err(e) => {
@@ -413,7 +413,7 @@ async fn check(
     };
     match client.check(request).await {
         Ok(r) => {
-            let (status, code) = claw_authz::demo::outcome(r.get_ref());
+            let (status, code) = claw_authz::dev::check::outcome(r.get_ref());
             println!(
                 "{} {status} {code}",
                 if status == 200 { "allow" } else { "deny" }

@@ -206,7 +206,7 @@ mod server {
     use std::sync::Arc;
 
     use claw_authz::clock::ManualClock;
-    use claw_authz::demo::check_request;
+    use claw_authz::dev::check::check_request;
     use claw_authz::protocol::pop::{body_sha256, canonical_string};
     use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
     use serde_json::json;

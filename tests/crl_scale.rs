@@ -11,10 +11,10 @@ mod support;
 use std::sync::Arc;
 
 use claw_authz::clock::ManualClock;
+use claw_authz::dev::sign::random_ulid;
 use claw_authz::protocol::crl::{crl_token_from_body, verify_crl};
 use claw_authz::protocol::jws::Expectations;
 use claw_authz::protocol::keys::parse_keys_document;
-use claw_authz::sign::random_ulid;
 use serde_json::json;
 use support::registry::Reply;
 use support::server::Running;

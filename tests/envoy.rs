@@ -9,8 +9,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use claw_authz::clock::{Clock, SystemClock};
-use claw_authz::envoy::{EchoUpstream as Upstream, Envoy, find_binary, sidecar_config};
-use claw_authz::sign::{AitSpec, Ed25519Signer, RegistrySigner, random_nonce};
+use claw_authz::dev::envoy_process::{
+    EchoUpstream as Upstream, Envoy, find_binary, sidecar_config,
+};
+use claw_authz::dev::sign::{AitSpec, Ed25519Signer, RegistrySigner, random_nonce};
 use serde_json::json;
 use support::registry::{FakeEndpoint, Reply};
 use support::server::Running;

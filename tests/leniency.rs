@@ -8,9 +8,9 @@ mod support;
 use std::sync::Arc;
 
 use claw_authz::clock::ManualClock;
-use claw_authz::demo::check_request;
+use claw_authz::dev::check::check_request;
+use claw_authz::dev::sign::Ed25519Signer;
 use claw_authz::protocol::b64;
-use claw_authz::sign::Ed25519Signer;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use serde_json::{Value, json};
 use support::registry::Reply;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use claw_authz::clock::{Clock, ManualClock};
-use claw_authz::demo::check_request;
+use claw_authz::dev::check::check_request;
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;

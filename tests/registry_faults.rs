@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use claw_authz::app::Parts;
 use claw_authz::clock::{Clock, ManualClock};
-use claw_authz::demo::check_request;
+use claw_authz::dev::check::check_request;
+use claw_authz::dev::sign::{Ed25519Signer, RegistrySigner};
 use claw_authz::registry::BoxFuture;
 use claw_authz::registry::breaker::State;
-use claw_authz::sign::{Ed25519Signer, RegistrySigner};
 use claw_authz::store::StoreError;
 use claw_authz::store::trust::TrustStore;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;

@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use claw_authz::clock::ManualClock;
-use claw_authz::demo::check_request;
+use claw_authz::dev::check::check_request;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use serde_json::json;

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 
-use super::proc::{Process, start_redis};
 use super::sink::CountingSink;
 use crate::crypto::PublicKey;
-use crate::demo::check_request;
-use crate::dev_registry::DevRegistry;
+use crate::dev::check::check_request;
+use crate::dev::process::{Process, start_redis};
+use crate::dev::registry::DevRegistry;
+use crate::dev::sign::{AgentSigner, Ed25519Signer, P256Signer, random_nonce};
 use crate::protocol::b64;
-use crate::sign::{AgentSigner, Ed25519Signer, P256Signer, random_nonce};
 
 /// What the bench measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

@@ -6,11 +6,10 @@
 //! the CPU time of one raw signature verification, and the key figure is their ratio.
 
 mod bed;
-mod envoy;
+mod envoy_compare;
 pub mod floor;
 mod load;
 mod plot;
-pub mod proc;
 mod sink;
 
 use std::path::PathBuf;
@@ -85,7 +84,7 @@ pub struct Report {
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     let binary = std::env::current_exe().map_err(|e| e.to_string())?;
     if args.envoy {
-        return envoy::compare(&binary, &args).await;
+        return envoy_compare::compare(&binary, &args).await;
     }
     if let Some(path) = &args.plot {
         return plot::sweep(&binary, &args, path).await;

@@ -228,17 +228,17 @@ mod tests {
 
     type Fixture = (
         Arc<FakeRegistry>,
-        crate::sign::RegistrySigner,
+        crate::dev::sign::RegistrySigner,
         ManualClock,
         Arc<KeyCache>,
     );
 
     fn fixture(seed: u8) -> Fixture {
         let registry = Arc::new(FakeRegistry::default());
-        let signer = crate::sign::RegistrySigner::new(
+        let signer = crate::dev::sign::RegistrySigner::new(
             "k1",
             "https://registry.example.com",
-            crate::sign::Ed25519Signer::from_seed([seed; 32]),
+            crate::dev::sign::Ed25519Signer::from_seed([seed; 32]),
         );
         let clock = ManualClock::at(1_000_000);
         let cache = Arc::new(KeyCache::new(

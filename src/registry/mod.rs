@@ -7,7 +7,8 @@
 pub mod access;
 pub mod breaker;
 pub mod crl;
-pub mod fake;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod guard;
 pub mod http;
 pub mod keys;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::consumer::StreamSettings;
 use super::overlay::TOKEN_REVOKED;
+use crate::protocol::ids::encode_ulid;
 
 /// A well-formed `agent.auth.revoked` / `agent_revoked` envelope for `agent_did` (which must be
 /// an agent DID), as the registry would publish it.
@@ -20,7 +21,7 @@ pub fn revocation_envelope(agent_did: &str, now_ms: u64) -> Result<String, Strin
         "initiatedByAccountId": null,
         "data": {
             "agentId": did.ulid,
-            "sessionId": crate::sign::random_ulid(now_ms),
+            "sessionId": encode_ulid(now_ms, uuid::Uuid::new_v4().as_u128()),
             "reason": crate::protocol::events::REASON_AGENT_REVOKED,
             "metadata": { "agentDid": agent_did },
         },

@@ -131,9 +131,9 @@ fn same(a: &PublicKey, b: &PublicKey) -> bool {
 mod tests {
     use super::*;
     use crate::crypto::Ed25519Key;
+    use crate::dev::sign::Ed25519Signer;
     use crate::protocol::ait::AgentKey;
     use crate::protocol::b64;
-    use crate::sign::Ed25519Signer;
 
     fn key(seed: u8) -> PublicKey {
         let public = Ed25519Signer::from_seed([seed; 32]).public_b64();

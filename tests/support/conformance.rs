@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use claw_authz::clock::ManualClock;
-use claw_authz::demo::check_request;
+use claw_authz::dev::check::check_request;
 use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use serde_json::Value;

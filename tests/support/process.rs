@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use claw_authz::bench::proc::Process;
+use claw_authz::dev::process::Process;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use tonic::transport::Channel;
 

@@ -2,8 +2,8 @@
 //! server-level tests.
 #![allow(dead_code)]
 
-use claw_authz::demo::check_request;
-use claw_authz::sign::{AitSpec, Ed25519Signer, RegistrySigner};
+use claw_authz::dev::check::check_request;
+use claw_authz::dev::sign::{AitSpec, Ed25519Signer, RegistrySigner};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use serde_json::json;

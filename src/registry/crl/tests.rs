@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::dev::sign::{Ed25519Signer, RegistrySigner};
 use crate::registry::fake::{FakeRegistry, ok, status};
-use crate::sign::{Ed25519Signer, RegistrySigner};
 
 const T0: u64 = 1_767_225_600_000;
 const ISSUER: &str = "https://registry.example.com";

@@ -13,7 +13,9 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::clock::{Clock, SystemClock};
-use crate::sign::{AgentSigner, AitSpec, Ed25519Signer, RegistrySigner, random_nonce, random_ulid};
+use crate::dev::sign::{
+    AgentSigner, AitSpec, Ed25519Signer, RegistrySigner, random_nonce, random_ulid,
+};
 
 /// One agent the demo registry knows.
 pub struct DemoAgent {

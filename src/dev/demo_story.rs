@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::clock::{Clock, SystemClock};
-use crate::demo::Transport;
-use crate::dev_registry::DevRegistry;
+use crate::dev::demo::Transport;
+use crate::dev::registry::DevRegistry;
 use crate::registry::breaker::State;
 
 /// Config the demo adds so the story fits in seconds: background registry calls give up after
