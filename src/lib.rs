@@ -15,13 +15,12 @@
 //! - [`clock`]: injected wall-clock time.
 //!
 //! Tooling, never imported by the modules above: [`dev`] (the demo, the dev registry, the
-//! signers, the check-request builder, the Envoy and child-process runners) and [`bench`]
-//! (`claw-authz bench`, the load generator and benchmark suite).
+//! signers, the check-request builder, the Envoy and child-process runners). The benchmark is a
+//! binary of its own, `src/bin/claw-authz-bench/`, built with the `bench` feature.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod crypto;

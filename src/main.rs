@@ -1,4 +1,5 @@
-//! The `claw-authz` command: `serve`, `demo`, `sign`, `revoke`, `check-config`, `bench`.
+//! The `claw-authz` command: `serve`, `demo`, `sign`, `revoke`, `check-config`. (The benchmark
+//! is its own binary, `claw-authz-bench`, behind the `bench` feature.)
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -63,17 +64,6 @@ enum Command {
         #[arg(long, env = "CLAW_AUTHZ_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Benchmark: pre-signed requests against a server it starts; see BENCHMARKS.md.
-    Bench(claw_authz::bench::BenchArgs),
-    /// The bench's floor server: one signature verification per check, nothing else.
-    #[command(hide = true)]
-    BenchFloor {
-        /// The one agent key (Ed25519, base64url).
-        #[arg(long)]
-        key: String,
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: std::net::SocketAddr,
-    },
     /// Validate a config file (and CLAW_AUTHZ_* variables) and print the effective config.
     CheckConfig {
         #[arg(long, env = "CLAW_AUTHZ_CONFIG")]
@@ -111,10 +101,6 @@ fn main() -> ExitCode {
             report(runtime.block_on(claw_authz::dev::demo::run(once, envoy)))
         }
         Command::Sign(args) => runtime.block_on(sign(args)),
-        Command::Bench(args) => report(runtime.block_on(claw_authz::bench::run(args))),
-        Command::BenchFloor { key, listen } => {
-            report(runtime.block_on(claw_authz::bench::floor::serve(listen, &key)))
-        }
         Command::Revoke {
             agent,
             jti,

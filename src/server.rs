@@ -238,12 +238,12 @@ pub async fn serve(
 /// How long shutdown waits for in-flight calls and open streams.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Accepted gRPC connections with `TCP_NODELAY`: without it, Nagle's algorithm and delayed ACKs
-/// hold small HTTP/2 frames back for tens of milliseconds.
 /// See `serve`.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
-pub(crate) fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+/// Accepted gRPC connections with `TCP_NODELAY`: without it, Nagle's algorithm and delayed ACKs
+/// hold small HTTP/2 frames back for tens of milliseconds. (The bench's servers use it too.)
+pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 

@@ -1,11 +1,13 @@
-//! `claw-authz bench` end to end (debug build, one second each): the JSON it prints, that every
-//! pre-signed request is allowed, and that each scenario ran in the state it names.
+//! `claw-authz-bench` (the `bench` feature) end to end (debug build, one second each): the JSON
+//! it prints, that every pre-signed request is allowed, and that each scenario ran in the state
+//! it names.
 
 use std::process::Command;
 
 fn bench(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_claw-authz"))
-        .args(["bench", "--json", "--duration", "1", "--concurrency", "8"])
+    let out = Command::new(env!("CARGO_BIN_EXE_claw-authz-bench"))
+        .args(["--server", env!("CARGO_BIN_EXE_claw-authz")])
+        .args(["--json", "--duration", "1", "--concurrency", "8"])
         .args(args)
         .output()
         .unwrap();

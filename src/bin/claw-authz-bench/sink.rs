@@ -61,7 +61,7 @@ impl CountingSink {
         let server = tonic::transport::Server::builder()
             .add_service(MetricsServiceServer::new(self.clone()))
             .add_service(TraceServiceServer::new(self.clone()))
-            .serve_with_incoming(crate::server::incoming(listener));
+            .serve_with_incoming(claw_authz::server::incoming(listener));
         tokio::spawn(server);
         Ok(addr)
     }

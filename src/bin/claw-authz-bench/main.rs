@@ -1,4 +1,6 @@
-//! `claw-authz bench`: a load generator and the benchmark suite (see `BENCHMARKS.md`).
+//! `claw-authz-bench`: a load generator and the benchmark suite (see `BENCHMARKS.md`), built
+//! only with the `bench` feature (`cargo build --release --features bench`); the product binary
+//! and image carry none of it.
 //!
 //! Requests are signed before the clock starts (a fresh nonce and signature each), then sent to
 //! `Check` over gRPC, open loop at a fixed rate or closed loop at maximum throughput. The server
@@ -7,13 +9,17 @@
 
 mod bed;
 mod envoy_compare;
-pub mod floor;
+mod floor;
 mod load;
 mod plot;
 mod sink;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
+
+use clap::Parser;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use tonic::transport::Channel;
@@ -21,6 +27,47 @@ use tonic::transport::Channel;
 pub use bed::Scenario;
 use bed::{Bed, SCENARIOS};
 use load::{Percentiles, Sample};
+
+#[derive(Parser)]
+#[command(
+    name = "claw-authz-bench",
+    version,
+    about = "Benchmarks claw-authz: pre-signed requests against a server it starts"
+)]
+struct Cli {
+    #[command(flatten)]
+    args: BenchArgs,
+    /// The claw-authz binary to measure (default: `claw-authz` beside this binary).
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Serve as the floor server for this Ed25519 key (the bench starts itself this way).
+    #[arg(long, hide = true)]
+    floor_key: Option<String>,
+    #[arg(long, hide = true, default_value = "127.0.0.1:0")]
+    floor_listen: SocketAddr,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.floor_key {
+        Some(key) => runtime.block_on(floor::serve(cli.floor_listen, &key)),
+        None => runtime.block_on(run(cli.args, cli.server)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -81,8 +128,20 @@ pub struct Report {
     pub notes: String,
 }
 
-pub async fn run(args: BenchArgs) -> Result<(), String> {
-    let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+/// Runs what `args` asks for against `server` (default: `claw-authz` beside this binary).
+async fn run(args: BenchArgs, server: Option<PathBuf>) -> Result<(), String> {
+    let binary = match server {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("claw-authz"),
+    };
+    if !binary.is_file() {
+        return Err(format!(
+            "no server binary at {} (build it, or pass --server)",
+            binary.display()
+        ));
+    }
     if args.envoy {
         return envoy_compare::compare(&binary, &args).await;
     }

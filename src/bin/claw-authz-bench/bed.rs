@@ -8,12 +8,12 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 
 use super::sink::CountingSink;
-use crate::crypto::PublicKey;
-use crate::dev::check::check_request;
-use crate::dev::process::{Process, start_redis};
-use crate::dev::registry::DevRegistry;
-use crate::dev::sign::{AgentSigner, Ed25519Signer, P256Signer, random_nonce};
-use crate::protocol::b64;
+use claw_authz::crypto::PublicKey;
+use claw_authz::dev::check::check_request;
+use claw_authz::dev::process::{Process, start_redis};
+use claw_authz::dev::registry::DevRegistry;
+use claw_authz::dev::sign::{AgentSigner, Ed25519Signer, P256Signer, random_nonce};
+use claw_authz::protocol::b64;
 
 /// What the bench measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -135,9 +135,11 @@ impl Bed {
                 AgentSigner::Ed25519(k) => k.public_b64(),
                 AgentSigner::P256(_) => return Err("the floor server takes an Ed25519 key".into()),
             };
-            // `--key=`: a base64url key may begin with `-`.
-            let key = format!("--key={key}");
-            Process::start_server(binary, &["bench-floor", &key]).await?
+            // The floor server is this bench binary itself. `--floor-key=`: a base64url key may
+            // begin with `-`.
+            let key = format!("--floor-key={key}");
+            let this = std::env::current_exe().map_err(io)?;
+            Process::start_server(&this, &[&key]).await?
         } else {
             let registry_line = if extra.contains("registry:") {
                 String::new()
@@ -153,7 +155,7 @@ impl Bed {
             let path = path.display().to_string();
             Process::start_server(binary, &["serve", "--config", &path]).await?
         };
-        let timestamp = crate::clock::Clock::now_secs(&crate::clock::SystemClock);
+        let timestamp = claw_authz::clock::Clock::now_secs(&claw_authz::clock::SystemClock);
         let templates = registry
             .agents
             .iter()
@@ -246,7 +248,7 @@ impl Bed {
         let signed = agent
             .signer
             .sign_request("POST", PATH, BODY, self.timestamp, "nonce");
-        let message = crate::protocol::pop::canonical_string(
+        let message = claw_authz::protocol::pop::canonical_string(
             "POST",
             PATH,
             &signed.timestamp,
@@ -283,10 +285,11 @@ fn agent_key(signer: &AgentSigner) -> PublicKey {
     };
     match signer {
         AgentSigner::Ed25519(_) => PublicKey::Ed25519(
-            crate::crypto::Ed25519Key::from_bytes(&field("x")).expect("a generated key is valid"),
+            claw_authz::crypto::Ed25519Key::from_bytes(&field("x"))
+                .expect("a generated key is valid"),
         ),
         AgentSigner::P256(_) => PublicKey::P256(
-            crate::crypto::P256Key::from_coordinates(&field("x"), &field("y"))
+            claw_authz::crypto::P256Key::from_coordinates(&field("x"), &field("y"))
                 .expect("a generated key is valid"),
         ),
     }

@@ -12,8 +12,8 @@ use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc::Status;
 use tonic::{Request, Response};
 
-use crate::crypto::Ed25519Key;
-use crate::protocol::{b64, pop::canonical_string};
+use claw_authz::crypto::Ed25519Key;
+use claw_authz::protocol::{b64, pop::canonical_string};
 
 struct Floor {
     key: Ed25519Key,
@@ -53,7 +53,7 @@ impl Authorization for Floor {
     }
 }
 
-/// `claw-authz bench-floor --key X`: serves on `listen` and prints `{"grpc": "<addr>"}` on
+/// `claw-authz-bench --floor-key X`: serves on `listen` and prints `{"grpc": "<addr>"}` on
 /// stderr once bound.
 pub async fn serve(listen: SocketAddr, key_b64: &str) -> Result<(), String> {
     let bytes = b64::decode_array::<32>(key_b64).map_err(|_| "--key: 32 bytes of base64url")?;
@@ -65,7 +65,7 @@ pub async fn serve(listen: SocketAddr, key_b64: &str) -> Result<(), String> {
     eprintln!("{}", serde_json::json!({ "grpc": addr.to_string() }));
     tonic::transport::Server::builder()
         .add_service(AuthorizationServer::new(Floor { key }))
-        .serve_with_incoming(crate::server::incoming(listener))
+        .serve_with_incoming(claw_authz::server::incoming(listener))
         .await
         .map_err(|e| e.to_string())
 }
