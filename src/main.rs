@@ -8,12 +8,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use claw_authz::app::App;
-use claw_authz::clock::{Clock, SystemClock};
+use claw_authz::clock::SystemClock;
 use claw_authz::config::{Config, LogConfig};
-use claw_authz::dev::sign::{Ed25519Signer, random_nonce};
 
-/// sysexits EX_CONFIG-style code for a bad configuration (EX_USAGE, 64).
-const EXIT_CONFIG: u8 = 64;
+use claw_authz::config::EXIT_CONFIG;
 
 #[derive(Parser)]
 #[command(
@@ -45,7 +43,7 @@ enum Command {
         envoy: bool,
     },
     /// Sign a request as an agent: print its headers, a curl command, or send it to a sidecar.
-    Sign(SignArgs),
+    Sign(claw_authz::dev::cli::SignArgs),
     /// Publish a revocation to the registry-event stream that every replica reads: an agent
     /// (`agent.auth.revoked`, reason `agent_revoked`) or a token id (`claw.token.revoked`).
     Revoke {
@@ -100,14 +98,27 @@ fn main() -> ExitCode {
             });
             report(runtime.block_on(claw_authz::dev::demo::run(once, envoy)))
         }
-        Command::Sign(args) => runtime.block_on(sign(args)),
+        Command::Sign(args) => runtime.block_on(claw_authz::dev::cli::sign(args)),
         Command::Revoke {
             agent,
             jti,
             redis_url,
             stream,
             config,
-        } => runtime.block_on(revoke(agent, jti, redis_url, stream, config)),
+        } => {
+            // The config is only consulted for what the flags leave out.
+            let loaded = match (&redis_url, &config) {
+                (Some(_), None) => None,
+                _ => match load_config(config.as_ref()) {
+                    Ok(c) => Some(c),
+                    Err(code) => return code,
+                },
+            };
+            let target = claw_authz::revocation::publisher::Target { agent, jti };
+            runtime.block_on(claw_authz::revocation::publisher::revoke(
+                target, redis_url, stream, loaded,
+            ))
+        }
     }
 }
 
@@ -116,67 +127,6 @@ fn report(result: Result<(), String>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn revoke(
-    agent: Option<String>,
-    jti: Option<String>,
-    redis_url: Option<String>,
-    stream: Option<String>,
-    config: Option<PathBuf>,
-) -> ExitCode {
-    use claw_authz::config::Defaults;
-    use claw_authz::revocation::{
-        StreamSettings, publish, revocation_envelope, token_revocation_envelope,
-    };
-    // The config is only consulted for what the flags leave out.
-    let loaded = match (&redis_url, &config) {
-        (Some(_), None) => None,
-        _ => match load_config(config.as_ref()) {
-            Ok(c) => Some(c),
-            Err(code) => return code,
-        },
-    };
-    let Some(url) = redis_url.or_else(|| loaded.as_ref().and_then(|c| c.redis.url.clone())) else {
-        eprintln!("error: no Redis: pass --redis-url or set redis.url in the config");
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let settings = StreamSettings {
-        url,
-        stream: stream
-            .or_else(|| loaded.as_ref().map(|c| c.events.stream.clone()))
-            .unwrap_or_else(|| Defaults::EVENTS_STREAM.to_owned()),
-        dlq: String::new(),
-        replay_ms: loaded
-            .as_ref()
-            .map_or(Defaults::EVENTS_REPLAY_DAYS, |c| c.events.replay_days)
-            * 86_400_000,
-    };
-    let now = SystemClock.now_ms();
-    let envelope = match (agent, jti) {
-        (Some(agent), _) => match revocation_envelope(agent.trim(), now) {
-            Ok(e) => e,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
-        (None, Some(jti)) if !jti.trim().is_empty() => token_revocation_envelope(jti.trim(), now),
-        _ => {
-            eprintln!("error: pass --agent <did> or --jti <id>");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    match publish(&settings, &envelope, now).await {
-        Ok(id) => {
-            println!("published {id} to {}: {envelope}", settings.stream);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: cannot publish to {}: {e}", settings.stream);
             ExitCode::FAILURE
         }
     }
@@ -283,132 +233,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutting down");
-}
-
-#[derive(clap::Args)]
-struct SignArgs {
-    /// The agent's Ed25519 seed, base64url.
-    #[arg(long)]
-    seed: String,
-    /// The agent's AIT, or @FILE.
-    #[arg(long)]
-    ait: String,
-    #[arg(long, default_value = "POST")]
-    method: String,
-    #[arg(long, default_value = "/")]
-    path: String,
-    #[arg(long, default_value = "")]
-    body: String,
-    #[arg(long)]
-    access_token: Option<String>,
-    /// Unix seconds (default: now).
-    #[arg(long)]
-    timestamp: Option<u64>,
-    #[arg(long)]
-    nonce: Option<String>,
-    /// Print a curl command for this base URL instead of bare headers.
-    #[arg(long)]
-    url: Option<String>,
-    /// Send the request to this sidecar's gRPC address (host:port) and print the decision.
-    #[arg(long)]
-    check: Option<String>,
-}
-
-async fn sign(a: SignArgs) -> ExitCode {
-    let signer = match Ed25519Signer::from_seed_b64(a.seed.trim()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: --seed: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let ait = match a.ait.strip_prefix('@') {
-        Some(file) => match std::fs::read_to_string(file) {
-            Ok(t) => t.trim().to_owned(),
-            Err(e) => {
-                eprintln!("error: --ait: cannot read {file}: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
-        None => a.ait.trim().to_owned(),
-    };
-    let timestamp = a.timestamp.unwrap_or_else(|| SystemClock.now_secs());
-    let nonce = a.nonce.unwrap_or_else(random_nonce);
-    let proof = signer.sign_request(&a.method, &a.path, a.body.as_bytes(), timestamp, &nonce);
-    let mut headers: Vec<(String, String)> = vec![("authorization".into(), format!("Claw {ait}"))];
-    headers.extend(
-        proof
-            .pairs()
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    if let Some(t) = &a.access_token {
-        headers.push(("x-claw-agent-access".into(), t.clone()));
-    }
-
-    if let Some(addr) = a.check {
-        return check(&addr, &a.method, &a.path, &headers, a.body.as_bytes()).await;
-    }
-    match a.url {
-        Some(base) => {
-            let mut cmd = format!(
-                "curl -sS -X {} '{}{}'",
-                a.method,
-                base.trim_end_matches('/'),
-                a.path
-            );
-            for (k, v) in &headers {
-                cmd.push_str(&format!(" \\\n  -H '{k}: {v}'"));
-            }
-            if !a.body.is_empty() {
-                cmd.push_str(&format!(
-                    " \\\n  -H 'content-type: application/json' --data-binary '{}'",
-                    a.body
-                ));
-            }
-            println!("{cmd}");
-        }
-        None => {
-            for (k, v) in &headers {
-                println!("{k}: {v}");
-            }
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-async fn check(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-) -> ExitCode {
-    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-    let pairs: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let request = claw_authz::dev::check::check_request(method, path, &pairs, body);
-    let mut client = match AuthorizationClient::connect(format!("http://{addr}")).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: cannot reach {addr}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match client.check(request).await {
-        Ok(r) => {
-            let (status, code) = claw_authz::dev::check::outcome(r.get_ref());
-            println!(
-                "{} {status} {code}",
-                if status == 200 { "allow" } else { "deny" }
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: Check failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }

@@ -25,6 +25,9 @@ use read::read;
 
 pub const ENV_PREFIX: &str = "CLAW_AUTHZ_";
 
+/// The exit code for a bad configuration or bad arguments (sysexits `EX_USAGE`, 64).
+pub const EXIT_CONFIG: u8 = 64;
+
 /// Every default, in one place.
 pub struct Defaults;
 

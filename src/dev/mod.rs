@@ -6,10 +6,12 @@
 //! - [`sign`]: the client side of the protocol: agent and registry signers (the `sign` command,
 //!   the demo, tests).
 //! - [`check`]: an Envoy-shaped `CheckRequest` from a method, path, headers and body.
+//! - [`cli`]: the `sign` command (headers, a curl command, or a `Check` sent to a sidecar).
 //! - [`envoy_process`]: runs a real Envoy in front of claw-authz and an echo upstream.
 //! - [`process`]: runs a child process (claw-authz, Redis) and reads its CPU time.
 
 pub mod check;
+pub mod cli;
 pub mod demo;
 mod demo_story;
 pub mod envoy_process;

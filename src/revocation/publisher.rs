@@ -2,10 +2,13 @@
 //! appended to the stream every replica reads. Producers trim the stream to the replay window
 //! (`XADD ... MINID ~ <ms>-0`).
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use super::consumer::StreamSettings;
 use super::overlay::TOKEN_REVOKED;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Defaults, EXIT_CONFIG};
 use crate::protocol::ids::encode_ulid;
 
 /// A well-formed `agent.auth.revoked` / `agent_revoked` envelope for `agent_did` (which must be
@@ -90,6 +93,63 @@ fn iso_utc(ms: u64) -> String {
         rem % 60,
         ms % 1000
     )
+}
+
+/// What the `revoke` command revokes: an agent DID, or else a token id.
+pub struct Target {
+    pub agent: Option<String>,
+    pub jti: Option<String>,
+}
+
+/// The `revoke` command: publishes the revocation of `target` to the stream (Redis and stream
+/// from the flags, else from `loaded`, the config); prints the entry id. Exit 64 for a bad
+/// target or no Redis, 1 when publishing fails.
+pub async fn revoke(
+    target: Target,
+    redis_url: Option<String>,
+    stream: Option<String>,
+    loaded: Option<Config>,
+) -> ExitCode {
+    let Some(url) = redis_url.or_else(|| loaded.as_ref().and_then(|c| c.redis.url.clone())) else {
+        eprintln!("error: no Redis: pass --redis-url or set redis.url in the config");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let settings = StreamSettings {
+        url,
+        stream: stream
+            .or_else(|| loaded.as_ref().map(|c| c.events.stream.clone()))
+            .unwrap_or_else(|| Defaults::EVENTS_STREAM.to_owned()),
+        dlq: String::new(),
+        replay_ms: loaded
+            .as_ref()
+            .map_or(Defaults::EVENTS_REPLAY_DAYS, |c| c.events.replay_days)
+            * 86_400_000,
+    };
+    let now = SystemClock.now_ms();
+    let envelope = match (target.agent, target.jti) {
+        (Some(agent), _) => match revocation_envelope(agent.trim(), now) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        (None, Some(jti)) if !jti.trim().is_empty() => token_revocation_envelope(jti.trim(), now),
+        _ => {
+            eprintln!("error: pass --agent <did> or --jti <id>");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match publish(&settings, &envelope, now).await {
+        Ok(id) => {
+            println!("published {id} to {}: {envelope}", settings.stream);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot publish to {}: {e}", settings.stream);
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]
