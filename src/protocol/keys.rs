@@ -5,26 +5,36 @@
 //! an entry may be a P-256 key (`alg ES256`, `crv P-256`, `x`, `y`), and Ed25519 keys must not be
 //! weak points, and an entry that declares a `use` other than `sig` is malformed. Keys are parsed here once; the [`KeySet`] is what callers cache.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::b64;
 use super::json::{Json, Object};
 use crate::crypto::{Ed25519Key, P256Key, PublicKey};
 
-/// The active keys of one document, by `kid`.
+/// The active keys of one document, by `kid`: a lookup is one hash probe however large the
+/// document (a JWKS may hold thousands of keys), and a clone is a reference count.
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
     keys: Arc<[(String, PublicKey)]>,
+    by_kid: Arc<HashMap<String, usize>>,
 }
 
 impl KeySet {
+    /// The first key of each `kid` wins (documents are refused for repeats before this).
     pub fn new(keys: Vec<(String, PublicKey)>) -> Self {
-        KeySet { keys: keys.into() }
+        let mut by_kid = HashMap::with_capacity(keys.len());
+        for (i, (kid, _)) in keys.iter().enumerate() {
+            by_kid.entry(kid.clone()).or_insert(i);
+        }
+        KeySet {
+            keys: keys.into(),
+            by_kid: Arc::new(by_kid),
+        }
     }
 
     pub fn get(&self, kid: &str) -> Option<&PublicKey> {
-        self.keys.iter().find(|(k, _)| k == kid).map(|(_, key)| key)
+        self.by_kid.get(kid).map(|&i| &self.keys[i].1)
     }
 
     pub fn kids(&self) -> impl Iterator<Item = &str> {

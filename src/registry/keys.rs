@@ -14,6 +14,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwapOption;
+
 use tokio::sync::watch;
 
 use super::{Registry, TransportError};
@@ -40,7 +42,8 @@ pub struct KeyCache {
     parser: KeyParser,
     clock: Arc<dyn Clock>,
     timing: KeyTiming,
-    state: Mutex<Option<Loaded>>,
+    /// The held key set, read by every check without a lock.
+    state: ArcSwapOption<Loaded>,
     /// A background refresh is running.
     refreshing: AtomicBool,
     last_background_attempt_ms: AtomicU64,
@@ -76,7 +79,7 @@ impl KeyCache {
             parser,
             clock,
             timing,
-            state: Mutex::new(None),
+            state: ArcSwapOption::empty(),
             refreshing: AtomicBool::new(false),
             last_background_attempt_ms: AtomicU64::new(0),
             stale_served: AtomicU64::new(0),
@@ -91,7 +94,7 @@ impl KeyCache {
     /// did within the cooldown; concurrent callers wait for the one fetch and share its result.
     pub async fn refresh_for_unknown_kid(&self, kid: &str) -> Result<KeySet, Denial> {
         let _one = self.miss_gate.lock().await;
-        let cached = self.lock().clone();
+        let cached = self.state.load_full();
         if let Some(l) = &cached
             && l.keys.get(kid).is_some()
         {
@@ -111,7 +114,7 @@ impl KeyCache {
             cooling
         };
         match cached {
-            Some(l) if cooling => Ok(l.keys),
+            Some(l) if cooling => Ok(l.keys.clone()),
             _ => self.refresh().await,
         }
     }
@@ -130,11 +133,11 @@ impl KeyCache {
     /// while a background refresh runs; else a fetch now.
     pub async fn current(self: &Arc<Self>) -> Result<KeySet, Denial> {
         let now = self.clock.now_ms();
-        let cached = self.lock().clone();
+        let cached = self.state.load_full();
         match cached {
             Some(l) if now.saturating_sub(l.fetched_at_ms) <= self.timing.ttl_ms => {
                 self.counts.hit();
-                Ok(l.keys)
+                Ok(l.keys.clone())
             }
             Some(l) if now.saturating_sub(l.fetched_at_ms) <= self.timing.max_stale_ms => {
                 self.counts.stale();
@@ -144,7 +147,7 @@ impl KeyCache {
                     "serving stale registry signing keys while refreshing"
                 );
                 self.refresh_in_background(now);
-                Ok(l.keys)
+                Ok(l.keys.clone())
             }
             _ => {
                 self.counts.miss();
@@ -155,7 +158,8 @@ impl KeyCache {
 
     /// Age of the held key set, if any.
     pub fn age_ms(&self, now_ms: u64) -> Option<u64> {
-        self.lock()
+        self.state
+            .load()
             .as_ref()
             .map(|l| now_ms.saturating_sub(l.fetched_at_ms))
     }
@@ -197,16 +201,12 @@ impl KeyCache {
                 }
             })?,
         };
-        *self.lock() = Some(Loaded {
+        self.state.store(Some(Arc::new(Loaded {
             keys: keys.clone(),
             fetched_at_ms: self.clock.now_ms(),
-        });
+        })));
         self.ready.send_replace(true);
         Ok(keys)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Loaded>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

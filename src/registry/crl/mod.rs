@@ -16,6 +16,8 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+
 use super::Registry;
 use super::keys::KeyCache;
 use crate::clock::Clock;
@@ -56,7 +58,9 @@ pub struct CrlCache {
     clock: Arc<dyn Clock>,
     issuer: String,
     timing: CrlTiming,
-    state: Mutex<State>,
+    /// The held list and its timing: a snapshot every check reads without a lock, replaced whole
+    /// by the refresher (one at a time, under `refreshing`).
+    state: ArcSwap<State>,
     /// One refresh at a time; checks that find one running use the list they have.
     refreshing: tokio::sync::Mutex<()>,
     push_healthy: AtomicBool,
@@ -67,7 +71,7 @@ pub struct CrlCache {
     refreshes_ok: AtomicU64,
     refresh_failures: AtomicU64,
     /// The reason of the latest refresh, when it failed (cleared by a success); kept apart from
-    /// `state`, which every check copies.
+    /// the snapshot every check reads.
     last_failure: Mutex<Option<String>>,
 }
 
@@ -107,7 +111,7 @@ impl CrlCache {
             clock,
             issuer,
             timing,
-            state: Mutex::new(State::default()),
+            state: ArcSwap::from_pointee(State::default()),
             refreshing: tokio::sync::Mutex::new(()),
             push_healthy: AtomicBool::new(false),
             push_changed: Arc::new(tokio::sync::Notify::new()),
@@ -128,7 +132,7 @@ impl CrlCache {
 
     /// The list's state for readiness: fresh or stale, its policy, and the latest failure.
     pub fn status(&self) -> CrlStatus {
-        let state = self.lock().clone();
+        let state = self.state.load();
         let now = self.clock.now_ms();
         let (refreshes_ok, refresh_failures) = self.refresh_counts();
         CrlStatus {
@@ -172,7 +176,8 @@ impl CrlCache {
 
     /// Age of the held list (since the last successful refresh), if any.
     pub fn age_ms(&self, now_ms: u64) -> Option<u64> {
-        self.lock()
+        self.state
+            .load()
             .last_success_ms
             .map(|t| now_ms.saturating_sub(t))
     }
@@ -206,7 +211,7 @@ impl CrlCache {
     /// `Ok` unless the AIT `jti` is revoked, or the list is stale under `fail-closed`. Never
     /// waits for the registry.
     pub fn check(&self, jti: &str) -> Result<(), Denial> {
-        let state = self.lock().clone();
+        let state = self.state.load();
         let now = self.clock.now_ms();
         if self.is_stale(&state, now) {
             self.stale_checks.fetch_add(1, Ordering::Relaxed);
@@ -243,7 +248,7 @@ impl CrlCache {
 
     fn next_delay_ms(&self) -> u64 {
         let now = self.clock.now_ms();
-        let state = self.lock().clone();
+        let state = self.state.load();
         if self.is_stale(&state, now) {
             return STALE_RETRY_MS;
         }
@@ -260,7 +265,7 @@ impl CrlCache {
     }
 
     fn refresh_wanted(&self, now: u64) -> bool {
-        let state = self.lock();
+        let state = self.state.load();
         let stale = self.is_stale(&state, now);
         let interval = self.interval_ms();
         let due = stale
@@ -281,16 +286,18 @@ impl CrlCache {
         if !self.refresh_wanted(now) {
             return; // another check refreshed while this one waited
         }
-        self.lock().last_attempt_ms = Some(now);
+        self.update(|s| s.last_attempt_ms = Some(now));
         let fetched = self.fetch(keys).await.and_then(|list| {
             let (revoked, issued_at) = list.unwrap_or_default();
-            let mut state = self.lock();
-            if issued_at.is_some_and(|at| state.issued_at.is_some_and(|held| at < held)) {
+            let held = self.state.load().issued_at;
+            if issued_at.is_some_and(|at| held.is_some_and(|held| at < held)) {
                 return Err("a CRL issued before the one held was ignored (rollback)".to_owned());
             }
-            state.revoked = Arc::new(revoked);
-            state.issued_at = issued_at.or(state.issued_at);
-            state.last_success_ms = Some(now);
+            self.update(|s| {
+                s.revoked = Arc::new(revoked);
+                s.issued_at = issued_at.or(s.issued_at);
+                s.last_success_ms = Some(now);
+            });
             Ok(())
         });
         match fetched {
@@ -359,8 +366,11 @@ impl CrlCache {
         self.last_failure.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Replaces the snapshot with a changed copy (only the refresher writes, one at a time).
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        let mut next = State::clone(&self.state.load());
+        change(&mut next);
+        self.state.store(Arc::new(next));
     }
 }
 
