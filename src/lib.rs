@@ -11,7 +11,9 @@
 //!   per endpoint, and the key, CRL and access-validation caches.
 //! - [`store`]: the nonce (replay) stores (memory, file, Redis), the trust stores and the
 //!   trust-answer cache. [`revocation`]: pushed revocations (overlay, stream consumer, publisher).
-//! - [`config`], [`app`], [`server`]: typed configuration, wiring, and the gRPC/admin servers.
+//! - [`config`]: configuration, every problem listed at once. [`app`]: wiring (one builder per
+//!   concern in `app/wiring.rs`, the observable metrics in `app/observe.rs`). [`server`]: the
+//!   gRPC and admin servers. [`telemetry`]: metrics, traces and logs. [`ratelimit`]: limiters.
 //! - [`clock`]: injected wall-clock time.
 //!
 //! Tooling, never imported by the modules above: [`dev`] (the demo, the dev registry, the

@@ -1,0 +1,146 @@
+//! Builds the running parts from a [`Config`]: registry client, caches, stores, pipeline.
+//!
+//! [`App::build`] reads as the list of what a server is made of; `wiring.rs` builds each part
+//! from its config section, `observe.rs` registers the observable metrics.
+
+mod observe;
+mod wiring;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::registry::Registry;
+use crate::registry::guard::Guarded;
+use crate::registry::keys::KeyCache;
+use crate::revocation::{Events, StreamSettings, spawn_consumer};
+use crate::stage::ait_cache::AitCache;
+use crate::store::nonce::NonceStore;
+use crate::store::redis::Redis;
+use crate::store::trust::TrustStore;
+use crate::telemetry::Telemetry;
+
+/// Verified AITs kept (one per agent token in use; about 1 KiB each).
+const AIT_CACHE_CAPACITY: usize = 100_000;
+
+/// Everything a server needs to answer `Check`.
+pub struct App {
+    pub pipeline: Pipeline,
+    /// Credentials removed from allowed requests.
+    pub remove_headers: Vec<String>,
+    pub nonces: Arc<dyn NonceStore>,
+    /// The Redis connection, when a store uses it.
+    pub redis: Option<Redis>,
+    /// The registry as the caches see it: a timeout and a circuit breaker per endpoint.
+    pub registry: Arc<Guarded>,
+    /// Kept free of Envoy's deadline so the denial still gets back in time.
+    pub deadline_margin: Duration,
+    /// The longest a Check waits on the registry, whatever its deadline.
+    pub request_timeout: Duration,
+    /// Where registry events come from, when a Redis stream is consumed.
+    pub event_stream: Option<StreamSettings>,
+    /// The bearer token `POST /v1/events` requires, if any; `None` in `events_endpoint` when the
+    /// endpoint is off.
+    pub events_endpoint: Option<Option<String>>,
+    /// Metrics (Prometheus `/metrics`, OTLP when configured).
+    pub telemetry: Telemetry,
+}
+
+/// Parts that replace what the config would build (in-process fakes, test doubles).
+#[derive(Default)]
+pub struct Parts {
+    pub registry: Option<Arc<dyn Registry>>,
+    pub trust: Option<Arc<dyn TrustStore>>,
+}
+
+impl App {
+    /// Wires the app over the HTTP registry and the trust file named in `config`.
+    pub fn from_config(config: &Config, clock: Arc<dyn Clock>) -> Result<App, String> {
+        App::build(config, clock, Parts::default())
+    }
+
+    /// Wires the app, taking the given parts instead of building them from `config`.
+    pub fn build(config: &Config, clock: Arc<dyn Clock>, parts: Parts) -> Result<App, String> {
+        let telemetry = Telemetry::new(&config.telemetry)?;
+        let metrics = telemetry.metrics.clone();
+        let reg = wiring::registry(config, &clock, &metrics, parts.registry)?;
+        let bearer = wiring::bearer_issuers(config, &clock, &metrics)?;
+        let redis = wiring::redis(config)?;
+        let trust = wiring::trust(config, &clock, parts.trust, redis.as_ref())?;
+        let nonces = wiring::nonces(config, &clock, redis.as_ref())?;
+        let pipeline = Pipeline {
+            settings: wiring::settings(config),
+            clock,
+            access: reg.access,
+            keys: reg.keys,
+            aits: Arc::new(AitCache::new(AIT_CACHE_CAPACITY)),
+            crl: reg.crl,
+            trust,
+            events: Arc::new(Events::default()),
+            bearer,
+            limiter: wiring::limiter(config, redis.as_ref()),
+            signature_checks: AtomicU64::new(0),
+            metrics,
+            nonces: nonces.clone(),
+        };
+        observe::register(telemetry.meter(), &pipeline, &reg.guarded, &nonces);
+        Ok(App {
+            telemetry,
+            pipeline,
+            remove_headers: config.headers.remove.clone(),
+            nonces,
+            redis,
+            registry: reg.guarded,
+            deadline_margin: Duration::from_millis(config.registry.deadline_margin_ms),
+            request_timeout: Duration::from_millis(config.registry.request_timeout_ms),
+            event_stream: wiring::event_stream(config),
+            events_endpoint: config
+                .events
+                .admin_endpoint
+                .then(|| config.events.token.clone()),
+        })
+    }
+
+    /// `true` once the signing keys have loaded.
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.pipeline.keys.ready()
+    }
+
+    /// Starts the background work: loading the signing keys until they load once (backing off
+    /// to 30 s), the CRL refresher, and the registry-event consumer.
+    pub fn warm_up(self: &Arc<Self>) {
+        self.pipeline.crl.run_refresher(self.pipeline.keys.clone());
+        if let Some(settings) = &self.event_stream {
+            let p = &self.pipeline;
+            spawn_consumer(&p.events, settings.clone(), p.clock.clone(), p.crl.clone());
+        }
+        load_until_ok(&self.pipeline.keys, "registry signing keys");
+        for issuer in &self.pipeline.bearer {
+            load_until_ok(&issuer.keys, "bearer issuer keys");
+        }
+    }
+}
+
+/// Fetches a key set until it loads once, backing off from 250 ms to 30 s; stops when the cache
+/// is dropped.
+fn load_until_ok(keys: &Arc<KeyCache>, what: &'static str) {
+    let keys = Arc::downgrade(keys);
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let Some(cache) = keys.upgrade() else { return };
+            match cache.refresh().await {
+                Ok(_) => return,
+                Err(denial) => tracing::warn!(%denial, what, "keys not loaded yet"),
+            }
+            drop(cache);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    });
+}

@@ -1,0 +1,290 @@
+//! One builder per concern, each from its config section: the registry (client, breakers,
+//! caches), the bearer issuers, Redis, trust, nonces, the limiter, the pipeline settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::pipeline::Settings;
+use crate::policy::RoutePolicies;
+use crate::protocol::bearer::parse_jwks;
+use crate::ratelimit::{Limiter, LocalLimiter, RedisLimiter};
+use crate::registry::Registry;
+use crate::registry::access::{AccessCache, AccessTiming};
+use crate::registry::breaker::BreakerSettings;
+use crate::registry::crl::{CrlCache, CrlTiming};
+use crate::registry::guard::Guarded;
+use crate::registry::http::{BodyLimits, Endpoints, HttpRegistry};
+use crate::registry::keys::{KeyCache, KeyTiming};
+use crate::revocation::StreamSettings;
+use crate::stage::bearer::IssuerKeys;
+use crate::store::nonce::{MemoryNonceStore, NonceStore};
+use crate::store::nonce_file::{FileNonceStore, Fsync};
+use crate::store::redis::{Redis, RedisNonceStore, RedisTrustStore};
+use crate::store::trust::{FileTrustStore, TrustStore};
+use crate::store::trust_cache::{TrustCache, TrustTiming};
+use crate::telemetry::Metrics;
+
+/// A configured byte limit as a length (saturating on a 32-bit target).
+fn limit(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+/// The registry and what is cached from it.
+pub(super) struct RegistryParts {
+    pub guarded: Arc<Guarded>,
+    pub keys: Arc<KeyCache>,
+    pub crl: Arc<CrlCache>,
+    pub access: Arc<AccessCache>,
+}
+
+fn breakers(config: &Config) -> BreakerSettings {
+    let r = &config.registry;
+    BreakerSettings {
+        failures: u32::try_from(r.breaker_failures).unwrap_or(u32::MAX),
+        open_ms: r.breaker_open_secs * 1000,
+    }
+}
+
+fn key_timing(config: &Config) -> KeyTiming {
+    let r = &config.registry;
+    KeyTiming {
+        ttl_ms: r.keys_ttl_secs * 1000,
+        max_stale_ms: r.keys_max_stale_secs * 1000,
+        kid_miss_cooldown_ms: r.kid_miss_cooldown_secs * 1000,
+    }
+}
+
+/// The registry over HTTP (or `given`), behind its timeout and breakers, and its caches.
+pub(super) fn registry(
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+    given: Option<Arc<dyn Registry>>,
+) -> Result<RegistryParts, String> {
+    let r = &config.registry;
+    let background_timeout = Duration::from_millis(r.timeout_ms);
+    let registry: Arc<dyn Registry> = match given {
+        Some(registry) => registry,
+        None => {
+            let endpoints = Endpoints {
+                keys: r.keys_url.clone(),
+                crl: r.crl_url.clone(),
+                validate: r.validate_url.clone(),
+            };
+            let limits = BodyLimits {
+                keys: limit(config.limits.keys_bytes),
+                crl: limit(config.limits.crl_bytes),
+            };
+            Arc::new(
+                HttpRegistry::new(endpoints, background_timeout, limits)
+                    .map_err(|e| format!("cannot build the registry client: {e}"))?,
+            )
+        }
+    };
+    let guarded = Arc::new(Guarded::new(
+        registry,
+        background_timeout,
+        breakers(config),
+        clock.clone(),
+        metrics.clone(),
+    ));
+    let registry: Arc<dyn Registry> = guarded.clone();
+    let keys = Arc::new(KeyCache::new(
+        registry.clone(),
+        clock.clone(),
+        key_timing(config),
+    ));
+    let c = &config.crl;
+    let crl = Arc::new(CrlCache::new(
+        registry.clone(),
+        clock.clone(),
+        r.issuer.clone(),
+        CrlTiming {
+            refresh_interval_ms: c.refresh_interval_secs * 1000,
+            max_age_ms: c.max_age_secs * 1000,
+            stale_behavior: c.stale_behavior,
+            push_refresh_interval_ms: c.push_refresh_interval_secs * 1000,
+        },
+    ));
+    let a = &config.access;
+    let access = Arc::new(AccessCache::new(
+        registry,
+        clock.clone(),
+        AccessTiming {
+            positive_ttl_ms: a.ttl_secs * 1000,
+            negative_ttl_ms: a.negative_ttl_secs * 1000,
+            stale_if_error_ms: a.stale_if_error_secs * 1000,
+        },
+    ));
+    Ok(RegistryParts {
+        guarded,
+        keys,
+        crl,
+        access,
+    })
+}
+
+/// Each bearer issuer's JWKS: the same cache, breaker and deadlines as the registry keys.
+pub(super) fn bearer_issuers(
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+) -> Result<Vec<IssuerKeys>, String> {
+    let background_timeout = Duration::from_millis(config.registry.timeout_ms);
+    let jwks_limit = limit(config.limits.jwks_bytes);
+    let limits = BodyLimits {
+        keys: jwks_limit,
+        crl: jwks_limit,
+    };
+    let mut bearer = Vec::new();
+    for issuer in &config.bearer {
+        let url = issuer.jwks_url.clone();
+        let endpoints = Endpoints {
+            keys: url.clone(),
+            crl: url.clone(),
+            validate: url,
+        };
+        let http = HttpRegistry::new(endpoints, background_timeout, limits)
+            .map_err(|e| format!("cannot build the JWKS client: {e}"))?;
+        let jwks = Arc::new(Guarded::named(
+            Arc::new(http),
+            background_timeout,
+            breakers(config),
+            clock.clone(),
+            metrics.clone(),
+            "jwks",
+        ));
+        bearer.push(IssuerKeys {
+            config: issuer.clone(),
+            keys: Arc::new(KeyCache::with_parser(
+                jwks.clone(),
+                clock.clone(),
+                key_timing(config),
+                parse_jwks,
+            )),
+            jwks,
+        });
+    }
+    Ok(bearer)
+}
+
+/// The Redis connection, when a store uses it.
+pub(super) fn redis(config: &Config) -> Result<Option<Redis>, String> {
+    let used = config.nonce.store == "redis"
+        || config.trust.store == "redis"
+        || config.rate_limit.store == "redis";
+    match &config.redis.url {
+        Some(url) if used => Redis::connect(
+            url,
+            Duration::from_millis(config.redis.timeout_ms),
+            &config.redis.prefix,
+        )
+        .map(Some)
+        .map_err(|e| format!("redis.url: {e}")),
+        _ => Ok(None),
+    }
+}
+
+/// The trust store (`given`, Redis or the watched file) behind its answer cache.
+pub(super) fn trust(
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+    given: Option<Arc<dyn TrustStore>>,
+    redis: Option<&Redis>,
+) -> Result<Arc<TrustCache>, String> {
+    let t = &config.trust;
+    let store: Arc<dyn TrustStore> = match (given, redis) {
+        (Some(store), _) => store,
+        (None, Some(r)) if t.store == "redis" => Arc::new(RedisTrustStore(r.clone())),
+        (None, _) => {
+            let file = Arc::new(match &t.file {
+                Some(path) => FileTrustStore::load(path)?,
+                None => FileTrustStore::empty(),
+            });
+            if tokio::runtime::Handle::try_current().is_ok() {
+                file.watch(Duration::from_secs(t.reload_interval_secs));
+            }
+            file
+        }
+    };
+    Ok(Arc::new(TrustCache::new(
+        store,
+        clock.clone(),
+        TrustTiming {
+            ttl_ms: t.cache_ttl_secs * 1000,
+            stale_if_error_ms: t.stale_if_error_secs * 1000,
+        },
+    )))
+}
+
+/// The nonce store the config names.
+pub(super) fn nonces(
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+    redis: Option<&Redis>,
+) -> Result<Arc<dyn NonceStore>, String> {
+    let n = &config.nonce;
+    let capacity = usize::try_from(n.capacity).unwrap_or(usize::MAX);
+    Ok(match (n.store.as_str(), redis) {
+        ("redis", Some(r)) => Arc::new(RedisNonceStore(r.clone())),
+        ("file", _) => {
+            let fsync = match n.fsync.as_str() {
+                "always" => Fsync::Always,
+                _ => Fsync::Interval(n.fsync_interval_ms),
+            };
+            Arc::new(
+                FileNonceStore::open(&n.dir, capacity, fsync, clock.now_ms())
+                    .map_err(|e| format!("nonce.dir: {e}"))?,
+            )
+        }
+        _ => Arc::new(MemoryNonceStore::new(capacity)),
+    })
+}
+
+/// Where route policies' rate limits are kept.
+pub(super) fn limiter(config: &Config, redis: Option<&Redis>) -> Arc<dyn Limiter> {
+    match (redis, config.rate_limit.store.as_str()) {
+        (Some(r), "redis") => Arc::new(RedisLimiter(r.clone())),
+        _ => {
+            let capacity = usize::try_from(config.rate_limit.capacity).unwrap_or(usize::MAX);
+            Arc::new(LocalLimiter::new(capacity))
+        }
+    }
+}
+
+/// The Redis stream of registry events, when configured and consumed.
+pub(super) fn event_stream(config: &Config) -> Option<StreamSettings> {
+    match (&config.redis.url, config.events.consume) {
+        (Some(url), true) => Some(StreamSettings {
+            url: url.clone(),
+            stream: config.events.stream.clone(),
+            dlq: config.events.dlq.clone(),
+            replay_ms: config.events.replay_days * 86_400_000,
+        }),
+        _ => None,
+    }
+}
+
+/// What the pipeline reads of the config on every check.
+pub(super) fn settings(config: &Config) -> Settings {
+    Settings {
+        issuer: config.registry.issuer.clone(),
+        token_bytes: limit(config.limits.token_bytes),
+        max_skew_secs: config.proof.max_skew_secs,
+        skew_warning_secs: config.proof.skew_warning_secs,
+        rate_limit_fail_closed: config.rate_limit.fail_closed,
+        client_header: config.rate_limit.client_header.clone(),
+        nonce_store: match config.nonce.store.as_str() {
+            "redis" => "redis",
+            "file" => "file",
+            _ => "memory",
+        },
+        nonce_margin_ms: config.nonce.margin_secs * 1000,
+        policies: RoutePolicies {
+            rules: config.routes.clone(),
+            named: config.policies.clone(),
+        },
+    }
+}
