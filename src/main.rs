@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use claw_authz::app::App;
 use claw_authz::clock::SystemClock;
-use claw_authz::config::{Config, LogConfig};
+use claw_authz::config::{Config, LogConfig, LogFormat, LogLevel};
 
 use claw_authz::config::EXIT_CONFIG;
 
@@ -93,8 +93,8 @@ fn main() -> ExitCode {
         Command::Demo { once, envoy } => {
             // The outage story would print a warning per stale answer; it prints the counts.
             init_logging(&LogConfig {
-                level: "error".into(),
-                format: "text".into(),
+                level: LogLevel::Error,
+                format: LogFormat::Text,
             });
             report(runtime.block_on(claw_authz::dev::demo::run(once, envoy)))
         }
@@ -156,11 +156,11 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
 
 fn init_logging(log: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log.level.as_str()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if log.format == "json" {
+    if log.format == LogFormat::Json {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();

@@ -229,11 +229,11 @@ pub fn init_tracing(
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log.level.as_str()));
     // Log lines are events only: spans exist for OTLP traces, and the log layer formatting each
     // Check span's fields cost more than the rest of the logging path.
     let events = || tracing_subscriber::filter::filter_fn(|m| m.is_event());
-    let (fmt_json, fmt_text) = if log.format == "json" {
+    let (fmt_json, fmt_text) = if log.format == crate::config::LogFormat::Json {
         let layer = tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, FsyncMode, LimitStoreKind, NonceStoreKind, TrustStoreKind};
 use crate::pipeline::Settings;
 use crate::policy::RoutePolicies;
 use crate::protocol::bearer::parse_jwks;
@@ -172,9 +172,9 @@ pub(super) fn bearer_issuers(
 
 /// The Redis connection, when a store uses it.
 pub(super) fn redis(config: &Config) -> Result<Option<Redis>, String> {
-    let used = config.nonce.store == "redis"
-        || config.trust.store == "redis"
-        || config.rate_limit.store == "redis";
+    let used = config.nonce.store == NonceStoreKind::Redis
+        || config.trust.store == TrustStoreKind::Redis
+        || config.rate_limit.store == LimitStoreKind::Redis;
     match &config.redis.url {
         Some(url) if used => Redis::connect(
             url,
@@ -197,7 +197,7 @@ pub(super) fn trust(
     let t = &config.trust;
     let store: Arc<dyn TrustStore> = match (given, redis) {
         (Some(store), _) => store,
-        (None, Some(r)) if t.store == "redis" => Arc::new(RedisTrustStore(r.clone())),
+        (None, Some(r)) if t.store == TrustStoreKind::Redis => Arc::new(RedisTrustStore(r.clone())),
         (None, _) => {
             let file = Arc::new(match &t.file {
                 Some(path) => FileTrustStore::load(path)?,
@@ -227,26 +227,29 @@ pub(super) fn nonces(
 ) -> Result<Arc<dyn NonceStore>, String> {
     let n = &config.nonce;
     let capacity = usize::try_from(n.capacity).unwrap_or(usize::MAX);
-    Ok(match (n.store.as_str(), redis) {
-        ("redis", Some(r)) => Arc::new(RedisNonceStore(r.clone())),
-        ("file", _) => {
-            let fsync = match n.fsync.as_str() {
-                "always" => Fsync::Always,
-                _ => Fsync::Interval(n.fsync_interval_ms),
+    Ok(match (n.store, redis) {
+        (NonceStoreKind::Redis, Some(r)) => Arc::new(RedisNonceStore(r.clone())),
+        (NonceStoreKind::File, _) => {
+            let fsync = match n.fsync {
+                FsyncMode::Always => Fsync::Always,
+                FsyncMode::Interval => Fsync::Interval(n.fsync_interval_ms),
             };
             Arc::new(
                 FileNonceStore::open(&n.dir, capacity, fsync, clock.now_ms())
                     .map_err(|e| format!("nonce.dir: {e}"))?,
             )
         }
-        _ => Arc::new(MemoryNonceStore::new(capacity)),
+        // Redis without a connection cannot happen: the config requires `redis.url` for it.
+        (NonceStoreKind::Memory | NonceStoreKind::Redis, _) => {
+            Arc::new(MemoryNonceStore::new(capacity))
+        }
     })
 }
 
 /// Where route policies' rate limits are kept.
 pub(super) fn limiter(config: &Config, redis: Option<&Redis>) -> Arc<dyn Limiter> {
-    match (redis, config.rate_limit.store.as_str()) {
-        (Some(r), "redis") => Arc::new(RedisLimiter(r.clone())),
+    match (redis, config.rate_limit.store) {
+        (Some(r), LimitStoreKind::Redis) => Arc::new(RedisLimiter(r.clone())),
         _ => {
             let capacity = usize::try_from(config.rate_limit.capacity).unwrap_or(usize::MAX);
             Arc::new(LocalLimiter::new(capacity))
@@ -276,11 +279,7 @@ pub(super) fn settings(config: &Config) -> Settings {
         skew_warning_secs: config.proof.skew_warning_secs,
         rate_limit_fail_closed: config.rate_limit.fail_closed,
         client_header: config.rate_limit.client_header.clone(),
-        nonce_store: match config.nonce.store.as_str() {
-            "redis" => "redis",
-            "file" => "file",
-            _ => "memory",
-        },
+        nonce_store: config.nonce.store.as_str(),
         nonce_margin_ms: config.nonce.margin_secs * 1000,
         policies: RoutePolicies {
             rules: config.routes.clone(),

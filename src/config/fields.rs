@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::KNOWN;
+use super::choices::Choice;
 
 pub(super) struct Reader<'a> {
     root: &'a Value,
@@ -91,6 +92,18 @@ impl<'a> Reader<'a> {
                 found
             }
         }
+    }
+
+    /// One of a closed setting's words, as its enum; the default when absent or wrong (a wrong
+    /// word is recorded as a problem).
+    pub(super) fn pick<T: Choice>(&mut self, key: &str, default: T) -> T {
+        let words: Vec<&'static str> = T::ALL.iter().map(|c| c.as_str()).collect();
+        let chosen = self.choice(key, default.as_str(), &words);
+        T::ALL
+            .iter()
+            .copied()
+            .find(|c| Some(c.as_str()) == chosen)
+            .unwrap_or(default)
     }
 
     pub(super) fn addr(&mut self, key: &str, default: &str) -> Option<SocketAddr> {

@@ -15,11 +15,15 @@ use serde_yaml_ng::{Mapping, Value};
 
 use crate::policy::{Policy, Rule};
 
+mod choices;
 mod fields;
 mod read;
 mod routes;
 
 use crate::registry::crl::StaleBehavior;
+pub use choices::{
+    Choice, FsyncMode, LimitStoreKind, LogFormat, LogLevel, NonceStoreKind, TrustStoreKind,
+};
 use fields::{Reader, check_unknown, set_path};
 use read::read;
 
@@ -167,13 +171,13 @@ pub struct AccessConfig {
 pub struct NonceConfig {
     /// `memory` (this replica, forgotten on restart), `file` (this replica, kept across
     /// restarts) or `redis` (shared by every replica).
-    pub store: String,
+    pub store: NonceStoreKind,
     pub capacity: u64,
     pub margin_secs: u64,
     /// The `file` store's log directory.
     pub dir: PathBuf,
     /// `interval` or `always`: when the `file` store flushes to disk.
-    pub fsync: String,
+    pub fsync: FsyncMode,
     pub fsync_interval_ms: u64,
 }
 
@@ -192,7 +196,7 @@ pub struct BearerIssuer {
 #[derive(Debug, Clone, Serialize)]
 pub struct RateLimitConfig {
     /// `local` (this replica) or `redis` (shared by every replica).
-    pub store: String,
+    pub store: LimitStoreKind,
     /// When the store fails: `fail-open` (allow, counted and logged) or `fail-closed` (503).
     pub fail_closed: bool,
     /// Take the client address from the right-most value of this header (set by a proxy you
@@ -241,7 +245,7 @@ pub struct RedisConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrustConfig {
     /// `file` or `redis`.
-    pub store: String,
+    pub store: TrustStoreKind,
     pub file: Option<PathBuf>,
     pub reload_interval_secs: u64,
     /// Trust answers are reused this long.
@@ -258,8 +262,8 @@ pub struct HeadersConfig {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LogConfig {
-    pub level: String,
-    pub format: String,
+    pub level: LogLevel,
+    pub format: LogFormat,
 }
 
 fn ser_stale<S: serde::Serializer>(v: &StaleBehavior, s: S) -> Result<S::Ok, S::Error> {

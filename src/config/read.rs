@@ -142,18 +142,12 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Config> {
         0,
         86_400,
     );
-    let store = r
-        .choice("nonce.store", "file", &["memory", "file", "redis"])
-        .unwrap_or("file")
-        .to_owned();
+    let store = r.pick("nonce.store", NonceStoreKind::File);
     let nonce_dir = PathBuf::from(
         r.opt_string("nonce.dir")
             .unwrap_or_else(|| Defaults::NONCE_DIR.to_owned()),
     );
-    let fsync = r
-        .choice("nonce.fsync", "interval", &["interval", "always"])
-        .unwrap_or("interval")
-        .to_owned();
+    let fsync = r.pick("nonce.fsync", FsyncMode::Interval);
     let fsync_interval_ms = r.u64(
         "nonce.fsync_interval_ms",
         Defaults::NONCE_FSYNC_INTERVAL_MS,
@@ -170,12 +164,13 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Config> {
     let redis_prefix = r
         .opt_string("redis.prefix")
         .unwrap_or_else(|| Defaults::REDIS_PREFIX.to_owned());
-    let trust_store = r
-        .choice("trust.store", "file", &["file", "redis"])
-        .unwrap_or("file")
-        .to_owned();
-    for (key, chosen) in [("nonce.store", &store), ("trust.store", &trust_store)] {
-        if chosen == "redis" && redis_url.is_none() {
+    let trust_store = r.pick("trust.store", TrustStoreKind::File);
+    let redis_stores = [
+        ("nonce.store", store == NonceStoreKind::Redis),
+        ("trust.store", trust_store == TrustStoreKind::Redis),
+    ];
+    for (key, redis) in redis_stores {
+        if redis && redis_url.is_none() {
             r.error(key, "is redis, so redis.url is required");
         }
     }
@@ -218,11 +213,8 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Config> {
             "is required when listen.admin is not a loopback address (or set events.admin_endpoint: false)",
         );
     }
-    let limit_store = r
-        .choice("rate_limit.store", "local", &["local", "redis"])
-        .unwrap_or("local")
-        .to_owned();
-    if limit_store == "redis" && redis_url.is_none() {
+    let limit_store = r.pick("rate_limit.store", LimitStoreKind::Local);
+    if limit_store == LimitStoreKind::Redis && redis_url.is_none() {
         r.error("rate_limit.store", "is redis, so redis.url is required");
     }
     let fail_closed = r.choice(
@@ -235,7 +227,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Config> {
         .map(|h| h.to_ascii_lowercase());
     let limit_capacity = r.u64("rate_limit.capacity", 1_000_000, 1, 1 << 32);
     let trust_file = r.opt_string("trust.file").map(PathBuf::from);
-    if trust_file.is_some() && trust_store == "redis" {
+    if trust_file.is_some() && trust_store == TrustStoreKind::Redis {
         r.error("trust.file", "applies to trust.store: file only");
     }
     if let Some(f) = &trust_file
@@ -270,18 +262,8 @@ pub(super) fn read(r: &mut Reader<'_>) -> Option<Config> {
         keys_bytes: r.u64("limits.keys_bytes", Defaults::KEYS_BYTES, 16 * KIB, 1 << 30),
         jwks_bytes: r.u64("limits.jwks_bytes", Defaults::JWKS_BYTES, 16 * KIB, 1 << 30),
     };
-    let level = r
-        .choice(
-            "log.level",
-            "info",
-            &["error", "warn", "info", "debug", "trace"],
-        )
-        .unwrap_or("info")
-        .to_owned();
-    let format = r
-        .choice("log.format", "json", &["json", "text"])
-        .unwrap_or("json")
-        .to_owned();
+    let level = r.pick("log.level", LogLevel::Info);
+    let format = r.pick("log.format", LogFormat::Json);
     let routes = read_routes(r);
     let policies = read_policies(r);
     let bearer = read_bearer(r);

@@ -83,7 +83,7 @@ fn an_exposed_events_endpoint_needs_a_token_and_redis_stores_need_a_url() {
         &env(&[]),
     )
     .unwrap();
-    assert_eq!(c.nonce.store, "file");
+    assert_eq!(c.nonce.store, NonceStoreKind::File);
     assert!(c.events.consume && c.events.stream == "claw:events");
 }
 
