@@ -28,6 +28,7 @@ pub mod config;
 pub mod crypto;
 pub mod denial;
 pub mod dev;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod protocol;

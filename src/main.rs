@@ -85,7 +85,10 @@ fn main() -> ExitCode {
         },
         Command::CheckConfig { config } => match load_config(config.as_ref()) {
             Ok(c) => {
-                print!("{}", serde_yaml_ng::to_string(&c).unwrap_or_default());
+                print!(
+                    "{}",
+                    serde_yaml_ng::to_string(&c.effective).unwrap_or_default()
+                );
                 ExitCode::SUCCESS
             }
             Err(code) => code,

@@ -25,6 +25,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::app::App;
+use crate::metrics::Outcome;
 use crate::pipeline::Decision;
 use crate::request::RequestView;
 use crate::response;
@@ -66,7 +67,7 @@ impl Authorization for CheckService {
             .request_id()
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let label = record(&self.app, &decision, now.elapsed().as_secs_f64());
+        let label = record(&self.app, &decision, now.elapsed());
         span.record("decision", label);
         log_decision(&decision, &view, &request_id);
         Ok(Response::new(response::build(
@@ -95,29 +96,20 @@ pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time
 }
 
 /// Counts the decision and its duration; returns its label.
-fn record(app: &App, decision: &Decision, seconds: f64) -> &'static str {
-    use opentelemetry::KeyValue;
-    let (label, code, policy) = match decision {
-        Decision::Allow { policy, .. } => ("allow", "none", policy.name.as_str()),
+fn record(app: &App, decision: &Decision, spent: std::time::Duration) -> &'static str {
+    let (outcome, code, policy) = match decision {
+        Decision::Allow { policy, .. } => (Outcome::Allow, "none", policy.name.as_str()),
         Decision::Deny { denial, policy, .. } => (
-            "deny",
+            Outcome::Deny,
             denial.code(),
             policy.as_ref().map_or("none", |p| p.name.as_str()),
         ),
         Decision::ShadowAllow { denial, policy, .. } => {
-            ("shadow_allow", denial.code(), policy.name.as_str())
+            (Outcome::ShadowAllow, denial.code(), policy.name.as_str())
         }
     };
-    let m = &app.pipeline.metrics;
-    let labels = [
-        KeyValue::new("decision", label),
-        KeyValue::new("code", code),
-        KeyValue::new("policy", policy.to_owned()),
-    ];
-    m.decisions.add(1, &labels);
-    m.check_duration
-        .record(seconds, &[KeyValue::new("decision", label)]);
-    label
+    app.pipeline.metrics.decision(outcome, code, policy, spent);
+    outcome.as_str()
 }
 
 /// One line per denial: code, stage, agent DID (once known) and request id; never a credential.
@@ -127,7 +119,7 @@ fn log_decision(decision: &Decision, view: &RequestView, request_id: &str) {
         Decision::Deny { denial, policy, at } => tracing::info!(
             code = denial.code(),
             status = denial.status(),
-            stage = at.stage,
+            stage = at.stage.as_str(),
             agent_did = at.agent_did.as_deref().unwrap_or("-"),
             policy = policy.as_ref().map_or("none", |p| p.name.as_str()),
             method = %view.method,
@@ -136,7 +128,7 @@ fn log_decision(decision: &Decision, view: &RequestView, request_id: &str) {
         ),
         Decision::ShadowAllow { denial, policy, at } => tracing::warn!(
             code = denial.code(),
-            stage = at.stage,
+            stage = at.stage.as_str(),
             agent_did = at.agent_did.as_deref().unwrap_or("-"),
             policy = %policy.name,
             request_id,

@@ -1,11 +1,8 @@
-//! Metrics, traces and logs for operators.
+//! Exporters and the log subscriber.
 //!
-//! [`Metrics`] is the one typed set of instruments. They live on an OpenTelemetry meter provider
-//! with two readers: the Prometheus registry behind the admin listener's `/metrics`, always, and
-//! an OTLP/gRPC exporter when `telemetry.otlp_endpoint` is set. Counters that components already
-//! keep (cache results, breaker transitions, stale uses, events) are read by observable
-//! instruments at collection time, so the request path only bumps an atomic. Every label is
-//! bounded: endpoints, stages, outcomes, denial codes and configured policy names.
+//! The instruments (`crate::metrics`) live on an OpenTelemetry meter provider with two readers:
+//! the Prometheus registry behind the admin listener's `/metrics`, always, and an OTLP/gRPC
+//! exporter when `telemetry.otlp_endpoint` is set.
 //!
 //! Traces: [`init_tracing`] installs the `tracing` subscriber (JSON or text lines, and an
 //! OpenTelemetry layer exporting over OTLP when configured). The server opens one span per Check
@@ -16,127 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider};
+use opentelemetry::metrics::{Meter, MeterProvider};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
 use crate::config::{LogConfig, TelemetryConfig};
-
-/// Check, stage and registry durations (seconds).
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0,
-];
-/// Clock skew of accepted requests (seconds).
-const SKEW_BUCKETS: [f64; 10] = [
-    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 200.0, 250.0, 300.0, 600.0,
-];
-
-/// The instruments recorded on the request path.
-#[derive(Clone)]
-pub struct Metrics {
-    /// `claw_authz_decisions_total{decision, code, policy}`
-    pub decisions: Counter<u64>,
-    /// `claw_authz_check_duration_seconds{decision}`
-    pub check_duration: Histogram<f64>,
-    /// `claw_authz_stage_duration_seconds{stage}`
-    pub stage_duration: Histogram<f64>,
-    /// `claw_authz_registry_requests_total{endpoint, outcome}`
-    pub registry_requests: Counter<u64>,
-    /// `claw_authz_registry_request_duration_seconds{endpoint}`
-    pub registry_duration: Histogram<f64>,
-    /// `claw_authz_nonce_operations_total{store, result}` (result: fresh, replay, error)
-    pub nonce_operations: Counter<u64>,
-    /// `claw_authz_clock_skew_seconds` of accepted requests
-    pub clock_skew: Histogram<f64>,
-    /// `claw_authz_clock_skew_warnings_total`
-    pub clock_skew_warnings: Counter<u64>,
-    /// `claw_authz_rate_limited_total{policy, kind, result}` (kind: agent, client; result:
-    /// limited, store_error)
-    pub rate_limited: Counter<u64>,
-}
-
-impl Metrics {
-    pub fn new(meter: &Meter) -> Self {
-        let seconds = |name: &'static str, help: &'static str, buckets: &[f64]| {
-            meter
-                .f64_histogram(name)
-                .with_unit("s")
-                .with_description(help)
-                .with_boundaries(buckets.to_vec())
-                .build()
-        };
-        let counter = |name: &'static str, help: &'static str| {
-            meter.u64_counter(name).with_description(help).build()
-        };
-        let clock_skew_warnings = counter(
-            "claw_authz_clock_skew_warnings",
-            "Accepted requests skewed past the warning threshold",
-        );
-        // Present from the start, so alert rules see 0 rather than no series.
-        clock_skew_warnings.add(0, &[]);
-        Metrics {
-            decisions: counter("claw_authz_decisions", "Check decisions"),
-            check_duration: seconds(
-                "claw_authz_check_duration",
-                "Time to answer a Check",
-                &LATENCY_BUCKETS,
-            ),
-            stage_duration: seconds(
-                "claw_authz_stage_duration",
-                "Time spent per pipeline stage",
-                &LATENCY_BUCKETS,
-            ),
-            registry_requests: counter("claw_authz_registry_requests", "Registry calls"),
-            registry_duration: seconds(
-                "claw_authz_registry_request_duration",
-                "Registry call duration",
-                &LATENCY_BUCKETS,
-            ),
-            nonce_operations: counter("claw_authz_nonce_operations", "Nonce store operations"),
-            clock_skew: seconds(
-                "claw_authz_clock_skew",
-                "Clock skew of accepted requests",
-                &SKEW_BUCKETS,
-            ),
-            clock_skew_warnings,
-            rate_limited: counter("claw_authz_rate_limited", "Requests over a rate limit"),
-        }
-    }
-
-    /// Instruments that go nowhere (for parts built without an app).
-    pub fn noop() -> Self {
-        Metrics::new(&opentelemetry::metrics::NoopMeterProvider::new().meter("noop"))
-    }
-}
-
-/// Results of one cache, kept by the cache and read at collection time.
-#[derive(Debug, Default)]
-pub struct CacheCounts {
-    hit: std::sync::atomic::AtomicU64,
-    stale: std::sync::atomic::AtomicU64,
-    miss: std::sync::atomic::AtomicU64,
-}
-
-impl CacheCounts {
-    pub fn hit(&self) {
-        self.hit.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn stale(&self) {
-        self.stale
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn miss(&self) {
-        self.miss.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// `[hit, stale, miss]`
-    pub fn get(&self) -> [u64; 3] {
-        let o = std::sync::atomic::Ordering::Relaxed;
-        [self.hit.load(o), self.stale.load(o), self.miss.load(o)]
-    }
-}
+use crate::metrics::Metrics;
 
 /// The meter provider of one app: Prometheus always, OTLP when configured.
 pub struct Telemetry {
@@ -167,7 +48,7 @@ impl Telemetry {
                 .build()
                 .map_err(|e| format!("telemetry.otlp_endpoint: {e}"))?;
             let reader = PeriodicReader::builder(exporter)
-                .with_interval(Duration::from_millis(config.export_interval_ms))
+                .with_interval(config.export_interval)
                 .build();
             builder = builder.with_reader(reader);
         }

@@ -243,6 +243,8 @@ mod server {
              \x20 admin: {{profile: bearer, require_roles: [admin]}}\n\
              \x20 scored: {{profile: bearer, min_trust_score: 0.9}}\n\
              \x20 either: {{profile: any}}\n\
+             \x20 full_claw: {{require_known_agent: true, require_access_token: true, {LIMITS}}}\n\
+             \x20 full_bearer: {{profile: bearer, require_roles: [reader], {LIMITS}}}\n\
              events:\n  token_file: {}\n",
             jwks.url,
             token_file.display()
@@ -252,6 +254,9 @@ mod server {
         s.wait_ready().await;
         Setup { w, jwks, s }
     }
+
+    /// Both limits, far from reached.
+    const LIMITS: &str = "client_rate_limit: {requests: 100, window_secs: 60}, rate_limit: {requests: 100, window_secs: 60}";
 
     /// A request on `policy`'s route (selected as Envoy would, by `context_extensions`).
     fn on(policy: &str, req: CheckRequest) -> CheckRequest {
@@ -528,5 +533,64 @@ mod server {
             super::support::conformance::run(&super::support::conformance::vectors_path()).await;
         assert_eq!(summary.failed, 0, "{summary:?}");
         assert_eq!(summary.passed + summary.skipped, summary.total);
+    }
+
+    /// The stage labels of the table at the top of `src/pipeline/mod.rs` that `profile`'s
+    /// column does not mark `never`, in the table's order.
+    fn table_rows(profile: usize) -> Vec<String> {
+        let source = include_str!("../src/pipeline/mod.rs");
+        let rows: Vec<Vec<&str>> = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | "))
+            .map(|l| l.trim_end_matches(" |").split(" | ").collect::<Vec<_>>())
+            .filter(|cells| cells[0].parse::<u32>().is_ok())
+            .collect();
+        assert_eq!(rows.len(), 11, "one row per stage");
+        rows.iter()
+            .filter(|cells| cells[2 + profile] != "never")
+            .map(|cells| cells[1].trim_matches('`').to_owned())
+            .collect()
+    }
+
+    fn trail(trail: &claw_authz::pipeline::Trail) -> Vec<String> {
+        trail
+            .stages()
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect()
+    }
+
+    /// Issue 17: a check that passes every row of its profile enters exactly the stages the
+    /// table lists for that profile, in the table's order.
+    #[tokio::test]
+    async fn every_profile_runs_the_rows_of_the_table() {
+        use claw_authz::pipeline::Decision;
+        use claw_authz::request::RequestView;
+        let t = setup("pipeline-table").await;
+        let pipeline = &t.s.app.pipeline;
+
+        let claw = on(
+            "full_claw",
+            t.w.alpha.message(NOW_MS, "n-table", "access-1"),
+        );
+        let (decision, stages) = pipeline.check_traced(&RequestView::from_check(claw)).await;
+        assert!(matches!(decision, Decision::Allow { .. }), "{decision:?}");
+        assert_eq!(trail(&stages), table_rows(0));
+        assert_eq!(
+            t.w.validate.calls(),
+            1,
+            "the access row called the registry"
+        );
+
+        let agent = p256_signer("agent-7-key");
+        let (x, y) = p256_xy(&agent);
+        let cnf = json!({"jwk": {"kty": "EC", "crv": "P-256", "x": x, "y": y}});
+        let bound = on(
+            "full_bearer",
+            proven(&token(&with("cnf", cnf)), &agent, "n-table"),
+        );
+        let (decision, stages) = pipeline.check_traced(&RequestView::from_check(bound)).await;
+        assert!(matches!(decision, Decision::Allow { .. }), "{decision:?}");
+        assert_eq!(trail(&stages), table_rows(1));
     }
 }

@@ -100,6 +100,14 @@ async fn the_61st_request_in_a_minute_is_limited_with_retry_after_and_the_window
         outcome(&s.check(get(&w.alpha, &clock, "a-121")).await),
         "429 PROXY_RATE_LIMIT_EXCEEDED"
     );
+    // Issue 17: the denial is the `rate_limit` stage's (it was attributed to `replay`).
+    let view = claw_authz::request::RequestView::from_check(get(&w.alpha, &clock, "a-122"));
+    match s.app.pipeline.check(&view).await {
+        claw_authz::pipeline::Decision::Deny { at, .. } => {
+            assert_eq!(at.stage, claw_authz::pipeline::Stage::RateLimit)
+        }
+        other => panic!("{other:?}"),
+    }
     s.stop().await;
 }
 

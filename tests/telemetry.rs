@@ -61,7 +61,7 @@ async fn otlp_gets_the_metrics_and_spans_of_a_breaker_opening_and_closing() {
     let (sink, endpoint) = Sink::start().await;
     let telemetry = TelemetryConfig {
         otlp_endpoint: Some(endpoint.clone()),
-        export_interval_ms: 3_600_000,
+        export_interval: std::time::Duration::from_secs(3_600),
         trace_sample_percent: 100,
         service_name: "claw-authz-test".into(),
     };

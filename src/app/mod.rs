@@ -96,8 +96,8 @@ impl App {
             nonces,
             redis,
             registry: reg.guarded,
-            deadline_margin: Duration::from_millis(config.registry.deadline_margin_ms),
-            request_timeout: Duration::from_millis(config.registry.request_timeout_ms),
+            deadline_margin: config.registry.deadline_margin,
+            request_timeout: config.registry.request_timeout,
             event_stream: wiring::event_stream(config),
             events_endpoint: config
                 .events

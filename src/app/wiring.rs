@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::config::{Config, FsyncMode, LimitStoreKind, NonceStoreKind, TrustStoreKind};
+use crate::metrics::Metrics;
 use crate::pipeline::Settings;
 use crate::policy::RoutePolicies;
 use crate::protocol::bearer::parse_jwks;
@@ -24,9 +25,13 @@ use crate::store::nonce_file::{FileNonceStore, Fsync};
 use crate::store::redis::{Redis, RedisNonceStore, RedisTrustStore};
 use crate::store::trust::{FileTrustStore, TrustStore};
 use crate::store::trust_cache::{TrustCache, TrustTiming};
-use crate::telemetry::Metrics;
 
 /// A configured byte limit as a length (saturating on a 32-bit target).
+/// A configured time in milliseconds, the unit of the injected clock the components run on.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn limit(bytes: u64) -> usize {
     usize::try_from(bytes).unwrap_or(usize::MAX)
 }
@@ -43,16 +48,16 @@ fn breakers(config: &Config) -> BreakerSettings {
     let r = &config.registry;
     BreakerSettings {
         failures: u32::try_from(r.breaker_failures).unwrap_or(u32::MAX),
-        open_ms: r.breaker_open_secs * 1000,
+        open_ms: ms(r.breaker_open),
     }
 }
 
 fn key_timing(config: &Config) -> KeyTiming {
     let r = &config.registry;
     KeyTiming {
-        ttl_ms: r.keys_ttl_secs * 1000,
-        max_stale_ms: r.keys_max_stale_secs * 1000,
-        kid_miss_cooldown_ms: r.kid_miss_cooldown_secs * 1000,
+        ttl_ms: ms(r.keys_ttl),
+        max_stale_ms: ms(r.keys_max_stale),
+        kid_miss_cooldown_ms: ms(r.kid_miss_cooldown),
     }
 }
 
@@ -64,7 +69,7 @@ pub(super) fn registry(
     given: Option<Arc<dyn Registry>>,
 ) -> Result<RegistryParts, String> {
     let r = &config.registry;
-    let background_timeout = Duration::from_millis(r.timeout_ms);
+    let background_timeout = r.timeout;
     let registry: Arc<dyn Registry> = match given {
         Some(registry) => registry,
         None => {
@@ -102,10 +107,10 @@ pub(super) fn registry(
         clock.clone(),
         r.issuer.clone(),
         CrlTiming {
-            refresh_interval_ms: c.refresh_interval_secs * 1000,
-            max_age_ms: c.max_age_secs * 1000,
+            refresh_interval_ms: ms(c.refresh_interval),
+            max_age_ms: ms(c.max_age),
             stale_behavior: c.stale_behavior,
-            push_refresh_interval_ms: c.push_refresh_interval_secs * 1000,
+            push_refresh_interval_ms: ms(c.push_refresh_interval),
         },
     ));
     let a = &config.access;
@@ -113,9 +118,9 @@ pub(super) fn registry(
         registry,
         clock.clone(),
         AccessTiming {
-            positive_ttl_ms: a.ttl_secs * 1000,
-            negative_ttl_ms: a.negative_ttl_secs * 1000,
-            stale_if_error_ms: a.stale_if_error_secs * 1000,
+            positive_ttl_ms: ms(a.ttl),
+            negative_ttl_ms: ms(a.negative_ttl),
+            stale_if_error_ms: ms(a.stale_if_error),
         },
     ));
     Ok(RegistryParts {
@@ -132,7 +137,7 @@ pub(super) fn bearer_issuers(
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
 ) -> Result<Vec<IssuerKeys>, String> {
-    let background_timeout = Duration::from_millis(config.registry.timeout_ms);
+    let background_timeout = config.registry.timeout;
     let jwks_limit = limit(config.limits.jwks_bytes);
     let limits = BodyLimits {
         keys: jwks_limit,
@@ -154,7 +159,7 @@ pub(super) fn bearer_issuers(
             breakers(config),
             clock.clone(),
             metrics.clone(),
-            "jwks",
+            crate::metrics::Endpoint::Jwks,
         ));
         bearer.push(IssuerKeys {
             config: issuer.clone(),
@@ -176,13 +181,9 @@ pub(super) fn redis(config: &Config) -> Result<Option<Redis>, String> {
         || config.trust.store == TrustStoreKind::Redis
         || config.rate_limit.store == LimitStoreKind::Redis;
     match &config.redis.url {
-        Some(url) if used => Redis::connect(
-            url,
-            Duration::from_millis(config.redis.timeout_ms),
-            &config.redis.prefix,
-        )
-        .map(Some)
-        .map_err(|e| format!("redis.url: {e}")),
+        Some(url) if used => Redis::connect(url, config.redis.timeout, &config.redis.prefix)
+            .map(Some)
+            .map_err(|e| format!("redis.url: {e}")),
         _ => Ok(None),
     }
 }
@@ -204,7 +205,7 @@ pub(super) fn trust(
                 None => FileTrustStore::empty(),
             });
             if tokio::runtime::Handle::try_current().is_ok() {
-                file.watch(Duration::from_secs(t.reload_interval_secs));
+                file.watch(t.reload_interval);
             }
             file
         }
@@ -213,8 +214,8 @@ pub(super) fn trust(
         store,
         clock.clone(),
         TrustTiming {
-            ttl_ms: t.cache_ttl_secs * 1000,
-            stale_if_error_ms: t.stale_if_error_secs * 1000,
+            ttl_ms: ms(t.cache_ttl),
+            stale_if_error_ms: ms(t.stale_if_error),
         },
     )))
 }
@@ -232,7 +233,7 @@ pub(super) fn nonces(
         (NonceStoreKind::File, _) => {
             let fsync = match n.fsync {
                 FsyncMode::Always => Fsync::Always,
-                FsyncMode::Interval => Fsync::Interval(n.fsync_interval_ms),
+                FsyncMode::Interval => Fsync::Interval(ms(n.fsync_interval)),
             };
             Arc::new(
                 FileNonceStore::open(&n.dir, capacity, fsync, clock.now_ms())
@@ -264,7 +265,7 @@ pub(super) fn event_stream(config: &Config) -> Option<StreamSettings> {
             url: url.clone(),
             stream: config.events.stream.clone(),
             dlq: config.events.dlq.clone(),
-            replay_ms: config.events.replay_days * 86_400_000,
+            replay_ms: ms(config.events.replay),
         }),
         _ => None,
     }
@@ -275,12 +276,12 @@ pub(super) fn settings(config: &Config) -> Settings {
     Settings {
         issuer: config.registry.issuer.clone(),
         token_bytes: limit(config.limits.token_bytes),
-        max_skew_secs: config.proof.max_skew_secs,
-        skew_warning_secs: config.proof.skew_warning_secs,
+        max_skew_secs: config.proof.max_skew.as_secs(),
+        skew_warning_secs: config.proof.skew_warning.as_secs(),
         rate_limit_fail_closed: config.rate_limit.fail_closed,
         client_header: config.rate_limit.client_header.clone(),
         nonce_store: config.nonce.store.as_str(),
-        nonce_margin_ms: config.nonce.margin_secs * 1000,
+        nonce_margin_ms: ms(config.nonce.margin),
         policies: RoutePolicies {
             rules: config.routes.clone(),
             named: config.policies.clone(),

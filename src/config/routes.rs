@@ -183,7 +183,7 @@ pub(super) fn read_bearer(r: &mut Reader<'_>) -> Vec<BearerIssuer> {
                     issuer,
                     audience,
                     jwks_url,
-                    max_iat_skew_secs: skew,
+                    max_iat_skew: std::time::Duration::from_secs(skew),
                 })
             }
             _ => r.error(

@@ -1,5 +1,6 @@
 use super::*;
 use crate::policy::reference_rules;
+use crate::registry::crl::StaleBehavior;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
@@ -35,7 +36,7 @@ fn env_overrides_win() {
         ]),
     )
     .unwrap();
-    assert_eq!(c.crl.max_age_secs, 120);
+    assert_eq!(c.crl.max_age, std::time::Duration::from_secs(120));
     assert_eq!(c.crl.stale_behavior, StaleBehavior::FailClosed);
 }
 
@@ -94,7 +95,7 @@ fn bearer_issuers_and_policy_grants_are_read_and_checked() {
         &env(&[]),
     )
     .unwrap();
-    assert_eq!(c.bearer[0].max_iat_skew_secs, 60);
+    assert_eq!(c.bearer[0].max_iat_skew, std::time::Duration::from_secs(60));
     let p = &c.policies["p"];
     assert_eq!(p.profile, crate::policy::Profile::Bearer);
     assert_eq!((p.require_roles.len(), p.require_permissions.len()), (1, 2));

@@ -37,7 +37,7 @@ pub(crate) async fn run(
     println!("\nThe registry goes down (it stops answering):");
     registry.set_hanging(true);
     let (mut sent, mut allowed) = (0, 0);
-    let all_open = |states: &[(&str, State); 3]| states.iter().all(|(_, s)| *s == State::Open);
+    let all_open = |states: &[(_, State); 3]| states.iter().all(|(_, s)| *s == State::Open);
     let deadline = SystemClock.now_ms() + PHASE_LIMIT_MS;
     let opened = loop {
         let (status, _) = transport.send_hook(beta).await?;
@@ -71,7 +71,7 @@ pub(crate) async fn run(
 
     println!("\nThe registry comes back:");
     registry.set_hanging(false);
-    let all_closed = |states: &[(&str, State); 3]| states.iter().all(|(_, s)| *s == State::Closed);
+    let all_closed = |states: &[(_, State); 3]| states.iter().all(|(_, s)| *s == State::Closed);
     let deadline = SystemClock.now_ms() + PHASE_LIMIT_MS;
     let closed = loop {
         transport.send_hook(beta).await?;
@@ -98,7 +98,7 @@ pub(crate) async fn run(
 async fn settle(
     app: &App,
     deadline_ms: u64,
-    done: impl Fn(&[(&'static str, State); 3]) -> bool,
+    done: impl Fn(&[(crate::metrics::Endpoint, State); 3]) -> bool,
 ) -> Option<bool> {
     let p = &app.pipeline;
     p.crl.refresh_if_due(&p.keys).await;
@@ -116,7 +116,7 @@ fn breakers(app: &App) -> String {
     app.registry
         .states()
         .iter()
-        .map(|(endpoint, state)| format!("{endpoint} {}", state.as_str()))
+        .map(|(endpoint, state)| format!("{} {}", endpoint.as_str(), state.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
 }

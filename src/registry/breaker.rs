@@ -24,29 +24,15 @@ use failsafe::failure_policy::{self, ConsecutiveFailures};
 use failsafe::{Instrument, StateMachine};
 
 use crate::clock::Clock;
+use crate::metrics::Endpoint;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Closed,
-    Open,
-    HalfOpen,
-}
+pub use crate::metrics::BreakerState as State;
 
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-        }
-    }
-
-    fn from_u8(v: u8) -> State {
-        match v {
-            1 => State::Open,
-            2 => State::HalfOpen,
-            _ => State::Closed,
-        }
+fn state_from_u8(v: u8) -> State {
+    match v {
+        1 => State::Open,
+        2 => State::HalfOpen,
+        _ => State::Closed,
     }
 }
 
@@ -60,7 +46,7 @@ pub struct BreakerSettings {
 
 /// What the hooks record; shared between the breaker and failsafe's instrument.
 struct Shared {
-    endpoint: &'static str,
+    endpoint: Endpoint,
     clock: Arc<dyn Clock>,
     state: AtomicU8,
     opened_at_ms: AtomicU64,
@@ -75,13 +61,13 @@ impl Shared {
             self.opened_at_ms
                 .store(self.clock.now_ms(), Ordering::SeqCst);
         }
-        let from = State::from_u8(self.state.swap(to as u8, Ordering::SeqCst));
+        let from = state_from_u8(self.state.swap(to as u8, Ordering::SeqCst));
         if from == to {
             return;
         }
         self.transitions.fetch_add(1, Ordering::Relaxed);
         self.into[to as usize].fetch_add(1, Ordering::Relaxed);
-        let endpoint = self.endpoint;
+        let endpoint = self.endpoint.as_str();
         match to {
             State::Open => tracing::warn!(
                 endpoint,
@@ -126,7 +112,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    pub fn new(endpoint: &'static str, settings: BreakerSettings, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(endpoint: Endpoint, settings: BreakerSettings, clock: Arc<dyn Clock>) -> Self {
         let shared = Arc::new(Shared {
             endpoint,
             clock,
@@ -148,12 +134,12 @@ impl Breaker {
         }
     }
 
-    pub fn endpoint(&self) -> &'static str {
+    pub fn endpoint(&self) -> Endpoint {
         self.shared.endpoint
     }
 
     pub fn state(&self) -> State {
-        State::from_u8(self.shared.state.load(Ordering::SeqCst))
+        state_from_u8(self.shared.state.load(Ordering::SeqCst))
     }
 
     /// Calls refused without reaching the endpoint.
@@ -259,7 +245,7 @@ mod tests {
             open_ms: 30_000,
         };
         (
-            Breaker::new("keys", settings, Arc::new(clock.clone())),
+            Breaker::new(Endpoint::Keys, settings, Arc::new(clock.clone())),
             clock,
         )
     }

@@ -8,13 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
 use tracing::Instrument;
 
 use super::breaker::{Breaker, BreakerSettings, State};
 use super::{BoxFuture, Registry, Response, TransportError, call_timeout};
 use crate::clock::Clock;
-use crate::telemetry::Metrics;
+use crate::metrics::{CallOutcome, Endpoint, Metrics};
 
 pub struct Guarded {
     inner: Arc<dyn Registry>,
@@ -33,31 +32,31 @@ impl Guarded {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Guarded::named(inner, timeout, settings, clock, metrics, "keys")
+        Guarded::named(inner, timeout, settings, clock, metrics, Endpoint::Keys)
     }
 
-    /// With the keys endpoint's breaker (and metric label) named `keys` (a bearer issuer's JWKS
-    /// is `jwks`); the other two are `crl` and `validate`.
+    /// With the keys endpoint's breaker (and metric label) named `keys` ([`Endpoint::Jwks`] for
+    /// a bearer issuer's JWKS); the other two are `crl` and `validate`.
     pub fn named(
         inner: Arc<dyn Registry>,
         timeout: Duration,
         settings: BreakerSettings,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
-        keys: &'static str,
+        keys: Endpoint,
     ) -> Self {
         Guarded {
             inner,
             timeout,
             metrics,
             keys: Breaker::new(keys, settings, clock.clone()),
-            crl: Breaker::new("crl", settings, clock.clone()),
-            validate: Breaker::new("validate", settings, clock),
+            crl: Breaker::new(Endpoint::Crl, settings, clock.clone()),
+            validate: Breaker::new(Endpoint::Validate, settings, clock),
         }
     }
 
     /// `(endpoint, state)` for each breaker.
-    pub fn states(&self) -> [(&'static str, State); 3] {
+    pub fn states(&self) -> [(Endpoint, State); 3] {
         [&self.keys, &self.crl, &self.validate].map(|b| (b.endpoint(), b.state()))
     }
 }
@@ -74,32 +73,25 @@ async fn guarded<T>(
     call: BoxFuture<'_, Result<T, TransportError>>,
     status: fn(&T) -> u16,
 ) -> Result<T, TransportError> {
-    let endpoint = KeyValue::new("endpoint", breaker.endpoint());
+    let endpoint = breaker.endpoint();
     let Some(permit) = breaker.permit() else {
-        let labels = [endpoint, KeyValue::new("outcome", "circuit_open")];
-        metrics.registry_requests.add(1, &labels);
+        metrics.registry_call(endpoint, CallOutcome::CircuitOpen, None);
         return Err(TransportError::CircuitOpen);
     };
-    let span = tracing::info_span!("registry", endpoint = breaker.endpoint());
+    let span = tracing::info_span!("registry", endpoint = endpoint.as_str());
     let started = tokio::time::Instant::now();
     let outcome = tokio::time::timeout(call_timeout(timeout), call)
         .instrument(span)
         .await
         .unwrap_or(Err(TransportError::Timeout));
     let label = match &outcome {
-        Ok(v) if failing(status(v)) => "error_status",
-        Ok(_) => "ok",
-        Err(TransportError::Timeout) => "timeout",
-        Err(_) => "transport_error",
+        Ok(v) if failing(status(v)) => CallOutcome::ErrorStatus,
+        Ok(_) => CallOutcome::Ok,
+        Err(TransportError::Timeout) => CallOutcome::Timeout,
+        Err(_) => CallOutcome::TransportError,
     };
-    permit.record(label == "ok");
-    metrics.registry_duration.record(
-        started.elapsed().as_secs_f64(),
-        std::slice::from_ref(&endpoint),
-    );
-    metrics
-        .registry_requests
-        .add(1, &[endpoint, KeyValue::new("outcome", label)]);
+    permit.record(label == CallOutcome::Ok);
+    metrics.registry_call(endpoint, label, Some(started.elapsed()));
     outcome
 }
 

@@ -48,7 +48,7 @@ pub struct KeyCache {
     refreshing: AtomicBool,
     last_background_attempt_ms: AtomicU64,
     stale_served: AtomicU64,
-    pub counts: crate::telemetry::CacheCounts,
+    pub counts: crate::metrics::CacheCounts,
     /// When a `kid` miss last caused a fetch.
     last_miss_fetch_ms: Mutex<Option<u64>>,
     /// Serializes `kid`-miss refreshes (single flight).

@@ -122,8 +122,9 @@ pub async fn revoke(
         dlq: String::new(),
         replay_ms: loaded
             .as_ref()
-            .map_or(Defaults::EVENTS_REPLAY_DAYS, |c| c.events.replay_days)
-            * 86_400_000,
+            .map_or(Defaults::EVENTS_REPLAY_DAYS * 86_400_000, |c| {
+                u64::try_from(c.events.replay.as_millis()).unwrap_or(u64::MAX)
+            }),
     };
     let now = SystemClock.now_ms();
     let envelope = match (target.agent, target.jti) {

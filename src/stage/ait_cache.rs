@@ -16,9 +16,9 @@ use std::sync::{Arc, RwLock};
 use sha2::{Digest, Sha256};
 
 use crate::crypto::PublicKey;
+use crate::metrics::CacheCounts;
 use crate::protocol::ait::AitClaims;
 use crate::protocol::keys::KeySet;
-use crate::telemetry::CacheCounts;
 
 const SHARDS: usize = 16;
 

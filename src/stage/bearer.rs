@@ -48,7 +48,7 @@ pub async fn verify(
         issuer: &issuer.config.issuer,
         audience: &issuer.config.audience,
         now_secs,
-        max_iat_skew_secs: issuer.config.max_iat_skew_secs,
+        max_iat_skew_secs: issuer.config.max_iat_skew.as_secs(),
     };
     let unavailable = |denial: Denial| {
         tracing::warn!(%denial, issuer = %issuer.config.issuer, "bearer issuer keys unavailable");

@@ -38,7 +38,7 @@ pub struct TrustCache {
     revoked: Mutex<HashMap<String, Entry>>,
     stale_used: AtomicU64,
     /// Known-agent lookups (revocation lookups always ask the store).
-    pub counts: crate::telemetry::CacheCounts,
+    pub counts: crate::metrics::CacheCounts,
 }
 
 impl TrustCache {

@@ -80,7 +80,7 @@ pub struct AccessCache {
     swept_ms: [AtomicU64; 2],
     in_flight: Mutex<HashMap<u128, Gate>>,
     stale_used: AtomicU64,
-    pub counts: crate::telemetry::CacheCounts,
+    pub counts: crate::metrics::CacheCounts,
 }
 
 enum Settled {

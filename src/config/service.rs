@@ -1,0 +1,136 @@
+//! The `listen`, `proof`, `telemetry`, `headers`, `limits` and `log` sections: how the server
+//! itself behaves.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::fields::Reader;
+use super::{Defaults, LogFormat, LogLevel};
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Listen {
+    pub(super) fn read(r: &mut Reader<'_>) -> Option<Listen> {
+        let r = r.section("listen");
+        let grpc = r.addr("grpc", "0.0.0.0:9001");
+        let admin = r.addr("admin", "127.0.0.1:9901");
+        Some(Listen {
+            grpc: grpc?,
+            admin: admin?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProofConfig {
+    pub max_skew: Duration,
+    /// An accepted request skewed at least this much logs a warning and is counted.
+    pub skew_warning: Duration,
+}
+
+impl ProofConfig {
+    pub(super) fn read(r: &mut Reader<'_>) -> ProofConfig {
+        let r = r.section("proof");
+        ProofConfig {
+            max_skew: r.secs("max_skew_secs", 300, 1, 3_600),
+            skew_warning: r.secs("skew_warning_secs", 200, 1, 3_600),
+        }
+    }
+}
+
+/// Metrics and traces (`src/telemetry.rs`).
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`; none: no OTLP export.
+    pub otlp_endpoint: Option<String>,
+    pub export_interval: Duration,
+    /// Share of traces sampled when Envoy sent no sampling decision.
+    pub trace_sample_percent: u64,
+    pub service_name: String,
+}
+
+impl TelemetryConfig {
+    pub(super) fn read(r: &mut Reader<'_>) -> TelemetryConfig {
+        let r = r.section("telemetry");
+        let otlp_endpoint = r.opt_string("otlp_endpoint");
+        if let Some(e) = &otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            r.error("otlp_endpoint", "must be an http:// or https:// URL");
+        }
+        TelemetryConfig {
+            otlp_endpoint,
+            export_interval: r.millis("export_interval_ms", 10_000, 100, 3_600_000),
+            trace_sample_percent: r.u64("trace_sample_percent", 100, 0, 100),
+            service_name: r.string("service_name", "claw-authz"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HeadersConfig {
+    /// Credentials removed from allowed requests before they reach the upstream.
+    pub remove: Vec<String>,
+}
+
+impl HeadersConfig {
+    pub(super) fn read(r: &mut Reader<'_>) -> HeadersConfig {
+        let remove = r
+            .section("headers")
+            .string_list("remove", &Defaults::REMOVE_HEADERS);
+        HeadersConfig {
+            remove: remove.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+        }
+    }
+}
+
+/// Size limits per document kind, each checked before any parsing: what a caller sends stays
+/// small, what the registry serves may be large (its CRL grows with every revocation).
+#[derive(Debug, Clone, Copy)]
+pub struct LimitsConfig {
+    /// An AIT or a bearer token longer than this is refused (401) before any decoding.
+    pub token_bytes: u64,
+    /// The registry's `/v1/crl` response body; 16 MiB holds about 80,000 revocations of about
+    /// 200 bytes each.
+    pub crl_bytes: u64,
+    /// The registry's keys document.
+    pub keys_bytes: u64,
+    /// A bearer issuer's JWKS.
+    pub jwks_bytes: u64,
+}
+
+impl LimitsConfig {
+    pub(super) fn read(r: &mut Reader<'_>) -> LimitsConfig {
+        const KIB: u64 = 1024;
+        const MIB: u64 = 1024 * KIB;
+        let token = crate::protocol::jws::DEFAULT_TOKEN_LEN as u64;
+        let max_token = crate::protocol::jws::MAX_TOKEN_LEN as u64;
+        let r = r.section("limits");
+        LimitsConfig {
+            token_bytes: r.u64("token_bytes", token, KIB, max_token),
+            crl_bytes: r.u64("crl_bytes", 16 * MIB, 64 * KIB, 1 << 30),
+            keys_bytes: r.u64("keys_bytes", MIB, 16 * KIB, 1 << 30),
+            jwks_bytes: r.u64("jwks_bytes", MIB, 16 * KIB, 1 << 30),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+impl LogConfig {
+    pub(super) fn read(r: &mut Reader<'_>) -> LogConfig {
+        let r = r.section("log");
+        LogConfig {
+            level: r.pick("level", LogLevel::Info),
+            format: r.pick("format", LogFormat::Json),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! What the server counts and times, as methods named for events.
+//!
+//! The request path calls [`Metrics`] methods ([`Metrics::decision`], [`Metrics::stage`],
+//! [`Metrics::registry_call`], [`Metrics::nonce`], [`Metrics::rate_limited`], [`Metrics::skew`]);
+//! every label comes from a closed enum of this module or from a configured name (policy,
+//! issuer), so every series is bounded. Values the components keep themselves (breaker states,
+//! cache results, data ages, store sizes) are read at collection time by the observable
+//! instruments registered in `observe.rs`, from readings the app's wiring supplies. This module
+//! imports nothing of the crate, so every component can use it. Exporters and the log subscriber
+//! are `crate::telemetry`'s.
+
+mod observe;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider};
+
+pub use observe::{BreakerReading, BreakerState, Cache, Data, EventCounts, Observed};
+
+/// Check, stage and registry durations (seconds).
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+/// Clock skew of accepted requests (seconds).
+const SKEW_BUCKETS: [f64; 10] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 200.0, 250.0, 300.0, 600.0,
+];
+
+/// How a Check ended (`decision` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allow,
+    Deny,
+    /// A `shadow` route that would have denied.
+    ShadowAllow,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::ShadowAllow => "shadow_allow",
+        }
+    }
+}
+
+/// A remote endpoint behind a breaker (`endpoint` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The registry's signing keys.
+    Keys,
+    Crl,
+    /// The registry's access-token validation.
+    Validate,
+    /// A bearer issuer's JWKS.
+    Jwks,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Keys => "keys",
+            Endpoint::Crl => "crl",
+            Endpoint::Validate => "validate",
+            Endpoint::Jwks => "jwks",
+        }
+    }
+}
+
+/// How one call to an endpoint went (`outcome` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    Ok,
+    /// An answer that says the endpoint is failing (5xx, 429).
+    ErrorStatus,
+    Timeout,
+    TransportError,
+    /// Refused by the open breaker without a call.
+    CircuitOpen,
+}
+
+impl CallOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Ok => "ok",
+            CallOutcome::ErrorStatus => "error_status",
+            CallOutcome::Timeout => "timeout",
+            CallOutcome::TransportError => "transport_error",
+            CallOutcome::CircuitOpen => "circuit_open",
+        }
+    }
+}
+
+/// What recording a nonce found (`result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceResult {
+    Fresh,
+    Replay,
+    Error,
+}
+
+impl NonceResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NonceResult::Fresh => "fresh",
+            NonceResult::Replay => "replay",
+            NonceResult::Error => "error",
+        }
+    }
+}
+
+/// Which limit a request hit (`kind` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// Per client address, before authentication.
+    Client,
+    /// Per authenticated agent.
+    Agent,
+}
+
+impl LimitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Client => "client",
+            LimitKind::Agent => "agent",
+        }
+    }
+}
+
+/// Why a limit stopped or nearly stopped a request (`result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitResult {
+    Limited,
+    /// The limit store failed (the request is then allowed or denied by configuration).
+    StoreError,
+}
+
+impl LimitResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitResult::Limited => "limited",
+            LimitResult::StoreError => "store_error",
+        }
+    }
+}
+
+/// The instruments recorded on the request path; see the module doc.
+#[derive(Clone)]
+pub struct Metrics {
+    /// `claw_authz_decisions_total{decision, code, policy}`
+    decisions: Counter<u64>,
+    /// `claw_authz_check_duration_seconds{decision}`
+    check_duration: Histogram<f64>,
+    /// `claw_authz_stage_duration_seconds{stage}`
+    stage_duration: Histogram<f64>,
+    /// `claw_authz_registry_requests_total{endpoint, outcome}`
+    registry_requests: Counter<u64>,
+    /// `claw_authz_registry_request_duration_seconds{endpoint}`
+    registry_duration: Histogram<f64>,
+    /// `claw_authz_nonce_operations_total{store, result}`
+    nonce_operations: Counter<u64>,
+    /// `claw_authz_clock_skew_seconds` of accepted requests
+    clock_skew: Histogram<f64>,
+    /// `claw_authz_clock_skew_warnings_total`
+    clock_skew_warnings: Counter<u64>,
+    /// `claw_authz_rate_limited_total{policy, kind, result}`
+    rate_limited: Counter<u64>,
+}
+
+impl Metrics {
+    pub fn new(meter: &Meter) -> Self {
+        let seconds = |name: &'static str, help: &'static str, buckets: &[f64]| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(help)
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        let counter = |name: &'static str, help: &'static str| {
+            meter.u64_counter(name).with_description(help).build()
+        };
+        let latency = |name, help| seconds(name, help, &LATENCY_BUCKETS);
+        let clock_skew_warnings = counter(
+            "claw_authz_clock_skew_warnings",
+            "Accepted requests skewed past the warning threshold",
+        );
+        // Present from the start, so alert rules see 0 rather than no series.
+        clock_skew_warnings.add(0, &[]);
+        Metrics {
+            decisions: counter("claw_authz_decisions", "Check decisions"),
+            check_duration: latency("claw_authz_check_duration", "Time to answer a Check"),
+            stage_duration: latency("claw_authz_stage_duration", "Time spent per pipeline stage"),
+            registry_requests: counter("claw_authz_registry_requests", "Registry calls"),
+            registry_duration: latency(
+                "claw_authz_registry_request_duration",
+                "Registry call duration",
+            ),
+            nonce_operations: counter("claw_authz_nonce_operations", "Nonce store operations"),
+            clock_skew: seconds(
+                "claw_authz_clock_skew",
+                "Clock skew of accepted requests",
+                &SKEW_BUCKETS,
+            ),
+            clock_skew_warnings,
+            rate_limited: counter("claw_authz_rate_limited", "Requests over a rate limit"),
+        }
+    }
+
+    /// Instruments that go nowhere (for parts built without an app).
+    pub fn noop() -> Self {
+        Metrics::new(&opentelemetry::metrics::NoopMeterProvider::new().meter("noop"))
+    }
+
+    /// A Check answered: `code` is the denial's (`none` when allowed), `policy` the configured
+    /// policy's name (`none` before one was chosen).
+    pub fn decision(&self, outcome: Outcome, code: &'static str, policy: &str, spent: Duration) {
+        let labels = [
+            KeyValue::new("decision", outcome.as_str()),
+            KeyValue::new("code", code),
+            KeyValue::new("policy", policy.to_owned()),
+        ];
+        self.decisions.add(1, &labels);
+        let label = [KeyValue::new("decision", outcome.as_str())];
+        self.check_duration.record(spent.as_secs_f64(), &label);
+    }
+
+    /// One pipeline stage passed, in `spent`; `stage` is a `pipeline::Stage` label.
+    pub fn stage(&self, stage: &'static str, spent: Duration) {
+        let labels = [KeyValue::new("stage", stage)];
+        self.stage_duration.record(spent.as_secs_f64(), &labels);
+    }
+
+    /// A call to `endpoint` ended with `outcome` after `spent` (`None`: refused by its breaker,
+    /// no call made).
+    pub fn registry_call(&self, endpoint: Endpoint, outcome: CallOutcome, spent: Option<Duration>) {
+        let endpoint = KeyValue::new("endpoint", endpoint.as_str());
+        if let Some(spent) = spent {
+            let label = std::slice::from_ref(&endpoint);
+            self.registry_duration.record(spent.as_secs_f64(), label);
+        }
+        let labels = [endpoint, KeyValue::new("outcome", outcome.as_str())];
+        self.registry_requests.add(1, &labels);
+    }
+
+    /// A nonce recorded in `store` (`memory`, `file` or `redis`).
+    pub fn nonce(&self, store: &'static str, result: NonceResult) {
+        let labels = [
+            KeyValue::new("store", store),
+            KeyValue::new("result", result.as_str()),
+        ];
+        self.nonce_operations.add(1, &labels);
+    }
+
+    /// A request on `policy` over a `kind` limit, or the limit store failing.
+    pub fn rate_limited(&self, policy: &str, kind: LimitKind, result: LimitResult) {
+        let labels = [
+            KeyValue::new("policy", policy.to_owned()),
+            KeyValue::new("kind", kind.as_str()),
+            KeyValue::new("result", result.as_str()),
+        ];
+        self.rate_limited.add(1, &labels);
+    }
+
+    /// The clock skew of an accepted request; `warned` when it passed the warning threshold.
+    pub fn skew(&self, skew_secs: u64, warned: bool) {
+        self.clock_skew.record(skew_secs as f64, &[]);
+        if warned {
+            self.clock_skew_warnings.add(1, &[]);
+        }
+    }
+}
+
+/// Results of one cache, kept by the cache and read at collection time.
+#[derive(Debug, Default)]
+pub struct CacheCounts {
+    hit: AtomicU64,
+    stale: AtomicU64,
+    miss: AtomicU64,
+}
+
+impl CacheCounts {
+    pub fn hit(&self) {
+        self.hit.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stale(&self) {
+        self.stale.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn miss(&self) {
+        self.miss.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `[hit, stale, miss]`
+    pub fn get(&self) -> [u64; 3] {
+        let o = Ordering::Relaxed;
+        [self.hit.load(o), self.stale.load(o), self.miss.load(o)]
+    }
+}

@@ -1,0 +1,165 @@
+//! The profiles: what each one verifies, and what its credential means to the shared stages.
+//!
+//! Adding a profile is adding a [`Credential`] variant: every method here matches on it
+//! exhaustively, so the compiler lists each place the new profile has to answer.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{BearerIdentity, ClawIdentity, Identity, Pipeline};
+use crate::crypto::PublicKey;
+use crate::denial::Denial;
+use crate::policy::{Policy, Profile};
+use crate::protocol::bearer::BearerClaims;
+use crate::protocol::jws::Expectations;
+use crate::request::RequestView;
+use crate::stage::ait_cache::VerifiedAit;
+use crate::stage::{self, access, revocation, token, trust};
+
+/// A verified credential, by profile.
+pub(super) enum Credential {
+    /// `Authorization: Claw <AIT>`, verified by the registry's keys.
+    Claw(Arc<VerifiedAit>),
+    /// `Authorization: Bearer <JWT>`, verified by its issuer's JWKS.
+    Bearer(Box<BearerClaims>),
+}
+
+impl Pipeline {
+    /// The route's profile picks the credential; it is verified here (the `token` stage).
+    pub(super) async fn credential(
+        &self,
+        req: &RequestView,
+        policy: &Policy,
+    ) -> Result<Credential, Denial> {
+        let s = &self.settings;
+        match (policy.profile, stage::bearer::token(req)) {
+            (Profile::Bearer | Profile::Any, Some(token)) => {
+                self.signature_checks.fetch_add(1, Ordering::Relaxed);
+                let now_secs = self.clock.now_secs();
+                let claims = stage::bearer::verify(token, s.token_bytes, &self.bearer, now_secs);
+                Ok(Credential::Bearer(Box::new(claims.await?)))
+            }
+            (Profile::Bearer, None) => match req.header("authorization").unwrap_or("") {
+                "" => Err(Denial::MissingToken),
+                _ => Err(Denial::ProfileNotAllowed),
+            },
+            // Claw routes answer a Bearer header as the reference does (invalid scheme).
+            (Profile::Claw | Profile::Any, _) => {
+                let token = token::authorization(req)?;
+                let expect = Expectations {
+                    issuer: Some(&s.issuer),
+                    now_secs: self.clock.now_secs(),
+                };
+                self.signature_checks.fetch_add(1, Ordering::Relaxed);
+                let verified =
+                    token::verify(token, s.token_bytes, &self.keys, &self.aits, expect).await?;
+                Ok(Credential::Claw(verified))
+            }
+        }
+    }
+
+    /// Revocation: the agent and its AIT (pushed events, the trust store, the CRL), or the
+    /// bearer token's `jti` (pushed events).
+    pub(super) async fn revocation(&self, c: &Credential, now_ms: u64) -> Result<(), Denial> {
+        match c {
+            Credential::Claw(ait) => {
+                let claims = &ait.claims;
+                revocation::check(&self.events, &self.trust, &self.crl, claims, now_ms).await
+            }
+            Credential::Bearer(claims) => match self.events.is_token_revoked(&claims.jti, now_ms) {
+                true => Err(Denial::TokenRevoked),
+                false => Ok(()),
+            },
+        }
+    }
+
+    /// A known agent (the `trust` stage), for the profiles the trust store knows.
+    pub(super) async fn known(
+        &self,
+        c: &Credential,
+        rec: &mut super::Recorder<'_>,
+    ) -> Result<(), Denial> {
+        match c {
+            Credential::Claw(ait) => {
+                rec.enter(super::Stage::Trust);
+                trust::check_known(&self.trust, &ait.claims).await
+            }
+            Credential::Bearer(_) => Ok(()),
+        }
+    }
+
+    /// The route's grant for this credential: the access token on Claw routes that require it,
+    /// roles, permissions and trust score for bearer tokens.
+    pub(super) async fn grant(
+        &self,
+        c: &Credential,
+        req: &RequestView,
+        policy: &Policy,
+        rec: &mut super::Recorder<'_>,
+    ) -> Result<(), Denial> {
+        match c {
+            Credential::Claw(_) if !policy.require_access_token => Ok(()),
+            Credential::Claw(ait) => {
+                rec.enter(super::Stage::Access);
+                access::validate(req, &self.access, &ait.claims).await
+            }
+            Credential::Bearer(claims) => {
+                rec.enter(super::Stage::Authorization);
+                stage::bearer::authorize(claims, policy)
+            }
+        }
+    }
+}
+
+impl Credential {
+    /// The agent, for logs.
+    pub(super) fn agent(&self) -> &str {
+        match self {
+            Credential::Claw(ait) => &ait.claims.sub,
+            Credential::Bearer(claims) => &claims.sub,
+        }
+    }
+
+    /// Whose nonces and whose rate limit: the agent DID, or the bearer issuer and subject.
+    pub(super) fn subject(&self) -> Cow<'_, str> {
+        match self {
+            Credential::Claw(ait) => Cow::Borrowed(&ait.claims.sub),
+            Credential::Bearer(claims) => {
+                Cow::Owned(format!("bearer|{}|{}", claims.iss, claims.sub))
+            }
+        }
+    }
+
+    /// The key the request must prove it holds: always for an AIT, for a bearer token when it
+    /// is bound to one (`cnf`).
+    pub(super) fn proof_key(&self) -> Option<Cow<'_, PublicKey>> {
+        match self {
+            Credential::Claw(ait) => Some(Cow::Borrowed(&ait.claims.cnf.key)),
+            Credential::Bearer(claims) => {
+                let key = claims.cnf.as_ref()?;
+                Some(Cow::Owned(PublicKey::P256(key.clone())))
+            }
+        }
+    }
+
+    pub(super) fn identity(self) -> Identity {
+        match self {
+            Credential::Claw(ait) => Identity::Claw(ClawIdentity::from_claims(&ait.claims)),
+            Credential::Bearer(claims) => Identity::Bearer(BearerIdentity::from(*claims)),
+        }
+    }
+}
+
+impl From<BearerClaims> for BearerIdentity {
+    fn from(claims: BearerClaims) -> Self {
+        BearerIdentity {
+            sub: claims.sub,
+            issuer: claims.iss,
+            jti: claims.jti,
+            roles: claims.roles,
+            permissions: claims.permissions,
+            trust_score: claims.trust_score,
+        }
+    }
+}

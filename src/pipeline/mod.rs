@@ -1,0 +1,379 @@
+//! The pipeline, written down once: every profile meets the same stages in the same order.
+//!
+//! | # | stage | claw | bearer | fails with |
+//! |---|---|---|---|---|
+//! | 0 | `policy` | the route's policy (`bypass` allows here) | the same | 500 unknown policy, 400 bad path |
+//! | 1 | `client_rate_limit` | where the route sets `client_rate_limit` | the same | 429, 503 store down (fail-closed) |
+//! | 2 | `token` | `Authorization: Claw <AIT>`, verified by the registry keys | `Authorization: Bearer <JWT>`, verified by its issuer's JWKS | 401, 503 keys |
+//! | 3 | `body` | always | when the token is bound to a key (`cnf`) | 413 partial, 500 not forwarded |
+//! | 4 | `proof` | always | when bound | 401 |
+//! | 5 | `revocation` | pushed events, the trust store, then the CRL (refreshed in the background) | the `jti` in pushed events | 401, 403, 503 |
+//! | 6 | `trust` | where the route sets `require_known_agent` | never | 403 |
+//! | 7 | `replay` | always: record the nonce | when bound | 401, 503 |
+//! | 8 | `rate_limit` | where the route sets `rate_limit` (per agent) | the same (per issuer and subject) | 429, 503 store down (fail-closed) |
+//! | 9 | `access` | where the route sets `require_access_token` | never | 401, 503 |
+//! | 10 | `authorization` | never | the route's roles, permissions and trust score | 403 |
+//!
+//! Order follows docs/protocol.md §7 with `docs/deviations.md` item 8. The nonce is recorded
+//! only after the revocation and trust checks, so a revoked or unknown agent cannot burn nonces;
+//! the limits come before the registry's access-token call. `shadow` runs everything and allows,
+//! reporting the would-be denial. `credential.rs` holds what differs by profile; this file runs
+//! the rows, and the test `every_profile_runs_the_rows_of_the_table` (`tests/bearer.rs`) checks
+//! the stages a full check enters against this table.
+
+mod credential;
+mod record;
+mod stage;
+
+pub use stage::{Stage, Trail};
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use crate::clock::Clock;
+use crate::denial::Denial;
+use crate::metrics::{LimitKind, LimitResult, Metrics, NonceResult};
+use crate::policy::{Mode, Policy, RoutePolicies, Selected};
+use crate::protocol::ait::AitClaims;
+use crate::protocol::pop::VerifiedProof;
+use crate::ratelimit::{Limit, Limiter, Verdict};
+use crate::registry::access::AccessCache;
+use crate::registry::crl::CrlCache;
+use crate::registry::keys::KeyCache;
+use crate::request::RequestView;
+use crate::revocation::Events;
+use crate::stage::ait_cache::AitCache;
+use crate::stage::bearer::IssuerKeys;
+use crate::stage::{pop, replay};
+use crate::store::nonce::NonceStore;
+use crate::store::trust_cache::TrustCache;
+use credential::Credential;
+use record::Recorder;
+
+/// Who the caller is, once authenticated, by profile.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Identity {
+    Claw(ClawIdentity),
+    Bearer(BearerIdentity),
+}
+
+/// A bearer JWT's subject and grants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BearerIdentity {
+    pub sub: String,
+    pub issuer: String,
+    pub jti: String,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+    pub trust_score: Option<f64>,
+}
+
+/// A Claw AIT's agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClawIdentity {
+    pub agent_did: String,
+    pub owner_did: String,
+    pub ait_jti: String,
+    pub issuer: String,
+    /// `cnf.jwk.x` (for a P-256 key, `x.y`).
+    pub public_key: String,
+}
+
+impl ClawIdentity {
+    fn from_claims(c: &AitClaims) -> Self {
+        ClawIdentity {
+            agent_did: c.sub.clone(),
+            owner_did: c.owner_did.clone(),
+            ait_jti: c.jti.clone(),
+            issuer: c.iss.clone(),
+            public_key: match &c.cnf.y {
+                Some(y) => format!("{}.{y}", c.cnf.x),
+                None => c.cnf.x.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Allowed; `identity` is `None` on `bypass` routes.
+    Allow {
+        identity: Option<Identity>,
+        policy: Policy,
+    },
+    Deny {
+        denial: Denial,
+        policy: Option<Policy>,
+        /// Where it was denied, and who the caller was if that was known by then.
+        at: Failure,
+    },
+    /// A `shadow` route that would have denied.
+    ShadowAllow {
+        denial: Denial,
+        policy: Policy,
+        at: Failure,
+    },
+}
+
+/// The stage a check failed at and the agent, once its credential was verified (for logs, never
+/// for the caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub stage: Stage,
+    pub agent_did: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub issuer: String,
+    /// AITs and bearer tokens longer than this are refused unread (`limits.token_bytes`).
+    pub token_bytes: usize,
+    pub max_skew_secs: u64,
+    /// Accepted requests skewed this much are logged and counted.
+    pub skew_warning_secs: u64,
+    pub nonce_margin_ms: u64,
+    /// `memory`, `file` or `redis`, for metric labels.
+    pub nonce_store: &'static str,
+    /// A failing rate-limit store denies (503) instead of allowing.
+    pub rate_limit_fail_closed: bool,
+    /// The client address comes from the right-most value of this header, when set.
+    pub client_header: Option<String>,
+    pub policies: RoutePolicies,
+}
+
+pub struct Pipeline {
+    pub settings: Settings,
+    pub clock: Arc<dyn Clock>,
+    pub access: Arc<AccessCache>,
+    pub keys: Arc<KeyCache>,
+    /// AITs verified before, until their `exp`.
+    pub aits: Arc<AitCache>,
+    pub crl: Arc<CrlCache>,
+    pub trust: Arc<TrustCache>,
+    /// Revocations pushed by registry events.
+    pub events: Arc<Events>,
+    /// Issuers of the bearer profile.
+    pub bearer: Vec<IssuerKeys>,
+    pub limiter: Arc<dyn Limiter>,
+    /// Token signature verifications attempted (a pre-authentication limit spares them).
+    pub signature_checks: AtomicU64,
+    pub metrics: Arc<Metrics>,
+    pub nonces: Arc<dyn NonceStore>,
+}
+
+impl Pipeline {
+    pub async fn check(&self, req: &RequestView) -> Decision {
+        self.check_traced(req).await.0
+    }
+
+    /// Like [`Pipeline::check`], with the stages the check entered.
+    pub async fn check_traced(&self, req: &RequestView) -> (Decision, Trail) {
+        let mut rec = Recorder::new(&self.metrics);
+        rec.enter(Stage::Policy);
+        let policy = match self.policy(req) {
+            Ok(policy) => policy,
+            Err(denial) => {
+                let (at, trail) = rec.failed();
+                let policy = None;
+                return (Decision::Deny { denial, policy, at }, trail);
+            }
+        };
+        if policy.mode == Mode::Bypass {
+            let identity = None;
+            return (Decision::Allow { identity, policy }, rec.passed());
+        }
+        match self.authenticate(req, &policy, &mut rec).await {
+            Ok(identity) => {
+                let identity = Some(identity);
+                (Decision::Allow { identity, policy }, rec.passed())
+            }
+            Err(denial) => {
+                let (at, trail) = rec.failed();
+                let decision = match policy.mode {
+                    Mode::Shadow => Decision::ShadowAllow { denial, policy, at },
+                    Mode::Enforce | Mode::Bypass => Decision::Deny {
+                        denial,
+                        policy: Some(policy),
+                        at,
+                    },
+                };
+                (decision, trail)
+            }
+        }
+    }
+
+    /// The route's policy, chosen by its path or Envoy's `context_extensions`.
+    fn policy(&self, req: &RequestView) -> Result<Policy, Denial> {
+        let path = req.path.as_ref().ok_or(Denial::InvalidPath)?;
+        let policies = &self.settings.policies;
+        match policies.select(&path.route_path, &req.context_extensions) {
+            Selected::Policy(p) => Ok(p),
+            Selected::UnknownName(name) => {
+                tracing::error!(policy = %name, "route selects a policy that is not configured");
+                Err(Denial::UnknownPolicy)
+            }
+        }
+    }
+
+    /// The rows of the table after the policy, for every profile.
+    async fn authenticate(
+        &self,
+        req: &RequestView,
+        policy: &Policy,
+        rec: &mut Recorder<'_>,
+    ) -> Result<Identity, Denial> {
+        if let Some(limit) = &policy.client_rate_limit {
+            rec.enter(Stage::ClientRateLimit);
+            self.client_limit(req, limit, policy).await?;
+        }
+        rec.enter(Stage::Token);
+        let credential = self.credential(req, policy).await?;
+        rec.agent(credential.agent());
+        let now_ms = self.clock.now_ms();
+        let proof = match credential.proof_key() {
+            Some(key) => Some(self.prove(req, &credential, &key, now_ms, rec)?),
+            None => None,
+        };
+        rec.enter(Stage::Revocation);
+        self.revocation(&credential, now_ms).await?;
+        if policy.require_known_agent {
+            self.known(&credential, rec).await?;
+        }
+        let subject = credential.subject();
+        if let Some(proof) = proof {
+            rec.enter(Stage::Replay);
+            self.replay(req, &subject, proof, now_ms).await?;
+        }
+        if let Some(limit) = &policy.agent_rate_limit {
+            rec.enter(Stage::RateLimit);
+            self.agent_limit(&subject, limit, policy).await?;
+        }
+        drop(subject);
+        self.grant(&credential, req, policy, rec).await?;
+        Ok(credential.identity())
+    }
+
+    /// The `body` and `proof` stages: the request proves it holds `key`.
+    fn prove(
+        &self,
+        req: &RequestView,
+        credential: &Credential,
+        key: &crate::crypto::PublicKey,
+        now_ms: u64,
+        rec: &mut Recorder<'_>,
+    ) -> Result<VerifiedProof, Denial> {
+        let max_skew_secs = self.settings.max_skew_secs;
+        rec.enter(Stage::Body);
+        let body = req.full_body()?;
+        rec.enter(Stage::Proof);
+        let pwq = req.path.as_ref().map_or("", |p| p.path_with_query.as_str());
+        let proof = pop::verify(req, pwq, body, key, now_ms, max_skew_secs)?;
+        self.observe_skew(credential.agent(), proof.timestamp, now_ms);
+        Ok(proof)
+    }
+
+    /// Records the request's nonce for `subject`, for the proof's whole window.
+    async fn replay(
+        &self,
+        req: &RequestView,
+        subject: &str,
+        proof: VerifiedProof,
+        now_ms: u64,
+    ) -> Result<(), Denial> {
+        let s = &self.settings;
+        let nonce = req.header("x-claw-nonce").unwrap_or_default();
+        let (skew, margin) = (s.max_skew_secs, s.nonce_margin_ms);
+        let recorded =
+            replay::record(&*self.nonces, subject, nonce, proof, now_ms, skew, margin).await;
+        let result = match &recorded {
+            Ok(()) => NonceResult::Fresh,
+            Err(Denial::Replay) => NonceResult::Replay,
+            Err(_) => NonceResult::Error,
+        };
+        self.metrics.nonce(s.nonce_store, result);
+        recorded
+    }
+
+    /// The route's pre-authentication limit, by client address: before any signature work.
+    async fn client_limit(
+        &self,
+        req: &RequestView,
+        limit: &Limit,
+        policy: &Policy,
+    ) -> Result<(), Denial> {
+        let from_header = self.settings.client_header.as_deref().and_then(|h| {
+            let value = req.header(h)?;
+            value.rsplit(',').next().map(str::trim)
+        });
+        let client = from_header
+            .or(req.source_address.as_deref())
+            .unwrap_or("unknown");
+        let key = format!("client|{}|{client}", policy.name);
+        self.limit(&key, limit, policy, LimitKind::Client)
+            .await
+            .map_err(|retry| match retry {
+                Some(retry_after_secs) => Denial::ClientRateLimited { retry_after_secs },
+                None => Denial::RateLimitUnavailable,
+            })
+    }
+
+    /// The route's per-agent limit (after authentication, before the access-token call).
+    async fn agent_limit(
+        &self,
+        subject: &str,
+        limit: &Limit,
+        policy: &Policy,
+    ) -> Result<(), Denial> {
+        let key = format!("agent|{}|{subject}", policy.name);
+        self.limit(&key, limit, policy, LimitKind::Agent)
+            .await
+            .map_err(|retry| match retry {
+                Some(retry_after_secs) => Denial::RateLimited { retry_after_secs },
+                None => Denial::RateLimitUnavailable,
+            })
+    }
+
+    /// `Err(Some(retry_after_secs))` when limited, `Err(None)` when the store failed closed.
+    async fn limit(
+        &self,
+        key: &str,
+        limit: &Limit,
+        policy: &Policy,
+        kind: LimitKind,
+    ) -> Result<(), Option<u64>> {
+        match self.limiter.check(key, limit, self.clock.now_ms()).await {
+            Ok(Verdict::Allow) => Ok(()),
+            Ok(Verdict::Limited { retry_after_ms }) => {
+                self.metrics
+                    .rate_limited(&policy.name, kind, LimitResult::Limited);
+                Err(Some(retry_after_ms.div_ceil(1000).max(1)))
+            }
+            Err(error) => {
+                self.metrics
+                    .rate_limited(&policy.name, kind, LimitResult::StoreError);
+                let fail_closed = self.settings.rate_limit_fail_closed;
+                tracing::warn!(%error, fail_closed, "rate-limit store failed");
+                match fail_closed {
+                    true => Err(None),
+                    false => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Records how far the clock of an accepted request was from ours.
+    fn observe_skew(&self, agent: &str, timestamp_secs: u64, now_ms: u64) {
+        let skew = (i128::from(timestamp_secs) * 1000 - i128::from(now_ms)).unsigned_abs() / 1000;
+        let skew = u64::try_from(skew).unwrap_or(u64::MAX);
+        let warned = skew >= self.settings.skew_warning_secs;
+        self.metrics.skew(skew, warned);
+        if warned {
+            tracing::warn!(
+                agent_did = %agent,
+                skew_secs = skew,
+                max_skew_secs = self.settings.max_skew_secs,
+                "agent clock skew is close to the limit; its requests will fail past it"
+            );
+        }
+    }
+}
