@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod crypto;

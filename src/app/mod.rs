@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::cache::ait::AitCache;
+use crate::cache::keys::KeyCache;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::registry::guard::Guarded;
-use crate::registry::keys::KeyCache;
 use crate::revocation::{Events, StreamSettings, spawn_consumer};
-use crate::stage::ait_cache::AitCache;
 use crate::store::nonce::NonceStore;
 use crate::store::redis::Redis;
 use crate::store::trust::TrustStore;

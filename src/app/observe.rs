@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use opentelemetry::metrics::Meter;
 
-use crate::metrics::{BreakerReading, Cache, Data, EventCounts, Observed};
+use crate::metrics::{BreakerReading, BreakerState, Cache, Data, EventCounts, Observed};
 use crate::pipeline::Pipeline;
 use crate::registry::breaker::Breaker;
 use crate::registry::guard::Guarded;
@@ -74,27 +74,27 @@ fn breakers(
     p: &Pipeline,
     registry: &Arc<Guarded>,
 ) -> Arc<dyn Fn() -> Vec<BreakerReading> + Send + Sync> {
-    type Observed = (Arc<Guarded>, fn(&Guarded) -> &Breaker, Option<String>);
-    let mut all: Vec<Observed> = vec![
-        (registry.clone(), |g| &g.keys, None),
-        (registry.clone(), |g| &g.crl, None),
-        (registry.clone(), |g| &g.validate, None),
-    ];
-    for issuer in &p.bearer {
-        let name = Some(issuer.config.issuer.clone());
-        all.push((issuer.jwks.clone(), |g| &g.keys, name));
-    }
+    let registry = registry.clone();
+    let issuers: Vec<_> = p
+        .bearer
+        .iter()
+        .map(|i| (i.jwks.clone(), i.config.issuer.clone()))
+        .collect();
     Arc::new(move || {
-        all.iter()
-            .map(|(guard, breaker, issuer)| {
-                let b = breaker(guard);
-                BreakerReading {
-                    endpoint: b.endpoint(),
-                    issuer: issuer.clone(),
-                    state: b.state(),
-                    transitions: crate::metrics::BreakerState::ALL.map(|s| b.transitions_to(s)),
-                }
-            })
-            .collect()
+        let ours = [&registry.keys, &registry.crl, &registry.validate];
+        let mut all: Vec<_> = ours.into_iter().map(|b| reading(b, None)).collect();
+        for (jwks, issuer) in &issuers {
+            all.push(reading(jwks.breaker(), Some(issuer.clone())));
+        }
+        all
     })
+}
+
+fn reading(b: &Breaker, issuer: Option<String>) -> BreakerReading {
+    BreakerReading {
+        endpoint: b.endpoint(),
+        issuer,
+        state: b.state(),
+        transitions: BreakerState::ALL.map(|s| b.transitions_to(s)),
+    }
 }

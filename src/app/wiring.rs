@@ -4,6 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::access::{AccessCache, AccessTiming};
+use crate::cache::crl::{CrlCache, CrlTiming};
+use crate::cache::keys::{KeyCache, KeyTiming};
+use crate::cache::trust::{TrustCache, TrustTiming};
 use crate::clock::Clock;
 use crate::config::{Config, FsyncMode, LimitStoreKind, NonceStoreKind, TrustStoreKind};
 use crate::metrics::Metrics;
@@ -12,19 +16,16 @@ use crate::policy::RoutePolicies;
 use crate::protocol::bearer::parse_jwks;
 use crate::ratelimit::{Limiter, LocalLimiter, RedisLimiter};
 use crate::registry::Registry;
-use crate::registry::access::{AccessCache, AccessTiming};
 use crate::registry::breaker::BreakerSettings;
-use crate::registry::crl::{CrlCache, CrlTiming};
 use crate::registry::guard::Guarded;
 use crate::registry::http::{BodyLimits, Endpoints, HttpRegistry};
-use crate::registry::keys::{KeyCache, KeyTiming};
+use crate::registry::jwks::Jwks;
 use crate::revocation::StreamSettings;
 use crate::stage::bearer::IssuerKeys;
 use crate::store::nonce::{MemoryNonceStore, NonceStore};
 use crate::store::nonce_file::{FileNonceStore, Fsync};
 use crate::store::redis::{Redis, RedisNonceStore, RedisTrustStore};
 use crate::store::trust::{FileTrustStore, TrustStore};
-use crate::store::trust_cache::{TrustCache, TrustTiming};
 
 /// A configured byte limit as a length (saturating on a 32-bit target).
 /// A configured time in milliseconds, the unit of the injected clock the components run on.
@@ -131,36 +132,25 @@ pub(super) fn registry(
     })
 }
 
-/// Each bearer issuer's JWKS: the same cache, breaker and deadlines as the registry keys.
+/// Each bearer issuer's JWKS: its own endpoint and breaker, the same cache and deadlines as the
+/// registry keys.
 pub(super) fn bearer_issuers(
     config: &Config,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
 ) -> Result<Vec<IssuerKeys>, String> {
-    let background_timeout = config.registry.timeout;
-    let jwks_limit = limit(config.limits.jwks_bytes);
-    let limits = BodyLimits {
-        keys: jwks_limit,
-        crl: jwks_limit,
-    };
     let mut bearer = Vec::new();
     for issuer in &config.bearer {
-        let url = issuer.jwks_url.clone();
-        let endpoints = Endpoints {
-            keys: url.clone(),
-            crl: url.clone(),
-            validate: url,
-        };
-        let http = HttpRegistry::new(endpoints, background_timeout, limits)
-            .map_err(|e| format!("cannot build the JWKS client: {e}"))?;
-        let jwks = Arc::new(Guarded::named(
-            Arc::new(http),
-            background_timeout,
+        let jwks = Jwks::new(
+            issuer.jwks_url.clone(),
+            config.registry.timeout,
+            limit(config.limits.jwks_bytes),
             breakers(config),
             clock.clone(),
             metrics.clone(),
-            crate::metrics::Endpoint::Jwks,
-        ));
+        )
+        .map_err(|e| format!("cannot build the JWKS client: {e}"))?;
+        let jwks = Arc::new(jwks);
         bearer.push(IssuerKeys {
             config: issuer.clone(),
             keys: Arc::new(KeyCache::with_parser(

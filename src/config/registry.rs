@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_yaml_ng::Value;
 
 use super::fields::Reader;
-use crate::registry::crl::StaleBehavior;
+use crate::cache::crl::StaleBehavior;
 
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {

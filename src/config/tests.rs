@@ -1,6 +1,6 @@
 use super::*;
+use crate::cache::crl::StaleBehavior;
 use crate::policy::reference_rules;
-use crate::registry::crl::StaleBehavior;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{BearerIdentity, ClawIdentity, Identity, Pipeline};
+use crate::cache::ait::VerifiedAit;
 use crate::crypto::PublicKey;
 use crate::denial::Denial;
 use crate::policy::{Policy, Profile};
 use crate::protocol::bearer::BearerClaims;
 use crate::protocol::jws::Expectations;
 use crate::request::RequestView;
-use crate::stage::ait_cache::VerifiedAit;
 use crate::stage::{self, access, revocation, token, trust};
 
 /// A verified credential, by profile.

@@ -30,6 +30,11 @@ pub use stage::{Stage, Trail};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use crate::cache::access::AccessCache;
+use crate::cache::ait::AitCache;
+use crate::cache::crl::CrlCache;
+use crate::cache::keys::KeyCache;
+use crate::cache::trust::TrustCache;
 use crate::clock::Clock;
 use crate::denial::Denial;
 use crate::metrics::{LimitKind, LimitResult, Metrics, NonceResult};
@@ -37,16 +42,11 @@ use crate::policy::{Mode, Policy, RoutePolicies, Selected};
 use crate::protocol::ait::AitClaims;
 use crate::protocol::pop::VerifiedProof;
 use crate::ratelimit::{Limit, Limiter, Verdict};
-use crate::registry::access::AccessCache;
-use crate::registry::crl::CrlCache;
-use crate::registry::keys::KeyCache;
 use crate::request::RequestView;
 use crate::revocation::Events;
-use crate::stage::ait_cache::AitCache;
 use crate::stage::bearer::IssuerKeys;
 use crate::stage::{pop, replay};
 use crate::store::nonce::NonceStore;
-use crate::store::trust_cache::TrustCache;
 use credential::Credential;
 use record::Recorder;
 

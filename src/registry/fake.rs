@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::{BoxFuture, Registry, Response, TransportError};
+use super::{BoxFuture, KeySource, Registry, Response, TransportError};
 
 pub type Answer = Result<Response, TransportError>;
 
@@ -108,11 +108,13 @@ impl FakeRegistry {
     }
 }
 
-impl Registry for FakeRegistry {
+impl KeySource for FakeRegistry {
     fn fetch_keys(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
         self.keys.answer()
     }
+}
 
+impl Registry for FakeRegistry {
     fn fetch_crl(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
         self.crl.answer()
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::breaker::{Breaker, BreakerSettings, State};
-use super::{BoxFuture, Registry, Response, TransportError, call_timeout};
+use super::{BoxFuture, KeySource, Registry, Response, TransportError, call_timeout};
 use crate::clock::Clock;
 use crate::metrics::{CallOutcome, Endpoint, Metrics};
 
@@ -32,24 +32,11 @@ impl Guarded {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Guarded::named(inner, timeout, settings, clock, metrics, Endpoint::Keys)
-    }
-
-    /// With the keys endpoint's breaker (and metric label) named `keys` ([`Endpoint::Jwks`] for
-    /// a bearer issuer's JWKS); the other two are `crl` and `validate`.
-    pub fn named(
-        inner: Arc<dyn Registry>,
-        timeout: Duration,
-        settings: BreakerSettings,
-        clock: Arc<dyn Clock>,
-        metrics: Arc<Metrics>,
-        keys: Endpoint,
-    ) -> Self {
         Guarded {
             inner,
             timeout,
             metrics,
-            keys: Breaker::new(keys, settings, clock.clone()),
+            keys: Breaker::new(Endpoint::Keys, settings, clock.clone()),
             crl: Breaker::new(Endpoint::Crl, settings, clock.clone()),
             validate: Breaker::new(Endpoint::Validate, settings, clock),
         }
@@ -66,7 +53,8 @@ fn failing(status: u16) -> bool {
     status >= 500 || status == 429
 }
 
-async fn guarded<T>(
+/// `call` through `breaker`, within `timeout`, counted and timed.
+pub(super) async fn guarded<T>(
     breaker: &Breaker,
     timeout: Duration,
     metrics: &Metrics,
@@ -95,7 +83,7 @@ async fn guarded<T>(
     outcome
 }
 
-impl Registry for Guarded {
+impl KeySource for Guarded {
     fn fetch_keys(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
         Box::pin(guarded(
             &self.keys,
@@ -105,7 +93,9 @@ impl Registry for Guarded {
             |r| r.status,
         ))
     }
+}
 
+impl Registry for Guarded {
     fn fetch_crl(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
         Box::pin(guarded(
             &self.crl,

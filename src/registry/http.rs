@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::{BoxFuture, Registry, Response, TransportError, call_timeout};
+use super::{BoxFuture, KeySource, Registry, Response, TransportError, call_timeout};
 
 /// The validate endpoint answers with a status; at most this much of its body is read (so the
 /// connection can be reused), and a longer one changes nothing.
@@ -54,10 +54,7 @@ impl HttpRegistry {
         timeout: Duration,
         limits: BodyLimits,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .user_agent(concat!("claw-authz/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = client(timeout)?;
         Ok(HttpRegistry {
             client,
             endpoints,
@@ -67,16 +64,17 @@ impl HttpRegistry {
     }
 
     async fn get(&self, url: &str, limit: usize) -> Result<Response, TransportError> {
-        let request = self.client.get(url).timeout(call_timeout(self.timeout));
-        read(request.send().await, url, limit).await
+        get(&self.client, url, self.timeout, limit).await
+    }
+}
+
+impl KeySource for HttpRegistry {
+    fn fetch_keys(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
+        Box::pin(self.get(&self.endpoints.keys, self.limits.keys))
     }
 }
 
 impl Registry for HttpRegistry {
-    fn fetch_keys(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
-        Box::pin(self.get(&self.endpoints.keys, self.limits.keys))
-    }
-
     fn fetch_crl(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
         Box::pin(self.get(&self.endpoints.crl, self.limits.crl))
     }
@@ -99,6 +97,26 @@ impl Registry for HttpRegistry {
             status_only(request.send().await, &self.endpoints.validate).await
         })
     }
+}
+
+/// A client for the registry's endpoints and bearer issuers' JWKS: rustls, and a connect timeout.
+pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .user_agent(concat!("claw-authz/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// `GET url`, reading at most `limit` bytes of body, within `timeout` (or the Check's nearer
+/// deadline).
+pub(crate) async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    limit: usize,
+) -> Result<Response, TransportError> {
+    let request = client.get(url).timeout(call_timeout(timeout));
+    read(request.send().await, url, limit).await
 }
 
 async fn read(

@@ -4,14 +4,12 @@
 //! The trait returns raw HTTP outcomes (status and body, or a transport failure); deciding what
 //! they mean (a usable key set, a CRL, a valid access token) happens in the caches, over bytes.
 
-pub mod access;
 pub mod breaker;
-pub mod crl;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod guard;
 pub mod http;
-pub mod keys;
+pub mod jwks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -74,10 +72,15 @@ impl TransportError {
     }
 }
 
-/// The registry's three endpoints.
-pub trait Registry: Send + Sync + 'static {
-    /// `GET /.well-known/claw-keys.json`
+/// Where a key set comes from: the registry's keys endpoint, or a bearer issuer's JWKS.
+pub trait KeySource: Send + Sync + 'static {
+    /// The key document, as served.
     fn fetch_keys(&self) -> BoxFuture<'_, Result<Response, TransportError>>;
+}
+
+/// The registry's three endpoints: its keys (`GET /.well-known/claw-keys.json`, the
+/// [`KeySource`]), its CRL and access-token validation.
+pub trait Registry: KeySource {
     /// `GET /v1/crl`
     fn fetch_crl(&self) -> BoxFuture<'_, Result<Response, TransportError>>;
     /// `POST /v1/agents/auth/validate`; only the status matters.

@@ -16,8 +16,8 @@ use std::time::Duration;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 
 use super::overlay::{Applied, Events};
+use crate::cache::crl::CrlCache;
 use crate::clock::Clock;
-use crate::registry::crl::CrlCache;
 
 #[derive(Debug, Clone)]
 pub struct StreamSettings {

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use crate::cache::access::{AccessCache, Subject};
 use crate::denial::Denial;
 use crate::protocol::ait::AitClaims;
-use crate::registry::access::{AccessCache, Subject};
 use crate::request::RequestView;
 
 pub async fn validate(

@@ -1,15 +1,15 @@
 //! The bearer profile: `Authorization: Bearer <JWT>` from a configured issuer, its keys from the
-//! issuer's JWKS through the same stale-while-revalidate cache, breaker and deadlines as the
-//! registry keys; then the route's roles, permissions and trust score.
+//! issuer's JWKS (its own endpoint and breaker) through the same stale-while-revalidate cache
+//! and deadlines as the registry keys; then the route's roles, permissions and trust score.
 
 use std::sync::Arc;
 
+use crate::cache::keys::KeyCache;
 use crate::config::BearerIssuer;
 use crate::denial::Denial;
 use crate::policy::Policy;
 use crate::protocol::bearer::{self, BearerClaims, BearerError, BearerExpect};
-use crate::registry::guard::Guarded;
-use crate::registry::keys::KeyCache;
+use crate::registry::jwks::Jwks;
 use crate::request::RequestView;
 
 /// One configured issuer and its key cache.
@@ -17,7 +17,7 @@ pub struct IssuerKeys {
     pub config: BearerIssuer,
     pub keys: Arc<KeyCache>,
     /// The JWKS endpoint behind its breaker (its state is a metric).
-    pub jwks: Arc<Guarded>,
+    pub jwks: Arc<Jwks>,
 }
 
 /// The token of `Authorization: Bearer <token>`, if that is the scheme.

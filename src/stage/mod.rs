@@ -2,7 +2,6 @@
 //! Their order and failure rules live in `pipeline.rs` only.
 
 pub mod access;
-pub mod ait_cache;
 pub mod bearer;
 pub mod pop;
 pub mod replay;

@@ -1,11 +1,11 @@
 //! Revocation: pushed registry events, then the trust store's revoked agents, then the
 //! registry's CRL by AIT `jti`.
 
+use crate::cache::crl::CrlCache;
+use crate::cache::trust::TrustCache;
 use crate::denial::Denial;
 use crate::protocol::ait::AitClaims;
-use crate::registry::crl::CrlCache;
 use crate::revocation::Events;
-use crate::store::trust_cache::TrustCache;
 
 pub async fn check(
     events: &Events,

@@ -3,11 +3,11 @@
 use crate::denial::Denial;
 use std::sync::Arc;
 
+use crate::cache::ait::{AitCache, VerifiedAit};
+use crate::cache::keys::KeyCache;
 use crate::protocol::ait::verify_ait;
 use crate::protocol::jws::{Expectations, TokenError, TokenKind, kid_of};
-use crate::registry::keys::KeyCache;
 use crate::request::RequestView;
-use crate::stage::ait_cache::{AitCache, VerifiedAit};
 
 /// The token from `^Claw\s+(\S+)$` on the trimmed header; the scheme is case-sensitive.
 pub fn authorization(req: &RequestView) -> Result<&str, Denial> {

@@ -1,8 +1,8 @@
 //! Known agent: the caller must be paired with at least one peer.
 
+use crate::cache::trust::TrustCache;
 use crate::denial::Denial;
 use crate::protocol::ait::AitClaims;
-use crate::store::trust_cache::TrustCache;
 
 pub async fn check_known(trust: &TrustCache, claims: &AitClaims) -> Result<(), Denial> {
     match trust.is_known(&claims.sub).await {

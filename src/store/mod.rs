@@ -7,7 +7,6 @@ pub mod nonce;
 pub mod nonce_file;
 pub mod redis;
 pub mod trust;
-pub mod trust_cache;
 
 /// A store could not answer. The text is for logs only.
 #[derive(Debug, Clone, PartialEq, Eq)]

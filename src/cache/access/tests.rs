@@ -116,7 +116,7 @@ fn token(i: usize) -> String {
 }
 
 /// Issue 17: a flood of made-up tokens (each refused by the registry) fills the refused map;
-/// a valid answer is still cached, and a full map is swept once its entries expire.
+/// a valid answer is still cached, and stays cached through the next flood.
 #[tokio::test]
 async fn a_full_cache_keeps_caching_valid_answers() {
     let registry = Arc::new(FakeRegistry::default());
@@ -137,7 +137,8 @@ async fn a_full_cache_keeps_caching_valid_answers() {
         };
         assert_eq!(cache.validate(&s).await, Err(Denial::AccessTokenInvalid));
     }
-    assert_eq!(lock(&cache.refused).len(), 100);
+    cache.refused.run_pending_tasks();
+    assert!(cache.refused.entry_count() <= 100, "bounded");
     registry.set_validate(vec![status(204)]);
     let s = subject(u64::MAX / 1000);
     for _ in 0..10 {
@@ -148,16 +149,21 @@ async fn a_full_cache_keeps_caching_valid_answers() {
         151,
         "the valid answer was cached"
     );
-    // Once the refused answers expire, the next one to arrive sweeps them.
-    clock.advance_ms(TIMING.negative_ttl_ms + 1);
+    // A valid answer in use stays cached through another flood.
     registry.set_validate(vec![status(401)]);
-    let t = token(1_000);
-    let late = Subject {
-        access_token: &t,
-        ..subject(u64::MAX / 1000)
-    };
-    assert_eq!(cache.validate(&late).await, Err(Denial::AccessTokenInvalid));
-    assert_eq!(lock(&cache.refused).len(), 1);
+    for i in 150..300 {
+        let t = token(i);
+        let flood = Subject {
+            access_token: &t,
+            ..subject(u64::MAX / 1000)
+        };
+        assert_eq!(
+            cache.validate(&flood).await,
+            Err(Denial::AccessTokenInvalid)
+        );
+        assert_eq!(cache.validate(&s).await, Ok(()));
+    }
+    assert_eq!(registry.calls().validate, 301);
 }
 
 /// Issue 17: a check cancelled while its registry call hangs (tonic drops the handler at
@@ -171,12 +177,10 @@ async fn a_cancelled_check_does_not_block_the_next_identical_miss() {
         tokio::time::timeout(std::time::Duration::from_millis(100), cache.validate(&s)).await;
     assert!(cancelled.is_err(), "the hanging call was cut off");
     assert_eq!(registry.calls().validate, 1);
-    assert!(lock(&cache.in_flight).is_empty(), "no gate left behind");
     registry.hang_validate(false);
     let next = tokio::time::timeout(std::time::Duration::from_secs(1), cache.validate(&s));
     assert_eq!(next.await, Ok(Ok(())));
     assert_eq!(registry.calls().validate, 2);
-    assert!(lock(&cache.in_flight).is_empty());
 }
 
 #[tokio::test]

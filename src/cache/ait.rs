@@ -8,10 +8,12 @@
 //!   (a rotated-out or replaced key stops every token it signed at once).
 //!
 //! Revocation, trust, proof and replay run on every request whatever the cache says. Only
-//! successes are cached. Sharded so concurrent checks rarely meet on one lock.
+//! successes are cached, so only tokens the registry signed can fill it; it is a bounded `moka`
+//! cache all the same, each entry expiring at its token's `exp`, and its admission policy
+//! (TinyLFU) keeps the tokens in steady use when one-off tokens crowd in.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -19,8 +21,6 @@ use crate::crypto::PublicKey;
 use crate::metrics::CacheCounts;
 use crate::protocol::ait::AitClaims;
 use crate::protocol::keys::KeySet;
-
-const SHARDS: usize = 16;
 
 /// A verified token and the registry key that verified it.
 pub struct VerifiedAit {
@@ -36,18 +36,35 @@ impl VerifiedAit {
     }
 }
 
+/// An entry, and how long it may be held (until the token's `exp`).
+#[derive(Clone)]
+struct Held {
+    ait: Arc<VerifiedAit>,
+    lifetime: Duration,
+}
+
+/// Each entry expires when its token does.
+struct UntilExp;
+
+impl moka::Expiry<[u8; 32], Held> for UntilExp {
+    fn expire_after_create(&self, _: &[u8; 32], held: &Held, _: Instant) -> Option<Duration> {
+        Some(held.lifetime)
+    }
+}
+
 pub struct AitCache {
-    shards: Vec<RwLock<HashMap<[u8; 32], Arc<VerifiedAit>>>>,
-    per_shard: usize,
+    tokens: moka::sync::Cache<[u8; 32], Held>,
     pub counts: CacheCounts,
 }
 
 impl AitCache {
-    /// Holds at most about `capacity` tokens.
+    /// Holds at most `capacity` tokens.
     pub fn new(capacity: usize) -> Self {
         AitCache {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            per_shard: capacity.div_ceil(SHARDS).max(1),
+            tokens: moka::sync::Cache::builder()
+                .max_capacity(capacity as u64)
+                .expire_after(UntilExp)
+                .build(),
             counts: CacheCounts::default(),
         }
     }
@@ -56,18 +73,9 @@ impl AitCache {
         Sha256::digest(token.as_bytes()).into()
     }
 
-    fn shard(&self, digest: &[u8; 32]) -> &RwLock<HashMap<[u8; 32], Arc<VerifiedAit>>> {
-        &self.shards[usize::from(digest[0]) % SHARDS]
-    }
-
     /// The cached token, if it is still valid at `now_secs` under `keys`.
     pub fn get(&self, digest: &[u8; 32], keys: &KeySet, now_secs: u64) -> Option<Arc<VerifiedAit>> {
-        let hit = self
-            .shard(digest)
-            .read()
-            .ok()
-            .and_then(|m| m.get(digest).cloned());
-        let valid = hit.filter(|v| {
+        let valid = self.tokens.get(digest).map(|h| h.ait).filter(|v| {
             let c = &v.claims;
             c.nbf <= now_secs
                 && now_secs < c.exp
@@ -85,33 +93,30 @@ impl AitCache {
         }
     }
 
-    /// Remembers a verified token.
+    /// Remembers a verified token until its `exp` (one already expired is not kept).
     pub fn insert(
         &self,
         digest: [u8; 32],
         verified: VerifiedAit,
         now_secs: u64,
     ) -> Arc<VerifiedAit> {
-        let verified = Arc::new(verified);
-        if let Ok(mut map) = self.shard(&digest).write() {
-            if map.len() >= self.per_shard {
-                map.retain(|_, v| now_secs < v.claims.exp);
-            }
-            if map.len() >= self.per_shard
-                && let Some(victim) = map.keys().next().copied()
-            {
-                map.remove(&victim);
-            }
-            map.insert(digest, verified.clone());
+        let left = verified.claims.exp.saturating_sub(now_secs);
+        let ait = Arc::new(verified);
+        if left > 0 {
+            let lifetime = Duration::from_secs(left);
+            let held = Held {
+                ait: ait.clone(),
+                lifetime,
+            };
+            self.tokens.insert(digest, held);
         }
-        verified
+        ait
     }
 
+    /// Tokens held (after pending evictions are applied).
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().map_or(0, |m| m.len()))
-            .sum()
+        self.tokens.run_pending_tasks();
+        usize::try_from(self.tokens.entry_count()).unwrap_or(usize::MAX)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -187,24 +192,36 @@ mod tests {
         assert_eq!(cache.counts.get(), [2, 0, 5]);
     }
 
+    /// One-off tokens (1,000 of them through a cache of 32) neither grow the cache past its
+    /// capacity nor push out the token an agent keeps using.
     #[test]
-    fn the_cache_holds_at_most_its_capacity_dropping_expired_tokens_first() {
+    fn one_off_tokens_stay_within_capacity_and_leave_a_token_in_use_cached() {
         let cache = AitCache::new(32);
+        let keys = KeySet::new(vec![("k1".into(), key(1))]);
+        let in_use = AitCache::digest("in use");
+        let verified = || VerifiedAit::new(claims(0, 1_000), "k1".into(), key(1));
+        cache.insert(in_use, verified(), 150);
         for i in 0..1_000u32 {
             let digest = AitCache::digest(&i.to_string());
-            let exp = if i % 2 == 0 { 120 } else { 1_000 };
-            cache.insert(
-                digest,
-                VerifiedAit::new(claims(0, exp), "k1".into(), key(1)),
-                150,
-            );
+            assert!(cache.get(&digest, &keys, 150).is_none());
+            cache.insert(digest, verified(), 150);
+            if i % 10 == 0 {
+                assert!(cache.get(&in_use, &keys, 150).is_some(), "after {i}");
+            }
         }
         assert!(cache.len() <= 32, "{} entries", cache.len());
-        let keys = KeySet::new(vec![("k1".into(), key(1))]);
-        let newest = AitCache::digest("999");
-        assert!(
-            cache.get(&newest, &keys, 150).is_some(),
-            "the newest entry stays"
+        assert!(cache.get(&in_use, &keys, 150).is_some());
+    }
+
+    #[test]
+    fn an_expired_token_is_not_kept() {
+        let cache = AitCache::new(32);
+        let digest = AitCache::digest("old");
+        cache.insert(
+            digest,
+            VerifiedAit::new(claims(0, 100), "k1".into(), key(1)),
+            150,
         );
+        assert_eq!(cache.len(), 0);
     }
 }

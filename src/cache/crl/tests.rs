@@ -21,7 +21,7 @@ fn fixture(stale_behavior: StaleBehavior) -> Fixture {
     let registry = Arc::new(FakeRegistry::default());
     registry.set_keys(vec![ok(signer.keys_document())]);
     let clock = ManualClock::at(T0);
-    let timing = crate::registry::keys::KeyTiming {
+    let timing = crate::cache::keys::KeyTiming {
         ttl_ms: 3_600_000,
         max_stale_ms: 86_400_000,
         kid_miss_cooldown_ms: 30_000,

@@ -1,4 +1,5 @@
-//! Trust answers, cached in front of any [`TrustStore`] (`docs/deviations.md` item 6).
+//! Trust answers, cached in front of any [`TrustStore`] (`docs/deviations.md` item 6), in
+//! bounded `moka` caches.
 //!
 //! Known-agent answers are reused for `ttl` (a pairing change takes up to that long to apply;
 //! 0 turns the reuse off).
@@ -7,13 +8,14 @@
 //! old, is used instead and a warning is logged; with no such answer the caller gets the error
 //! (and the pipeline denies 403). Ages come from the injected clock.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use super::StoreError;
-use super::trust::TrustStore;
+use moka::ops::compute::Op;
+
 use crate::clock::Clock;
+use crate::store::StoreError;
+use crate::store::trust::TrustStore;
 
 #[derive(Debug, Clone, Copy)]
 pub struct TrustTiming {
@@ -21,8 +23,8 @@ pub struct TrustTiming {
     pub stale_if_error_ms: u64,
 }
 
-/// Per map; past it, old answers are swept and new ones may go unremembered.
-const CAPACITY: usize = 100_000;
+/// Answers kept per kind (agent DIDs are caller-chosen once their AIT verified).
+const CAPACITY: u64 = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -34,8 +36,11 @@ pub struct TrustCache {
     store: Arc<dyn TrustStore>,
     clock: Arc<dyn Clock>,
     timing: TrustTiming,
-    known: Mutex<HashMap<String, Entry>>,
-    revoked: Mutex<HashMap<String, Entry>>,
+    /// Known-agent answers: reused for the TTL, and the fallback when the store fails.
+    known: moka::future::Cache<String, Entry>,
+    /// Revocation answers: only ever the fallback when the store fails. An evicted one leaves
+    /// no fallback, so the check is denied (never allowed) while the store is down.
+    revoked: moka::sync::Cache<String, Entry>,
     stale_used: AtomicU64,
     /// Known-agent lookups (revocation lookups always ask the store).
     pub counts: crate::metrics::CacheCounts,
@@ -43,12 +48,19 @@ pub struct TrustCache {
 
 impl TrustCache {
     pub fn new(store: Arc<dyn TrustStore>, clock: Arc<dyn Clock>, timing: TrustTiming) -> Self {
+        let held = super::held_for(timing.stale_if_error_ms.max(timing.ttl_ms));
         TrustCache {
             store,
             clock,
             timing,
-            known: Mutex::new(HashMap::new()),
-            revoked: Mutex::new(HashMap::new()),
+            known: moka::future::Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(held)
+                .build(),
+            revoked: moka::sync::Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(held)
+                .build(),
             stale_used: AtomicU64::new(0),
             counts: Default::default(),
         }
@@ -59,48 +71,65 @@ impl TrustCache {
         self.stale_used.load(Ordering::Relaxed)
     }
 
+    /// Whether the agent is known; one store lookup per agent at a time, the checks queued
+    /// behind it taking its answer.
     pub async fn is_known(&self, agent_did: &str) -> Result<bool, StoreError> {
-        let now = self.clock.now_ms();
-        if let Some(e) = lock(&self.known).get(agent_did)
-            && now.saturating_sub(e.at_ms) < self.timing.ttl_ms
+        let fresh = |e: &Entry, now: u64| now.saturating_sub(e.at_ms) < self.timing.ttl_ms;
+        if let Some(e) = self.known.get(agent_did).await
+            && fresh(&e, self.clock.now_ms())
         {
             self.counts.hit();
             return Ok(e.answer);
         }
-        let outcome = self.store.is_known(agent_did).await;
-        let failed = outcome.is_err();
-        let answer = self.settle(&self.known, agent_did, outcome, "known-agent");
-        // Stale only when the fallback answered; a failure with nothing cached is a miss.
-        match (failed, &answer) {
-            (true, Ok(_)) => self.counts.stale(),
-            _ => self.counts.miss(),
-        }
+        let mut answer = Err(StoreError(String::new()));
+        let out = &mut answer;
+        let lookup = |held: Option<moka::Entry<String, Entry>>| async move {
+            let held = held.map(|e| e.into_value());
+            if let Some(e) = held.filter(|e| fresh(e, self.clock.now_ms())) {
+                self.counts.hit();
+                *out = Ok(e.answer);
+                return Op::Nop;
+            }
+            let outcome = self.store.is_known(agent_did).await;
+            let failed = outcome.is_err();
+            let (op, settled) = self.settle(held, agent_did, outcome, "known-agent");
+            // Stale only when the fallback answered; a failure with nothing cached is a miss.
+            match (failed, &settled) {
+                (true, Ok(_)) => self.counts.stale(),
+                _ => self.counts.miss(),
+            }
+            *out = settled;
+            op
+        };
+        let key = agent_did.to_owned();
+        self.known.entry(key).and_compute_with(lookup).await;
         answer
     }
 
     pub async fn is_revoked(&self, agent_did: &str, now_ms: u64) -> Result<bool, StoreError> {
         let outcome = self.store.is_revoked(agent_did, now_ms).await;
-        self.settle(&self.revoked, agent_did, outcome, "revocation")
+        let held = self.revoked.get(agent_did);
+        let (op, answer) = self.settle(held, agent_did, outcome, "revocation");
+        if let Op::Put(e) = op {
+            self.revoked.insert(agent_did.to_owned(), e);
+        }
+        answer
     }
 
-    /// Remembers a store answer, or falls back to the remembered one when the store failed.
+    /// The entry to keep for a store answer, or the fallback to `held` when the store failed.
     fn settle(
         &self,
-        map: &Mutex<HashMap<String, Entry>>,
+        held: Option<Entry>,
         agent_did: &str,
         outcome: Result<bool, StoreError>,
         lookup: &'static str,
-    ) -> Result<bool, StoreError> {
+    ) -> (Op<Entry>, Result<bool, StoreError>) {
         let now = self.clock.now_ms();
         let error = match outcome {
-            Ok(answer) => {
-                remember(map, agent_did, answer, now, self.timing);
-                return Ok(answer);
-            }
+            Ok(answer) => return (Op::Put(Entry { answer, at_ms: now }), Ok(answer)),
             Err(error) => error,
         };
-        let cached = lock(map).get(agent_did).copied();
-        match cached {
+        match held {
             Some(e) if now.saturating_sub(e.at_ms) <= self.timing.stale_if_error_ms => {
                 self.stale_used.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -110,40 +139,14 @@ impl TrustCache {
                     age_secs = now.saturating_sub(e.at_ms) / 1000,
                     "trust store failed; using the cached answer"
                 );
-                Ok(e.answer)
+                (Op::Nop, Ok(e.answer))
             }
             _ => {
                 tracing::error!(%error, lookup, agent_did, "trust store failed; no cached answer");
-                Err(error)
+                (Op::Nop, Err(error))
             }
         }
     }
-}
-
-fn remember(
-    map: &Mutex<HashMap<String, Entry>>,
-    agent_did: &str,
-    answer: bool,
-    now: u64,
-    timing: TrustTiming,
-) {
-    let mut entries = lock(map);
-    if let Some(e) = entries.get_mut(agent_did) {
-        *e = Entry { answer, at_ms: now };
-        return;
-    }
-    if entries.len() >= CAPACITY {
-        let keep = timing.stale_if_error_ms.max(timing.ttl_ms);
-        entries.retain(|_, e| now.saturating_sub(e.at_ms) <= keep);
-        if entries.len() >= CAPACITY {
-            return;
-        }
-    }
-    entries.insert(agent_did.to_owned(), Entry { answer, at_ms: now });
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

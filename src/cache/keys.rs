@@ -18,10 +18,10 @@ use arc_swap::ArcSwapOption;
 
 use tokio::sync::watch;
 
-use super::{Registry, TransportError};
 use crate::clock::Clock;
 use crate::denial::{Denial, Detail};
 use crate::protocol::keys::{KeySet, KeysDocError, parse_keys_document};
+use crate::registry::{KeySource, TransportError};
 
 /// How long keys stay fresh, how long they may be served stale, how often a `kid` miss may fetch.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +38,7 @@ const STALE_RETRY_MS: u64 = 10_000;
 pub type KeyParser = fn(&[u8]) -> Result<KeySet, KeysDocError>;
 
 pub struct KeyCache {
-    registry: Arc<dyn Registry>,
+    source: Arc<dyn KeySource>,
     parser: KeyParser,
     clock: Arc<dyn Clock>,
     timing: KeyTiming,
@@ -63,19 +63,19 @@ struct Loaded {
 }
 
 impl KeyCache {
-    pub fn new(registry: Arc<dyn Registry>, clock: Arc<dyn Clock>, timing: KeyTiming) -> Self {
-        KeyCache::with_parser(registry, clock, timing, parse_keys_document)
+    pub fn new(source: Arc<dyn KeySource>, clock: Arc<dyn Clock>, timing: KeyTiming) -> Self {
+        KeyCache::with_parser(source, clock, timing, parse_keys_document)
     }
 
     /// A cache of keys in another format (the bearer profile's JWKS).
     pub fn with_parser(
-        registry: Arc<dyn Registry>,
+        source: Arc<dyn KeySource>,
         clock: Arc<dyn Clock>,
         timing: KeyTiming,
         parser: KeyParser,
     ) -> Self {
         KeyCache {
-            registry,
+            source,
             parser,
             clock,
             timing,
@@ -186,7 +186,7 @@ impl KeyCache {
 
     /// Fetches the document now and replaces the cache on success.
     pub async fn refresh(&self) -> Result<KeySet, Denial> {
-        let keys = match self.registry.fetch_keys().await {
+        let keys = match self.source.fetch_keys().await {
             Err(e) => return Err(unavailable(e)),
             Ok(r) if !(200..300).contains(&r.status) => {
                 tracing::warn!(status = r.status, "registry keys fetch answered non-2xx");

@@ -18,13 +18,13 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use super::Registry;
-use super::keys::KeyCache;
+use crate::cache::keys::KeyCache;
 use crate::clock::Clock;
 use crate::denial::Denial;
 use crate::protocol::crl::{crl_token_from_body, verify_crl};
 use crate::protocol::jws::{Expectations, TokenError};
 use crate::protocol::keys::KeySet;
+use crate::registry::Registry;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StaleBehavior {
