@@ -136,7 +136,7 @@ fn load_until_ok(keys: &Arc<KeyCache>, what: &'static str) {
             let Some(cache) = keys.upgrade() else { return };
             match cache.refresh().await {
                 Ok(_) => return,
-                Err(denial) => tracing::warn!(%denial, what, "keys not loaded yet"),
+                Err(error) => tracing::warn!(%error, what, "keys not loaded yet"),
             }
             drop(cache);
             tokio::time::sleep(delay).await;

@@ -19,7 +19,6 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::denial::{Denial, Detail};
 use crate::protocol::keys::{KeySet, KeysDocError, parse_keys_document};
 use crate::registry::{KeySource, TransportError};
 
@@ -92,7 +91,7 @@ impl KeyCache {
 
     /// A token named `kid`, which the cached set lacks. Refetches unless a `kid` miss already
     /// did within the cooldown; concurrent callers wait for the one fetch and share its result.
-    pub async fn refresh_for_unknown_kid(&self, kid: &str) -> Result<KeySet, Denial> {
+    pub async fn refresh_for_unknown_kid(&self, kid: &str) -> Result<KeySet, KeysError> {
         let _one = self.miss_gate.lock().await;
         let cached = self.state.load_full();
         if let Some(l) = &cached
@@ -131,7 +130,7 @@ impl KeyCache {
 
     /// The cached keys while fresh (`now - fetched_at <= ttl`); stale ones up to `max_stale`
     /// while a background refresh runs; else a fetch now.
-    pub async fn current(self: &Arc<Self>) -> Result<KeySet, Denial> {
+    pub async fn current(self: &Arc<Self>) -> Result<KeySet, KeysError> {
         let now = self.clock.now_ms();
         let cached = self.state.load_full();
         match cached {
@@ -177,28 +176,24 @@ impl KeyCache {
             .store(now, Ordering::Relaxed);
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(denial) = this.refresh().await {
-                tracing::warn!(%denial, "background refresh of signing keys failed");
+            if let Err(error) = this.refresh().await {
+                tracing::warn!(%error, "background refresh of signing keys failed");
             }
             this.refreshing.store(false, Ordering::Release);
         });
     }
 
     /// Fetches the document now and replaces the cache on success.
-    pub async fn refresh(&self) -> Result<KeySet, Denial> {
+    pub async fn refresh(&self) -> Result<KeySet, KeysError> {
         let keys = match self.source.fetch_keys().await {
-            Err(e) => return Err(unavailable(e)),
+            Err(e) => return Err(KeysError::Transport(e)),
             Ok(r) if !(200..300).contains(&r.status) => {
                 tracing::warn!(status = r.status, "registry keys fetch answered non-2xx");
-                return Err(Denial::KeysUnavailable(Some(Detail::Status(r.status))));
+                return Err(KeysError::Status(r.status));
             }
             Ok(r) => (self.parser)(&r.body).map_err(|e| {
                 tracing::warn!(error = ?e, "registry keys document refused");
-                match e {
-                    KeysDocError::PayloadInvalid => Denial::KeysPayloadInvalid,
-                    KeysDocError::Invalid => Denial::KeysInvalid,
-                    KeysDocError::NoActiveKey => Denial::KeysUnavailable(None),
-                }
+                KeysError::Document(e)
             })?,
         };
         self.state.store(Some(Arc::new(Loaded {
@@ -210,8 +205,25 @@ impl KeyCache {
     }
 }
 
-fn unavailable(e: TransportError) -> Denial {
-    Denial::KeysUnavailable(Some(Detail::Reason(e.reason().to_owned())))
+/// Why no key set could be had: a fact about the source; the stages decide the denial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeysError {
+    /// No HTTP answer.
+    Transport(TransportError),
+    /// A non-2xx answer.
+    Status(u16),
+    /// An answer that is not a usable key document.
+    Document(KeysDocError),
+}
+
+impl std::fmt::Display for KeysError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeysError::Transport(e) => write!(f, "keys unavailable: {}", e.reason()),
+            KeysError::Status(status) => write!(f, "keys unavailable: status {status}"),
+            KeysError::Document(e) => write!(f, "keys document refused: {e:?}"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -284,20 +296,14 @@ mod tests {
         // Past the maximum staleness, a dead registry means no keys.
         registry.set_keys(vec![status(503)]);
         clock.advance_ms(86_400_001);
-        assert_eq!(
-            cache.current().await.unwrap_err(),
-            Denial::KeysUnavailable(Some(Detail::Status(503)))
-        );
+        assert_eq!(cache.current().await.unwrap_err(), KeysError::Status(503));
     }
 
     #[tokio::test]
     async fn fresh_keys_are_reused_failures_are_not_cached() {
         let (registry, signer, clock, cache) = fixture(6);
         registry.set_keys(vec![status(502), ok(signer.keys_document())]);
-        assert_eq!(
-            cache.current().await.unwrap_err(),
-            Denial::KeysUnavailable(Some(Detail::Status(502)))
-        );
+        assert_eq!(cache.current().await.unwrap_err(), KeysError::Status(502));
         assert!(!*cache.ready().borrow());
         assert_eq!(cache.current().await.unwrap().len(), 1);
         assert!(*cache.ready().borrow());

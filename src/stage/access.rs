@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::cache::access::{AccessCache, Subject};
-use crate::denial::Denial;
+use crate::cache::access::{AccessCache, AccessError, Subject, Unavailable};
+use crate::denial::{Denial, Detail};
 use crate::protocol::ait::AitClaims;
 use crate::request::RequestView;
 
@@ -25,4 +25,13 @@ pub async fn validate(
             ait_exp_secs: claims.exp,
         })
         .await
+        .map_err(|e| match e {
+            AccessError::Invalid => Denial::AccessTokenInvalid,
+            AccessError::Unavailable(Unavailable::Status(status)) => {
+                Denial::AccessValidationUnavailable(Detail::Status(status))
+            }
+            AccessError::Unavailable(Unavailable::Transport(e)) => {
+                Denial::AccessValidationUnavailable(Detail::Reason(e.reason().to_owned()))
+            }
+        })
 }

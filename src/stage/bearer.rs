@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::cache::keys::KeyCache;
+use crate::cache::keys::{KeyCache, KeysError};
 use crate::config::BearerIssuer;
 use crate::denial::Denial;
 use crate::policy::Policy;
@@ -50,8 +50,8 @@ pub async fn verify(
         now_secs,
         max_iat_skew_secs: issuer.config.max_iat_skew.as_secs(),
     };
-    let unavailable = |denial: Denial| {
-        tracing::warn!(%denial, issuer = %issuer.config.issuer, "bearer issuer keys unavailable");
+    let unavailable = |error: KeysError| {
+        tracing::warn!(%error, issuer = %issuer.config.issuer, "bearer issuer keys unavailable");
         Denial::BearerKeysUnavailable
     };
     let keys = issuer.keys.current().await.map_err(unavailable)?;

@@ -1,7 +1,7 @@
 //! Revocation: pushed registry events, then the trust store's revoked agents, then the
 //! registry's CRL by AIT `jti`.
 
-use crate::cache::crl::CrlCache;
+use crate::cache::crl::{CrlCache, Listed, StaleBehavior};
 use crate::cache::trust::TrustCache;
 use crate::denial::Denial;
 use crate::protocol::ait::AitClaims;
@@ -30,5 +30,16 @@ pub async fn check(
             });
         }
     }
-    crl.check(&claims.jti)
+    crl_verdict(crl.check(&claims.jti), crl.stale_behavior())
+}
+
+/// What the CRL's answer means: a stale list denies only where the operator chose
+/// `crl.stale_behavior: fail-closed` (`docs/deviations.md` item 3); otherwise the last good list
+/// decides.
+pub fn crl_verdict(listed: Listed, behavior: StaleBehavior) -> Result<(), Denial> {
+    match (listed.stale, behavior) {
+        (true, StaleBehavior::FailClosed) => Err(Denial::CrlUnavailable),
+        _ if listed.revoked => Err(Denial::AitRevoked),
+        _ => Ok(()),
+    }
 }

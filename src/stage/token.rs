@@ -4,9 +4,11 @@ use crate::denial::Denial;
 use std::sync::Arc;
 
 use crate::cache::ait::{AitCache, VerifiedAit};
-use crate::cache::keys::KeyCache;
+use crate::cache::keys::{KeyCache, KeysError};
+use crate::denial::Detail;
 use crate::protocol::ait::verify_ait;
 use crate::protocol::jws::{Expectations, TokenError, TokenKind, kid_of};
+use crate::protocol::keys::KeysDocError;
 use crate::request::RequestView;
 
 /// The token from `^Claw\s+(\S+)$` on the trimmed header; the scheme is case-sensitive.
@@ -37,7 +39,7 @@ pub async fn verify(
     cache: &AitCache,
     expect: Expectations<'_>,
 ) -> Result<Arc<VerifiedAit>, Denial> {
-    let key_set = keys.current().await?;
+    let key_set = keys.current().await.map_err(keys_denial)?;
     if token.len() > max_len {
         return Err(Denial::InvalidAit(
             TokenError::Malformed("Token is too large").to_string(),
@@ -49,7 +51,10 @@ pub async fn verify(
     }
     let (claims, key_set) = match verify_ait(token, &key_set, expect) {
         Err(TokenError::UnknownKid(_, kid)) => {
-            let refreshed = keys.refresh_for_unknown_kid(&kid).await?;
+            let refreshed = keys
+                .refresh_for_unknown_kid(&kid)
+                .await
+                .map_err(keys_denial)?;
             (verify_ait(token, &refreshed, expect), refreshed)
         }
         other => (other, key_set),
@@ -62,6 +67,17 @@ pub async fn verify(
         .ok_or_else(|| Denial::InvalidAit("the verifying key is gone".into()))?;
     let verified = VerifiedAit::new(claims, kid, key);
     Ok(cache.insert(digest, verified, expect.now_secs))
+}
+
+/// The registry keys could not be had: 503 with what failed, or the document's own refusal.
+pub fn keys_denial(e: KeysError) -> Denial {
+    match e {
+        KeysError::Transport(e) => Denial::KeysUnavailable(Some(Detail::Reason(e.reason().into()))),
+        KeysError::Status(status) => Denial::KeysUnavailable(Some(Detail::Status(status))),
+        KeysError::Document(KeysDocError::PayloadInvalid) => Denial::KeysPayloadInvalid,
+        KeysError::Document(KeysDocError::Invalid) => Denial::KeysInvalid,
+        KeysError::Document(KeysDocError::NoActiveKey) => Denial::KeysUnavailable(None),
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,6 @@ use moka::ops::compute::Op;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
-use crate::denial::{Denial, Detail};
 use crate::registry::{Registry, TransportError};
 
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +84,25 @@ pub struct AccessCache {
 enum Settled {
     Valid,
     Invalid,
-    Failed(Detail),
+    Failed(Unavailable),
+}
+
+/// Why a token is not vouched for: facts about the answer; the access stage decides the denial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessError {
+    /// The registry refused the token (401), now or within the negative TTL.
+    Invalid,
+    /// The registry could not answer and no usable stale answer was held.
+    Unavailable(Unavailable),
+}
+
+/// How the registry failed to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Any status other than 204 and 401.
+    Status(u16),
+    /// No HTTP answer.
+    Transport(TransportError),
 }
 
 /// What the caller knows about the token being validated.
@@ -132,7 +149,7 @@ impl AccessCache {
         self.stale_used.load(Ordering::Relaxed)
     }
 
-    pub async fn validate(self: &Arc<Self>, s: &Subject<'_>) -> Result<(), Denial> {
+    pub async fn validate(self: &Arc<Self>, s: &Subject<'_>) -> Result<(), AccessError> {
         let key = cache_key(s);
         let now = self.clock.now_ms();
         if let Some(v) = self.valid.get(&key).await {
@@ -153,11 +170,11 @@ impl AccessCache {
         }
         if self.refused_at(key, now) {
             self.counts.hit();
-            return Err(Denial::AccessTokenInvalid);
+            return Err(AccessError::Invalid);
         }
         match self.call(key, s).await {
             Settled::Valid => Ok(()),
-            Settled::Invalid => Err(Denial::AccessTokenInvalid),
+            Settled::Invalid => Err(AccessError::Invalid),
             Settled::Failed(detail) => self.stale_or(key, s, detail).await,
         }
     }
@@ -212,8 +229,8 @@ impl AccessCache {
                 self.refused.insert(key, now);
                 return (Op::Remove, Settled::Invalid);
             }
-            Ok(status) => Detail::Status(status),
-            Err(e) => Detail::Reason(e.reason().to_owned()),
+            Ok(status) => Unavailable::Status(status),
+            Err(e) => Unavailable::Transport(e),
         };
         if let Some(v) = held {
             v.mark_failed(now);
@@ -276,14 +293,19 @@ impl AccessCache {
             .is_some_and(|at| now.saturating_sub(at) <= self.timing.negative_ttl_ms)
     }
 
-    async fn stale_or(&self, key: u128, s: &Subject<'_>, detail: Detail) -> Result<(), Denial> {
+    async fn stale_or(
+        &self,
+        key: u128,
+        s: &Subject<'_>,
+        detail: Unavailable,
+    ) -> Result<(), AccessError> {
         let now = self.clock.now_ms();
         let held = self.valid.get(&key).await;
         if held.is_some_and(|v| self.usable(&v, s, now)) {
             self.use_stale(s);
             return Ok(());
         }
-        Err(Denial::AccessValidationUnavailable(detail))
+        Err(AccessError::Unavailable(detail))
     }
 }
 

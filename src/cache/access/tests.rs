@@ -31,9 +31,9 @@ async fn positive_and_negative_answers_are_reused_for_their_ttls() {
     assert_eq!(registry.calls().validate, 1);
     clock.advance_ms(60_001);
     registry.set_validate(vec![status(401)]);
-    assert_eq!(cache.validate(&s).await, Err(Denial::AccessTokenInvalid));
+    assert_eq!(cache.validate(&s).await, Err(AccessError::Invalid));
     clock.advance_ms(10_000);
-    assert_eq!(cache.validate(&s).await, Err(Denial::AccessTokenInvalid));
+    assert_eq!(cache.validate(&s).await, Err(AccessError::Invalid));
     assert_eq!(registry.calls().validate, 2);
     clock.advance_ms(1);
     registry.set_validate(vec![status(204)]);
@@ -64,7 +64,7 @@ async fn registry_failures_use_a_stale_valid_answer_within_limits() {
     clock.set_ms(exp * 1000);
     assert_eq!(
         cache.validate(&subject(exp)).await,
-        Err(Denial::AccessValidationUnavailable(Detail::Status(500)))
+        Err(AccessError::Unavailable(Unavailable::Status(500)))
     );
     // ...nor past stale_if_error.
     let long = u64::MAX / 1000;
@@ -72,8 +72,8 @@ async fn registry_failures_use_a_stale_valid_answer_within_limits() {
     registry.set_validate(vec![Err(TransportError::Timeout)]);
     assert_eq!(
         cache.validate(&subject(long)).await,
-        Err(Denial::AccessValidationUnavailable(Detail::Reason(
-            TransportError::Timeout.reason().into()
+        Err(AccessError::Unavailable(Unavailable::Transport(
+            TransportError::Timeout
         )))
     );
     // An agent never validated gets no stale answer at all.
@@ -135,7 +135,7 @@ async fn a_full_cache_keeps_caching_valid_answers() {
             ait_exp_secs: exp,
             ..subject(exp)
         };
-        assert_eq!(cache.validate(&s).await, Err(Denial::AccessTokenInvalid));
+        assert_eq!(cache.validate(&s).await, Err(AccessError::Invalid));
     }
     cache.refused.run_pending_tasks();
     assert!(cache.refused.entry_count() <= 100, "bounded");
@@ -157,10 +157,7 @@ async fn a_full_cache_keeps_caching_valid_answers() {
             access_token: &t,
             ..subject(u64::MAX / 1000)
         };
-        assert_eq!(
-            cache.validate(&flood).await,
-            Err(Denial::AccessTokenInvalid)
-        );
+        assert_eq!(cache.validate(&flood).await, Err(AccessError::Invalid));
         assert_eq!(cache.validate(&s).await, Ok(()));
     }
     assert_eq!(registry.calls().validate, 301);
@@ -203,7 +200,7 @@ async fn an_answer_in_use_is_renewed_in_the_background_before_it_expires() {
     clock.set_ms(T0 + 48_000 + 48_000);
     assert_eq!(cache.validate(&s).await, Ok(()));
     settle_calls(&registry, 3).await;
-    assert_eq!(cache.validate(&s).await, Err(Denial::AccessTokenInvalid));
+    assert_eq!(cache.validate(&s).await, Err(AccessError::Invalid));
 }
 
 #[tokio::test]

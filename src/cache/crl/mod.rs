@@ -20,7 +20,6 @@ use arc_swap::ArcSwap;
 
 use crate::cache::keys::KeyCache;
 use crate::clock::Clock;
-use crate::denial::Denial;
 use crate::protocol::crl::{crl_token_from_body, verify_crl};
 use crate::protocol::jws::{Expectations, TokenError};
 use crate::protocol::keys::KeySet;
@@ -39,6 +38,14 @@ impl StaleBehavior {
             StaleBehavior::FailClosed => "fail-closed",
         }
     }
+}
+
+/// What the CRL says of one AIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed {
+    pub revoked: bool,
+    /// The list is older than `crl.max_age`.
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -208,22 +215,25 @@ impl CrlCache {
         self.timing.push_refresh_interval_ms.min(cap).max(base)
     }
 
-    /// `Ok` unless the AIT `jti` is revoked, or the list is stale under `fail-closed`. Never
-    /// waits for the registry.
-    pub fn check(&self, jti: &str) -> Result<(), Denial> {
+    /// What the list says of the AIT `jti`, and whether the list is stale. Never waits for the
+    /// registry; what a stale list means is the caller's policy ([`CrlCache::stale_behavior`]).
+    pub fn check(&self, jti: &str) -> Listed {
         let state = self.state.load();
         let now = self.clock.now_ms();
-        if self.is_stale(&state, now) {
+        let stale = self.is_stale(&state, now);
+        if stale {
             self.stale_checks.fetch_add(1, Ordering::Relaxed);
             self.warn_stale(&state, now);
-            if self.timing.stale_behavior == StaleBehavior::FailClosed {
-                return Err(Denial::CrlUnavailable);
-            }
         }
-        if state.revoked.contains(jti) {
-            return Err(Denial::AitRevoked);
+        Listed {
+            revoked: state.revoked.contains(jti),
+            stale,
         }
-        Ok(())
+    }
+
+    /// The configured meaning of a stale list (`crl.stale_behavior`).
+    pub fn stale_behavior(&self) -> StaleBehavior {
+        self.timing.stale_behavior
     }
 
     /// Refreshes whenever due until the cache is dropped: on time (plus up to 10 % jitter, so
@@ -348,13 +358,13 @@ impl CrlCache {
                 verify_crl(&token, &key_set, expect).map(|c| (c.revoked_jtis(), Some(c.iat)))
             })
         };
-        let key_set = keys.current().await.map_err(|d| d.to_string())?;
+        let key_set = keys.current().await.map_err(|e| e.to_string())?;
         let verified = match verify(key_set).await? {
             Err(TokenError::UnknownKid(_, kid)) => {
                 let key_set = keys
                     .refresh_for_unknown_kid(&kid)
                     .await
-                    .map_err(|d| d.to_string())?;
+                    .map_err(|e| e.to_string())?;
                 verify(key_set).await?
             }
             other => other,
