@@ -101,7 +101,7 @@ impl P256Key {
         signature.len() == 64 && self.parsed.verify_sig(message, signature).is_ok()
     }
 
-    pub fn sec1_uncompressed(&self) -> &[u8; 65] {
+    pub(crate) fn sec1_uncompressed(&self) -> &[u8; 65] {
         &self.sec1
     }
 }

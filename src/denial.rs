@@ -84,7 +84,7 @@ pub enum Detail {
 
 /// What a denial answers: HTTP status, gRPC code, `error.code` and `error.message`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub status: u16,
     pub grpc: tonic::Code,
     pub code: &'static str,
@@ -105,7 +105,7 @@ const UNAVAILABLE: &str = "PROXY_AUTH_DEPENDENCY_UNAVAILABLE";
 impl Denial {
     /// The one table: every variant's answer, in one exhaustive match (a new variant does not
     /// compile until it has a row).
-    pub fn spec(&self) -> Spec {
+    pub(crate) fn spec(&self) -> Spec {
         use Denial::*;
         use tonic::Code::{
             Internal, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated,
@@ -309,20 +309,20 @@ impl Denial {
         }
     }
 
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         self.spec().status
     }
 
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         self.spec().code
     }
 
-    pub fn message(&self) -> &'static str {
+    pub(crate) fn message(&self) -> &'static str {
         self.spec().message
     }
 
     /// The `details` object, when the reference sets one; the only other match on the variants.
-    pub fn details(&self) -> Option<Value> {
+    pub(crate) fn details(&self) -> Option<Value> {
         use Denial::*;
         match self {
             KeysUnavailable(Some(d)) | AccessValidationUnavailable(d) => Some(d.to_json()),

@@ -21,6 +21,7 @@
 //! binary of its own, `src/bin/claw-authz-bench/`, built with the `bench` feature.
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod app;
 pub mod cache;
@@ -33,12 +34,12 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod protocol;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 pub mod registry;
 pub mod request;
-pub mod response;
+pub(crate) mod response;
 pub mod revocation;
 pub mod server;
-pub mod stage;
+pub(crate) mod stage;
 pub mod store;
 pub mod telemetry;

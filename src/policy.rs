@@ -30,7 +30,7 @@ impl Mode {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Mode> {
+    pub(crate) fn parse(s: &str) -> Option<Mode> {
         match s {
             "enforce" => Some(Mode::Enforce),
             "shadow" => Some(Mode::Shadow),
@@ -52,7 +52,7 @@ pub enum Profile {
 }
 
 impl Profile {
-    pub fn parse(s: &str) -> Option<Profile> {
+    pub(crate) fn parse(s: &str) -> Option<Profile> {
         match s {
             "claw" => Some(Profile::Claw),
             "bearer" => Some(Profile::Bearer),
@@ -78,13 +78,13 @@ pub struct Policy {
     /// ...and at least this `trustScore`.
     pub min_trust_score: Option<f64>,
     /// Per verified agent, after authentication (before the access-token call).
-    pub agent_rate_limit: Option<Limit>,
+    pub(crate) agent_rate_limit: Option<Limit>,
     /// Per client address, before any signature work.
     pub client_rate_limit: Option<Limit>,
 }
 
 impl Policy {
-    pub fn default_enforce() -> Self {
+    pub(crate) fn default_enforce() -> Self {
         Policy {
             name: "default".into(),
             mode: Mode::Enforce,
@@ -136,7 +136,7 @@ impl Rule {
 }
 
 /// The reference proxy's behaviour, as rules.
-pub fn reference_rules() -> Vec<Rule> {
+pub(crate) fn reference_rules() -> Vec<Rule> {
     let exact = |p: &str| PathMatch::Exact(p.to_owned());
     let rule = |p: &str, mode, access, known| Rule {
         path: exact(p),
@@ -155,7 +155,7 @@ pub fn reference_rules() -> Vec<Rule> {
     ]
 }
 
-pub const CONTEXT_EXTENSION_KEY: &str = "claw_policy";
+pub(crate) const CONTEXT_EXTENSION_KEY: &str = "claw_policy";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RoutePolicies {
@@ -165,13 +165,13 @@ pub struct RoutePolicies {
 
 /// What a route selects: a policy, or a name that is not configured.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Selected {
+pub(crate) enum Selected {
     Policy(Policy),
     UnknownName(String),
 }
 
 impl RoutePolicies {
-    pub fn select(
+    pub(crate) fn select(
         &self,
         route_path: &str,
         context_extensions: &std::collections::HashMap<String, String>,
@@ -185,7 +185,7 @@ impl RoutePolicies {
         Selected::Policy(self.for_path(route_path))
     }
 
-    pub fn for_path(&self, path: &str) -> Policy {
+    pub(crate) fn for_path(&self, path: &str) -> Policy {
         let mut policy = Policy::default_enforce();
         if let Some(rule) = self.rules.iter().find(|r| r.path.matches(path)) {
             policy.name = rule.name();

@@ -17,7 +17,7 @@ use crate::store::StoreError;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Limit {
     pub requests: u64,
-    pub window_ms: u64,
+    pub(crate) window_ms: u64,
     /// Requests allowed at once (default: `requests`).
     pub burst: u64,
 }
@@ -35,7 +35,7 @@ impl Limit {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allow,
     /// Refused; the next request passes after this long.
     Limited {
@@ -43,7 +43,7 @@ pub enum Verdict {
     },
 }
 
-pub trait Limiter: Send + Sync + 'static {
+pub(crate) trait Limiter: Send + Sync + 'static {
     fn check<'a>(
         &'a self,
         key: &'a str,
@@ -70,13 +70,13 @@ fn gcra(tat: Option<u64>, limit: &Limit, now_us: u64) -> (Verdict, Option<u64>) 
 
 /// This process only.
 #[derive(Debug)]
-pub struct LocalLimiter {
+pub(crate) struct LocalLimiter {
     tats: Mutex<HashMap<String, u64>>,
     capacity: usize,
 }
 
 impl LocalLimiter {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         LocalLimiter {
             tats: Mutex::new(HashMap::new()),
             capacity,
@@ -108,7 +108,7 @@ impl Limiter for LocalLimiter {
 }
 
 /// Shared by every replica: one `EVAL` per check.
-pub struct RedisLimiter(pub crate::store::redis::Redis);
+pub(crate) struct RedisLimiter(pub crate::store::redis::Redis);
 
 /// KEYS[1] = key; ARGV = now (µs), interval (µs), tolerance (µs). Returns -1 when allowed, else
 /// the wait in µs.

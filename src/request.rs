@@ -25,7 +25,7 @@ pub struct RequestView {
     body_missing: bool,
     pub context_extensions: HashMap<String, String>,
     /// The downstream peer's address as Envoy saw it (`source.address`).
-    pub source_address: Option<String>,
+    pub(crate) source_address: Option<String>,
 }
 
 impl RequestView {
@@ -116,7 +116,7 @@ impl RequestView {
     }
 
     /// The exact body bytes, or why they cannot be trusted to be the whole body.
-    pub fn full_body(&self) -> Result<&[u8], Denial> {
+    pub(crate) fn full_body(&self) -> Result<&[u8], Denial> {
         if self.body_partial {
             return Err(Denial::BodyIncomplete);
         }
@@ -127,7 +127,7 @@ impl RequestView {
     }
 
     /// The incoming `x-request-id` if it has the reference's shape.
-    pub fn request_id(&self) -> Option<&str> {
+    pub(crate) fn request_id(&self) -> Option<&str> {
         self.header("x-request-id").filter(|id| {
             (8..=128).contains(&id.len())
                 && id

@@ -22,19 +22,19 @@ use crate::denial::Denial;
 use crate::pipeline::{Decision, Identity};
 
 /// Unix seconds of the server, on skew denials.
-pub const SERVER_TIME: &str = "x-claw-server-time";
-pub const AGENT_DID: &str = "x-claw-agent-did";
-pub const OWNER_DID: &str = "x-claw-owner-did";
-pub const AIT_JTI: &str = "x-claw-ait-jti";
-pub const ISSUER: &str = "x-claw-issuer";
-pub const AGENT_PUBLIC_KEY: &str = "x-claw-agent-public-key";
-pub const SHADOW_DENIAL: &str = "x-claw-authz-shadow-denial";
+pub(crate) const SERVER_TIME: &str = "x-claw-server-time";
+pub(crate) const AGENT_DID: &str = "x-claw-agent-did";
+pub(crate) const OWNER_DID: &str = "x-claw-owner-did";
+pub(crate) const AIT_JTI: &str = "x-claw-ait-jti";
+pub(crate) const ISSUER: &str = "x-claw-issuer";
+pub(crate) const AGENT_PUBLIC_KEY: &str = "x-claw-agent-public-key";
+pub(crate) const SHADOW_DENIAL: &str = "x-claw-authz-shadow-denial";
 /// The bearer profile's identity headers.
-pub const AGENT_ID: &str = "x-claw-agent-id";
-pub const AGENT_ROLES: &str = "x-claw-agent-roles";
-pub const AGENT_PERMISSIONS: &str = "x-claw-agent-permissions";
-pub const TOKEN_ID: &str = "x-claw-token-id";
-pub const TRUST_SCORE: &str = "x-claw-trust-score";
+pub(crate) const AGENT_ID: &str = "x-claw-agent-id";
+pub(crate) const AGENT_ROLES: &str = "x-claw-agent-roles";
+pub(crate) const AGENT_PERMISSIONS: &str = "x-claw-agent-permissions";
+pub(crate) const TOKEN_ID: &str = "x-claw-token-id";
+pub(crate) const TRUST_SCORE: &str = "x-claw-trust-score";
 const CLAW_HEADERS: [&str; 5] = [AGENT_DID, OWNER_DID, AIT_JTI, ISSUER, AGENT_PUBLIC_KEY];
 const BEARER_HEADERS: [&str; 5] = [
     AGENT_ID,
@@ -46,7 +46,7 @@ const BEARER_HEADERS: [&str; 5] = [
 
 /// The error envelope, members in the reference's order (`code`, `message`, `requestId`,
 /// `details`), as `JSON.stringify` writes it.
-pub fn envelope(denial: &Denial, request_id: &str) -> String {
+pub(crate) fn envelope(denial: &Denial, request_id: &str) -> String {
     let text = |s: &str| serde_json::Value::from(s).to_string();
     let details = denial
         .details()
@@ -91,7 +91,7 @@ fn metadata(entries: &[(&str, &str)]) -> Struct {
 
 /// `server_time_secs` goes out as `x-claw-server-time` on skew denials, so the agent can correct
 /// its clock (the body stays the reference's).
-pub fn build(
+pub(crate) fn build(
     decision: &Decision,
     request_id: &str,
     credential_headers: &[String],

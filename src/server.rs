@@ -34,7 +34,7 @@ use crate::telemetry::MetadataExtractor;
 /// The reflection data built from `envoy-types`' descriptor set (see `build.rs`).
 const EXT_AUTHZ_DESCRIPTOR: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ext_authz_descriptor.bin"));
-pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+pub(crate) const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 
 struct CheckService {
     app: Arc<App>,
@@ -80,7 +80,7 @@ impl Authorization for CheckService {
 }
 
 /// The `grpc-timeout` Envoy sends with the call (`<digits><H|M|S|m|u|n>`).
-pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+pub(crate) fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok().filter(|_| digits.len() <= 8)?;

@@ -63,7 +63,7 @@ impl Telemetry {
         })
     }
 
-    pub fn meter(&self) -> &Meter {
+    pub(crate) fn meter(&self) -> &Meter {
         &self.meter
     }
 
@@ -173,7 +173,7 @@ pub fn tracer_provider(
 }
 
 /// Reads a W3C trace context from gRPC metadata.
-pub struct MetadataExtractor<'a>(pub &'a tonic::metadata::MetadataMap);
+pub(crate) struct MetadataExtractor<'a>(pub &'a tonic::metadata::MetadataMap);
 
 impl opentelemetry::propagation::Extractor for MetadataExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {

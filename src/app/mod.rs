@@ -32,21 +32,21 @@ const AIT_CACHE_CAPACITY: usize = 100_000;
 pub struct App {
     pub pipeline: Pipeline,
     /// Credentials removed from allowed requests.
-    pub remove_headers: Vec<String>,
+    pub(crate) remove_headers: Vec<String>,
     pub nonces: Arc<dyn NonceStore>,
     /// The Redis connection, when a store uses it.
     pub redis: Option<Redis>,
     /// The registry as the caches see it: a timeout and a circuit breaker per endpoint.
     pub registry: Arc<Guarded>,
     /// Kept free of Envoy's deadline so the denial still gets back in time.
-    pub deadline_margin: Duration,
+    pub(crate) deadline_margin: Duration,
     /// The longest a Check waits on the registry, whatever its deadline.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Where registry events come from, when a Redis stream is consumed.
-    pub event_stream: Option<StreamSettings>,
+    pub(crate) event_stream: Option<StreamSettings>,
     /// The bearer token `POST /v1/events` requires, if any; `None` in `events_endpoint` when the
     /// endpoint is off.
-    pub events_endpoint: Option<Option<String>>,
+    pub(crate) events_endpoint: Option<Option<String>>,
     /// Metrics (Prometheus `/metrics`, OTLP when configured).
     pub telemetry: Telemetry,
 }
@@ -113,7 +113,7 @@ impl App {
 
     /// Starts the background work: loading the signing keys until they load once (backing off
     /// to 30 s), the CRL refresher, and the registry-event consumer.
-    pub fn warm_up(self: &Arc<Self>) {
+    pub(crate) fn warm_up(self: &Arc<Self>) {
         self.pipeline.crl.run_refresher(self.pipeline.keys.clone());
         if let Some(settings) = &self.event_stream {
             let p = &self.pipeline;

@@ -39,7 +39,7 @@ fn limit(bytes: u64) -> usize {
 
 /// The registry and what is cached from it.
 pub(super) struct RegistryParts {
-    pub guarded: Arc<Guarded>,
+    pub(crate) guarded: Arc<Guarded>,
     pub keys: Arc<KeyCache>,
     pub crl: Arc<CrlCache>,
     pub access: Arc<AccessCache>,

@@ -31,7 +31,7 @@ pub struct VerifiedAit {
 
 impl VerifiedAit {
     /// `claims` of a token verified by `key`, named `kid` in the registry's key set.
-    pub fn new(claims: AitClaims, kid: String, key: PublicKey) -> Self {
+    pub(crate) fn new(claims: AitClaims, kid: String, key: PublicKey) -> Self {
         VerifiedAit { claims, kid, key }
     }
 }
@@ -59,7 +59,7 @@ pub struct AitCache {
 
 impl AitCache {
     /// Holds at most `capacity` tokens.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         AitCache {
             tokens: moka::sync::Cache::builder()
                 .max_capacity(capacity as u64)
@@ -69,7 +69,7 @@ impl AitCache {
         }
     }
 
-    pub fn digest(token: &str) -> [u8; 32] {
+    pub(crate) fn digest(token: &str) -> [u8; 32] {
         Sha256::digest(token.as_bytes()).into()
     }
 
@@ -94,7 +94,7 @@ impl AitCache {
     }
 
     /// Remembers a verified token until its `exp` (one already expired is not kept).
-    pub fn insert(
+    pub(crate) fn insert(
         &self,
         digest: [u8; 32],
         verified: VerifiedAit,

@@ -24,17 +24,17 @@ use crate::registry::{KeySource, TransportError};
 
 /// How long keys stay fresh, how long they may be served stale, how often a `kid` miss may fetch.
 #[derive(Debug, Clone, Copy)]
-pub struct KeyTiming {
-    pub ttl_ms: u64,
-    pub max_stale_ms: u64,
-    pub kid_miss_cooldown_ms: u64,
+pub(crate) struct KeyTiming {
+    pub(crate) ttl_ms: u64,
+    pub(crate) max_stale_ms: u64,
+    pub(crate) kid_miss_cooldown_ms: u64,
 }
 
 /// A failed background refresh of stale keys is retried at most this often.
 const STALE_RETRY_MS: u64 = 10_000;
 
 /// Turns a fetched key document into keys: the registry's `claw-keys.json`, or a JWKS.
-pub type KeyParser = fn(&[u8]) -> Result<KeySet, KeysDocError>;
+pub(crate) type KeyParser = fn(&[u8]) -> Result<KeySet, KeysDocError>;
 
 pub struct KeyCache {
     source: Arc<dyn KeySource>,
@@ -62,12 +62,16 @@ struct Loaded {
 }
 
 impl KeyCache {
-    pub fn new(source: Arc<dyn KeySource>, clock: Arc<dyn Clock>, timing: KeyTiming) -> Self {
+    pub(crate) fn new(
+        source: Arc<dyn KeySource>,
+        clock: Arc<dyn Clock>,
+        timing: KeyTiming,
+    ) -> Self {
         KeyCache::with_parser(source, clock, timing, parse_keys_document)
     }
 
     /// A cache of keys in another format (the bearer profile's JWKS).
-    pub fn with_parser(
+    pub(crate) fn with_parser(
         source: Arc<dyn KeySource>,
         clock: Arc<dyn Clock>,
         timing: KeyTiming,
@@ -91,7 +95,7 @@ impl KeyCache {
 
     /// A token named `kid`, which the cached set lacks. Refetches unless a `kid` miss already
     /// did within the cooldown; concurrent callers wait for the one fetch and share its result.
-    pub async fn refresh_for_unknown_kid(&self, kid: &str) -> Result<KeySet, KeysError> {
+    pub(crate) async fn refresh_for_unknown_kid(&self, kid: &str) -> Result<KeySet, KeysError> {
         let _one = self.miss_gate.lock().await;
         let cached = self.state.load_full();
         if let Some(l) = &cached
@@ -119,7 +123,7 @@ impl KeyCache {
     }
 
     /// Becomes `true` once keys have loaded, and stays so.
-    pub fn ready(&self) -> watch::Receiver<bool> {
+    pub(crate) fn ready(&self) -> watch::Receiver<bool> {
         self.ready.subscribe()
     }
 
@@ -130,7 +134,7 @@ impl KeyCache {
 
     /// The cached keys while fresh (`now - fetched_at <= ttl`); stale ones up to `max_stale`
     /// while a background refresh runs; else a fetch now.
-    pub async fn current(self: &Arc<Self>) -> Result<KeySet, KeysError> {
+    pub(crate) async fn current(self: &Arc<Self>) -> Result<KeySet, KeysError> {
         let now = self.clock.now_ms();
         let cached = self.state.load_full();
         match cached {
@@ -156,7 +160,7 @@ impl KeyCache {
     }
 
     /// Age of the held key set, if any.
-    pub fn age_ms(&self, now_ms: u64) -> Option<u64> {
+    pub(crate) fn age_ms(&self, now_ms: u64) -> Option<u64> {
         self.state
             .load()
             .as_ref()
@@ -184,7 +188,7 @@ impl KeyCache {
     }
 
     /// Fetches the document now and replaces the cache on success.
-    pub async fn refresh(&self) -> Result<KeySet, KeysError> {
+    pub(crate) async fn refresh(&self) -> Result<KeySet, KeysError> {
         let keys = match self.source.fetch_keys().await {
             Err(e) => return Err(KeysError::Transport(e)),
             Ok(r) if !(200..300).contains(&r.status) => {
@@ -207,7 +211,7 @@ impl KeyCache {
 
 /// Why no key set could be had: a fact about the source; the stages decide the denial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeysError {
+pub(crate) enum KeysError {
     /// No HTTP answer.
     Transport(TransportError),
     /// A non-2xx answer.

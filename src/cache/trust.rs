@@ -18,9 +18,9 @@ use crate::store::StoreError;
 use crate::store::trust::TrustStore;
 
 #[derive(Debug, Clone, Copy)]
-pub struct TrustTiming {
-    pub ttl_ms: u64,
-    pub stale_if_error_ms: u64,
+pub(crate) struct TrustTiming {
+    pub(crate) ttl_ms: u64,
+    pub(crate) stale_if_error_ms: u64,
 }
 
 /// Answers kept per kind (agent DIDs are caller-chosen once their AIT verified).
@@ -47,7 +47,11 @@ pub struct TrustCache {
 }
 
 impl TrustCache {
-    pub fn new(store: Arc<dyn TrustStore>, clock: Arc<dyn Clock>, timing: TrustTiming) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn TrustStore>,
+        clock: Arc<dyn Clock>,
+        timing: TrustTiming,
+    ) -> Self {
         let held = super::held_for(timing.stale_if_error_ms.max(timing.ttl_ms));
         TrustCache {
             store,
@@ -73,7 +77,7 @@ impl TrustCache {
 
     /// Whether the agent is known; one store lookup per agent at a time, the checks queued
     /// behind it taking its answer.
-    pub async fn is_known(&self, agent_did: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn is_known(&self, agent_did: &str) -> Result<bool, StoreError> {
         let fresh = |e: &Entry, now: u64| now.saturating_sub(e.at_ms) < self.timing.ttl_ms;
         if let Some(e) = self.known.get(agent_did).await
             && fresh(&e, self.clock.now_ms())
@@ -106,7 +110,11 @@ impl TrustCache {
         answer
     }
 
-    pub async fn is_revoked(&self, agent_did: &str, now_ms: u64) -> Result<bool, StoreError> {
+    pub(crate) async fn is_revoked(
+        &self,
+        agent_did: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
         let outcome = self.store.is_revoked(agent_did, now_ms).await;
         let held = self.revoked.get(agent_did);
         let (op, answer) = self.settle(held, agent_did, outcome, "revocation");

@@ -29,19 +29,20 @@ use routes::{read_bearer, read_policies, read_routes};
 pub use service::{HeadersConfig, LimitsConfig, Listen, LogConfig, ProofConfig, TelemetryConfig};
 pub use stores::{EventsConfig, NonceConfig, RateLimitConfig, RedisConfig, TrustConfig};
 
-pub const ENV_PREFIX: &str = "CLAW_AUTHZ_";
+pub(crate) const ENV_PREFIX: &str = "CLAW_AUTHZ_";
 
 /// The exit code for a bad configuration or bad arguments (sysexits `EX_USAGE`, 64).
 pub const EXIT_CONFIG: u8 = 64;
 
 /// Defaults other parts of the program use too (every other default is written beside its key,
 /// in the section's reader).
-pub struct Defaults;
+pub(crate) struct Defaults;
 
 impl Defaults {
-    pub const EVENTS_STREAM: &str = "claw:events";
-    pub const EVENTS_REPLAY_DAYS: u64 = 30;
-    pub const REMOVE_HEADERS: [&str; 3] = ["authorization", "x-claw-proof", "x-claw-agent-access"];
+    pub(crate) const EVENTS_STREAM: &str = "claw:events";
+    pub(crate) const EVENTS_REPLAY_DAYS: u64 = 30;
+    pub(crate) const REMOVE_HEADERS: [&str; 3] =
+        ["authorization", "x-claw-proof", "x-claw-agent-access"];
 }
 
 /// The whole configuration, one typed struct per section; each section's reader sits beside
@@ -79,7 +80,7 @@ pub struct BearerIssuer {
     pub audience: String,
     pub jwks_url: String,
     /// How far in the future `iat` may be (default 60 s).
-    pub max_iat_skew: Duration,
+    pub(crate) max_iat_skew: Duration,
 }
 
 /// Reads every section, then the rules that span sections.

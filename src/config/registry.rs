@@ -19,18 +19,18 @@ pub struct RegistryConfig {
     /// Background calls (key and CRL refreshes) time out after this long.
     pub timeout: Duration,
     /// Calls on a Check's path time out after this long, or sooner at the Check's deadline.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Consecutive failures that open an endpoint's circuit breaker.
     pub breaker_failures: u64,
     /// How long an open breaker refuses calls before one probe.
-    pub breaker_open: Duration,
-    pub keys_ttl: Duration,
+    pub(crate) breaker_open: Duration,
+    pub(crate) keys_ttl: Duration,
     /// Past `keys_ttl`, cached keys are served (while refreshing) for up to this long.
-    pub keys_max_stale: Duration,
+    pub(crate) keys_max_stale: Duration,
     /// A token with an unknown `kid` refetches the keys at most once per this long.
-    pub kid_miss_cooldown: Duration,
+    pub(crate) kid_miss_cooldown: Duration,
     /// Request-path registry calls end this long before Envoy's deadline for the Check.
-    pub deadline_margin: Duration,
+    pub(crate) deadline_margin: Duration,
 }
 
 impl RegistryConfig {
@@ -89,11 +89,11 @@ impl RegistryConfig {
 
 #[derive(Debug, Clone)]
 pub struct CrlConfig {
-    pub refresh_interval: Duration,
-    pub max_age: Duration,
+    pub(crate) refresh_interval: Duration,
+    pub(crate) max_age: Duration,
     pub stale_behavior: StaleBehavior,
     /// The poll interval while pushed revocation events are flowing.
-    pub push_refresh_interval: Duration,
+    pub(crate) push_refresh_interval: Duration,
 }
 
 impl CrlConfig {
@@ -115,9 +115,9 @@ impl CrlConfig {
 /// Caching of the registry's access-token validation (`docs/deviations.md` item 4).
 #[derive(Debug, Clone)]
 pub struct AccessConfig {
-    pub ttl: Duration,
-    pub negative_ttl: Duration,
-    pub stale_if_error: Duration,
+    pub(crate) ttl: Duration,
+    pub(crate) negative_ttl: Duration,
+    pub(crate) stale_if_error: Duration,
 }
 
 impl AccessConfig {

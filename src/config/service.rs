@@ -27,9 +27,9 @@ impl Listen {
 
 #[derive(Debug, Clone)]
 pub struct ProofConfig {
-    pub max_skew: Duration,
+    pub(crate) max_skew: Duration,
     /// An accepted request skewed at least this much logs a warning and is counted.
-    pub skew_warning: Duration,
+    pub(crate) skew_warning: Duration,
 }
 
 impl ProofConfig {
@@ -98,9 +98,9 @@ pub struct LimitsConfig {
     /// 200 bytes each.
     pub crl_bytes: u64,
     /// The registry's keys document.
-    pub keys_bytes: u64,
+    pub(crate) keys_bytes: u64,
     /// A bearer issuer's JWKS.
-    pub jwks_bytes: u64,
+    pub(crate) jwks_bytes: u64,
 }
 
 impl LimitsConfig {

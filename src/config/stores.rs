@@ -18,7 +18,7 @@ pub struct NonceConfig {
     pub dir: PathBuf,
     /// When the `file` store flushes to disk.
     pub fsync: FsyncMode,
-    pub fsync_interval: Duration,
+    pub(crate) fsync_interval: Duration,
 }
 
 impl NonceConfig {
@@ -65,11 +65,11 @@ impl RedisConfig {
 pub struct TrustConfig {
     pub store: TrustStoreKind,
     pub file: Option<PathBuf>,
-    pub reload_interval: Duration,
+    pub(crate) reload_interval: Duration,
     /// Trust answers are reused this long.
-    pub cache_ttl: Duration,
+    pub(crate) cache_ttl: Duration,
     /// When the store fails, an answer up to this old is used instead.
-    pub stale_if_error: Duration,
+    pub(crate) stale_if_error: Duration,
 }
 
 impl TrustConfig {
@@ -101,10 +101,10 @@ pub struct RateLimitConfig {
     /// `local` (this replica) or `redis` (shared by every replica).
     pub store: LimitStoreKind,
     /// When the store fails: `fail-open` (allow, counted and logged) or `fail-closed` (503).
-    pub fail_closed: bool,
+    pub(crate) fail_closed: bool,
     /// Take the client address from the right-most value of this header (set by a proxy you
     /// trust) instead of Envoy's `source.address`.
-    pub client_header: Option<String>,
+    pub(crate) client_header: Option<String>,
     /// Keys the local store holds at most.
     pub capacity: u64,
 }
@@ -128,13 +128,13 @@ impl RateLimitConfig {
 #[derive(Debug, Clone)]
 pub struct EventsConfig {
     /// Read the Redis stream (needs `redis.url`).
-    pub consume: bool,
+    pub(crate) consume: bool,
     pub stream: String,
     pub dlq: String,
     /// How far back the stream is replayed at start.
     pub replay: Duration,
     /// `POST /v1/events` on the admin listener.
-    pub admin_endpoint: bool,
+    pub(crate) admin_endpoint: bool,
     /// The bearer token for `POST /v1/events`, read from this file.
     pub token_file: Option<PathBuf>,
     /// The token itself (never printed: `check-config` prints what was read, the file's path).

@@ -19,7 +19,7 @@ use crate::registry::breaker::State;
 /// Config the demo adds so the story fits in seconds: background registry calls give up after
 /// 300 ms, two failures open a breaker for 2 s, access validations are renewed every second and
 /// keys every 2 s (so the outage is noticed at once), and the CRL is polled every second.
-pub const DEMO_TIMINGS: &str = "  timeout_ms: 300\n  request_timeout_ms: 200\n  breaker_failures: 2\n  breaker_open_secs: 2\n  keys_ttl_secs: 2\naccess:\n  ttl_secs: 1\ncrl:\n  refresh_interval_secs: 1\n";
+pub(crate) const DEMO_TIMINGS: &str = "  timeout_ms: 300\n  request_timeout_ms: 200\n  breaker_failures: 2\n  breaker_open_secs: 2\n  keys_ttl_secs: 2\naccess:\n  ttl_secs: 1\ncrl:\n  refresh_interval_secs: 1\n";
 
 /// How long a phase may take before the demo reports it did not get there.
 const PHASE_LIMIT_MS: u64 = 25_000;

@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Uri};
 
 /// The sidecar configuration operators copy.
-pub const SIDECAR_YAML: &str = include_str!("../../envoy/sidecar.yaml");
+pub(crate) const SIDECAR_YAML: &str = include_str!("../../envoy/sidecar.yaml");
 
 /// `ENVOY_BIN`, else the `.venv-envoy` that `.ci/setup` creates under `root`, else `envoy` on
 /// `PATH`.

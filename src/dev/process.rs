@@ -89,7 +89,7 @@ impl Process {
     }
 
     /// Wraps a child that is already running (its addresses known to the caller).
-    pub fn adopt(child: Child, grpc: SocketAddr) -> Process {
+    pub(crate) fn adopt(child: Child, grpc: SocketAddr) -> Process {
         Process {
             child,
             grpc,

@@ -52,7 +52,7 @@ impl Ed25519Signer {
         Ed25519Signer(SigningKey::from_bytes(&seed))
     }
 
-    pub fn from_seed_b64(seed: &str) -> Result<Self, String> {
+    pub(crate) fn from_seed_b64(seed: &str) -> Result<Self, String> {
         b64::decode_array::<32>(seed)
             .map(Self::from_seed)
             .map_err(|_| "the seed must be 32 bytes of base64url".to_owned())
@@ -69,7 +69,7 @@ impl Ed25519Signer {
         b64::encode(self.0.verifying_key().as_bytes())
     }
 
-    pub fn seed_b64(&self) -> String {
+    pub(crate) fn seed_b64(&self) -> String {
         b64::encode(&self.0.to_bytes())
     }
 
@@ -257,7 +257,7 @@ impl RegistrySigner {
     }
 
     /// An AIT whose `cnf.jwk` is `jwk` (`spec.public_key_b64` is ignored).
-    pub fn mint_ait_with_key(&self, spec: &AitSpec, jwk: serde_json::Value) -> String {
+    pub(crate) fn mint_ait_with_key(&self, spec: &AitSpec, jwk: serde_json::Value) -> String {
         self.sign_jws(
             "AIT",
             &json!({

@@ -31,7 +31,7 @@ const SKEW_BUCKETS: [f64; 10] = [
 
 /// How a Check ended (`decision` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Allow,
     Deny,
     /// A `shadow` route that would have denied.
@@ -39,7 +39,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Allow => "allow",
             Outcome::Deny => "deny",
@@ -73,7 +73,7 @@ impl Endpoint {
 
 /// How one call to an endpoint went (`outcome` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallOutcome {
+pub(crate) enum CallOutcome {
     Ok,
     /// An answer that says the endpoint is failing (5xx, 429).
     ErrorStatus,
@@ -84,7 +84,7 @@ pub enum CallOutcome {
 }
 
 impl CallOutcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CallOutcome::Ok => "ok",
             CallOutcome::ErrorStatus => "error_status",
@@ -97,14 +97,14 @@ impl CallOutcome {
 
 /// What recording a nonce found (`result` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NonceResult {
+pub(crate) enum NonceResult {
     Fresh,
     Replay,
     Error,
 }
 
 impl NonceResult {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             NonceResult::Fresh => "fresh",
             NonceResult::Replay => "replay",
@@ -115,7 +115,7 @@ impl NonceResult {
 
 /// Which limit a request hit (`kind` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitKind {
+pub(crate) enum LimitKind {
     /// Per client address, before authentication.
     Client,
     /// Per authenticated agent.
@@ -123,7 +123,7 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LimitKind::Client => "client",
             LimitKind::Agent => "agent",
@@ -133,14 +133,14 @@ impl LimitKind {
 
 /// Why a limit stopped or nearly stopped a request (`result` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitResult {
+pub(crate) enum LimitResult {
     Limited,
     /// The limit store failed (the request is then allowed or denied by configuration).
     StoreError,
 }
 
 impl LimitResult {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LimitResult::Limited => "limited",
             LimitResult::StoreError => "store_error",
@@ -172,7 +172,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(meter: &Meter) -> Self {
+    pub(crate) fn new(meter: &Meter) -> Self {
         let seconds = |name: &'static str, help: &'static str, buckets: &[f64]| {
             meter
                 .f64_histogram(name)
@@ -218,7 +218,13 @@ impl Metrics {
 
     /// A Check answered: `code` is the denial's (`none` when allowed), `policy` the configured
     /// policy's name (`none` before one was chosen).
-    pub fn decision(&self, outcome: Outcome, code: &'static str, policy: &str, spent: Duration) {
+    pub(crate) fn decision(
+        &self,
+        outcome: Outcome,
+        code: &'static str,
+        policy: &str,
+        spent: Duration,
+    ) {
         let labels = [
             KeyValue::new("decision", outcome.as_str()),
             KeyValue::new("code", code),
@@ -230,14 +236,19 @@ impl Metrics {
     }
 
     /// One pipeline stage passed, in `spent`; `stage` is a `pipeline::Stage` label.
-    pub fn stage(&self, stage: &'static str, spent: Duration) {
+    pub(crate) fn stage(&self, stage: &'static str, spent: Duration) {
         let labels = [KeyValue::new("stage", stage)];
         self.stage_duration.record(spent.as_secs_f64(), &labels);
     }
 
     /// A call to `endpoint` ended with `outcome` after `spent` (`None`: refused by its breaker,
     /// no call made).
-    pub fn registry_call(&self, endpoint: Endpoint, outcome: CallOutcome, spent: Option<Duration>) {
+    pub(crate) fn registry_call(
+        &self,
+        endpoint: Endpoint,
+        outcome: CallOutcome,
+        spent: Option<Duration>,
+    ) {
         let endpoint = KeyValue::new("endpoint", endpoint.as_str());
         if let Some(spent) = spent {
             let label = std::slice::from_ref(&endpoint);
@@ -248,7 +259,7 @@ impl Metrics {
     }
 
     /// A nonce recorded in `store` (`memory`, `file` or `redis`).
-    pub fn nonce(&self, store: &'static str, result: NonceResult) {
+    pub(crate) fn nonce(&self, store: &'static str, result: NonceResult) {
         let labels = [
             KeyValue::new("store", store),
             KeyValue::new("result", result.as_str()),
@@ -257,7 +268,7 @@ impl Metrics {
     }
 
     /// A request on `policy` over a `kind` limit, or the limit store failing.
-    pub fn rate_limited(&self, policy: &str, kind: LimitKind, result: LimitResult) {
+    pub(crate) fn rate_limited(&self, policy: &str, kind: LimitKind, result: LimitResult) {
         let labels = [
             KeyValue::new("policy", policy.to_owned()),
             KeyValue::new("kind", kind.as_str()),
@@ -267,7 +278,7 @@ impl Metrics {
     }
 
     /// The clock skew of an accepted request; `warned` when it passed the warning threshold.
-    pub fn skew(&self, skew_secs: u64, warned: bool) {
+    pub(crate) fn skew(&self, skew_secs: u64, warned: bool) {
         self.clock_skew.record(skew_secs as f64, &[]);
         if warned {
             self.clock_skew_warnings.add(1, &[]);
@@ -284,15 +295,15 @@ pub struct CacheCounts {
 }
 
 impl CacheCounts {
-    pub fn hit(&self) {
+    pub(crate) fn hit(&self) {
         self.hit.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn stale(&self) {
+    pub(crate) fn stale(&self) {
         self.stale.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn miss(&self) {
+    pub(crate) fn miss(&self) {
         self.miss.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -18,7 +18,7 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    pub const ALL: [BreakerState; 3] = [
+    pub(crate) const ALL: [BreakerState; 3] = [
         BreakerState::Closed,
         BreakerState::Open,
         BreakerState::HalfOpen,
@@ -96,7 +96,7 @@ impl Data {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EventCounts {
     pub revoked: u64,
-    pub duplicate: u64,
+    pub(crate) duplicate: u64,
     pub ignored: u64,
     pub rejected: u64,
 }
@@ -112,19 +112,19 @@ pub struct Observed {
     /// Checks answered from stale data because the source failed.
     pub stale_served: Read<Vec<(Data, u64)>>,
     /// Age in milliseconds of the data loaded so far.
-    pub ages_ms: Read<Vec<(Data, Option<u64>)>>,
+    pub(crate) ages_ms: Read<Vec<(Data, Option<u64>)>>,
     /// CRL refreshes `(ok, failed)`.
-    pub crl_refreshes: Read<(u64, u64)>,
+    pub(crate) crl_refreshes: Read<(u64, u64)>,
     /// Live nonce records held by this replica (`None` for a shared store).
-    pub nonce_records: Read<Option<u64>>,
+    pub(crate) nonce_records: Read<Option<u64>>,
     /// Nonces refused because the store was full.
-    pub nonce_full: Read<u64>,
+    pub(crate) nonce_full: Read<u64>,
     pub events: Read<EventCounts>,
 }
 
 impl Observed {
     /// Registers every observable instrument on `meter`.
-    pub fn register(self, meter: &Meter) {
+    pub(crate) fn register(self, meter: &Meter) {
         breakers(meter, self.breakers);
         caches(meter, self.caches, self.stale_served);
         data(meter, self.ages_ms, self.crl_refreshes);

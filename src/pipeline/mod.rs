@@ -73,10 +73,10 @@ pub struct BearerIdentity {
 pub struct ClawIdentity {
     pub agent_did: String,
     pub owner_did: String,
-    pub ait_jti: String,
+    pub(crate) ait_jti: String,
     pub issuer: String,
     /// `cnf.jwk.x` (for a P-256 key, `x.y`).
-    pub public_key: String,
+    pub(crate) public_key: String,
 }
 
 impl ClawIdentity {
@@ -130,14 +130,14 @@ pub struct Settings {
     pub token_bytes: usize,
     pub max_skew_secs: u64,
     /// Accepted requests skewed this much are logged and counted.
-    pub skew_warning_secs: u64,
-    pub nonce_margin_ms: u64,
+    pub(crate) skew_warning_secs: u64,
+    pub(crate) nonce_margin_ms: u64,
     /// `memory`, `file` or `redis`, for metric labels.
-    pub nonce_store: &'static str,
+    pub(crate) nonce_store: &'static str,
     /// A failing rate-limit store denies (503) instead of allowing.
-    pub rate_limit_fail_closed: bool,
+    pub(crate) rate_limit_fail_closed: bool,
     /// The client address comes from the right-most value of this header, when set.
-    pub client_header: Option<String>,
+    pub(crate) client_header: Option<String>,
     pub policies: RoutePolicies,
 }
 
@@ -154,7 +154,7 @@ pub struct Pipeline {
     pub events: Arc<Events>,
     /// Issuers of the bearer profile.
     pub bearer: Vec<IssuerKeys>,
-    pub limiter: Arc<dyn Limiter>,
+    pub(crate) limiter: Arc<dyn Limiter>,
     /// Token signature verifications attempted (a pre-authentication limit spares them).
     pub signature_checks: AtomicU64,
     pub metrics: Arc<Metrics>,

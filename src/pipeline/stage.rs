@@ -28,7 +28,7 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in the order a check meets them.
-    pub const ALL: [Stage; 11] = [
+    pub(crate) const ALL: [Stage; 11] = [
         Stage::Policy,
         Stage::ClientRateLimit,
         Stage::Token,

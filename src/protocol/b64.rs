@@ -36,7 +36,7 @@ pub fn decode_array<const N: usize>(input: &str) -> Result<[u8; N], InvalidBase6
 /// Decodes as jose does on the reference's runtime (`atob` after mapping `-_` to `+/`):
 /// whitespace dropped, either alphabet, optional padding, trailing bits ignored. Only for
 /// registry-signed documents whose signature has already been checked over the received text.
-pub fn decode_lenient(input: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_lenient(input: &str) -> Option<Vec<u8>> {
     use base64::alphabet::STANDARD;
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     const FORGIVING: GeneralPurpose = GeneralPurpose::new(

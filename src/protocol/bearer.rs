@@ -12,7 +12,7 @@ use super::keys::{KeySet, KeysDocError};
 use crate::crypto::{P256Key, PublicKey};
 
 /// The ceiling whatever `limits.token_bytes` says; the stage applies the configured limit.
-pub const MAX_TOKEN_LEN: usize = super::jws::MAX_TOKEN_LEN;
+pub(crate) const MAX_TOKEN_LEN: usize = super::jws::MAX_TOKEN_LEN;
 
 /// Why a bearer token was refused; each has its own code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +101,7 @@ pub fn peek_issuer(token: &str) -> Option<String> {
 }
 
 /// The `kid` of the header (unverified), for a key refresh when it is unknown.
-pub fn peek_kid(token: &str) -> Option<String> {
+pub(crate) fn peek_kid(token: &str) -> Option<String> {
     let header = object(token.split('.').next()?).ok()?;
     header
         .get("kid")

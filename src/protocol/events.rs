@@ -8,8 +8,8 @@
 use super::ids::{invalid_did_message, parse_agent_did};
 use super::json::Json;
 
-pub const AGENT_AUTH_REVOKED: &str = "agent.auth.revoked";
-pub const REASON_AGENT_REVOKED: &str = "agent_revoked";
+pub(crate) const AGENT_AUTH_REVOKED: &str = "agent.auth.revoked";
+pub(crate) const REASON_AGENT_REVOKED: &str = "agent_revoked";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventOutcome {

@@ -4,7 +4,7 @@
 //! equal the issuer's lowercased hostname, which is why the issuer parser lives here too.
 
 /// `^[0-9A-HJKMNP-TV-Z]{26}$` with a first character of at most `7` (a 48-bit timestamp).
-pub fn is_ulid(value: &str) -> bool {
+pub(crate) fn is_ulid(value: &str) -> bool {
     let bytes = value.as_bytes();
     bytes.len() == 26
         && bytes[0] <= b'7'
@@ -17,7 +17,7 @@ pub fn is_ulid(value: &str) -> bool {
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// A ULID from a millisecond timestamp and 80 random bits (the high bits of `random` are unused).
-pub fn encode_ulid(ms: u64, random: u128) -> String {
+pub(crate) fn encode_ulid(ms: u64, random: u128) -> String {
     let value = (u128::from(ms & 0xFFFF_FFFF_FFFF) << 80) | (random & ((1u128 << 80) - 1));
     (0..26)
         .rev()
@@ -63,7 +63,7 @@ pub fn parse_did(value: &str) -> Option<Did<'_>> {
     })
 }
 
-pub fn parse_agent_did(value: &str) -> Option<Did<'_>> {
+pub(crate) fn parse_agent_did(value: &str) -> Option<Did<'_>> {
     parse_did(value).filter(|d| d.kind == DidKind::Agent)
 }
 
@@ -89,7 +89,7 @@ fn is_authority(value: &str) -> bool {
 
 /// The lowercased hostname of an issuer `^https?://host[:port]...`, or `None` when the issuer
 /// does not have that shape (userinfo and IPv6 literals are refused).
-pub fn issuer_authority(issuer: &str) -> Option<String> {
+pub(crate) fn issuer_authority(issuer: &str) -> Option<String> {
     let rest = issuer
         .strip_prefix("https://")
         .or_else(|| issuer.strip_prefix("http://"))?;

@@ -66,14 +66,14 @@ impl Json {
     }
 
     /// As `JSON.parse`: a repeated member keeps its first position and its last value.
-    pub fn parse_lenient(bytes: &[u8]) -> Result<Json, JsonError> {
+    pub(crate) fn parse_lenient(bytes: &[u8]) -> Result<Json, JsonError> {
         parse(bytes, Duplicates::KeepLast, Text::JavaScript)
     }
 
     /// Strict, and only valid UTF-8 without a byte-order mark or lone surrogates (RFC 8259), for
     /// documents no reference reads (bearer JWTs and JWKS): two subjects that differ only in
     /// undecodable text must not become one.
-    pub fn parse_standard(bytes: &[u8]) -> Result<Json, JsonError> {
+    pub(crate) fn parse_standard(bytes: &[u8]) -> Result<Json, JsonError> {
         parse(bytes, Duplicates::Refuse, Text::Standard)
     }
 
@@ -100,7 +100,7 @@ impl Json {
     }
 
     /// The name zod uses for this value's type in "received ..." messages.
-    pub fn zod_type(value: Option<&Json>) -> &'static str {
+    pub(crate) fn zod_type(value: Option<&Json>) -> &'static str {
         match value {
             None => "undefined",
             Some(Json::Null) => "null",
@@ -118,11 +118,11 @@ impl Object {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|(k, _)| k.as_str())
     }
 }

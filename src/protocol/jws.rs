@@ -24,11 +24,11 @@ use super::keys::KeySet;
 /// AITs longer than this are refused before any decoding whatever the configuration says
 /// (`limits.token_bytes`, default [`DEFAULT_TOKEN_LEN`], may not exceed it). A CRL is bounded by
 /// the registry response's size limit instead (`limits.crl_bytes`).
-pub const MAX_TOKEN_LEN: usize = 64 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 64 * 1024;
 /// The default limit on an AIT's or a bearer token's length; real AITs are 0.7-3.5 KB.
-pub const DEFAULT_TOKEN_LEN: usize = 8 * 1024;
+pub(crate) const DEFAULT_TOKEN_LEN: usize = 8 * 1024;
 /// Decoded protected headers longer than this are refused.
-pub const MAX_HEADER_LEN: usize = 1024;
+pub(crate) const MAX_HEADER_LEN: usize = 1024;
 
 /// Which token profile is being verified; fixes `typ` and the error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +164,7 @@ impl fmt::Display for TokenError {
 }
 
 /// `^[A-Za-z0-9._:-]{1,128}$`
-pub fn is_allowed_kid(kid: &str) -> bool {
+pub(crate) fn is_allowed_kid(kid: &str) -> bool {
     (1..=128).contains(&kid.len())
         && kid
             .bytes()
@@ -237,7 +237,7 @@ fn parse_json(bytes: &[u8], kind: TokenKind) -> Result<Json, JsonError> {
 }
 
 /// The `kid` of a token whose header passes the checks of `kind`.
-pub fn kid_of(token: &str, kind: TokenKind) -> Option<String> {
+pub(crate) fn kid_of(token: &str, kind: TokenKind) -> Option<String> {
     let header = token.split('.').next()?;
     check_header(header, kind).ok().map(|h| h.kid)
 }

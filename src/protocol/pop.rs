@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::b64;
 use crate::crypto::PublicKey;
 
-pub const PROOF_VERSION: &str = "CLAW-PROOF-V1";
+pub(crate) const PROOF_VERSION: &str = "CLAW-PROOF-V1";
 pub const DEFAULT_MAX_SKEW_SECS: u64 = 300;
 
 /// The four proof headers, in the order the reference checks them.
@@ -25,7 +25,7 @@ pub enum ProofHeader {
 }
 
 impl ProofHeader {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ProofHeader::Timestamp => "X-Claw-Timestamp",
             ProofHeader::Nonce => "X-Claw-Nonce",

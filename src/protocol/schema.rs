@@ -22,7 +22,7 @@ pub struct Issues {
 }
 
 impl Issues {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
 
@@ -31,34 +31,34 @@ impl Issues {
     }
 
     /// A problem after which zod still runs the cross-field rules (a refinement, a length).
-    pub fn push(&mut self, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, message: impl Into<String>) {
         self.messages.push(message.into());
     }
 
     /// A problem after which zod skips the cross-field rules (a type or shape problem).
-    pub fn abort(&mut self, message: impl Into<String>) {
+    pub(crate) fn abort(&mut self, message: impl Into<String>) {
         self.messages.push(message.into());
         self.aborted = true;
     }
 
     /// Appends the problems of a nested value, in order.
-    pub fn merge(&mut self, nested: Issues) {
+    pub(crate) fn merge(&mut self, nested: Issues) {
         self.messages.extend(nested.messages);
         self.aborted |= nested.aborted;
     }
 
     /// Whether a recorded problem stops the cross-field rules.
-    pub fn aborted(&self) -> bool {
+    pub(crate) fn aborted(&self) -> bool {
         self.aborted
     }
 
     /// All messages joined as the reference joins them.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         self.messages.join("; ")
     }
 
     /// A required string member; records a type issue and returns `None` when it is not one.
-    pub fn string<'a>(&mut self, obj: &'a Object, name: &str) -> Option<&'a str> {
+    pub(crate) fn string<'a>(&mut self, obj: &'a Object, name: &str) -> Option<&'a str> {
         match obj.get(name) {
             Some(Json::String(s)) => Some(s),
             other => {
@@ -69,7 +69,7 @@ impl Issues {
     }
 
     /// An optional string member: absent is fine, any other type is an issue.
-    pub fn optional_string<'a>(&mut self, obj: &'a Object, name: &str) -> Option<&'a str> {
+    pub(crate) fn optional_string<'a>(&mut self, obj: &'a Object, name: &str) -> Option<&'a str> {
         if obj.contains(name) {
             self.string(obj, name)
         } else {
@@ -78,13 +78,13 @@ impl Issues {
     }
 
     /// `z.string().min(1, message)`; lengths are UTF-16 code units, as in JavaScript.
-    pub fn non_empty(&mut self, value: &str, message: &str) {
+    pub(crate) fn non_empty(&mut self, value: &str, message: &str) {
         if value.is_empty() {
             self.push(message);
         }
     }
 
-    pub fn max_len(&mut self, value: &str, max: usize) {
+    pub(crate) fn max_len(&mut self, value: &str, max: usize) {
         if value.encode_utf16().count() > max {
             self.push(format!(
                 "Too big: expected string to have <={max} characters"
@@ -95,7 +95,7 @@ impl Issues {
     /// `z.number().int().nonnegative()`: the number, unless it is not an integer at all (which
     /// aborts). Out of range is recorded and the number still returned, as the cross-field rules
     /// compare it; [`as_int`] converts it once every problem is known to be absent.
-    pub fn non_negative_int(&mut self, obj: &Object, name: &str) -> Option<f64> {
+    pub(crate) fn non_negative_int(&mut self, obj: &Object, name: &str) -> Option<f64> {
         let value = obj.get(name);
         let Some(n) = value.and_then(Json::as_f64) else {
             self.invalid_type("number", value);
@@ -115,7 +115,7 @@ impl Issues {
     }
 
     /// `z.literal(expected)`.
-    pub fn literal(&mut self, obj: &Object, name: &str, expected: &str) -> bool {
+    pub(crate) fn literal(&mut self, obj: &Object, name: &str, expected: &str) -> bool {
         let ok = obj.get(name).and_then(Json::as_str) == Some(expected);
         if !ok {
             self.abort(format!("Invalid input: expected \"{expected}\""));
@@ -124,7 +124,7 @@ impl Issues {
     }
 
     /// A nested `.strict()` object member; records a type issue when it is not an object.
-    pub fn object<'a>(&mut self, obj: &'a Object, name: &str) -> Option<&'a Object> {
+    pub(crate) fn object<'a>(&mut self, obj: &'a Object, name: &str) -> Option<&'a Object> {
         match obj.get(name) {
             Some(Json::Object(o)) => Some(o),
             other => {
@@ -135,7 +135,7 @@ impl Issues {
     }
 
     /// `.strict()`: one issue naming every member outside `allowed`.
-    pub fn strict(&mut self, obj: &Object, allowed: &[&str]) {
+    pub(crate) fn strict(&mut self, obj: &Object, allowed: &[&str]) {
         let unknown: Vec<String> = obj
             .names()
             .filter(|n| !allowed.contains(n))
@@ -148,7 +148,7 @@ impl Issues {
         }
     }
 
-    pub fn invalid_type(&mut self, expected: &str, received: Option<&Json>) {
+    pub(crate) fn invalid_type(&mut self, expected: &str, received: Option<&Json>) {
         self.abort(format!(
             "Invalid input: expected {expected}, received {}",
             Json::zod_type(received)
@@ -158,12 +158,12 @@ impl Issues {
 
 /// A number [`Issues::non_negative_int`] returned, once no problem was recorded: it is then an
 /// integer in `[0, 2^53)`, so the conversion is exact.
-pub fn as_int(n: f64) -> u64 {
+pub(crate) fn as_int(n: f64) -> u64 {
     n as u64
 }
 
 /// True if the string holds U+0000..U+001F or U+007F (the reference's `hasControlChars`).
-pub fn has_control_chars(value: &str) -> bool {
+pub(crate) fn has_control_chars(value: &str) -> bool {
     value.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}')
 }
 

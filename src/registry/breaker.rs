@@ -41,7 +41,7 @@ pub struct BreakerSettings {
     /// Consecutive failures that open the breaker.
     pub failures: u32,
     /// How long it stays open before one probe is let through.
-    pub open_ms: u64,
+    pub(crate) open_ms: u64,
 }
 
 /// What the hooks record; shared between the breaker and failsafe's instrument.
@@ -153,12 +153,12 @@ impl Breaker {
     }
 
     /// Transitions into `state` so far.
-    pub fn transitions_to(&self, state: State) -> u64 {
+    pub(crate) fn transitions_to(&self, state: State) -> u64 {
         self.shared.into[state as usize].load(Ordering::Relaxed)
     }
 
     /// Asks to make one call: `None` while open (or while the half-open probe is out).
-    pub fn permit(&self) -> Option<Permit<'_>> {
+    pub(crate) fn permit(&self) -> Option<Permit<'_>> {
         let permit = match self.state() {
             State::Closed => self.machine.is_call_permitted().then_some(Permit {
                 breaker: self,
@@ -205,14 +205,14 @@ impl Breaker {
 
 /// Leave to make one call; report how it went with [`Permit::record`]. Dropped unreported (the
 /// caller gave up), it frees the probe slot without judging the endpoint.
-pub struct Permit<'a> {
+pub(crate) struct Permit<'a> {
     breaker: &'a Breaker,
     probe: bool,
     done: bool,
 }
 
 impl Permit<'_> {
-    pub fn record(mut self, ok: bool) {
+    pub(crate) fn record(mut self, ok: bool) {
         self.done = true;
         let machine = &self.breaker.machine;
         match ok {

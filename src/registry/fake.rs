@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::{BoxFuture, KeySource, Registry, Response, TransportError};
 
-pub type Answer = Result<Response, TransportError>;
+pub(crate) type Answer = Result<Response, TransportError>;
 
 #[derive(Default)]
-pub struct FakeRegistry {
+pub(crate) struct FakeRegistry {
     keys: Script,
     crl: Script,
     validate: Script,
@@ -54,21 +54,21 @@ impl Script {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Calls {
+pub(crate) struct Calls {
     pub keys: usize,
     pub crl: usize,
     pub validate: usize,
 }
 
 /// A `200` answer with `body`.
-pub fn ok(body: impl Into<Vec<u8>>) -> Answer {
+pub(crate) fn ok(body: impl Into<Vec<u8>>) -> Answer {
     Ok(Response {
         status: 200,
         body: body.into(),
     })
 }
 
-pub fn status(status: u16) -> Answer {
+pub(crate) fn status(status: u16) -> Answer {
     Ok(Response {
         status,
         body: Vec::new(),
@@ -76,30 +76,30 @@ pub fn status(status: u16) -> Answer {
 }
 
 impl FakeRegistry {
-    pub fn set_keys(&self, answers: Vec<Answer>) {
+    pub(crate) fn set_keys(&self, answers: Vec<Answer>) {
         self.keys.set(answers);
     }
 
-    pub fn set_crl(&self, answers: Vec<Answer>) {
+    pub(crate) fn set_crl(&self, answers: Vec<Answer>) {
         self.crl.set(answers);
     }
 
-    pub fn set_validate(&self, answers: Vec<Answer>) {
+    pub(crate) fn set_validate(&self, answers: Vec<Answer>) {
         self.validate.set(answers);
     }
 
     /// While set, keys fetches never answer.
-    pub fn hang_keys(&self, hang: bool) {
+    pub(crate) fn hang_keys(&self, hang: bool) {
         self.keys.hang.store(hang, Ordering::SeqCst);
     }
 
     /// While set, validations never answer.
-    pub fn hang_validate(&self, hang: bool) {
+    pub(crate) fn hang_validate(&self, hang: bool) {
         self.validate.hang.store(hang, Ordering::SeqCst);
     }
 
     /// Calls made so far, per endpoint.
-    pub fn calls(&self) -> Calls {
+    pub(crate) fn calls(&self) -> Calls {
         Calls {
             keys: self.keys.calls.load(Ordering::SeqCst),
             crl: self.crl.calls.load(Ordering::SeqCst),

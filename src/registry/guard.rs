@@ -25,7 +25,7 @@ pub struct Guarded {
 }
 
 impl Guarded {
-    pub fn new(
+    pub(crate) fn new(
         inner: Arc<dyn Registry>,
         timeout: Duration,
         settings: BreakerSettings,
@@ -43,7 +43,7 @@ impl Guarded {
     }
 
     /// `(endpoint, state)` for each breaker.
-    pub fn states(&self) -> [(Endpoint, State); 3] {
+    pub(crate) fn states(&self) -> [(Endpoint, State); 3] {
         [&self.keys, &self.crl, &self.validate].map(|b| (b.endpoint(), b.state()))
     }
 }

@@ -16,7 +16,7 @@ const MAX_VALIDATE_BODY: usize = 64 * 1024;
 
 /// The largest body accepted from each endpoint; a larger one is a failed call.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimits {
+pub(crate) struct BodyLimits {
     pub keys: usize,
     pub crl: usize,
 }
@@ -41,7 +41,7 @@ impl Endpoints {
 }
 
 #[derive(Debug, Clone)]
-pub struct HttpRegistry {
+pub(crate) struct HttpRegistry {
     client: reqwest::Client,
     endpoints: Endpoints,
     timeout: Duration,
@@ -49,7 +49,7 @@ pub struct HttpRegistry {
 }
 
 impl HttpRegistry {
-    pub fn new(
+    pub(crate) fn new(
         endpoints: Endpoints,
         timeout: Duration,
         limits: BodyLimits,
@@ -109,7 +109,7 @@ pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Erro
 
 /// `GET url`, reading at most `limit` bytes of body, within `timeout` (or the Check's nearer
 /// deadline).
-pub(crate) async fn get(
+pub async fn get(
     client: &reqwest::Client,
     url: &str,
     timeout: Duration,

@@ -20,7 +20,7 @@ pub struct Jwks {
 }
 
 impl Jwks {
-    pub fn new(
+    pub(crate) fn new(
         url: String,
         timeout: Duration,
         limit: usize,
@@ -39,7 +39,7 @@ impl Jwks {
     }
 
     /// Its breaker (its state is a metric).
-    pub fn breaker(&self) -> &Breaker {
+    pub(crate) fn breaker(&self) -> &Breaker {
         &self.breaker
     }
 }

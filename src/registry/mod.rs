@@ -24,7 +24,10 @@ tokio::task_local! {
 }
 
 /// Runs `f` (the handling of one Check) with registry calls bounded by `deadline`.
-pub async fn with_deadline<F: Future>(deadline: Option<tokio::time::Instant>, f: F) -> F::Output {
+pub(crate) async fn with_deadline<F: Future>(
+    deadline: Option<tokio::time::Instant>,
+    f: F,
+) -> F::Output {
     match deadline {
         Some(d) => DEADLINE.scope(d, f).await,
         None => f.await,
@@ -33,7 +36,7 @@ pub async fn with_deadline<F: Future>(deadline: Option<tokio::time::Instant>, f:
 
 /// The time a registry call may take now: `configured`, or less if the current Check's deadline
 /// is nearer. Zero when the deadline has passed.
-pub fn call_timeout(configured: std::time::Duration) -> std::time::Duration {
+pub(crate) fn call_timeout(configured: std::time::Duration) -> std::time::Duration {
     DEADLINE
         .try_with(|d| d.saturating_duration_since(tokio::time::Instant::now()))
         .map_or(configured, |left| left.min(configured))
@@ -61,7 +64,7 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             TransportError::Refused => "connect ECONNREFUSED",
             TransportError::Timeout => "The operation was aborted due to timeout",

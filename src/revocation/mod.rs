@@ -7,8 +7,8 @@
 //!
 //! Without Redis, the admin listener takes the same envelope at `POST /v1/events`.
 
-pub mod consumer;
-pub mod overlay;
+pub(crate) mod consumer;
+pub(crate) mod overlay;
 pub mod publisher;
 
 pub use consumer::{StreamSettings, spawn_consumer};

@@ -69,7 +69,7 @@ impl Events {
             .is_some_and(|&until| until > now_ms)
     }
 
-    pub fn is_token_revoked(&self, jti: &str, now_ms: u64) -> bool {
+    pub(crate) fn is_token_revoked(&self, jti: &str, now_ms: u64) -> bool {
         lock(&self.revoked_tokens)
             .get(jti)
             .is_some_and(|&until| until > now_ms)
@@ -87,7 +87,7 @@ impl Events {
     }
 
     /// Applies one envelope published at `published_ms`. Idempotent.
-    pub fn apply(&self, envelope: &[u8], published_ms: u64) -> Applied {
+    pub(crate) fn apply(&self, envelope: &[u8], published_ms: u64) -> Applied {
         let until = published_ms.saturating_add(REVOCATION_TTL_MS);
         // The same envelope (by `id`) published again changes nothing.
         // Parsed once here for claw-authz's own fields; the reference's parser reads the rest.

@@ -8,7 +8,7 @@ use crate::denial::{Denial, Detail};
 use crate::protocol::ait::AitClaims;
 use crate::request::RequestView;
 
-pub async fn validate(
+pub(crate) async fn validate(
     req: &RequestView,
     cache: &Arc<AccessCache>,
     claims: &AitClaims,

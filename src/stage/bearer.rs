@@ -21,7 +21,7 @@ pub struct IssuerKeys {
 }
 
 /// The token of `Authorization: Bearer <token>`, if that is the scheme.
-pub fn token(req: &RequestView) -> Option<&str> {
+pub(crate) fn token(req: &RequestView) -> Option<&str> {
     let rest = req.header("authorization")?.strip_prefix("Bearer")?;
     let token = rest.strip_prefix(char::is_whitespace)?.trim_start();
     Some(token).filter(|t| !t.is_empty() && !t.contains(char::is_whitespace))
@@ -29,7 +29,7 @@ pub fn token(req: &RequestView) -> Option<&str> {
 
 /// Verifies `token` (at most `max_len` bytes, checked before anything reads it) against the
 /// keys of the issuer it names.
-pub async fn verify(
+pub(crate) async fn verify(
     token: &str,
     max_len: usize,
     issuers: &[IssuerKeys],
@@ -70,7 +70,7 @@ pub async fn verify(
 }
 
 /// The route's requirements: every role, every permission, the minimum trust score.
-pub fn authorize(claims: &BearerClaims, policy: &Policy) -> Result<(), Denial> {
+pub(crate) fn authorize(claims: &BearerClaims, policy: &Policy) -> Result<(), Denial> {
     let missing = |required: &[String], held: &[String]| -> Vec<String> {
         required
             .iter()

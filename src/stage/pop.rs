@@ -5,7 +5,7 @@ use crate::denial::Denial;
 use crate::protocol::pop::{PopError, ProofHeader, ProofInput, VerifiedProof, verify_proof};
 use crate::request::RequestView;
 
-pub fn verify(
+pub(crate) fn verify(
     req: &RequestView,
     path_with_query: &str,
     body: &[u8],

@@ -4,7 +4,7 @@ use crate::denial::Denial;
 use crate::protocol::pop::VerifiedProof;
 use crate::store::nonce::{NonceOutcome, NonceStore, record_expiry_ms};
 
-pub async fn record(
+pub(crate) async fn record(
     store: &dyn NonceStore,
     agent: &str,
     nonce: &str,

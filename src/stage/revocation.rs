@@ -7,7 +7,7 @@ use crate::denial::Denial;
 use crate::protocol::ait::AitClaims;
 use crate::revocation::Events;
 
-pub async fn check(
+pub(crate) async fn check(
     events: &Events,
     trust: &TrustCache,
     crl: &CrlCache,
@@ -36,7 +36,7 @@ pub async fn check(
 /// What the CRL's answer means: a stale list denies only where the operator chose
 /// `crl.stale_behavior: fail-closed` (`docs/deviations.md` item 3); otherwise the last good list
 /// decides.
-pub fn crl_verdict(listed: Listed, behavior: StaleBehavior) -> Result<(), Denial> {
+pub(crate) fn crl_verdict(listed: Listed, behavior: StaleBehavior) -> Result<(), Denial> {
     match (listed.stale, behavior) {
         (true, StaleBehavior::FailClosed) => Err(Denial::CrlUnavailable),
         _ if listed.revoked => Err(Denial::AitRevoked),

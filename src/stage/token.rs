@@ -12,7 +12,7 @@ use crate::protocol::keys::KeysDocError;
 use crate::request::RequestView;
 
 /// The token from `^Claw\s+(\S+)$` on the trimmed header; the scheme is case-sensitive.
-pub fn authorization(req: &RequestView) -> Result<&str, Denial> {
+pub(crate) fn authorization(req: &RequestView) -> Result<&str, Denial> {
     let value = req.header("authorization").unwrap_or("");
     if value.is_empty() {
         return Err(Denial::MissingToken);
@@ -32,7 +32,7 @@ pub fn authorization(req: &RequestView) -> Result<&str, Denial> {
 /// past `max_len` bytes (`limits.token_bytes`, `docs/deviations.md` item 15): from `cache` when
 /// this token was verified before under the same registry key, otherwise verified here (an
 /// unknown `kid` refetches the keys, at most once per cooldown, and retries once).
-pub async fn verify(
+pub(crate) async fn verify(
     token: &str,
     max_len: usize,
     keys: &std::sync::Arc<KeyCache>,
@@ -70,7 +70,7 @@ pub async fn verify(
 }
 
 /// The registry keys could not be had: 503 with what failed, or the document's own refusal.
-pub fn keys_denial(e: KeysError) -> Denial {
+pub(crate) fn keys_denial(e: KeysError) -> Denial {
     match e {
         KeysError::Transport(e) => Denial::KeysUnavailable(Some(Detail::Reason(e.reason().into()))),
         KeysError::Status(status) => Denial::KeysUnavailable(Some(Detail::Status(status))),

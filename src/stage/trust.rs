@@ -4,7 +4,7 @@ use crate::cache::trust::TrustCache;
 use crate::denial::Denial;
 use crate::protocol::ait::AitClaims;
 
-pub async fn check_known(trust: &TrustCache, claims: &AitClaims) -> Result<(), Denial> {
+pub(crate) async fn check_known(trust: &TrustCache, claims: &AitClaims) -> Result<(), Denial> {
     match trust.is_known(&claims.sub).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(Denial::UnknownAgent {

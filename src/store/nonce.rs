@@ -45,7 +45,12 @@ pub trait NonceStore: Send + Sync + 'static {
 }
 
 /// When a nonce seen at `now_secs` with timestamp `ts_secs` may be forgotten.
-pub fn record_expiry_ms(ts_secs: u64, now_ms: u64, max_skew_secs: u64, margin_ms: u64) -> u64 {
+pub(crate) fn record_expiry_ms(
+    ts_secs: u64,
+    now_ms: u64,
+    max_skew_secs: u64,
+    margin_ms: u64,
+) -> u64 {
     let latest_valid_ms = ts_secs
         .saturating_add(max_skew_secs)
         .saturating_mul(1000)
@@ -56,7 +61,7 @@ pub fn record_expiry_ms(ts_secs: u64, now_ms: u64, max_skew_secs: u64, margin_ms
 }
 
 /// A 128-bit digest of the pair, so records have a fixed small size whatever the nonce length.
-pub fn record_key(agent_did: &str, nonce: &str) -> u128 {
+pub(crate) fn record_key(agent_did: &str, nonce: &str) -> u128 {
     let mut h = Sha256::new();
     h.update(agent_did.as_bytes());
     h.update([0u8]);
@@ -79,7 +84,7 @@ struct Records {
 }
 
 impl MemoryNonceStore {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         MemoryNonceStore {
             capacity,
             inner: Mutex::new(Records::default()),
@@ -87,7 +92,7 @@ impl MemoryNonceStore {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().expiry_by_key.len()
     }
 
@@ -96,7 +101,7 @@ impl MemoryNonceStore {
     }
 
     /// How many nonces were refused because the store was full.
-    pub fn refused_full(&self) -> u64 {
+    pub(crate) fn refused_full(&self) -> u64 {
         self.refused_full.load(Ordering::Relaxed)
     }
 
@@ -111,7 +116,7 @@ impl MemoryNonceStore {
     }
 
     /// [`MemoryNonceStore::check`] for a key already computed with [`record_key`].
-    pub fn check_key(
+    pub(crate) fn check_key(
         &self,
         key: u128,
         expires_at_ms: u64,
@@ -136,7 +141,7 @@ impl MemoryNonceStore {
 
     /// Puts back a record read from storage at startup (capacity is not checked: a live record
     /// is never dropped). Expired ones are ignored.
-    pub fn restore(&self, key: u128, expires_at_ms: u64, now_ms: u64) {
+    pub(crate) fn restore(&self, key: u128, expires_at_ms: u64, now_ms: u64) {
         if expires_at_ms <= now_ms {
             return;
         }

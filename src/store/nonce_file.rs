@@ -36,7 +36,7 @@ const SEGMENT_MS: u64 = 60_000;
 const MAX_BATCH: usize = 8_192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fsync {
+pub(crate) enum Fsync {
     /// `fdatasync` before answering.
     Always,
     /// `fdatasync` at most this often (ms), after a write.
@@ -59,7 +59,12 @@ pub struct FileNonceStore {
 
 impl FileNonceStore {
     /// Reads back the log in `dir` (created if missing) and starts the writer.
-    pub fn open(dir: &Path, capacity: usize, fsync: Fsync, now_ms: u64) -> Result<Self, String> {
+    pub(crate) fn open(
+        dir: &Path,
+        capacity: usize,
+        fsync: Fsync,
+        now_ms: u64,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let memory = MemoryNonceStore::new(capacity);

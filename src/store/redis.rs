@@ -125,7 +125,7 @@ fn nonce_digest(agent_did: &str, nonce: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub struct RedisNonceStore(pub Redis);
+pub(crate) struct RedisNonceStore(pub Redis);
 
 impl NonceStore for RedisNonceStore {
     fn check_and_record<'a>(
@@ -152,7 +152,7 @@ impl NonceStore for RedisNonceStore {
     }
 }
 
-pub struct RedisTrustStore(pub Redis);
+pub(crate) struct RedisTrustStore(pub Redis);
 
 impl TrustStore for RedisTrustStore {
     fn is_revoked<'a>(

@@ -34,14 +34,14 @@ pub trait TrustStore: Send + Sync + 'static {
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct TrustSnapshot {
+pub(crate) struct TrustSnapshot {
     known: HashSet<String>,
     /// Revoked agent -> expiry in unix ms (`u64::MAX` for never).
     revoked: HashMap<String, u64>,
 }
 
 impl TrustSnapshot {
-    pub fn new(pairs: &[(String, String)], revoked: &[(String, u64)]) -> Self {
+    pub(crate) fn new(pairs: &[(String, String)], revoked: &[(String, u64)]) -> Self {
         let mut known = HashSet::new();
         for (a, b) in pairs {
             known.insert(a.clone());
@@ -53,11 +53,11 @@ impl TrustSnapshot {
         }
     }
 
-    pub fn is_known(&self, agent_did: &str) -> bool {
+    pub(crate) fn is_known(&self, agent_did: &str) -> bool {
         self.known.contains(agent_did)
     }
 
-    pub fn is_revoked(&self, agent_did: &str, now_ms: u64) -> bool {
+    pub(crate) fn is_revoked(&self, agent_did: &str, now_ms: u64) -> bool {
         self.revoked.get(agent_did).is_some_and(|&exp| exp > now_ms)
     }
 }
@@ -78,7 +78,7 @@ enum RevokedEntry {
     WithExpiry { did: String, expires_at_ms: u64 },
 }
 
-pub fn parse_trust_file(text: &str) -> Result<TrustSnapshot, String> {
+pub(crate) fn parse_trust_file(text: &str) -> Result<TrustSnapshot, String> {
     let file: TrustFile = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
     let revoked: Vec<(String, u64)> = file
         .revoked_agents
@@ -93,7 +93,7 @@ pub fn parse_trust_file(text: &str) -> Result<TrustSnapshot, String> {
 
 /// A trust store read from a file and reloaded when the file changes.
 #[derive(Debug)]
-pub struct FileTrustStore {
+pub(crate) struct FileTrustStore {
     path: Option<PathBuf>,
     snapshot: RwLock<Arc<TrustSnapshot>>,
     modified: RwLock<Option<SystemTime>>,
@@ -101,7 +101,7 @@ pub struct FileTrustStore {
 
 impl FileTrustStore {
     /// Loads the file now; a missing or invalid file at start is an error (config problem).
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let snapshot = parse_trust_file(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -113,7 +113,7 @@ impl FileTrustStore {
     }
 
     /// A store with no file: nobody is known, nobody is revoked.
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         FileTrustStore {
             path: None,
             snapshot: RwLock::new(Arc::new(TrustSnapshot::default())),
@@ -121,7 +121,7 @@ impl FileTrustStore {
         }
     }
 
-    pub fn snapshot(&self) -> Arc<TrustSnapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<TrustSnapshot> {
         self.snapshot
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -129,7 +129,7 @@ impl FileTrustStore {
     }
 
     /// Reloads if the file's modification time changed; returns whether it did.
-    pub fn reload_if_changed(&self) -> bool {
+    pub(crate) fn reload_if_changed(&self) -> bool {
         let Some(path) = &self.path else {
             return false;
         };
@@ -155,7 +155,7 @@ impl FileTrustStore {
     }
 
     /// Polls the file every `every` until the store is dropped.
-    pub fn watch(self: &Arc<Self>, every: Duration) {
+    pub(crate) fn watch(self: &Arc<Self>, every: Duration) {
         if self.path.is_none() {
             return;
         }

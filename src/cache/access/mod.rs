@@ -28,10 +28,10 @@ use crate::clock::Clock;
 use crate::registry::{Registry, TransportError};
 
 #[derive(Debug, Clone, Copy)]
-pub struct AccessTiming {
-    pub positive_ttl_ms: u64,
-    pub negative_ttl_ms: u64,
-    pub stale_if_error_ms: u64,
+pub(crate) struct AccessTiming {
+    pub(crate) positive_ttl_ms: u64,
+    pub(crate) negative_ttl_ms: u64,
+    pub(crate) stale_if_error_ms: u64,
 }
 
 /// At most this many valid answers, and as many refused ones, are kept.
@@ -89,7 +89,7 @@ enum Settled {
 
 /// Why a token is not vouched for: facts about the answer; the access stage decides the denial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessError {
+pub(crate) enum AccessError {
     /// The registry refused the token (401), now or within the negative TTL.
     Invalid,
     /// The registry could not answer and no usable stale answer was held.
@@ -98,7 +98,7 @@ pub enum AccessError {
 
 /// How the registry failed to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unavailable {
+pub(crate) enum Unavailable {
     /// Any status other than 204 and 401.
     Status(u16),
     /// No HTTP answer.
@@ -106,21 +106,25 @@ pub enum Unavailable {
 }
 
 /// What the caller knows about the token being validated.
-pub struct Subject<'a> {
+pub(crate) struct Subject<'a> {
     pub access_token: &'a str,
     pub agent_did: &'a str,
-    pub ait_jti: &'a str,
+    pub(crate) ait_jti: &'a str,
     /// The AIT's `exp` (unix seconds): a stale answer is never used past it.
-    pub ait_exp_secs: u64,
+    pub(crate) ait_exp_secs: u64,
 }
 
 impl AccessCache {
-    pub fn new(registry: Arc<dyn Registry>, clock: Arc<dyn Clock>, timing: AccessTiming) -> Self {
+    pub(crate) fn new(
+        registry: Arc<dyn Registry>,
+        clock: Arc<dyn Clock>,
+        timing: AccessTiming,
+    ) -> Self {
         Self::bounded(registry, clock, timing, CAPACITY)
     }
 
     /// A cache keeping at most `capacity` valid and `capacity` refused answers.
-    pub fn bounded(
+    pub(crate) fn bounded(
         registry: Arc<dyn Registry>,
         clock: Arc<dyn Clock>,
         timing: AccessTiming,
@@ -149,7 +153,7 @@ impl AccessCache {
         self.stale_used.load(Ordering::Relaxed)
     }
 
-    pub async fn validate(self: &Arc<Self>, s: &Subject<'_>) -> Result<(), AccessError> {
+    pub(crate) async fn validate(self: &Arc<Self>, s: &Subject<'_>) -> Result<(), AccessError> {
         let key = cache_key(s);
         let now = self.clock.now_ms();
         if let Some(v) = self.valid.get(&key).await {

@@ -32,7 +32,7 @@ pub enum StaleBehavior {
 }
 
 impl StaleBehavior {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StaleBehavior::FailOpen => "fail-open",
             StaleBehavior::FailClosed => "fail-closed",
@@ -49,12 +49,12 @@ pub struct Listed {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct CrlTiming {
-    pub refresh_interval_ms: u64,
-    pub max_age_ms: u64,
+pub(crate) struct CrlTiming {
+    pub(crate) refresh_interval_ms: u64,
+    pub(crate) max_age_ms: u64,
     pub stale_behavior: StaleBehavior,
     /// The interval while push revocation is healthy.
-    pub push_refresh_interval_ms: u64,
+    pub(crate) push_refresh_interval_ms: u64,
 }
 
 /// While the list is stale, refreshes are retried this often.
@@ -85,17 +85,17 @@ pub struct CrlCache {
 /// What readiness reports about the list (`/readyz`).
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CrlStatus {
+pub(crate) struct CrlStatus {
     /// `fresh`, `stale` (older than `crl.max_age_secs`) or `never-loaded`.
     pub state: &'static str,
     /// What checks do while it is stale.
     pub stale_behavior: &'static str,
-    pub age_secs: Option<u64>,
+    pub(crate) age_secs: Option<u64>,
     pub revocations: usize,
-    pub refreshes_ok: u64,
-    pub refresh_failures: u64,
+    pub(crate) refreshes_ok: u64,
+    pub(crate) refresh_failures: u64,
     /// Why the latest refresh failed, when it did.
-    pub last_failure: Option<String>,
+    pub(crate) last_failure: Option<String>,
 }
 
 #[derive(Default, Clone)]
@@ -107,7 +107,7 @@ struct State {
 }
 
 impl CrlCache {
-    pub fn new(
+    pub(crate) fn new(
         registry: Arc<dyn Registry>,
         clock: Arc<dyn Clock>,
         issuer: String,
@@ -138,7 +138,7 @@ impl CrlCache {
     }
 
     /// The list's state for readiness: fresh or stale, its policy, and the latest failure.
-    pub fn status(&self) -> CrlStatus {
+    pub(crate) fn status(&self) -> CrlStatus {
         let state = self.state.load();
         let now = self.clock.now_ms();
         let (refreshes_ok, refresh_failures) = self.refresh_counts();
@@ -182,7 +182,7 @@ impl CrlCache {
     }
 
     /// Age of the held list (since the last successful refresh), if any.
-    pub fn age_ms(&self, now_ms: u64) -> Option<u64> {
+    pub(crate) fn age_ms(&self, now_ms: u64) -> Option<u64> {
         self.state
             .load()
             .last_success_ms
@@ -190,7 +190,7 @@ impl CrlCache {
     }
 
     /// Pushed revocation events are (or stopped) flowing: the poll interval follows.
-    pub fn set_push_healthy(&self, healthy: bool) {
+    pub(crate) fn set_push_healthy(&self, healthy: bool) {
         if self.push_healthy.swap(healthy, Ordering::Relaxed) != healthy {
             tracing::info!(
                 healthy,
@@ -232,13 +232,13 @@ impl CrlCache {
     }
 
     /// The configured meaning of a stale list (`crl.stale_behavior`).
-    pub fn stale_behavior(&self) -> StaleBehavior {
+    pub(crate) fn stale_behavior(&self) -> StaleBehavior {
         self.timing.stale_behavior
     }
 
     /// Refreshes whenever due until the cache is dropped: on time (plus up to 10 % jitter, so
     /// replicas do not poll in step), and every few seconds while the list is stale.
-    pub fn run_refresher(self: &Arc<Self>, keys: Arc<KeyCache>) {
+    pub(crate) fn run_refresher(self: &Arc<Self>, keys: Arc<KeyCache>) {
         let weak = Arc::downgrade(self);
         let changed = self.push_changed.clone();
         tokio::spawn(async move {
