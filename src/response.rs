@@ -19,7 +19,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::Status;
 
 use crate::denial::Denial;
-use crate::pipeline::{Decision, Identity};
+use crate::pipeline::{BearerIdentity, ClawIdentity, Decision, Identity};
 
 /// Unix seconds of the server, on skew denials.
 pub(crate) const SERVER_TIME: &str = "x-claw-server-time";
@@ -113,98 +113,121 @@ pub(crate) fn build(
     }
 }
 
+/// An allowed response as it is built: headers set, headers removed, dynamic metadata.
+struct Allowed<'a> {
+    headers: Vec<HeaderValueOption>,
+    remove: Vec<String>,
+    meta: Vec<(&'a str, &'a str)>,
+}
+
+impl Allowed<'_> {
+    /// Every identity header is either set or removed, so a client cannot supply one.
+    fn unset(&mut self, names: &[&str]) {
+        self.remove.extend(names.iter().map(|h| (*h).to_owned()));
+    }
+}
+
+/// A bearer token's grants as header values.
+struct Grants {
+    roles: String,
+    permissions: String,
+    score: Option<String>,
+}
+
 fn allow(
     identity: Option<&Identity>,
     policy: &str,
     shadow: Option<&Denial>,
     credential_headers: &[String],
 ) -> CheckResponse {
-    let mut headers = Vec::new();
-    let mut remove: Vec<String> = credential_headers.to_vec();
-    let mut meta: Vec<(&str, &str)> = vec![("policy", policy)];
-    // Every identity header is either set here or removed, so a client cannot supply one.
-    let unset = |remove: &mut Vec<String>, names: &[&str]| {
-        remove.extend(names.iter().map(|h| (*h).to_owned()));
+    let grants;
+    let mut a = Allowed {
+        headers: Vec::new(),
+        remove: credential_headers.to_vec(),
+        meta: vec![("policy", policy)],
     };
-    let (roles, permissions, score);
     match identity {
-        Some(Identity::Claw(id)) => {
-            for (name, value) in [
-                (AGENT_DID, &id.agent_did),
-                (OWNER_DID, &id.owner_did),
-                (AIT_JTI, &id.ait_jti),
-                (ISSUER, &id.issuer),
-                (AGENT_PUBLIC_KEY, &id.public_key),
-            ] {
-                headers.push(header(name, value));
-            }
-            unset(&mut remove, &BEARER_HEADERS);
-            meta.extend([
-                ("decision", "allow"),
-                ("profile", "claw"),
-                ("agent_did", &id.agent_did),
-                ("owner_did", &id.owner_did),
-                ("ait_jti", &id.ait_jti),
-                ("issuer", &id.issuer),
-            ]);
-        }
+        Some(Identity::Claw(id)) => claw(&mut a, id),
         Some(Identity::Bearer(id)) => {
-            roles = id.roles.join(",");
-            permissions = id.permissions.join(",");
-            score = id.trust_score.map(|s| s.to_string());
-            for (name, value) in [
-                (AGENT_ID, &id.sub),
-                (AGENT_ROLES, &roles),
-                (AGENT_PERMISSIONS, &permissions),
-                (TOKEN_ID, &id.jti),
-                (ISSUER, &id.issuer),
-            ] {
-                headers.push(header(name, value));
-            }
-            match &score {
-                Some(s) => headers.push(header(TRUST_SCORE, s)),
-                None => remove.push(TRUST_SCORE.to_owned()),
-            }
-            unset(
-                &mut remove,
-                &[AGENT_DID, OWNER_DID, AIT_JTI, AGENT_PUBLIC_KEY],
-            );
-            meta.extend([
-                ("decision", "allow"),
-                ("profile", "bearer"),
-                ("agent_id", &id.sub),
-                ("roles", &roles),
-                ("permissions", &permissions),
-                ("token_id", &id.jti),
-                ("issuer", &id.issuer),
-            ]);
+            grants = Grants {
+                roles: id.roles.join(","),
+                permissions: id.permissions.join(","),
+                score: id.trust_score.map(|s| s.to_string()),
+            };
+            bearer(&mut a, id, &grants);
         }
         None => {
-            unset(&mut remove, &CLAW_HEADERS);
-            unset(&mut remove, &BEARER_HEADERS);
-            meta.push((
-                "decision",
-                if shadow.is_some() {
-                    "shadow_deny"
-                } else {
-                    "allow_unauthenticated"
-                },
-            ));
+            a.unset(&CLAW_HEADERS);
+            a.unset(&BEARER_HEADERS);
+            let decision = match shadow {
+                Some(_) => "shadow_deny",
+                None => "allow_unauthenticated",
+            };
+            a.meta.push(("decision", decision));
         }
     }
     if let Some(d) = shadow {
-        headers.push(header(SHADOW_DENIAL, d.code()));
-        meta.push(("shadow_denial", d.code()));
+        a.headers.push(header(SHADOW_DENIAL, d.code()));
+        a.meta.push(("shadow_denial", d.code()));
     }
     CheckResponse {
         status: Some(Status::default()),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            headers,
-            headers_to_remove: remove,
+            headers: a.headers,
+            headers_to_remove: a.remove,
             ..Default::default()
         })),
-        dynamic_metadata: Some(metadata(&meta)),
+        dynamic_metadata: Some(metadata(&a.meta)),
     }
+}
+
+/// A Claw agent's identity headers and metadata.
+fn claw<'a>(a: &mut Allowed<'a>, id: &'a ClawIdentity) {
+    for (name, value) in [
+        (AGENT_DID, &id.agent_did),
+        (OWNER_DID, &id.owner_did),
+        (AIT_JTI, &id.ait_jti),
+        (ISSUER, &id.issuer),
+        (AGENT_PUBLIC_KEY, &id.public_key),
+    ] {
+        a.headers.push(header(name, value));
+    }
+    a.unset(&BEARER_HEADERS);
+    a.meta.extend([
+        ("decision", "allow"),
+        ("profile", "claw"),
+        ("agent_did", &id.agent_did),
+        ("owner_did", &id.owner_did),
+        ("ait_jti", &id.ait_jti),
+        ("issuer", &id.issuer),
+    ]);
+}
+
+/// A bearer token's identity headers and metadata.
+fn bearer<'a>(a: &mut Allowed<'a>, id: &'a BearerIdentity, grants: &'a Grants) {
+    for (name, value) in [
+        (AGENT_ID, &id.sub),
+        (AGENT_ROLES, &grants.roles),
+        (AGENT_PERMISSIONS, &grants.permissions),
+        (TOKEN_ID, &id.jti),
+        (ISSUER, &id.issuer),
+    ] {
+        a.headers.push(header(name, value));
+    }
+    match &grants.score {
+        Some(s) => a.headers.push(header(TRUST_SCORE, s)),
+        None => a.remove.push(TRUST_SCORE.to_owned()),
+    }
+    a.unset(&[AGENT_DID, OWNER_DID, AIT_JTI, AGENT_PUBLIC_KEY]);
+    a.meta.extend([
+        ("decision", "allow"),
+        ("profile", "bearer"),
+        ("agent_id", &id.sub),
+        ("roles", &grants.roles),
+        ("permissions", &grants.permissions),
+        ("token_id", &id.jti),
+        ("issuer", &id.issuer),
+    ]);
 }
 
 fn deny(denial: &Denial, request_id: &str, policy: &str, server_time_secs: u64) -> CheckResponse {

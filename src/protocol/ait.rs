@@ -66,8 +66,69 @@ enum CnfJwk<'a> {
     Ec { x: &'a str, y: &'a str },
 }
 
+/// The claims once every field passed its type and shape.
+struct Fields<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    owner: &'a str,
+    name: &'a str,
+    framework: &'a str,
+    description: Option<&'a str>,
+    cnf: CnfJwk<'a>,
+    iat: f64,
+    nbf: f64,
+    exp: f64,
+    jti: &'a str,
+}
+
 fn parse_claims(obj: &Object) -> Result<AitClaims, TokenError> {
     let mut issues = Issues::default();
+    // Only a type or shape problem leaves a field unread; zod then skips the cross-field rules.
+    let Some(f) = read_fields(&mut issues, obj) else {
+        return Err(claims_error(&issues));
+    };
+    let authority = issuer_authority(f.iss);
+    if authority.is_none() {
+        issues.push("iss must be an http(s) URL with a hostname");
+    }
+    check_did(&mut issues, f.sub, DidKind::Agent, authority.as_deref());
+    check_did(&mut issues, f.owner, DidKind::Human, authority.as_deref());
+    let key = decode_cnf(&mut issues, &f.cnf);
+    if !is_ulid(f.jti) {
+        issues.push("jti must be a valid ULID");
+    }
+    if f.exp <= f.nbf {
+        issues.push("exp must be greater than nbf");
+    }
+    if f.exp <= f.iat {
+        issues.push("exp must be greater than iat");
+    }
+    if !issues.is_empty() {
+        return Err(claims_error(&issues));
+    }
+    let key = key.ok_or(TokenError::WeakAgentKey)?;
+    let (x, y) = match f.cnf {
+        CnfJwk::Okp { x } => (x.to_owned(), None),
+        CnfJwk::Ec { x, y } => (x.to_owned(), Some(y.to_owned())),
+    };
+    Ok(AitClaims {
+        iss: f.iss.to_owned(),
+        sub: f.sub.to_owned(),
+        owner_did: f.owner.to_owned(),
+        name: f.name.to_owned(),
+        framework: f.framework.to_owned(),
+        description: f.description.map(str::to_owned),
+        cnf: AgentKey { key, x, y },
+        iat: as_int(f.iat),
+        nbf: as_int(f.nbf),
+        exp: as_int(f.exp),
+        jti: f.jti.to_owned(),
+    })
+}
+
+/// The schema pass: every field in schema order, then unrecognized members; `None` when a
+/// field's type or shape failed (the cross-field rules then do not run).
+fn read_fields<'a>(issues: &mut Issues, obj: &'a Object) -> Option<Fields<'a>> {
     let iss = issues.string(obj, "iss");
     iss.inspect(|s| issues.non_empty(s, "iss is required"));
     let sub = issues.string(obj, "sub");
@@ -81,94 +142,43 @@ fn parse_claims(obj: &Object) -> Result<AitClaims, TokenError> {
     let framework = issues.string(obj, "framework");
     if let Some(f) = framework {
         issues.non_empty(f, "framework is required");
-        issues.max_len(f, 32);
-        if has_control_chars(f) {
-            issues.push("framework contains control characters");
-        }
+        text_field(issues, f, 32, "framework");
     }
     let description = issues.optional_string(obj, "description");
     if let Some(d) = description {
-        issues.max_len(d, 280);
-        if has_control_chars(d) {
-            issues.push("description contains control characters");
-        }
+        text_field(issues, d, 280, "description");
     }
-    let cnf = parse_cnf(&mut issues, obj);
+    let cnf = parse_cnf(issues, obj);
     let iat = issues.non_negative_int(obj, "iat");
     let nbf = issues.non_negative_int(obj, "nbf");
     let exp = issues.non_negative_int(obj, "exp");
     let jti = issues.string(obj, "jti");
     jti.inspect(|s| issues.non_empty(s, "Too small: expected string to have >=1 characters"));
     issues.strict(obj, CLAIMS);
-
-    // Only a type or shape problem leaves a field unread; zod then skips the cross-field rules.
-    let (
-        false,
-        Some(iss),
-        Some(sub),
-        Some(owner),
-        Some(name),
-        Some(framework),
-        Some(cnf),
-        Some(iat),
-        Some(nbf),
-        Some(exp),
-        Some(jti),
-    ) = (
-        issues.aborted(),
-        iss,
-        sub,
-        owner,
-        name,
-        framework,
-        cnf,
-        iat,
-        nbf,
-        exp,
-        jti,
-    )
-    else {
-        return Err(claims_error(&issues));
-    };
-
-    let authority = issuer_authority(iss);
-    if authority.is_none() {
-        issues.push("iss must be an http(s) URL with a hostname");
+    if issues.aborted() {
+        return None;
     }
-    check_did(&mut issues, sub, DidKind::Agent, authority.as_deref());
-    check_did(&mut issues, owner, DidKind::Human, authority.as_deref());
-    let key = decode_cnf(&mut issues, &cnf);
-    if !is_ulid(jti) {
-        issues.push("jti must be a valid ULID");
-    }
-    if exp <= nbf {
-        issues.push("exp must be greater than nbf");
-    }
-    if exp <= iat {
-        issues.push("exp must be greater than iat");
-    }
-    if !issues.is_empty() {
-        return Err(claims_error(&issues));
-    }
-    let key = key.ok_or(TokenError::WeakAgentKey)?;
-
-    let (x, y) = match cnf {
-        CnfJwk::Okp { x } => (x.to_owned(), None),
-        CnfJwk::Ec { x, y } => (x.to_owned(), Some(y.to_owned())),
-    };
-    Ok(AitClaims {
-        iss: iss.to_owned(),
-        sub: sub.to_owned(),
-        owner_did: owner.to_owned(),
-        name: name.to_owned(),
-        framework: framework.to_owned(),
-        description: description.map(str::to_owned),
-        cnf: AgentKey { key, x, y },
-        iat: as_int(iat),
-        nbf: as_int(nbf),
-        exp: as_int(exp),
-        jti: jti.to_owned(),
+    Some(Fields {
+        iss: iss?,
+        sub: sub?,
+        owner: owner?,
+        name: name?,
+        framework: framework?,
+        description,
+        cnf: cnf?,
+        iat: iat?,
+        nbf: nbf?,
+        exp: exp?,
+        jti: jti?,
     })
+}
+
+/// A free-text claim: at most `max` UTF-16 units, no control characters.
+fn text_field(issues: &mut Issues, value: &str, max: usize, name: &str) {
+    issues.max_len(value, max);
+    if has_control_chars(value) {
+        issues.push(format!("{name} contains control characters"));
+    }
 }
 
 fn claims_error(issues: &Issues) -> TokenError {

@@ -96,81 +96,13 @@ impl Bed {
             .collect();
         std::fs::write(dir.join("trust.yaml"), format!("pairs:\n{pairs}")).map_err(io)?;
 
-        let mut redis = None;
-        let mut sink = None;
-        let mut extra = String::new();
-        match scenario {
-            Scenario::Hot | Scenario::P256 => extra.push_str("nonce: {store: memory}\n"),
-            Scenario::File => extra.push_str(&format!(
-                "nonce: {{store: file, dir: {}}}\n",
-                dir.join("nonces").display()
-            )),
-            Scenario::Redis => {
-                let (process, port) = start_redis(&dir).await?;
-                redis = Some(process);
-                // A saturated 2-core machine can stall one Redis round trip past the 50 ms
-                // default; the bench measures cost, not that timeout.
-                extra.push_str(&format!(
-                    "nonce: {{store: redis}}\nredis: {{url: \"redis://127.0.0.1:{port}/0\", timeout_ms: 500}}\n"
-                ));
-            }
-            Scenario::BreakerOpen => extra.push_str(&format!(
-                "nonce: {{store: memory}}\nroutes:\n  - {{path: {PATH}, require_access_token: true}}\n\
-                 access: {{ttl_secs: 1}}\ncrl: {{refresh_interval_secs: 1}}\n\
-                 registry: {{url: {}, breaker_failures: 1, timeout_ms: 100, request_timeout_ms: 100}}\n",
-                registry.url
-            )),
-            Scenario::Telemetry => {
-                let counting = CountingSink::default();
-                let addr = counting.start().await.map_err(io)?;
-                sink = Some(counting);
-                extra.push_str(&format!(
-                    "nonce: {{store: memory}}\ntelemetry: {{otlp_endpoint: \"http://{addr}\", export_interval_ms: 1000, trace_sample_percent: 100}}\n"
-                ));
-            }
-            Scenario::Floor => {}
-        }
-        let server = if scenario == Scenario::Floor {
-            let key = match &registry.agents[0].signer {
-                AgentSigner::Ed25519(k) => k.public_b64(),
-                AgentSigner::P256(_) => return Err("the floor server takes an Ed25519 key".into()),
-            };
-            // The floor server is this bench binary itself. `--floor-key=`: a base64url key may
-            // begin with `-`.
-            let key = format!("--floor-key={key}");
-            let this = std::env::current_exe().map_err(io)?;
-            Process::start_server(&this, &[&key]).await?
-        } else {
-            let registry_line = if extra.contains("registry:") {
-                String::new()
-            } else {
-                format!("registry: {{url: {}}}\n", registry.url)
-            };
-            let config = format!(
-                "listen: {{grpc: 127.0.0.1:0, admin: 127.0.0.1:0}}\n{registry_line}trust: {{file: {}}}\nlog: {{format: json, level: info}}\n{extra}",
-                dir.join("trust.yaml").display()
-            );
-            let path = dir.join("config.yaml");
-            std::fs::write(&path, config).map_err(io)?;
-            let path = path.display().to_string();
-            Process::start_server(binary, &["serve", "--config", &path]).await?
+        let (extra, redis, sink) = scenario_config(scenario, &dir, &registry.url).await?;
+        let server = match scenario {
+            Scenario::Floor => start_floor(&registry).await?,
+            _ => start_claw_authz(binary, &dir, &registry.url, &extra).await?,
         };
         let timestamp = claw_authz::clock::Clock::now_secs(&claw_authz::clock::SystemClock);
-        let templates = registry
-            .agents
-            .iter()
-            .map(|a| {
-                let proof = a.signer.sign_request("POST", PATH, BODY, timestamp, "n");
-                let mut headers: Vec<(&str, &str)> = proof.pairs().to_vec();
-                let auth = format!("Claw {}", a.ait);
-                headers.push(("authorization", &auth));
-                headers.push(("content-type", "application/json"));
-                headers.push(("x-claw-agent-access", &a.access_token));
-                // Envoy always sends one.
-                headers.push(("x-request-id", "5f0c8a53-3f1e-4a4e-9d36-bench0request"));
-                Arc::new(check_request("POST", PATH, &headers, BODY))
-            })
-            .collect();
+        let templates = templates(&registry, timestamp);
         Ok(Bed {
             scenario,
             registry,
@@ -293,4 +225,102 @@ fn agent_key(signer: &AgentSigner) -> PublicKey {
                 .expect("a generated key is valid"),
         ),
     }
+}
+
+/// What a scenario adds to the config (nonce store, Redis, OTLP sink, a fragile registry), and
+/// the processes it needs.
+async fn scenario_config(
+    scenario: Scenario,
+    dir: &Path,
+    registry_url: &str,
+) -> Result<(String, Option<Process>, Option<CountingSink>), String> {
+    let io = |e: std::io::Error| e.to_string();
+    let mut redis = None;
+    let mut sink = None;
+    let mut extra = String::new();
+    match scenario {
+        Scenario::Hot | Scenario::P256 => extra.push_str("nonce: {store: memory}\n"),
+        Scenario::File => extra.push_str(&format!(
+            "nonce: {{store: file, dir: {}}}\n",
+            dir.join("nonces").display()
+        )),
+        Scenario::Redis => {
+            let (process, port) = start_redis(dir).await?;
+            redis = Some(process);
+            // A saturated 2-core machine can stall one Redis round trip past the 50 ms
+            // default; the bench measures cost, not that timeout.
+            extra.push_str(&format!(
+                "nonce: {{store: redis}}\nredis: {{url: \"redis://127.0.0.1:{port}/0\", timeout_ms: 500}}\n"
+            ));
+        }
+        Scenario::BreakerOpen => extra.push_str(&format!(
+            "nonce: {{store: memory}}\nroutes:\n  - {{path: {PATH}, require_access_token: true}}\n\
+             access: {{ttl_secs: 1}}\ncrl: {{refresh_interval_secs: 1}}\n\
+             registry: {{url: {}, breaker_failures: 1, timeout_ms: 100, request_timeout_ms: 100}}\n",
+            registry_url
+        )),
+        Scenario::Telemetry => {
+            let counting = CountingSink::default();
+            let addr = counting.start().await.map_err(io)?;
+            sink = Some(counting);
+            extra.push_str(&format!(
+                "nonce: {{store: memory}}\ntelemetry: {{otlp_endpoint: \"http://{addr}\", export_interval_ms: 1000, trace_sample_percent: 100}}\n"
+            ));
+        }
+        Scenario::Floor => {}
+    }
+    Ok((extra, redis, sink))
+}
+
+/// The floor server: this bench binary itself, knowing agent 0's key.
+async fn start_floor(registry: &DevRegistry) -> Result<Process, String> {
+    let key = match &registry.agents[0].signer {
+        AgentSigner::Ed25519(k) => k.public_b64(),
+        AgentSigner::P256(_) => return Err("the floor server takes an Ed25519 key".into()),
+    };
+    // `--floor-key=`: a base64url key may begin with `-`.
+    let key = format!("--floor-key={key}");
+    let this = std::env::current_exe().map_err(|e| e.to_string())?;
+    Process::start_server(&this, &[&key]).await
+}
+
+/// `binary serve` with the scenario's config.
+async fn start_claw_authz(
+    binary: &Path,
+    dir: &Path,
+    registry_url: &str,
+    extra: &str,
+) -> Result<Process, String> {
+    let registry_line = if extra.contains("registry:") {
+        String::new()
+    } else {
+        format!("registry: {{url: {registry_url}}}\n")
+    };
+    let config = format!(
+        "listen: {{grpc: 127.0.0.1:0, admin: 127.0.0.1:0}}\n{registry_line}trust: {{file: {}}}\nlog: {{format: json, level: info}}\n{extra}",
+        dir.join("trust.yaml").display()
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let path = path.display().to_string();
+    Process::start_server(binary, &["serve", "--config", &path]).await
+}
+
+/// One pre-signed Check per agent, signed at `timestamp`.
+fn templates(registry: &DevRegistry, timestamp: u64) -> Vec<Arc<CheckRequest>> {
+    registry
+        .agents
+        .iter()
+        .map(|a| {
+            let proof = a.signer.sign_request("POST", PATH, BODY, timestamp, "n");
+            let mut headers: Vec<(&str, &str)> = proof.pairs().to_vec();
+            let auth = format!("Claw {}", a.ait);
+            headers.push(("authorization", &auth));
+            headers.push(("content-type", "application/json"));
+            headers.push(("x-claw-agent-access", &a.access_token));
+            // Envoy always sends one.
+            headers.push(("x-request-id", "5f0c8a53-3f1e-4a4e-9d36-bench0request"));
+            Arc::new(check_request("POST", PATH, &headers, BODY))
+        })
+        .collect()
 }

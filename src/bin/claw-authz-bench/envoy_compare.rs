@@ -165,14 +165,14 @@ async fn run_setup(
     Ok(Run {
         setup: setup.name(),
         repetition: rep,
-        rate: super::round(sample.rate(), 1),
+        rate: crate::report::round(sample.rate(), 1),
         errors: sample.errors,
         p50_us: p.p50_us,
         p99_us: p.p99_us,
         p999_us: p.p999_us,
-        envoy_cpu_us: super::round((envoy1 - envoy0).as_secs_f64() * 1e6 / handled, 1),
-        server_cpu_us: super::round((server1 - server0).as_secs_f64() * 1e6 / handled, 1),
-        max_rps: super::round(max.rate(), 0),
+        envoy_cpu_us: crate::report::round((envoy1 - envoy0).as_secs_f64() * 1e6 / handled, 1),
+        server_cpu_us: crate::report::round((server1 - server0).as_secs_f64() * 1e6 / handled, 1),
+        max_rps: crate::report::round(max.rate(), 0),
         max_errors: max.errors,
     })
 }
