@@ -5,15 +5,19 @@
 //!   document, proof of possession, path normalization, registry events).
 //! - [`crypto`]: Ed25519 and P-256 verification with the strict rules, on keys parsed once.
 //! - [`request`]: the view of an Envoy `CheckRequest` the pipeline needs.
-//! - [`pipeline`]: the stages in order ([`stage`] has one file per stage) under a route
-//!   [`policy`]; [`denial`] lists every refusal and [`response`] maps decisions to Envoy.
+//! - [`pipeline`]: the table of stages every profile runs, in one order, under a route
+//!   [`policy`] (`stage` has one file per stage); [`denial`] lists every refusal and its one
+//!   table, `response` maps decisions to Envoy.
+//! - [`cache`]: every cache (keys and CRL snapshots; AIT, access and trust answers on `moka`),
+//!   returning facts for the stages to judge.
 //! - [`registry`]: the registry trait, its HTTP client behind a timeout and a circuit breaker
-//!   per endpoint, and the key, CRL and access-validation caches.
-//! - [`store`]: the nonce (replay) stores (memory, file, Redis), the trust stores and the
-//!   trust-answer cache. [`revocation`]: pushed revocations (overlay, stream consumer, publisher).
-//! - [`config`]: configuration, every problem listed at once. [`app`]: wiring (one builder per
-//!   concern in `app/wiring.rs`, the observable metrics in `app/observe.rs`). [`server`]: the
-//!   gRPC and admin servers. [`telemetry`]: metrics, traces and logs. [`ratelimit`]: limiters.
+//!   per endpoint, and a bearer issuer's JWKS source.
+//! - [`store`]: the nonce (replay) stores (memory, file, Redis) and the trust stores.
+//!   [`revocation`]: pushed revocations (overlay, stream consumer, publisher).
+//! - [`config`]: configuration, one reader per section, every problem listed at once.
+//!   [`app`]: wiring, one builder per concern. [`server`]: the gRPC and admin servers.
+//! - [`metrics`]: the instruments, one method per event, labels from enums; [`telemetry`]: the
+//!   exporters, traces and logs. `ratelimit`: limiters.
 //! - [`clock`]: injected wall-clock time.
 //!
 //! Tooling, never imported by the modules above: [`dev`] (the demo, the dev registry, the

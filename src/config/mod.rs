@@ -4,7 +4,7 @@
 //! `CLAW_AUTHZ_REGISTRY__URL` sets `registry.url`, `CLAW_AUTHZ_CRL__STALE_BEHAVIOR` sets
 //! `crl.stale_behavior`. Values are read as YAML scalars. Loading reports every problem at once
 //! (unknown keys included, so a typo never silently falls back to a default); `main` prints them
-//! and exits 64. Every default lives in [`Defaults`] below.
+//! and exits 64. Every default lives in `Defaults` below.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

@@ -42,7 +42,7 @@ impl ProofConfig {
     }
 }
 
-/// Metrics and traces (`src/telemetry.rs`).
+/// Metrics and traces (`src/telemetry.rs`, `src/metrics/`).
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
     /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`; none: no OTLP export.

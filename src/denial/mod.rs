@@ -1,8 +1,8 @@
 //! Every reason a request is refused, as one closed enum.
 //!
-//! Each variant is named for a fact. [`Denial::spec`] is the one table of what each answers (the
+//! Each variant is named for a fact. `Denial::spec` is the one table of what each answers (the
 //! reference's HTTP status, the gRPC code Envoy sees, `error.code` and `error.message`, from
-//! docs/protocol.md §7) and [`Denial::details`] its `details`: two exhaustive matches, no
+//! docs/protocol.md §7) and `Denial::details` its `details`: two exhaustive matches, no
 //! wildcard, so a new variant cannot silently become a 401. `response.rs` turns a denial into a
 //! `CheckResponse` in one place. Details hold only protocol-level text (the reference's reasons,
 //! an agent DID, a status code); store, parser and transport errors are logged, never returned.

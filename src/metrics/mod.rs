@@ -1,7 +1,7 @@
 //! What the server counts and times, as methods named for events.
 //!
-//! The request path calls [`Metrics`] methods ([`Metrics::decision`], [`Metrics::stage`],
-//! [`Metrics::registry_call`], [`Metrics::nonce`], [`Metrics::rate_limited`], [`Metrics::skew`]);
+//! The request path calls [`Metrics`] methods (`Metrics::decision`, `Metrics::stage`,
+//! `Metrics::registry_call`, `Metrics::nonce`, `Metrics::rate_limited`, `Metrics::skew`);
 //! every label comes from a closed enum of this module or from a configured name (policy,
 //! issuer), so every series is bounded. Values the components keep themselves (breaker states,
 //! cache results, data ages, store sizes) are read at collection time by the observable

@@ -48,7 +48,7 @@ pub struct BreakerReading {
     /// The configured issuer, for a bearer issuer's JWKS breaker.
     pub issuer: Option<String>,
     pub state: BreakerState,
-    /// Transitions into each state, in [`BreakerState::ALL`] order.
+    /// Transitions into each state, in `BreakerState::ALL` order.
     pub transitions: [u64; 3],
 }
 

@@ -224,7 +224,8 @@ impl Pipeline {
     ) -> Result<Identity, Denial> {
         if let Some(limit) = &policy.client_rate_limit {
             rec.enter(Stage::ClientRateLimit);
-            self.client_limit(req, limit, policy).await?;
+            let client = self.client(req);
+            self.limit(LimitKind::Client, client, limit, policy).await?;
         }
         rec.enter(Stage::Token);
         let credential = self.credential(req, policy).await?;
@@ -246,7 +247,8 @@ impl Pipeline {
         }
         if let Some(limit) = &policy.agent_rate_limit {
             rec.enter(Stage::RateLimit);
-            self.agent_limit(&subject, limit, policy).await?;
+            self.limit(LimitKind::Agent, &subject, limit, policy)
+                .await?;
         }
         drop(subject);
         self.grant(&credential, req, policy, rec).await?;
@@ -294,59 +296,38 @@ impl Pipeline {
         recorded
     }
 
-    /// The route's pre-authentication limit, by client address: before any signature work.
-    async fn client_limit(
-        &self,
-        req: &RequestView,
-        limit: &Limit,
-        policy: &Policy,
-    ) -> Result<(), Denial> {
+    /// The client address for the route's pre-authentication limit: the right-most value of
+    /// `rate_limit.client_header` when set, else Envoy's source address.
+    fn client<'r>(&self, req: &'r RequestView) -> &'r str {
         let from_header = self.settings.client_header.as_deref().and_then(|h| {
             let value = req.header(h)?;
             value.rsplit(',').next().map(str::trim)
         });
-        let client = from_header
+        from_header
             .or(req.source_address.as_deref())
-            .unwrap_or("unknown");
-        let key = format!("client|{}|{client}", policy.name);
-        self.limit(&key, limit, policy, LimitKind::Client)
-            .await
-            .map_err(|retry| match retry {
-                Some(retry_after_secs) => Denial::ClientRateLimited { retry_after_secs },
-                None => Denial::RateLimitUnavailable,
-            })
+            .unwrap_or("unknown")
     }
 
-    /// The route's per-agent limit (after authentication, before the access-token call).
-    async fn agent_limit(
+    /// One of the route's limits for `who` (a client address, or an authenticated subject):
+    /// 429 past it; when the store fails, 503 under `fail-closed`, else allowed.
+    async fn limit(
         &self,
-        subject: &str,
+        kind: LimitKind,
+        who: &str,
         limit: &Limit,
         policy: &Policy,
     ) -> Result<(), Denial> {
-        let key = format!("agent|{}|{subject}", policy.name);
-        self.limit(&key, limit, policy, LimitKind::Agent)
-            .await
-            .map_err(|retry| match retry {
-                Some(retry_after_secs) => Denial::RateLimited { retry_after_secs },
-                None => Denial::RateLimitUnavailable,
-            })
-    }
-
-    /// `Err(Some(retry_after_secs))` when limited, `Err(None)` when the store failed closed.
-    async fn limit(
-        &self,
-        key: &str,
-        limit: &Limit,
-        policy: &Policy,
-        kind: LimitKind,
-    ) -> Result<(), Option<u64>> {
-        match self.limiter.check(key, limit, self.clock.now_ms()).await {
+        let key = format!("{}|{}|{who}", kind.as_str(), policy.name);
+        match self.limiter.check(&key, limit, self.clock.now_ms()).await {
             Ok(Verdict::Allow) => Ok(()),
             Ok(Verdict::Limited { retry_after_ms }) => {
                 self.metrics
                     .rate_limited(&policy.name, kind, LimitResult::Limited);
-                Err(Some(retry_after_ms.div_ceil(1000).max(1)))
+                let retry_after_secs = retry_after_ms.div_ceil(1000).max(1);
+                Err(match kind {
+                    LimitKind::Client => Denial::ClientRateLimited { retry_after_secs },
+                    LimitKind::Agent => Denial::RateLimited { retry_after_secs },
+                })
             }
             Err(error) => {
                 self.metrics
@@ -354,7 +335,7 @@ impl Pipeline {
                 let fail_closed = self.settings.rate_limit_fail_closed;
                 tracing::warn!(%error, fail_closed, "rate-limit store failed");
                 match fail_closed {
-                    true => Err(None),
+                    true => Err(Denial::RateLimitUnavailable),
                     false => Ok(()),
                 }
             }

@@ -8,7 +8,7 @@
 //! of them leaves the value's shape in doubt: a wrong type, a wrong literal, a non-integer where
 //! an integer belongs, an unrecognized member. Those *abort*; a string too short or too long, a
 //! number out of range or a failed field refinement does not, so `sub: ""` reports both
-//! "sub is required" and the DID rule. [`Issues::aborted`] tells the caller which case it is in.
+//! "sub is required" and the DID rule. `Issues::aborted` tells the caller which case it is in.
 
 use super::json::{Json, Object};
 

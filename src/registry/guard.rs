@@ -1,7 +1,7 @@
 //! The registry behind a timeout and a circuit breaker per endpoint (`docs/deviations.md` item 5).
 //!
 //! Every call is bounded by the configured background timeout, or, on the request path, by the
-//! Check's own deadline when that is nearer ([`call_timeout`]). A call the breaker refuses never
+//! Check's own deadline when that is nearer (`call_timeout`). A call the breaker refuses never
 //! reaches the registry and fails at once with [`TransportError::CircuitOpen`]; the caches then
 //! answer from what they hold or deny with 503.
 

@@ -7,7 +7,7 @@
 //! reason, and the consumer carries on.
 //!
 //! While the stream is being read without errors, the CRL poll lengthens
-//! ([`CrlCache::set_push_healthy`]); on any error it returns to the normal interval at once.
+//! (`CrlCache::set_push_healthy`); on any error it returns to the normal interval at once.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

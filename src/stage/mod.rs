@@ -1,5 +1,5 @@
 //! The pipeline's stages, one file each, each one function returning `Result<_, Denial>`.
-//! Their order and failure rules live in `pipeline.rs` only.
+//! Their order and failure rules live in `pipeline/mod.rs` only.
 
 pub(crate) mod access;
 pub(crate) mod bearer;

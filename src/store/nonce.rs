@@ -115,7 +115,7 @@ impl MemoryNonceStore {
         self.check_key(record_key(agent_did, nonce), expires_at_ms, now_ms)
     }
 
-    /// [`MemoryNonceStore::check`] for a key already computed with [`record_key`].
+    /// [`MemoryNonceStore::check`] for a key already computed with `record_key`.
     pub(crate) fn check_key(
         &self,
         key: u128,

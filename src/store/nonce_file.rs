@@ -11,7 +11,7 @@
 //! before answering (nothing is forgotten; each group commit waits for the disk).
 //!
 //! The log is a directory of segments `nonces-<sequence>.log`, each a run of 28-byte records:
-//! a 16-byte key (see [`record_key`]), the expiry in unix ms (u64 LE), and the first 4 bytes of
+//! a 16-byte key (see `record_key`), the expiry in unix ms (u64 LE), and the first 4 bytes of
 //! SHA-256 over those 24 bytes. At startup every segment is read back into memory (records with a
 //! bad checksum, such as a torn last one, are skipped; expired ones are dropped), and a new
 //! segment is started. A segment is deleted once every record in it has expired; a new one is

@@ -2,13 +2,13 @@
 //!
 //! `age = now - last success`. The list is *stale* when nothing was ever loaded or
 //! `age > max_age`; a refresh is *due* when stale or `age >= refresh_interval`. Refreshing happens
-//! in the background, never on a request (`docs/deviations.md` item 2): [`CrlCache::run_refresher`]
+//! in the background, never on a request (`docs/deviations.md` item 2): `CrlCache::run_refresher`
 //! refreshes when due, with jitter, and retries every few seconds while stale. A failed refresh
 //! only logs. While stale, `fail-closed` answers 503 and `fail-open` keeps the last good list (or
 //! nothing). A 404 `CRL_NOT_FOUND` is a valid empty list (item 3), and a list issued before the
 //! one held is ignored (no rollback).
 //!
-//! While pushed revocation events are flowing ([`CrlCache::set_push_healthy`]), the poll interval
+//! While pushed revocation events are flowing (`CrlCache::set_push_healthy`), the poll interval
 //! is lengthened to `push_refresh_interval`, capped at 80 % of `max_age` so that waiting never
 //! makes the list stale.
 
@@ -218,7 +218,7 @@ impl CrlCache {
     }
 
     /// What the list says of the AIT `jti`, and whether the list is stale. Never waits for the
-    /// registry; what a stale list means is the caller's policy ([`CrlCache::stale_behavior`]).
+    /// registry; what a stale list means is the caller's policy (`CrlCache::stale_behavior`).
     pub fn check(&self, jti: &str) -> Listed {
         let state = self.state.load();
         let now = self.clock.now_ms();

@@ -7,7 +7,7 @@
 //!
 //! Two ways to treat a repeated member name. [`Json::parse`] refuses it at every depth:
 //! `serde_json::Value` silently keeps the last of two members, which would let a forged token
-//! header say `{"alg":"none","alg":"EdDSA"}` (`docs/deviations.md` item 7). [`Json::parse_lenient`]
+//! header say `{"alg":"none","alg":"EdDSA"}` (`docs/deviations.md` item 7). `Json::parse_lenient`
 //! keeps the last, as `JSON.parse` does, for registry documents whose refusal would only make
 //! revocation fragile. Both are linear in the input: members are checked against a hash index
 //! once an object grows past a few members, never against each other.
