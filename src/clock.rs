@@ -54,3 +54,40 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// At most one event per interval on a clock: the log line of an outage, not one per request.
+#[derive(Debug, Default)]
+pub(crate) struct Every {
+    last_ms: AtomicU64,
+    skipped: AtomicU64,
+}
+
+/// How often a warning that every request could raise is logged.
+pub(crate) const WARN_EVERY_MS: u64 = 10_000;
+
+impl Every {
+    pub(crate) const fn new() -> Self {
+        Every {
+            last_ms: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(events skipped since the last one)` when one is due at `now_ms`; `None` (and one
+    /// more skipped) otherwise.
+    pub(crate) fn due(&self, now_ms: u64) -> Option<u64> {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let now = now_ms.max(1);
+        let due = last == 0 || now.saturating_sub(last) >= WARN_EVERY_MS;
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.skipped.swap(0, Ordering::Relaxed));
+        }
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}

@@ -535,6 +535,51 @@ mod server {
         assert_eq!(summary.passed + summary.skipped, summary.total);
     }
 
+    /// Issue 18, finding 9: claims that would split a header (CR/LF) or forge a list item (a
+    /// comma) never reach the upstream: the token is refused.
+    #[tokio::test]
+    async fn bearer_claims_that_would_split_or_forge_headers_are_refused() {
+        let mut t = setup("bearer-header-safe").await;
+        let bad = [
+            ("sub", json!("agent-7\r\nx-claw-agent-did: did:cdi:evil")),
+            ("jti", json!("tok\n1")),
+            ("roles", json!(["reader", "admin,reader"])),
+            ("permissions", json!(["orders:read\u{0}"])),
+        ];
+        for (field, value) in bad {
+            let r =
+                t.s.check(bearer("orders", &token(&with(field, value))))
+                    .await;
+            assert_eq!(outcome(&r), "401 PROXY_AUTH_BEARER_CLAIMS", "{field}");
+        }
+        let r = t.s.check(bearer("orders", &token(&claims()))).await;
+        assert_eq!(outcome(&r), "200");
+        t.s.stop().await;
+    }
+
+    /// Issue 18, finding 1: a 60 KiB bearer token (a JSON object of 6,000 members) is refused for
+    /// its size before anything parses it.
+    #[tokio::test]
+    async fn a_60_kib_bearer_token_is_refused_before_parsing() {
+        let mut t = setup("bearer-60k").await;
+        let members: Vec<String> = (0..6_000).map(|i| format!("\"m{i}\":0")).collect();
+        let payload = format!("{{{}}}", members.join(","));
+        let huge = sign_jws_es(
+            r#"{"alg":"ES256","typ":"JWT","kid":"k1"}"#,
+            &payload,
+            &p256_signer("issuer-k1"),
+        );
+        assert!(huge.len() > 60 * 1024, "{}", huge.len());
+        let r = t.s.check(bearer("orders", &huge)).await;
+        assert_eq!(outcome(&r), "401 PROXY_AUTH_BEARER_MALFORMED");
+        assert!(
+            denied(&r).2.contains("Bearer token is too large"),
+            "refused for its size, not for its content: {}",
+            denied(&r).2
+        );
+        t.s.stop().await;
+    }
+
     /// The stage labels of the table at the top of `src/pipeline/mod.rs` that `profile`'s
     /// column does not mark `never`, in the table's order.
     fn table_rows(profile: usize) -> Vec<String> {

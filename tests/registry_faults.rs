@@ -375,6 +375,75 @@ async fn a_crl_past_its_max_age_fails_closed_or_open_as_configured() {
     }
 }
 
+/// Issue 18, finding 4: once a signed CRL with revocations is held, an unsigned 404 does not
+/// withdraw them; it is a failed refresh, counted and on `/readyz`.
+#[tokio::test]
+async fn a_404_after_a_signed_crl_keeps_the_revocations() {
+    const REVOKED: &str = "401 PROXY_AUTH_REVOKED";
+    let w = World::new("crl-404-after-signed").await;
+    let clock = ManualClock::at(NOW_MS);
+    let alpha = w.registry.agent_did(&w.alpha.ulid);
+    let token = w.registry.sign_crl(
+        &[(alpha, w.alpha.jti.clone())],
+        NOW_MS / 1000 - 10,
+        "01KDVDKFD0CR00000000000404",
+    );
+    w.crl
+        .set(vec![Reply::Body(200, format!(r#"{{"crl":"{token}"}}"#))]);
+    let mut s = started(&w, "", &clock).await;
+    let get = |clock: &ManualClock, nonce: &str| {
+        w.alpha
+            .request(clock_ms(clock), "GET", "/v1/x", b"", nonce, &[])
+    };
+    assert_eq!(outcome(&s.check(get(&clock, "n-1")).await), REVOKED);
+    w.crl.set(vec![Reply::json(
+        404,
+        &serde_json::json!({"error": {"code": "CRL_NOT_FOUND"}}),
+    )]);
+    clock.advance_ms(300_001);
+    refresh_crl(&s).await;
+    assert_eq!(w.crl.calls(), 2);
+    assert_eq!(outcome(&s.check(get(&clock, "n-2")).await), REVOKED);
+    let crl = s.app.pipeline.crl.status();
+    assert_eq!((crl.revocations, crl.refresh_failures), (1, 1));
+    assert_eq!(
+        crl.last_failure.as_deref(),
+        Some("a 404 after a signed CRL with revocations was ignored")
+    );
+    s.stop().await;
+}
+
+/// Issue 18, finding 5: Checks sent with `grpc-timeout: 1n` end their registry calls at once,
+/// but the registry is not judged by the caller's deadline: the breaker stays closed and the
+/// next agent is validated.
+#[tokio::test]
+async fn a_one_nanosecond_deadline_does_not_open_the_breaker() {
+    let w = World::new("deadline-1n").await;
+    w.validate.set(vec![Reply::Delay(
+        Duration::from_millis(50),
+        Box::new(Reply::Status(204)),
+    )]);
+    let clock = ManualClock::at(NOW_MS);
+    let s = started_yaml(&w.yaml_with("  breaker_failures: 2\n", ""), &clock).await;
+    for i in 0..10 {
+        let mut call = tonic::Request::new(message(&w.alpha, &clock, &format!("n-{i}"), "t-1"));
+        call.metadata_mut()
+            .insert("grpc-timeout", "1n".parse().unwrap());
+        let mut client = s.client.clone();
+        // Whatever the answer (the call may be cut off on either side), nothing is judged.
+        let _ = client.check(call).await;
+    }
+    assert_eq!(s.app.registry.validate.state(), State::Closed);
+    let mut client = s.client.clone();
+    let r = client
+        .check(message(&w.beta, &clock, "n-beta", "t-2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&r), ALLOWED);
+    s.stop().await;
+}
+
 fn clock_ms(clock: &ManualClock) -> u64 {
     clock.now_ms()
 }

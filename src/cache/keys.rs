@@ -18,7 +18,7 @@ use arc_swap::ArcSwapOption;
 
 use tokio::sync::watch;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Every};
 use crate::protocol::keys::{KeySet, KeysDocError, parse_keys_document};
 use crate::registry::{KeySource, TransportError};
 
@@ -47,6 +47,8 @@ pub struct KeyCache {
     refreshing: AtomicBool,
     last_background_attempt_ms: AtomicU64,
     stale_served: AtomicU64,
+    /// The stale-keys warning, at most every 10 s.
+    stale_log: Every,
     pub counts: crate::metrics::CacheCounts,
     /// When a `kid` miss last caused a fetch.
     last_miss_fetch_ms: Mutex<Option<u64>>,
@@ -86,6 +88,7 @@ impl KeyCache {
             refreshing: AtomicBool::new(false),
             last_background_attempt_ms: AtomicU64::new(0),
             stale_served: AtomicU64::new(0),
+            stale_log: Every::new(),
             counts: Default::default(),
             last_miss_fetch_ms: Mutex::new(None),
             miss_gate: tokio::sync::Mutex::new(()),
@@ -145,10 +148,13 @@ impl KeyCache {
             Some(l) if now.saturating_sub(l.fetched_at_ms) <= self.timing.max_stale_ms => {
                 self.counts.stale();
                 self.stale_served.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    age_secs = now.saturating_sub(l.fetched_at_ms) / 1000,
-                    "serving stale registry signing keys while refreshing"
-                );
+                if let Some(skipped) = self.stale_log.due(now) {
+                    tracing::warn!(
+                        age_secs = now.saturating_sub(l.fetched_at_ms) / 1000,
+                        skipped,
+                        "serving stale registry signing keys while refreshing"
+                    );
+                }
                 self.refresh_in_background(now);
                 Ok(l.keys.clone())
             }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use moka::ops::compute::Op;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Every};
 use crate::store::StoreError;
 use crate::store::trust::TrustStore;
 
@@ -42,6 +42,8 @@ pub struct TrustCache {
     /// no fallback, so the check is denied (never allowed) while the store is down.
     revoked: moka::sync::Cache<String, Entry>,
     stale_used: AtomicU64,
+    /// The store-failure log lines, at most every 10 s.
+    failure_log: Every,
     /// Known-agent lookups (revocation lookups always ask the store).
     pub counts: crate::metrics::CacheCounts,
 }
@@ -66,6 +68,7 @@ impl TrustCache {
                 .time_to_live(held)
                 .build(),
             stale_used: AtomicU64::new(0),
+            failure_log: Every::new(),
             counts: Default::default(),
         }
     }
@@ -140,17 +143,23 @@ impl TrustCache {
         match held {
             Some(e) if now.saturating_sub(e.at_ms) <= self.timing.stale_if_error_ms => {
                 self.stale_used.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    %error,
-                    lookup,
-                    agent_did,
-                    age_secs = now.saturating_sub(e.at_ms) / 1000,
-                    "trust store failed; using the cached answer"
-                );
+                if let Some(skipped) = self.failure_log.due(now) {
+                    tracing::warn!(
+                        %error,
+                        lookup,
+                        agent_did,
+                        age_secs = now.saturating_sub(e.at_ms) / 1000,
+                        skipped,
+                        "trust store failed; using the cached answer"
+                    );
+                }
                 (Op::Nop, Ok(e.answer))
             }
             _ => {
-                tracing::error!(%error, lookup, agent_did, "trust store failed; no cached answer");
+                if let Some(skipped) = self.failure_log.due(now) {
+                    let message = "trust store failed; no cached answer";
+                    tracing::error!(%error, lookup, agent_did, skipped, message);
+                }
                 (Op::Nop, Err(error))
             }
         }

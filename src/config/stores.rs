@@ -27,7 +27,7 @@ impl NonceConfig {
         NonceConfig {
             store: r.pick("store", NonceStoreKind::File),
             capacity: r.u64("capacity", 1_000_000, 1, 1 << 32),
-            margin: r.secs("margin_secs", 5, 0, 3_600),
+            margin: r.secs("margin_secs", 5, 1, 3_600),
             dir: PathBuf::from(r.string("dir", "/var/lib/claw-authz/nonces")),
             fsync: r.pick("fsync", FsyncMode::Interval),
             fsync_interval: r.millis("fsync_interval_ms", 1_000, 1, 60_000),
@@ -46,6 +46,12 @@ impl RedisConfig {
     pub(super) fn read(r: &mut Reader<'_>) -> RedisConfig {
         let r = r.section("redis");
         let url = r.opt_string("url");
+        // What check-config prints never carries the password.
+        r.note(
+            "url",
+            url.as_deref()
+                .map_or(serde_yaml_ng::Value::Null, |u| redacted(u).into()),
+        );
         if let Some(u) = &url
             && !["redis://", "rediss://", "valkey://"]
                 .iter()
@@ -168,5 +174,17 @@ impl EventsConfig {
             token_file,
             token,
         }
+    }
+}
+
+/// A URL with its password (if any) replaced, for printing.
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "(unparsable URL)".to_owned(),
     }
 }

@@ -75,9 +75,13 @@ impl Endpoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CallOutcome {
     Ok,
-    /// An answer that says the endpoint is failing (5xx, 429).
+    /// A 5xx answer: the endpoint is failing.
     ErrorStatus,
+    /// A 429 answer: the endpoint is up and asks us to slow down.
+    Throttled,
     Timeout,
+    /// The Check's own deadline ended the call before the endpoint could be judged.
+    Deadline,
     TransportError,
     /// Refused by the open breaker without a call.
     CircuitOpen,
@@ -88,7 +92,9 @@ impl CallOutcome {
         match self {
             CallOutcome::Ok => "ok",
             CallOutcome::ErrorStatus => "error_status",
+            CallOutcome::Throttled => "throttled",
             CallOutcome::Timeout => "timeout",
+            CallOutcome::Deadline => "deadline",
             CallOutcome::TransportError => "transport_error",
             CallOutcome::CircuitOpen => "circuit_open",
         }

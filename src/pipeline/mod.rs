@@ -35,7 +35,7 @@ use crate::cache::ait::AitCache;
 use crate::cache::crl::CrlCache;
 use crate::cache::keys::KeyCache;
 use crate::cache::trust::TrustCache;
-use crate::clock::Clock;
+use crate::clock::{Clock, Every};
 use crate::denial::Denial;
 use crate::metrics::{LimitKind, LimitResult, Metrics, NonceResult};
 use crate::policy::{Mode, Policy, RoutePolicies, Selected};
@@ -333,7 +333,10 @@ impl Pipeline {
                 self.metrics
                     .rate_limited(&policy.name, kind, LimitResult::StoreError);
                 let fail_closed = self.settings.rate_limit_fail_closed;
-                tracing::warn!(%error, fail_closed, "rate-limit store failed");
+                static FAILED: Every = Every::new();
+                if let Some(skipped) = FAILED.due(self.clock.now_ms()) {
+                    tracing::warn!(%error, fail_closed, skipped, "rate-limit store failed");
+                }
                 match fail_closed {
                     true => Err(Denial::RateLimitUnavailable),
                     false => Ok(()),

@@ -200,21 +200,28 @@ fn claims(c: &Object, expect: BearerExpect<'_>) -> Result<BearerClaims, BearerEr
     if iat > latest || time("nbf").is_some_and(|nbf| nbf > latest) {
         return Err(BearerError::NotYetValid);
     }
+    // These reach the upstream as header values: no control characters (CR/LF would split a
+    // header), and no commas in a list item (the header joins them with commas).
     let sub = text("sub").ok_or(BearerError::Claims("Bearer token sub is required"))?;
     let jti = text("jti").ok_or(BearerError::Claims("Bearer token jti is required"))?;
+    if !header_safe(sub) || !header_safe(jti) {
+        return Err(BearerError::Claims(
+            "Bearer token sub and jti must not contain control characters",
+        ));
+    }
     let list = |name: &str| -> Result<Vec<String>, BearerError> {
+        let refused = BearerError::Claims(
+            "Bearer token roles and permissions must be arrays of strings without commas or control characters",
+        );
         match c.get(name) {
             None => Ok(Vec::new()),
             Some(Json::Array(items)) => items
                 .iter()
-                .map(|i| i.as_str().map(str::to_owned))
+                .map(|i| i.as_str().filter(|s| header_safe(s) && !s.contains(',')))
+                .map(|i| i.map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
-                .ok_or(BearerError::Claims(
-                    "Bearer token roles and permissions must be string arrays",
-                )),
-            Some(_) => Err(BearerError::Claims(
-                "Bearer token roles and permissions must be string arrays",
-            )),
+                .ok_or(refused),
+            Some(_) => Err(refused),
         }
     };
     let trust_score = match c.get("trustScore") {
@@ -244,6 +251,11 @@ fn claims(c: &Object, expect: BearerExpect<'_>) -> Result<BearerClaims, BearerEr
         trust_score,
         cnf,
     })
+}
+
+/// A value that can go into an HTTP header unchanged: no control characters.
+fn header_safe(value: &str) -> bool {
+    !value.chars().any(char::is_control)
 }
 
 fn confirmation_key(cnf: &Json) -> Option<P256Key> {

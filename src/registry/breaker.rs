@@ -11,9 +11,10 @@
 //! it is given a zero backoff and this gate decides when the cooldown is over), and the limit of
 //! one probe in flight while half-open (failsafe lets every call through).
 //!
-//! A failure is a call with no HTTP answer (refused, reset, timed out) or a 5xx / 429 answer;
-//! any other status, a 401 from the validate endpoint or a CRL 404 included, is the registry
-//! working.
+//! A failure is a call with no HTTP answer (refused, reset, timed out) or a 5xx answer; any
+//! other status, a 429 (the registry throttling us), a 401 from the validate endpoint or a CRL
+//! 404 included, is the registry working. A call the Check's own deadline cut short (under
+//! 100 ms) is not judged at all (`guard.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};

@@ -48,10 +48,10 @@ impl Guarded {
     }
 }
 
-/// An answer that says the endpoint is failing rather than giving a verdict.
-fn failing(status: u16) -> bool {
-    status >= 500 || status == 429
-}
+/// A timeout counts against the registry only when the call had at least this long (or its
+/// whole configured timeout, if shorter): a Check sent with a tiny `grpc-timeout` must not make
+/// the registry look down for everyone (issue 18, finding 5).
+const JUDGED_AFTER: Duration = Duration::from_millis(100);
 
 /// `call` through `breaker`, within `timeout`, counted and timed.
 pub(super) async fn guarded<T>(
@@ -68,17 +68,31 @@ pub(super) async fn guarded<T>(
     };
     let span = tracing::info_span!("registry", endpoint = endpoint.as_str());
     let started = tokio::time::Instant::now();
-    let outcome = tokio::time::timeout(call_timeout(timeout), call)
+    let allowed = call_timeout(timeout);
+    let outcome = tokio::time::timeout(allowed, call)
         .instrument(span)
         .await
         .unwrap_or(Err(TransportError::Timeout));
     let label = match &outcome {
-        Ok(v) if failing(status(v)) => CallOutcome::ErrorStatus,
+        Ok(v) if status(v) == 429 => CallOutcome::Throttled,
+        Ok(v) if status(v) >= 500 => CallOutcome::ErrorStatus,
         Ok(_) => CallOutcome::Ok,
+        Err(TransportError::Timeout) if allowed < timeout.min(JUDGED_AFTER) => {
+            CallOutcome::Deadline
+        }
         Err(TransportError::Timeout) => CallOutcome::Timeout,
         Err(_) => CallOutcome::TransportError,
     };
-    permit.record(label == CallOutcome::Ok);
+    match label {
+        // The Check's own deadline ended the call: the registry is not judged by it.
+        CallOutcome::Deadline => drop(permit),
+        // A registry that answers, even to say "slow down", is up.
+        CallOutcome::Ok | CallOutcome::Throttled => permit.record(true),
+        CallOutcome::ErrorStatus
+        | CallOutcome::Timeout
+        | CallOutcome::TransportError
+        | CallOutcome::CircuitOpen => permit.record(false),
+    }
     metrics.registry_call(endpoint, label, Some(started.elapsed()));
     outcome
 }
@@ -175,5 +189,47 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(5));
         assert_eq!(g.fetch_keys().await, Err(TransportError::Timeout));
         assert_eq!(g.keys.state(), State::Open);
+    }
+
+    /// Issue 18, finding 2: a registry answering 429 is up; it never opens the breaker.
+    #[tokio::test]
+    async fn a_429_is_the_registry_throttling_not_an_outage() {
+        let fake = Arc::new(FakeRegistry::default());
+        let clock = ManualClock::at(1_000);
+        let g = guarded(fake.clone(), &clock);
+        fake.set_validate(vec![status(429)]);
+        for _ in 0..10 {
+            assert_eq!(g.validate_access("t", "d", "j").await, Ok(429));
+        }
+        assert_eq!(g.validate.state(), State::Closed);
+        assert_eq!(fake.calls().validate, 10);
+    }
+
+    /// Issue 18, finding 5: a call the Check's own deadline cuts short is not judged.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_cut_short_by_the_checks_deadline_is_not_judged() {
+        let fake = Arc::new(FakeRegistry::default());
+        fake.hang_validate(true);
+        let clock = ManualClock::at(1_000);
+        let g = guarded(fake.clone(), &clock);
+        let soon = tokio::time::Instant::now() + Duration::from_millis(1);
+        for _ in 0..5 {
+            let call = g.validate_access("t", "d", "j");
+            let outcome = super::super::with_deadline(Some(soon), call).await;
+            assert_eq!(outcome, Err(TransportError::Timeout));
+        }
+        assert_eq!(
+            g.validate.state(),
+            State::Closed,
+            "the caller's deadline, not the registry"
+        );
+        // The same hang with the whole timeout to answer in is the registry's failure.
+        for _ in 0..2 {
+            assert_eq!(
+                g.validate_access("t", "d", "j").await,
+                Err(TransportError::Timeout)
+            );
+        }
+        assert_eq!(g.validate.state(), State::Open);
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::cache::keys::{KeyCache, KeysError};
+use crate::clock::Every;
 use crate::config::BearerIssuer;
 use crate::denial::Denial;
 use crate::policy::Policy;
@@ -51,7 +52,11 @@ pub(crate) async fn verify(
         max_iat_skew_secs: issuer.config.max_iat_skew.as_secs(),
     };
     let unavailable = |error: KeysError| {
-        tracing::warn!(%error, issuer = %issuer.config.issuer, "bearer issuer keys unavailable");
+        static UNAVAILABLE: Every = Every::new();
+        if let Some(skipped) = UNAVAILABLE.due(now_secs.saturating_mul(1000)) {
+            let issuer = &issuer.config.issuer;
+            tracing::warn!(%error, %issuer, skipped, "bearer issuer keys unavailable");
+        }
         Denial::BearerKeysUnavailable
     };
     let keys = issuer.keys.current().await.map_err(unavailable)?;

@@ -1,5 +1,6 @@
 //! Replay: record `(agent, nonce)` for the whole window the proof stays valid.
 
+use crate::clock::Every;
 use crate::denial::Denial;
 use crate::protocol::pop::VerifiedProof;
 use crate::store::nonce::{NonceOutcome, NonceStore, record_expiry_ms};
@@ -18,7 +19,10 @@ pub(crate) async fn record(
         Ok(NonceOutcome::Fresh) => Ok(()),
         Ok(NonceOutcome::Replay) => Err(Denial::Replay),
         Err(error) => {
-            tracing::error!(%error, "nonce store failed");
+            static FAILED: Every = Every::new();
+            if let Some(skipped) = FAILED.due(now_ms) {
+                tracing::error!(%error, skipped, "nonce store failed");
+            }
             Err(Denial::NonceStoreUnavailable)
         }
     }

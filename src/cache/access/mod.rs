@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use moka::ops::compute::Op;
 use sha2::{Digest, Sha256};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Every};
 use crate::registry::{Registry, TransportError};
 
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +77,8 @@ pub struct AccessCache {
     /// Refused (401) answers: when.
     refused: moka::sync::Cache<u128, u64>,
     stale_used: AtomicU64,
+    /// The stale-answer warning, at most every 10 s.
+    stale_log: Every,
     pub counts: crate::metrics::CacheCounts,
 }
 
@@ -144,6 +146,7 @@ impl AccessCache {
                 .time_to_live(super::held_for(timing.negative_ttl_ms))
                 .build(),
             stale_used: AtomicU64::new(0),
+            stale_log: Every::new(),
             counts: Default::default(),
         }
     }
@@ -284,10 +287,13 @@ impl AccessCache {
     fn use_stale(&self, s: &Subject<'_>) {
         self.counts.stale();
         self.stale_used.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            agent_did = s.agent_did,
-            "registry validation unavailable; using a stale valid answer"
-        );
+        if let Some(skipped) = self.stale_log.due(self.clock.now_ms()) {
+            tracing::warn!(
+                agent_did = s.agent_did,
+                skipped,
+                "registry validation unavailable; using a stale valid answer"
+            );
+        }
     }
 
     /// A refused answer for `key` still within the negative TTL.

@@ -87,17 +87,17 @@ pub struct CrlCache {
 /// What readiness reports about the list (`/readyz`).
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct CrlStatus {
+pub struct CrlStatus {
     /// `fresh`, `stale` (older than `crl.max_age_secs`) or `never-loaded`.
     pub state: &'static str,
     /// What checks do while it is stale.
     pub stale_behavior: &'static str,
-    pub(crate) age_secs: Option<u64>,
+    pub age_secs: Option<u64>,
     pub revocations: usize,
-    pub(crate) refreshes_ok: u64,
-    pub(crate) refresh_failures: u64,
+    pub refreshes_ok: u64,
+    pub refresh_failures: u64,
     /// Why the latest refresh failed, when it did.
-    pub(crate) last_failure: Option<String>,
+    pub last_failure: Option<String>,
 }
 
 #[derive(Default, Clone)]
@@ -140,7 +140,7 @@ impl CrlCache {
     }
 
     /// The list's state for readiness: fresh or stale, its policy, and the latest failure.
-    pub(crate) fn status(&self) -> CrlStatus {
+    pub fn status(&self) -> CrlStatus {
         let state = self.state.load();
         let now = self.clock.now_ms();
         let (refreshes_ok, refresh_failures) = self.refresh_counts();

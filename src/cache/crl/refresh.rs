@@ -63,8 +63,14 @@ impl CrlCache {
         }
         self.update(|s| s.last_attempt_ms = Some(now));
         let fetched = self.fetch(keys).await.and_then(|list| {
+            let held = self.state.load();
+            // An unsigned "no revocations" never withdraws signed ones (`docs/deviations.md`
+            // item 3): it is a failed refresh, under the stale policy.
+            if list.is_none() && held.issued_at.is_some() && !held.revoked.is_empty() {
+                return Err("a 404 after a signed CRL with revocations was ignored".to_owned());
+            }
             let (revoked, issued_at) = list.unwrap_or_default();
-            let held = self.state.load().issued_at;
+            let held = held.issued_at;
             if issued_at.is_some_and(|at| held.is_some_and(|held| at < held)) {
                 return Err("a CRL issued before the one held was ignored (rollback)".to_owned());
             }
