@@ -444,6 +444,60 @@ async fn a_one_nanosecond_deadline_does_not_open_the_breaker() {
     s.stop().await;
 }
 
+/// Issue 18, finding 2, as the attack: agent alpha sends 600 requests in a minute, each with a
+/// fresh random access token; the registry refuses unknown tokens (401) and throttles past 120
+/// calls a minute (429). Alpha costs the registry at most its per-agent budget, beta (a known
+/// token) is allowed throughout, and the validate breaker stays closed.
+#[tokio::test]
+async fn random_access_tokens_from_one_agent_do_not_deny_other_agents() {
+    use support::registry::Rule;
+    let w = World::new("random-access-tokens").await;
+    w.validate
+        .set(vec![Reply::By(Rule(Arc::new(|request, call| {
+            let token = request
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("x-claw-agent-access"))
+                .map(|(_, value)| value.as_str());
+            match (call > 120, token) {
+                (true, _) => Reply::Status(429),
+                (false, Some("clw_agt_beta")) => Reply::Status(204),
+                (false, _) => Reply::Status(401),
+            }
+        })))]);
+    let clock = ManualClock::at(NOW_MS);
+    let mut s = started(&w, "", &clock).await;
+    let (mut refused, mut limited) = (0, 0);
+    for i in 0..600 {
+        let random = format!("clw_agt_{}", uuid::Uuid::new_v4().simple());
+        let r = s
+            .check(message(&w.alpha, &clock, &format!("a-{i}"), &random))
+            .await;
+        match outcome(&r).as_str() {
+            "401 PROXY_AGENT_ACCESS_INVALID" => refused += 1,
+            "429 PROXY_RATE_LIMIT_EXCEEDED" => limited += 1,
+            other => panic!("alpha's request {i}: {other}"),
+        }
+        if i % 20 == 0 {
+            let r = s
+                .check(message(&w.beta, &clock, &format!("b-{i}"), "clw_agt_beta"))
+                .await;
+            assert_eq!(outcome(&r), ALLOWED, "beta during alpha's request {i}");
+        }
+    }
+    // Alpha's budget is 30 registry calls a minute; beta needed one.
+    assert_eq!((refused, limited), (30, 570));
+    assert_eq!(w.validate.calls(), 31);
+    assert_eq!(s.app.registry.validate.state(), State::Closed);
+    // A minute later alpha has a new budget.
+    clock.advance_ms(60_000);
+    let r = s
+        .check(message(&w.alpha, &clock, "a-late", "clw_agt_late"))
+        .await;
+    assert_eq!(outcome(&r), "401 PROXY_AGENT_ACCESS_INVALID");
+    s.stop().await;
+}
+
 fn clock_ms(clock: &ManualClock) -> u64 {
     clock.now_ms()
 }

@@ -122,6 +122,7 @@ pub(super) fn registry(
             positive_ttl_ms: ms(a.ttl),
             negative_ttl_ms: ms(a.negative_ttl),
             stale_if_error_ms: ms(a.stale_if_error),
+            calls_per_agent_per_minute: a.calls_per_agent_per_minute,
         },
     ));
     Ok(RegistryParts {

@@ -118,6 +118,8 @@ pub struct AccessConfig {
     pub(crate) ttl: Duration,
     pub(crate) negative_ttl: Duration,
     pub(crate) stale_if_error: Duration,
+    /// Registry validations one agent may cause per minute on the request path.
+    pub(crate) calls_per_agent_per_minute: u64,
 }
 
 impl AccessConfig {
@@ -127,6 +129,7 @@ impl AccessConfig {
             ttl: r.secs("ttl_secs", 60, 0, 3_600),
             negative_ttl: r.secs("negative_ttl_secs", 10, 0, 3_600),
             stale_if_error: r.secs("stale_if_error_secs", 600, 0, 86_400),
+            calls_per_agent_per_minute: r.u64("calls_per_agent_per_minute", 30, 1, 100_000),
         }
     }
 }

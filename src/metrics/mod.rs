@@ -126,6 +126,8 @@ pub(crate) enum LimitKind {
     Client,
     /// Per authenticated agent.
     Agent,
+    /// Registry validations one agent causes (`access.calls_per_agent_per_minute`).
+    Access,
 }
 
 impl LimitKind {
@@ -133,6 +135,7 @@ impl LimitKind {
         match self {
             LimitKind::Client => "client",
             LimitKind::Agent => "agent",
+            LimitKind::Access => "access",
         }
     }
 }

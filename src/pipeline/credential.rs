@@ -11,6 +11,7 @@ use super::{BearerIdentity, ClawIdentity, Identity, Pipeline};
 use crate::cache::ait::VerifiedAit;
 use crate::crypto::PublicKey;
 use crate::denial::Denial;
+use crate::metrics::{LimitKind, LimitResult};
 use crate::policy::{Policy, Profile};
 use crate::protocol::bearer::BearerClaims;
 use crate::protocol::jws::Expectations;
@@ -102,7 +103,12 @@ impl Pipeline {
             Credential::Claw(_) if !policy.require_access_token => Ok(()),
             Credential::Claw(ait) => {
                 rec.enter(super::Stage::Access);
-                access::validate(req, &self.access, &ait.claims).await
+                let validated = access::validate(req, &self.access, &ait.claims).await;
+                if let Err(Denial::RateLimited { .. }) = validated {
+                    let (kind, result) = (LimitKind::Access, LimitResult::Limited);
+                    self.metrics.rate_limited(&policy.name, kind, result);
+                }
+                validated
             }
             Credential::Bearer(claims) => {
                 rec.enter(super::Stage::Authorization);

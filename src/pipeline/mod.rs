@@ -326,7 +326,9 @@ impl Pipeline {
                 let retry_after_secs = retry_after_ms.div_ceil(1000).max(1);
                 Err(match kind {
                     LimitKind::Client => Denial::ClientRateLimited { retry_after_secs },
-                    LimitKind::Agent => Denial::RateLimited { retry_after_secs },
+                    LimitKind::Agent | LimitKind::Access => {
+                        Denial::RateLimited { retry_after_secs }
+                    }
                 })
             }
             Err(error) => {

@@ -33,5 +33,8 @@ pub(crate) async fn validate(
             AccessError::Unavailable(Unavailable::Transport(e)) => {
                 Denial::AccessValidationUnavailable(Detail::Reason(e.reason().to_owned()))
             }
+            AccessError::OverBudget { retry_after_secs } => {
+                Denial::RateLimited { retry_after_secs }
+            }
         })
 }

@@ -23,6 +23,22 @@ pub enum Reply {
     /// Accept and never answer.
     Hang,
     Delay(Duration, Box<Reply>),
+    /// Decided per request: the request and its call number (1 for the first).
+    By(Rule),
+}
+
+/// A reply decided from the request, for endpoints that answer by content (a validate endpoint
+/// that knows some tokens and throttles past a rate).
+#[derive(Clone)]
+pub struct Rule(pub Arc<Decide>);
+
+/// Decides a reply from the request and its call number.
+pub type Decide = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rule")
+    }
 }
 
 impl Reply {
@@ -128,8 +144,8 @@ async fn handle(
     let Some(request) = read_request(&mut stream).await else {
         return;
     };
-    calls.fetch_add(1, Ordering::SeqCst);
-    recorded.lock().unwrap().push(request);
+    let call = calls.fetch_add(1, Ordering::SeqCst) + 1;
+    recorded.lock().unwrap().push(request.clone());
     let reply = {
         let mut s = script.lock().unwrap();
         let (replies, next) = &mut *s;
@@ -139,6 +155,10 @@ async fn handle(
             .unwrap_or(Reply::Status(500));
         *next += 1;
         reply
+    };
+    let reply = match reply {
+        Reply::By(rule) => (rule.0)(&request, call),
+        other => other,
     };
     send(&mut stream, reply).await;
 }
@@ -153,7 +173,7 @@ async fn send(stream: &mut TcpStream, mut reply: Reply) {
             Reply::Hang => {
                 std::future::pending::<()>().await;
             }
-            Reply::Reset => return,
+            Reply::Reset | Reply::By(_) => return,
             Reply::Status(status) => {
                 let head = format!(
                     "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"

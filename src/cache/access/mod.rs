@@ -32,7 +32,19 @@ pub(crate) struct AccessTiming {
     pub(crate) positive_ttl_ms: u64,
     pub(crate) negative_ttl_ms: u64,
     pub(crate) stale_if_error_ms: u64,
+    /// Registry calls one agent may cause per minute on the request path (a new access token,
+    /// an expired answer); past it, its checks needing a call are refused until the minute ends.
+    pub(crate) calls_per_agent_per_minute: u64,
 }
+
+/// One agent's registry calls in the current minute.
+#[derive(Debug)]
+struct Budget {
+    minute_start_ms: AtomicU64,
+    calls: AtomicU64,
+}
+
+const MINUTE_MS: u64 = 60_000;
 
 /// At most this many valid answers, and as many refused ones, are kept.
 const CAPACITY: u64 = 100_000;
@@ -74,6 +86,8 @@ pub struct AccessCache {
     clock: Arc<dyn Clock>,
     timing: AccessTiming,
     valid: moka::future::Cache<u128, Arc<Valid>>,
+    /// Request-path registry calls per agent DID, this minute.
+    budgets: moka::sync::Cache<String, Arc<Budget>>,
     /// Refused (401) answers: when.
     refused: moka::sync::Cache<u128, u64>,
     stale_used: AtomicU64,
@@ -87,6 +101,10 @@ enum Settled {
     Valid,
     Invalid,
     Failed(Unavailable),
+    /// The agent spent its calls for this minute; no call was made.
+    OverBudget {
+        retry_after_secs: u64,
+    },
 }
 
 /// Why a token is not vouched for: facts about the answer; the access stage decides the denial.
@@ -96,6 +114,9 @@ pub(crate) enum AccessError {
     Invalid,
     /// The registry could not answer and no usable stale answer was held.
     Unavailable(Unavailable),
+    /// The agent caused too many registry calls this minute (a flood of new tokens): refused
+    /// without a call, so one agent cannot spend the registry's capacity for everyone.
+    OverBudget { retry_after_secs: u64 },
 }
 
 /// How the registry failed to answer.
@@ -145,6 +166,10 @@ impl AccessCache {
                 .max_capacity(capacity)
                 .time_to_live(super::held_for(timing.negative_ttl_ms))
                 .build(),
+            budgets: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(super::held_for(2 * MINUTE_MS))
+                .build(),
             stale_used: AtomicU64::new(0),
             stale_log: Every::new(),
             counts: Default::default(),
@@ -183,7 +208,33 @@ impl AccessCache {
             Settled::Valid => Ok(()),
             Settled::Invalid => Err(AccessError::Invalid),
             Settled::Failed(detail) => self.stale_or(key, s, detail).await,
+            Settled::OverBudget { retry_after_secs } => {
+                Err(AccessError::OverBudget { retry_after_secs })
+            }
         }
+    }
+
+    /// Spends one of the agent's registry calls for this minute; `Err(retry_after_secs)` when
+    /// none is left.
+    fn spend(&self, agent_did: &str, now: u64) -> Result<(), u64> {
+        let budget = self.budgets.get_with_by_ref(agent_did, || {
+            Arc::new(Budget {
+                minute_start_ms: AtomicU64::new(now),
+                calls: AtomicU64::new(0),
+            })
+        });
+        let start = budget.minute_start_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(start) >= MINUTE_MS {
+            budget.minute_start_ms.store(now, Ordering::Relaxed);
+            budget.calls.store(0, Ordering::Relaxed);
+        }
+        let spent = budget.calls.fetch_add(1, Ordering::Relaxed);
+        if spent < self.timing.calls_per_agent_per_minute {
+            return Ok(());
+        }
+        let start = budget.minute_start_ms.load(Ordering::Relaxed);
+        let left_ms = MINUTE_MS.saturating_sub(now.saturating_sub(start));
+        Err(left_ms.div_ceil(1000).max(1))
     }
 
     /// One registry call for `key` at a time: a check queued behind another takes the answer it
@@ -204,6 +255,10 @@ impl AccessCache {
             }
             if self.refused_at(key, now) {
                 self.counts.hit();
+                return Op::Nop;
+            }
+            if let Err(retry_after_secs) = self.spend(s.agent_did, now) {
+                *out = Settled::OverBudget { retry_after_secs };
                 return Op::Nop;
             }
             self.counts.miss();

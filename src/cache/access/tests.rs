@@ -10,6 +10,7 @@ const TIMING: AccessTiming = AccessTiming {
     positive_ttl_ms: 60_000,
     negative_ttl_ms: 10_000,
     stale_if_error_ms: 600_000,
+    calls_per_agent_per_minute: 1_000,
 };
 
 fn subject(exp: u64) -> Subject<'static> {
