@@ -219,21 +219,25 @@ pub(super) fn nonces(
 ) -> Result<Arc<dyn NonceStore>, String> {
     let n = &config.nonce;
     let capacity = usize::try_from(n.capacity).unwrap_or(usize::MAX);
+    let per_agent = usize::try_from(n.per_agent_capacity).unwrap_or(usize::MAX);
     Ok(match (n.store, redis) {
-        (NonceStoreKind::Redis, Some(r)) => Arc::new(RedisNonceStore(r.clone())),
+        (NonceStoreKind::Redis, Some(r)) => Arc::new(RedisNonceStore {
+            redis: r.clone(),
+            per_agent: n.per_agent_capacity,
+        }),
         (NonceStoreKind::File, _) => {
             let fsync = match n.fsync {
                 FsyncMode::Always => Fsync::Always,
                 FsyncMode::Interval => Fsync::Interval(ms(n.fsync_interval)),
             };
             Arc::new(
-                FileNonceStore::open(&n.dir, capacity, fsync, clock.now_ms())
+                FileNonceStore::open(&n.dir, capacity, per_agent, fsync, clock.now_ms())
                     .map_err(|e| format!("nonce.dir: {e}"))?,
             )
         }
         // Redis without a connection cannot happen: the config requires `redis.url` for it.
         (NonceStoreKind::Memory | NonceStoreKind::Redis, _) => {
-            Arc::new(MemoryNonceStore::new(capacity))
+            Arc::new(MemoryNonceStore::new(capacity, per_agent))
         }
     })
 }

@@ -12,6 +12,8 @@ pub struct NonceConfig {
     /// restarts) or `redis` (shared by every replica).
     pub store: NonceStoreKind,
     pub capacity: u64,
+    /// Live records one agent may hold (in every store), so no agent fills it for the others.
+    pub per_agent_capacity: u64,
     /// Kept past the proof's window, for clocks that disagree a little.
     pub margin: Duration,
     /// The `file` store's log directory.
@@ -27,6 +29,7 @@ impl NonceConfig {
         NonceConfig {
             store: r.pick("store", NonceStoreKind::File),
             capacity: r.u64("capacity", 1_000_000, 1, 1 << 32),
+            per_agent_capacity: r.u64("per_agent_capacity", 50_000, 1, 1 << 32),
             margin: r.secs("margin_secs", 5, 1, 3_600),
             dir: PathBuf::from(r.string("dir", "/var/lib/claw-authz/nonces")),
             fsync: r.pick("fsync", FsyncMode::Interval),

@@ -106,6 +106,8 @@ impl CallOutcome {
 pub(crate) enum NonceResult {
     Fresh,
     Replay,
+    /// The agent holds its quota of live records (`nonce.per_agent_capacity`).
+    OverQuota,
     Error,
 }
 
@@ -114,6 +116,7 @@ impl NonceResult {
         match self {
             NonceResult::Fresh => "fresh",
             NonceResult::Replay => "replay",
+            NonceResult::OverQuota => "over_quota",
             NonceResult::Error => "error",
         }
     }

@@ -9,14 +9,14 @@
 //! | 4 | `proof` | always | when bound | 401 |
 //! | 5 | `revocation` | pushed events, the trust store, then the CRL (refreshed in the background) | the `jti` in pushed events | 401, 403, 503 |
 //! | 6 | `trust` | where the route sets `require_known_agent` | never | 403 |
-//! | 7 | `replay` | always: record the nonce | when bound | 401, 503 |
-//! | 8 | `rate_limit` | where the route sets `rate_limit` (per agent) | the same (per issuer and subject) | 429, 503 store down (fail-closed) |
+//! | 7 | `rate_limit` | where the route sets `rate_limit` (per agent) | the same (per issuer and subject) | 429, 503 store down (fail-closed) |
+//! | 8 | `replay` | always: record the nonce | when bound | 401, 429 over the agent's nonce quota, 503 |
 //! | 9 | `access` | where the route sets `require_access_token` | never | 401, 503 |
 //! | 10 | `authorization` | never | the route's roles, permissions and trust score | 403 |
 //!
 //! Order follows docs/protocol.md §7 with `docs/deviations.md` item 8. The nonce is recorded
-//! only after the revocation and trust checks, so a revoked or unknown agent cannot burn nonces;
-//! the limits come before the registry's access-token call. `shadow` runs everything and allows,
+//! only after the revocation and trust checks and the agent's limit, so a revoked, unknown or
+//! limited agent cannot burn nonces; the limits come before the registry's access-token call. `shadow` runs everything and allows,
 //! reporting the would-be denial. `credential.rs` holds what differs by profile; this file runs
 //! the rows, and the test `every_profile_runs_the_rows_of_the_table` (`tests/bearer.rs`) checks
 //! the stages a full check enters against this table.
@@ -241,14 +241,15 @@ impl Pipeline {
             self.known(&credential, rec).await?;
         }
         let subject = credential.subject();
-        if let Some(proof) = proof {
-            rec.enter(Stage::Replay);
-            self.replay(req, &subject, proof, now_ms).await?;
-        }
+        // The limit before the nonce: a limited request consumes no nonce capacity.
         if let Some(limit) = &policy.agent_rate_limit {
             rec.enter(Stage::RateLimit);
             self.limit(LimitKind::Agent, &subject, limit, policy)
                 .await?;
+        }
+        if let Some(proof) = proof {
+            rec.enter(Stage::Replay);
+            self.replay(req, &subject, proof, now_ms).await?;
         }
         drop(subject);
         self.grant(&credential, req, policy, rec).await?;
@@ -290,6 +291,7 @@ impl Pipeline {
         let result = match &recorded {
             Ok(()) => NonceResult::Fresh,
             Err(Denial::Replay) => NonceResult::Replay,
+            Err(Denial::RateLimited { .. }) => NonceResult::OverQuota,
             Err(_) => NonceResult::Error,
         };
         self.metrics.nonce(s.nonce_store, result);

@@ -18,6 +18,10 @@ pub(crate) async fn record(
     match store.check_and_record(agent, nonce, expires, now_ms).await {
         Ok(NonceOutcome::Fresh) => Ok(()),
         Ok(NonceOutcome::Replay) => Err(Denial::Replay),
+        // The agent holds its share of the store: it slows down, the others are unaffected.
+        Ok(NonceOutcome::OverQuota) => Err(Denial::RateLimited {
+            retry_after_secs: 1,
+        }),
         Err(error) => {
             static FAILED: Every = Every::new();
             if let Some(skipped) = FAILED.due(now_ms) {

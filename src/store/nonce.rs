@@ -6,7 +6,10 @@
 //!
 //! The memory store is bounded. Expired records are pruned in expiry order, costing only the
 //! records removed; when the store is still full it refuses new nonces (the caller answers 503
-//! and counts it) instead of forgetting a live one, which would reopen a replay.
+//! and counts it) instead of forgetting a live one, which would reopen a replay. So that one
+//! agent cannot fill it for everyone, each agent may hold at most `per_agent` live records
+//! (`nonce.per_agent_capacity`); past that its new nonces are refused (429) while every other
+//! agent is still served. The Redis store keeps the same quota (`redis.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -21,6 +24,8 @@ use crate::registry::BoxFuture;
 pub enum NonceOutcome {
     Fresh,
     Replay,
+    /// The agent already holds its quota of live records; this one was not recorded.
+    OverQuota,
 }
 
 pub trait NonceStore: Send + Sync + 'static {
@@ -60,6 +65,13 @@ pub(crate) fn record_expiry_ms(
         .saturating_add(margin_ms)
 }
 
+/// A 64-bit digest of the agent, whose records count against its quota (0: unattributed, for
+/// records read back from a log that did not keep the agent).
+pub(crate) fn agent_key(agent_did: &str) -> u64 {
+    let digest = Sha256::digest(agent_did.as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")).max(1)
+}
+
 /// A 128-bit digest of the pair, so records have a fixed small size whatever the nonce length.
 pub(crate) fn record_key(agent_did: &str, nonce: &str) -> u128 {
     let mut h = Sha256::new();
@@ -73,20 +85,26 @@ pub(crate) fn record_key(agent_did: &str, nonce: &str) -> u128 {
 #[derive(Debug)]
 pub struct MemoryNonceStore {
     capacity: usize,
+    per_agent: usize,
     inner: Mutex<Records>,
     refused_full: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct Records {
-    expiry_by_key: HashMap<u128, u64>,
+    /// Each record's expiry and agent.
+    expiry_by_key: HashMap<u128, (u64, u64)>,
     by_expiry: BTreeSet<(u64, u128)>,
+    /// Live records per agent (unattributed ones are not counted).
+    per_agent: HashMap<u64, usize>,
 }
 
 impl MemoryNonceStore {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// At most `capacity` live records, `per_agent` of them for one agent.
+    pub(crate) fn new(capacity: usize, per_agent: usize) -> Self {
         MemoryNonceStore {
             capacity,
+            per_agent,
             inner: Mutex::new(Records::default()),
             refused_full: AtomicU64::new(0),
         }
@@ -112,13 +130,15 @@ impl MemoryNonceStore {
         expires_at_ms: u64,
         now_ms: u64,
     ) -> Result<NonceOutcome, StoreError> {
-        self.check_key(record_key(agent_did, nonce), expires_at_ms, now_ms)
+        let (key, agent) = (record_key(agent_did, nonce), agent_key(agent_did));
+        self.check_key(key, agent, expires_at_ms, now_ms)
     }
 
     /// [`MemoryNonceStore::check`] for a key already computed with `record_key`.
     pub(crate) fn check_key(
         &self,
         key: u128,
+        agent: u64,
         expires_at_ms: u64,
         now_ms: u64,
     ) -> Result<NonceOutcome, StoreError> {
@@ -127,6 +147,12 @@ impl MemoryNonceStore {
         if r.expiry_by_key.contains_key(&key) {
             return Ok(NonceOutcome::Replay);
         }
+        if r.per_agent
+            .get(&agent)
+            .is_some_and(|n| *n >= self.per_agent)
+        {
+            return Ok(NonceOutcome::OverQuota);
+        }
         if r.expiry_by_key.len() >= self.capacity {
             self.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(StoreError(format!(
@@ -134,8 +160,9 @@ impl MemoryNonceStore {
                 self.capacity
             )));
         }
-        r.expiry_by_key.insert(key, expires_at_ms);
+        r.expiry_by_key.insert(key, (expires_at_ms, agent));
         r.by_expiry.insert((expires_at_ms, key));
+        *r.per_agent.entry(agent).or_default() += 1;
         Ok(NonceOutcome::Fresh)
     }
 
@@ -146,7 +173,7 @@ impl MemoryNonceStore {
             return;
         }
         let mut r = self.lock();
-        if let Some(old) = r.expiry_by_key.insert(key, expires_at_ms) {
+        if let Some((old, _)) = r.expiry_by_key.insert(key, (expires_at_ms, 0)) {
             r.by_expiry.remove(&(old, key));
         }
         r.by_expiry.insert((expires_at_ms, key));
@@ -165,7 +192,16 @@ impl Records {
                 break;
             }
             self.by_expiry.pop_first();
-            self.expiry_by_key.remove(&key);
+            let agent = self
+                .expiry_by_key
+                .remove(&key)
+                .map_or(0, |(_, agent)| agent);
+            if let Some(n) = self.per_agent.get_mut(&agent) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_agent.remove(&agent);
+                }
+            }
         }
     }
 }
@@ -205,7 +241,7 @@ mod tests {
 
     #[test]
     fn replay_scoped_per_agent_and_expires() {
-        let s = MemoryNonceStore::new(10);
+        let s = MemoryNonceStore::new(10, 10);
         assert_eq!(s.check("a", "n", 2000, 1000), Ok(NonceOutcome::Fresh));
         assert_eq!(s.check("a", "n", 2000, 1999), Ok(NonceOutcome::Replay));
         assert_eq!(s.check("b", "n", 2000, 1999), Ok(NonceOutcome::Fresh));
@@ -215,7 +251,7 @@ mod tests {
 
     #[test]
     fn full_store_fails_closed_and_counts() {
-        let s = MemoryNonceStore::new(2);
+        let s = MemoryNonceStore::new(2, 2);
         assert_eq!(s.check("a", "1", 5000, 0), Ok(NonceOutcome::Fresh));
         assert_eq!(s.check("a", "2", 5000, 0), Ok(NonceOutcome::Fresh));
         assert!(s.check("a", "3", 5000, 10).is_err());
@@ -224,6 +260,21 @@ mod tests {
         assert_eq!(s.check("a", "1", 5000, 10), Ok(NonceOutcome::Replay));
         // Once they expire there is room again.
         assert_eq!(s.check("a", "3", 9000, 5000), Ok(NonceOutcome::Fresh));
+        assert_eq!(s.len(), 1);
+    }
+
+    /// Issue 18, finding 3: one agent holds at most its quota; the others are still served.
+    #[test]
+    fn one_agent_holds_at_most_its_quota() {
+        let s = MemoryNonceStore::new(100, 3);
+        for n in ["1", "2", "3"] {
+            assert_eq!(s.check("a", n, 5000, 0), Ok(NonceOutcome::Fresh));
+        }
+        assert_eq!(s.check("a", "4", 5000, 0), Ok(NonceOutcome::OverQuota));
+        assert_eq!(s.check("a", "1", 5000, 0), Ok(NonceOutcome::Replay));
+        assert_eq!(s.check("b", "1", 5000, 0), Ok(NonceOutcome::Fresh));
+        // As a's records expire, its quota comes back.
+        assert_eq!(s.check("a", "4", 9000, 5000), Ok(NonceOutcome::Fresh));
         assert_eq!(s.len(), 1);
     }
 }

@@ -26,7 +26,7 @@ use std::sync::mpsc;
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
-use super::nonce::{MemoryNonceStore, NonceOutcome, NonceStore, record_key};
+use super::nonce::{MemoryNonceStore, NonceOutcome, NonceStore, agent_key, record_key};
 use crate::registry::BoxFuture;
 
 const RECORD: usize = 28;
@@ -62,12 +62,13 @@ impl FileNonceStore {
     pub(crate) fn open(
         dir: &Path,
         capacity: usize,
+        per_agent: usize,
         fsync: Fsync,
         now_ms: u64,
     ) -> Result<Self, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let memory = MemoryNonceStore::new(capacity);
+        let memory = MemoryNonceStore::new(capacity, per_agent);
         let mut next_sequence = 0;
         let mut live = Vec::new();
         let mut restored = 0;
@@ -136,8 +137,10 @@ impl FileNonceStore {
         now_ms: u64,
     ) -> Result<NonceOutcome, StoreError> {
         let key = record_key(agent_did, nonce);
-        if self.memory.check_key(key, expires_at_ms, now_ms)? == NonceOutcome::Replay {
-            return Ok(NonceOutcome::Replay);
+        let agent = agent_key(agent_did);
+        match self.memory.check_key(key, agent, expires_at_ms, now_ms)? {
+            NonceOutcome::Fresh => {}
+            refused @ (NonceOutcome::Replay | NonceOutcome::OverQuota) => return Ok(refused),
         }
         // Recorded in memory first, so a concurrent duplicate is already a replay; the answer
         // waits until the record is in the log. If the write fails, the nonce stays burned.
@@ -339,7 +342,7 @@ mod tests {
     #[tokio::test]
     async fn records_survive_reopening_and_expired_segments_go() {
         let d = dir("reopen");
-        let store = FileNonceStore::open(&d, 100, Fsync::Interval(1000), 1_000).unwrap();
+        let store = FileNonceStore::open(&d, 100, 100, Fsync::Interval(1000), 1_000).unwrap();
         for n in ["a", "b", "c"] {
             let outcome = store.check_and_record("did", n, 50_000, 1_000).await;
             assert_eq!(outcome, Ok(NonceOutcome::Fresh));
@@ -349,7 +352,7 @@ mod tests {
             Ok(NonceOutcome::Replay)
         );
         drop(store);
-        let store = FileNonceStore::open(&d, 100, Fsync::Interval(1000), 2_000).unwrap();
+        let store = FileNonceStore::open(&d, 100, 100, Fsync::Interval(1000), 2_000).unwrap();
         assert_eq!(store.restored(), 3);
         for n in ["a", "b", "c"] {
             let outcome = store.check_and_record("did", n, 50_000, 2_000).await;
@@ -357,7 +360,7 @@ mod tests {
         }
         drop(store);
         // After every record has expired, reopening drops the old segment.
-        let store = FileNonceStore::open(&d, 100, Fsync::Always, 50_000).unwrap();
+        let store = FileNonceStore::open(&d, 100, 100, Fsync::Always, 50_000).unwrap();
         assert_eq!(store.restored(), 0);
         assert_eq!(segments(&d).unwrap().len(), 0);
         drop(store);
@@ -375,14 +378,14 @@ mod tests {
         encode(3, 9_000, &mut bytes);
         bytes.extend_from_slice(&[7; 10]); // a torn tail
         std::fs::write(d.join("nonces-000000000004.log"), &bytes).unwrap();
-        let store = FileNonceStore::open(&d, 100, Fsync::Always, 1_000).unwrap();
+        let store = FileNonceStore::open(&d, 100, 100, Fsync::Always, 1_000).unwrap();
         assert_eq!(store.restored(), 2);
         assert_eq!(
-            store.memory.check_key(1, 9_000, 1_000),
+            store.memory.check_key(1, 7, 9_000, 1_000),
             Ok(NonceOutcome::Replay)
         );
         assert_eq!(
-            store.memory.check_key(2, 9_000, 1_000),
+            store.memory.check_key(2, 7, 9_000, 1_000),
             Ok(NonceOutcome::Fresh)
         );
         drop(store);

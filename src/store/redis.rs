@@ -6,8 +6,10 @@
 //! item 10) and into the cached-answer-or-403 policy for trust (item 6).
 //!
 //! Keys, under `prefix` (default `claw-authz:`):
-//! - `nonce:<hex sha256(agentDid "|" nonce)>`: `SET 1 NX PX <ttl>`, one operation per check, the
-//!   TTL covering the whole acceptance window (item 9);
+//! - `nonce:<hex sha256(agentDid "|" nonce)>`: set with `NX PX <ttl>`, the TTL covering the
+//!   whole acceptance window (item 9), by one script per check that also keeps
+//! - `nonces:<hex sha256(agentDid)>`: the agent's live records, a sorted set by expiry, so one
+//!   agent holds at most `nonce.per_agent_capacity` of them (issue 18);
 //! - `peers:<agentDid>`: a set of the agent's peers; an agent is known while it exists;
 //! - `revoked:<agentDid>`: `never`, or the unix ms until which the agent is revoked (the key
 //!   also expires, a minute later, so Redis drops it).
@@ -122,10 +124,32 @@ fn nonce_digest(agent_did: &str, nonce: &str) -> String {
         .chain_update(b"|")
         .chain_update(nonce.as_bytes())
         .finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&digest)
 }
 
-pub(crate) struct RedisNonceStore(pub Redis);
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) struct RedisNonceStore {
+    pub(crate) redis: Redis,
+    /// Live records one agent may hold.
+    pub(crate) per_agent: u64,
+}
+
+/// Records a nonce unless it is live (0) or the agent holds its quota (2); 1 when recorded.
+/// KEYS: the nonce, the agent's set. ARGV: ttl ms, now ms, expiry ms, quota.
+const RECORD_NONCE: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
+redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+end
+return 1
+";
 
 impl NonceStore for RedisNonceStore {
     fn check_and_record<'a>(
@@ -136,17 +160,22 @@ impl NonceStore for RedisNonceStore {
         now_ms: u64,
     ) -> BoxFuture<'a, Result<NonceOutcome, StoreError>> {
         Box::pin(async move {
-            let r = &self.0;
+            let r = &self.redis;
             let ttl = expires_at_ms.saturating_sub(now_ms).max(1);
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(r.key("nonce", &nonce_digest(agent_did, nonce)))
-                .arg(1)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl);
-            match r.run::<Option<String>>(&cmd).await? {
-                Some(_) => Ok(NonceOutcome::Fresh),
-                None => Ok(NonceOutcome::Replay),
+            let agent = hex(&Sha256::digest(agent_did.as_bytes()));
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(RECORD_NONCE)
+                .arg(2)
+                .arg(r.key("nonce", &nonce_digest(agent_did, nonce)))
+                .arg(r.key("nonces", &agent))
+                .arg(ttl)
+                .arg(now_ms)
+                .arg(expires_at_ms)
+                .arg(self.per_agent);
+            match r.run::<i64>(&cmd).await? {
+                1 => Ok(NonceOutcome::Fresh),
+                2 => Ok(NonceOutcome::OverQuota),
+                _ => Ok(NonceOutcome::Replay),
             }
         })
     }
