@@ -33,6 +33,9 @@ pub(crate) struct KeyTiming {
 /// A failed background refresh of stale keys is retried at most this often.
 const STALE_RETRY_MS: u64 = 10_000;
 
+/// With no keys held, a failed fetch is retried by a check at most this often.
+const COLD_RETRY_MS: u64 = 1_000;
+
 /// Turns a fetched key document into keys: the registry's `claw-keys.json`, or a JWKS.
 pub(crate) type KeyParser = fn(&[u8]) -> Result<KeySet, KeysDocError>;
 
@@ -54,6 +57,8 @@ pub struct KeyCache {
     last_miss_fetch_ms: Mutex<Option<u64>>,
     /// Serializes `kid`-miss refreshes (single flight).
     miss_gate: tokio::sync::Mutex<()>,
+    /// The cold path's single flight, and its last failure (when, what).
+    cold_gate: tokio::sync::Mutex<Option<(u64, KeysError)>>,
     ready: watch::Sender<bool>,
 }
 
@@ -92,6 +97,7 @@ impl KeyCache {
             counts: Default::default(),
             last_miss_fetch_ms: Mutex::new(None),
             miss_gate: tokio::sync::Mutex::new(()),
+            cold_gate: tokio::sync::Mutex::new(None),
             ready: watch::channel(false).0,
         }
     }
@@ -123,6 +129,34 @@ impl KeyCache {
             Some(l) if cooling => Ok(l.keys.clone()),
             _ => self.refresh().await,
         }
+    }
+
+    /// With no usable keys held: one fetch at a time, and after a failed one the next waits
+    /// [`COLD_RETRY_MS`]; checks arriving meanwhile share the last answer instead of calling.
+    async fn load_cold(&self, now: u64) -> Result<KeySet, KeysError> {
+        let mut last_failure = self.cold_gate.lock().await;
+        if let Some(l) = self.state.load_full()
+            && self.clock.now_ms().saturating_sub(l.fetched_at_ms) <= self.timing.max_stale_ms
+        {
+            return Ok(l.keys.clone()); // loaded while this check waited
+        }
+        if let Some((at, error)) = *last_failure
+            && now.saturating_sub(at) < COLD_RETRY_MS
+        {
+            return Err(error);
+        }
+        let loaded = self.refresh().await;
+        *last_failure = loaded.as_ref().err().map(|e| (now, *e));
+        loaded
+    }
+
+    /// Whether a usable key set is held (a check may then verify without any fetch).
+    pub(crate) fn loaded(&self) -> bool {
+        let now = self.clock.now_ms();
+        self.state
+            .load()
+            .as_ref()
+            .is_some_and(|l| now.saturating_sub(l.fetched_at_ms) <= self.timing.max_stale_ms)
     }
 
     /// Becomes `true` once keys have loaded, and stays so.
@@ -160,7 +194,7 @@ impl KeyCache {
             }
             _ => {
                 self.counts.miss();
-                self.refresh().await
+                self.load_cold(now).await
             }
         }
     }
@@ -310,11 +344,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn fresh_keys_are_reused_failures_are_not_cached() {
+    async fn fresh_keys_are_reused_failures_are_not_kept() {
         let (registry, signer, clock, cache) = fixture(6);
         registry.set_keys(vec![status(502), ok(signer.keys_document())]);
         assert_eq!(cache.current().await.unwrap_err(), KeysError::Status(502));
         assert!(!*cache.ready().borrow());
+        // A failure is shared for a second (issue 18), then the next check fetches again.
+        assert_eq!(cache.current().await.unwrap_err(), KeysError::Status(502));
+        assert_eq!(registry.calls().keys, 1);
+        clock.advance_ms(COLD_RETRY_MS);
         assert_eq!(cache.current().await.unwrap().len(), 1);
         assert!(*cache.ready().borrow());
         clock.advance_ms(3_600_000);
@@ -366,5 +404,27 @@ mod tests {
         // A known kid never waits for the cooldown.
         assert!(cache.refresh_for_unknown_kid("k1").await.is_ok());
         assert_eq!(registry.calls().keys, 3);
+    }
+
+    /// Issue 18, finding 8: with no keys held and the registry failing, 1,000 concurrent checks
+    /// cost one fetch, not one each; the next is a second later.
+    #[tokio::test]
+    async fn a_cold_cache_fetches_one_at_a_time() {
+        let (registry, signer, clock, cache) = fixture(9);
+        registry.set_keys(vec![status(503)]);
+        let checks: Vec<_> = (0..1_000)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.current().await })
+            })
+            .collect();
+        for c in checks {
+            assert_eq!(c.await.unwrap().unwrap_err(), KeysError::Status(503));
+        }
+        assert_eq!(registry.calls().keys, 1);
+        registry.set_keys(vec![ok(signer.keys_document())]);
+        clock.advance_ms(COLD_RETRY_MS);
+        assert_eq!(cache.current().await.unwrap().len(), 1);
+        assert_eq!(registry.calls().keys, 2);
     }
 }

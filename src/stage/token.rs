@@ -39,6 +39,11 @@ pub(crate) async fn verify(
     cache: &AitCache,
     expect: Expectations<'_>,
 ) -> Result<Arc<VerifiedAit>, Denial> {
+    // Without keys held, a token with no readable `kid` never causes a fetch (issue 18): it
+    // gets the answer the registry's keys being unavailable gives.
+    if !keys.loaded() && kid_of(token, TokenKind::Ait).is_none() {
+        return Err(Denial::KeysUnavailable(None));
+    }
     let key_set = keys.current().await.map_err(keys_denial)?;
     if token.len() > max_len {
         return Err(Denial::InvalidAit(
@@ -102,5 +107,37 @@ mod tests {
         assert_eq!(auth("Claw"), Err(Denial::InvalidScheme));
         let none = RequestView::new("GET", "/", &[], b"");
         assert_eq!(authorization(&none), Err(Denial::MissingToken));
+    }
+
+    /// Issue 18, finding 8: while no keys are held, a token without a readable `kid` is answered
+    /// without any keys fetch.
+    #[tokio::test]
+    async fn a_malformed_token_never_causes_a_keys_fetch() {
+        use crate::cache::keys::KeyTiming;
+        use crate::clock::ManualClock;
+        use crate::registry::fake::{FakeRegistry, status};
+        let registry = Arc::new(FakeRegistry::default());
+        registry.set_keys(vec![status(503)]);
+        let timing = KeyTiming {
+            ttl_ms: 3_600_000,
+            max_stale_ms: 86_400_000,
+            kid_miss_cooldown_ms: 30_000,
+        };
+        let clock = Arc::new(ManualClock::at(1_000_000));
+        let keys = Arc::new(KeyCache::new(registry.clone(), clock, timing));
+        let cache = AitCache::new(10);
+        let expect = Expectations {
+            issuer: None,
+            now_secs: 1_000,
+        };
+        for garbage in ["x", "a.b.c", "eyJhbGciOiJub25lIn0.e30.", ""] {
+            let verified = verify(garbage, 8_192, &keys, &cache, expect).await;
+            assert_eq!(
+                verified.err(),
+                Some(Denial::KeysUnavailable(None)),
+                "{garbage:?}"
+            );
+        }
+        assert_eq!(registry.calls().keys, 0);
     }
 }
