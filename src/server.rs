@@ -292,22 +292,27 @@ async fn event(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> (StatusCode, Json<serde_json::Value>) {
+    use crate::app::EventsEndpoint;
     use crate::revocation::Applied;
     use serde_json::json;
-    let Some(token) = &app.events_endpoint else {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": "not enabled"})));
-    };
-    if let Some(token) = token {
-        let presented = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !same(presented.as_bytes(), token.as_bytes()) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                Json(json!({"error": "a valid bearer token is required"})),
-            );
+    let refused = |error: &str| (StatusCode::UNAUTHORIZED, Json(json!({ "error": error })));
+    match &app.events_endpoint {
+        EventsEndpoint::Off => {
+            return (StatusCode::NOT_FOUND, Json(json!({"error": "not enabled"})));
+        }
+        EventsEndpoint::NoToken => {
+            return refused("no token is configured: set events.token_file");
+        }
+        EventsEndpoint::Unauthenticated => {}
+        EventsEndpoint::Token(token) => {
+            let presented = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            if !same(presented.as_bytes(), token.as_bytes()) {
+                return refused("a valid bearer token is required");
+            }
         }
     }
     let now = app.pipeline.clock.now_ms();

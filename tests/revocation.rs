@@ -399,3 +399,70 @@ async fn figure_publish_to_deny_latency_over_100_revocations() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Issue 18, finding 6: a malformed entry whose dead-letter write fails (here the dead-letter key
+/// is not a stream) is skipped, and the revocation after it still applies.
+#[tokio::test]
+async fn a_failing_dead_letter_write_never_stalls_pushed_revocation() {
+    let redis = RedisServer::start().await;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg(DLQ)
+        .arg("not a stream")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let w = World::new("dlq-failing").await;
+    let clock = ManualClock::at(NOW_MS);
+    let mut s = replica(&w, &redis, &clock).await;
+    redis.xadd(STREAM, "envelope", b"{not json");
+    let beta = w.registry.agent_did(&w.beta.ulid);
+    let envelope = revocation_envelope(&beta, NOW_MS).unwrap();
+    publish(&settings(&redis), &envelope, NOW_MS).await.unwrap();
+    let events = s.app.pipeline.events.clone();
+    eventually("both entries read", || events.counts().read == 2).await;
+    let mut c = Checker { n: 0 };
+    assert_eq!(c.check(&mut s, &w.beta, &clock).await, REVOKED);
+    s.stop().await;
+}
+
+/// Issue 18, finding 6: with no token configured, `POST /v1/events` refuses everyone (in a pod
+/// every container shares loopback); `events.admin_unauthenticated: true` is the explicit way
+/// back, and only with a loopback admin listener.
+#[tokio::test]
+async fn the_events_endpoint_needs_a_token_unless_explicitly_opened() {
+    let w = World::new("events-no-token").await;
+    let clock = ManualClock::at(NOW_MS);
+    let alpha = w.registry.agent_did(&w.alpha.ulid);
+    let envelope = revocation_envelope(&alpha, NOW_MS).unwrap();
+    for (extra, want) in [("", 401), ("events:\n  admin_unauthenticated: true\n", 200)] {
+        let s = support::server::start(&w.yaml(extra), Arc::new(clock.clone())).await;
+        s.wait_ready().await;
+        let answer = reqwest::Client::new()
+            .post(format!("http://{}/v1/events", s.admin))
+            .body(envelope.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), want, "{extra:?}");
+        s.stop().await;
+    }
+    let exposed = format!(
+        "{}listen:\n  admin: 0.0.0.0:0\nevents:\n  admin_unauthenticated: true\n  token_file: {}\n",
+        "",
+        w.dir.join("trust.yaml").display()
+    );
+    let errors =
+        claw_authz::config::Config::load(&w.yaml(&exposed), &Default::default()).unwrap_err();
+    assert!(
+        errors.contains(
+            &"events.admin_unauthenticated: is only allowed with a loopback listen.admin"
+                .to_owned()
+        ),
+        "{errors:?}"
+    );
+}

@@ -44,11 +44,23 @@ pub struct App {
     pub(crate) request_timeout: Duration,
     /// Where registry events come from, when a Redis stream is consumed.
     pub(crate) event_stream: Option<StreamSettings>,
-    /// The bearer token `POST /v1/events` requires, if any; `None` in `events_endpoint` when the
-    /// endpoint is off.
-    pub(crate) events_endpoint: Option<Option<String>>,
+    /// Who may `POST /v1/events`.
+    pub(crate) events_endpoint: EventsEndpoint,
     /// Metrics (Prometheus `/metrics`, OTLP when configured).
     pub telemetry: Telemetry,
+}
+
+/// Who may push a revocation through `POST /v1/events`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EventsEndpoint {
+    /// `events.admin_endpoint: false`: 404.
+    Off,
+    /// Callers presenting this bearer token (`events.token_file`).
+    Token(String),
+    /// Anyone reaching the loopback admin listener (`events.admin_unauthenticated: true`).
+    Unauthenticated,
+    /// No token configured: every call is refused (401) until one is.
+    NoToken,
 }
 
 /// Parts that replace what the config would build (in-process fakes, test doubles).
@@ -99,10 +111,12 @@ impl App {
             deadline_margin: config.registry.deadline_margin,
             request_timeout: config.registry.request_timeout,
             event_stream: wiring::event_stream(config),
-            events_endpoint: config
-                .events
-                .admin_endpoint
-                .then(|| config.events.token.clone()),
+            events_endpoint: match (&config.events, &config.events.token) {
+                (e, _) if !e.admin_endpoint => EventsEndpoint::Off,
+                (_, Some(token)) => EventsEndpoint::Token(token.clone()),
+                (e, None) if e.admin_unauthenticated => EventsEndpoint::Unauthenticated,
+                (_, None) => EventsEndpoint::NoToken,
+            },
         })
     }
 

@@ -125,6 +125,15 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         }
     }
     if let Some(listen) = &listen
+        && events.admin_unauthenticated
+        && !listen.admin.ip().is_loopback()
+    {
+        r.error(
+            "events.admin_unauthenticated",
+            "is only allowed with a loopback listen.admin",
+        );
+    }
+    if let Some(listen) = &listen
         && events.admin_endpoint
         && events.token_file.is_none()
         && !listen.admin.ip().is_loopback()

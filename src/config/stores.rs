@@ -144,6 +144,9 @@ pub struct EventsConfig {
     pub replay: Duration,
     /// `POST /v1/events` on the admin listener.
     pub(crate) admin_endpoint: bool,
+    /// Accept `POST /v1/events` without a token (only with a loopback admin listener). Off by
+    /// default: in a pod, every container shares the loopback interface.
+    pub(crate) admin_unauthenticated: bool,
     /// The bearer token for `POST /v1/events`, read from this file.
     pub token_file: Option<PathBuf>,
     /// The token itself (never printed: `check-config` prints what was read, the file's path).
@@ -174,6 +177,7 @@ impl EventsConfig {
             dlq: r.string("dlq", "claw:events:dlq"),
             replay: r.days("replay_days", Defaults::EVENTS_REPLAY_DAYS, 0, 365),
             admin_endpoint: r.bool("admin_endpoint", true),
+            admin_unauthenticated: r.bool("admin_unauthenticated", false),
             token_file,
             token,
         }

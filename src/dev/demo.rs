@@ -166,12 +166,17 @@ impl DemoServer {
         std::fs::create_dir_all(&dir).map_err(io)?;
         let trust_path: PathBuf = dir.join("trust.yaml");
         std::fs::write(&trust_path, registry.trust_yaml()).map_err(io)?;
+        // The admin endpoint takes pushed revocations with a token only.
+        let token_path = dir.join("events.token");
+        let token = crate::dev::sign::random_nonce();
+        std::fs::write(&token_path, token).map_err(io)?;
         let yaml = format!(
-            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nregistry:\n  url: {}\n{}trust:\n  file: {}\nnonce:\n  dir: {}\nlog:\n  format: text\npolicies:\n  shadow: {{mode: shadow}}\n",
+            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nregistry:\n  url: {}\n{}trust:\n  file: {}\nnonce:\n  dir: {}\nlog:\n  format: text\nevents:\n  token_file: {}\npolicies:\n  shadow: {{mode: shadow}}\n",
             registry.url,
             crate::dev::demo_story::DEMO_TIMINGS,
             trust_path.display(),
-            dir.join("nonces").display()
+            dir.join("nonces").display(),
+            token_path.display()
         );
         let config = Config::load(&yaml, &HashMap::new()).map_err(|e| e.join("; "))?;
         let app = Arc::new(App::from_config(&config, Arc::new(SystemClock))?);

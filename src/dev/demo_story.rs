@@ -65,7 +65,11 @@ pub(crate) async fn run(
 
     println!("\nA revocation is pushed (POST /v1/events), the registry still down:");
     let (before, _) = transport.send_hook(alpha).await?;
-    post_revocation(admin, &alpha.did).await?;
+    let token = match &app.events_endpoint {
+        crate::app::EventsEndpoint::Token(token) => token.clone(),
+        _ => String::new(),
+    };
+    post_revocation(admin, &alpha.did, &token).await?;
     let (status, code) = transport.send_hook(alpha).await?;
     println!("  agent alpha before: {before}; right after the event: {status} {code}");
 
@@ -122,7 +126,7 @@ fn breakers(app: &App) -> String {
 }
 
 /// The registry's `agent.auth.revoked` event for `did`, posted to the admin endpoint.
-async fn post_revocation(admin: SocketAddr, did: &str) -> Result<(), String> {
+async fn post_revocation(admin: SocketAddr, did: &str, token: &str) -> Result<(), String> {
     let envelope = serde_json::json!({
         "id": uuid::Uuid::new_v4().to_string(),
         "type": "agent.auth.revoked",
@@ -132,6 +136,7 @@ async fn post_revocation(admin: SocketAddr, did: &str) -> Result<(), String> {
     });
     let response = reqwest::Client::new()
         .post(format!("http://{admin}/v1/events"))
+        .bearer_auth(token)
         .header("content-type", "application/json")
         .body(envelope.to_string())
         .send()

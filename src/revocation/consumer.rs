@@ -125,8 +125,18 @@ async fn consume(
                         _ => None,
                     },
                 };
-                if let Some(reason) = rejected {
-                    dead_letter(&mut conn, settings, &entry.id, &reason, envelope).await?;
+                // A dead-letter write that fails is logged and counted; the entry is skipped
+                // either way, so one bad entry never stalls pushed revocation.
+                if let Some(reason) = rejected
+                    && let Err(error) =
+                        dead_letter(&mut conn, settings, &entry.id, &reason, envelope).await
+                {
+                    events.dead_letter_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        error,
+                        id = entry.id,
+                        "events: dead-letter write failed; entry skipped"
+                    );
                 }
                 *last_id = entry.id;
                 // Counted once fully handled, so a reader of the count sees its effects.

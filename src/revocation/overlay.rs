@@ -34,22 +34,32 @@ pub enum Applied {
     Rejected(String),
 }
 
+/// Envelope ids remembered to spot duplicates; past this the oldest are forgotten (a forgotten
+/// id applied again changes nothing: revocations are idempotent).
+const SEEN_CAPACITY: u64 = 100_000;
+
+/// Revocations are pruned at least every this many applied events, whoever feeds them (the
+/// stream consumer also prunes after every read).
+const PRUNE_EVERY: u64 = 1_024;
+
 /// Revoked agents and how they got there; shared by the stream consumer, the admin endpoint
-/// and the pipeline.
-#[derive(Default)]
+/// and the pipeline. The revocations themselves are never evicted, only pruned once they end.
 pub struct Events {
     /// Agent DID -> revoked until (unix ms).
     revoked: Mutex<HashMap<String, u64>>,
     /// Token id -> revoked until (unix ms).
     revoked_tokens: Mutex<HashMap<String, u64>>,
-    /// Envelope ids already applied -> until when they matter; a repeated id is a duplicate.
-    seen: Mutex<HashMap<String, u64>>,
+    /// Envelope ids already applied; a repeated id is a duplicate.
+    seen: moka::sync::Cache<String, ()>,
+    applied: AtomicU64,
     revoked_new: AtomicU64,
     duplicates: AtomicU64,
     ignored: AtomicU64,
     pub(super) rejected: AtomicU64,
     /// Stream entries read.
     pub(super) read: AtomicU64,
+    /// Rejected entries whose dead-letter write failed (skipped all the same).
+    pub(super) dead_letter_failures: AtomicU64,
 }
 
 /// Counters, for tests and metrics.
@@ -60,6 +70,26 @@ pub struct EventCounts {
     pub ignored: u64,
     pub rejected: u64,
     pub read: u64,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            revoked: Mutex::default(),
+            revoked_tokens: Mutex::default(),
+            seen: moka::sync::Cache::builder()
+                .max_capacity(SEEN_CAPACITY)
+                .time_to_live(std::time::Duration::from_millis(REVOCATION_TTL_MS))
+                .build(),
+            applied: AtomicU64::new(0),
+            revoked_new: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            ignored: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+            dead_letter_failures: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Events {
@@ -99,12 +129,17 @@ impl Events {
             .as_ref()
             .and_then(|o| o.get("id"))
             .and_then(Json::as_str);
-        let repeated = id.map(str::to_owned).is_some_and(|id| {
-            let mut seen = lock(&self.seen);
-            let repeated = seen.contains_key(&id);
-            seen.entry(id).or_insert(until);
-            repeated
+        let repeated = id.is_some_and(|id| {
+            let entry = self.seen.entry_by_ref(id).or_insert(());
+            !entry.is_fresh()
         });
+        if self
+            .applied
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PRUNE_EVERY)
+        {
+            self.prune(published_ms);
+        }
         let hold = |map: &Mutex<HashMap<String, u64>>, key: &str| {
             let mut map = lock(map);
             if repeated && map.contains_key(key) {
@@ -158,7 +193,6 @@ impl Events {
     pub(super) fn prune(&self, now_ms: u64) {
         lock(&self.revoked).retain(|_, until| *until > now_ms);
         lock(&self.revoked_tokens).retain(|_, until| *until > now_ms);
-        lock(&self.seen).retain(|_, until| *until > now_ms);
     }
 }
 
