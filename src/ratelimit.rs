@@ -2,8 +2,8 @@
 //!
 //! A limit of `requests` per `window` with `burst` lets `burst` requests through at once and then
 //! one every `window / requests`; a refused request learns when the next would pass
-//! (`retry-after`). The local limiter keeps one timestamp per key (bounded: keys whose state has
-//! fully drained are dropped); the Redis limiter runs the same arithmetic in one script per check,
+//! (`retry-after`). The local limiter keeps one timestamp per hashed key in bounded shards (see
+//! [`LocalLimiter`] for what a full one does); the Redis limiter runs the same arithmetic in one script per check,
 //! so every replica shares the limit. Times come from the injected clock.
 
 use std::collections::HashMap;
@@ -50,6 +50,11 @@ pub(crate) trait Limiter: Send + Sync + 'static {
         limit: &'a Limit,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<Verdict, StoreError>>;
+
+    /// Keys held by this process (`None` for a shared store).
+    fn tracked(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The GCRA step: the key's theoretical arrival time `tat` (µs) becomes the returned one.
@@ -68,19 +73,69 @@ fn gcra(tat: Option<u64>, limit: &Limit, now_us: u64) -> (Verdict, Option<u64>) 
     (Verdict::Allow, Some(tat + limit.interval_us()))
 }
 
-/// This process only.
-#[derive(Debug)]
+/// This process only: per key, its theoretical arrival time, in shards of a fixed size.
+///
+/// Keys are hashed (a per-process random seed, so a caller cannot aim at another's slot), so a
+/// long client address costs nothing to keep. A full shard is swept of drained keys (their
+/// schedule is in the past, they hold no state) at most every [`SWEEP_EVERY_US`]; if it is still
+/// full of live keys, a key it is not tracking is refused (limited for a second) rather than
+/// let through unlimited: a flood of addresses cannot switch the limit off for newcomers.
 pub(crate) struct LocalLimiter {
-    tats: Mutex<HashMap<String, u64>>,
-    capacity: usize,
+    shards: Vec<Mutex<Shard>>,
+    per_shard: usize,
+    hasher: foldhash::fast::RandomState,
 }
 
+#[derive(Default)]
+struct Shard {
+    tats: HashMap<u64, u64>,
+    swept_us: u64,
+}
+
+const SHARDS: usize = 16;
+
+/// A full shard is swept at most this often.
+const SWEEP_EVERY_US: u64 = 100_000;
+
 impl LocalLimiter {
+    /// Tracks about `capacity` keys in all.
     pub(crate) fn new(capacity: usize) -> Self {
         LocalLimiter {
-            tats: Mutex::new(HashMap::new()),
-            capacity,
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+            hasher: foldhash::fast::RandomState::default(),
         }
+    }
+
+    /// The verdict for `key` at `now_us`, and its new schedule recorded.
+    fn step(&self, key: &str, limit: &Limit, now_us: u64) -> Verdict {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(key);
+        let shard = &self.shards[(hash as usize) % SHARDS];
+        let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let held = shard.tats.get(&hash).copied();
+        if held.is_none() && shard.tats.len() >= self.per_shard {
+            if now_us.saturating_sub(shard.swept_us) >= SWEEP_EVERY_US {
+                shard.swept_us = now_us;
+                shard.tats.retain(|_, tat| *tat > now_us);
+            }
+            if shard.tats.len() >= self.per_shard {
+                return Verdict::Limited {
+                    retry_after_ms: 1_000,
+                };
+            }
+        }
+        let (verdict, next) = gcra(held, limit, now_us);
+        if let Some(next) = next {
+            shard.tats.insert(hash, next);
+        }
+        verdict
+    }
+
+    /// Keys tracked now.
+    pub(crate) fn len(&self) -> usize {
+        let lock = |s: &Mutex<Shard>| s.lock().unwrap_or_else(|p| p.into_inner()).tats.len();
+        self.shards.iter().map(lock).sum()
     }
 }
 
@@ -91,19 +146,12 @@ impl Limiter for LocalLimiter {
         limit: &'a Limit,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<Verdict, StoreError>> {
-        let now_us = now_ms.saturating_mul(1000);
-        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        let (verdict, next) = gcra(tats.get(key).copied(), limit, now_us);
-        if let Some(next) = next {
-            if tats.len() >= self.capacity && !tats.contains_key(key) {
-                // Keys whose schedule is in the past hold no state worth keeping.
-                tats.retain(|_, t| *t > now_us);
-            }
-            if tats.len() < self.capacity || tats.contains_key(key) {
-                tats.insert(key.to_owned(), next);
-            }
-        }
+        let verdict = self.step(key, limit, now_ms.saturating_mul(1000));
         Box::pin(std::future::ready(Ok(verdict)))
+    }
+
+    fn tracked(&self) -> Option<usize> {
+        Some(self.len())
     }
 }
 
@@ -186,5 +234,23 @@ mod tests {
         for _ in 0..60 {
             assert_eq!(run(&l, "a", 1_061_000).await, Verdict::Allow);
         }
+    }
+
+    /// A full limiter refuses keys it cannot track (never lets them through unlimited), keeps
+    /// limiting the keys it tracks, and takes newcomers again once schedules have drained.
+    #[tokio::test]
+    async fn a_full_limiter_limits_new_keys_and_recovers_when_schedules_drain() {
+        let l = LocalLimiter::new(SHARDS);
+        let mut refused = 0;
+        for i in 0..1_000 {
+            if run(&l, &format!("k{i}"), 1_000_000).await != Verdict::Allow {
+                refused += 1;
+            }
+        }
+        assert_eq!(l.len(), SHARDS, "one key per shard");
+        assert_eq!(refused, 1_000 - SHARDS);
+        // Each held schedule is a second ahead; two seconds on, a sweep makes room.
+        assert_eq!(run(&l, "new", 1_002_000).await, Verdict::Allow);
+        assert!(l.len() <= SHARDS);
     }
 }

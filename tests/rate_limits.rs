@@ -249,3 +249,69 @@ async fn figure_cpu_per_limited_request() {
         "figure: sidecar CPU per request: refused by the pre-auth limit {limited:.1} us, fully verified check {verified:.1} us ({n} each)"
     );
 }
+
+/// Issue 18, finding 7, as the attack: 3,000 distinct client addresses (the right-most
+/// `x-forwarded-for` value) against a local limiter of 160 keys. The limiter never holds more,
+/// the addresses it cannot track are limited instead of let through, and a client it tracks keeps
+/// exactly its budget; once the flood's schedules drain, newcomers are served again.
+#[tokio::test]
+async fn a_flood_of_client_addresses_cannot_switch_the_limit_off() {
+    let w = World::new("address-flood").await;
+    let clock = ManualClock::at(NOW_MS);
+    let yaml = w.yaml(
+        "policies:\n  public: {client_rate_limit: {requests: 5, window_secs: 60}}\n\
+         rate_limit:\n  client_header: x-forwarded-for\n  capacity: 160\n",
+    );
+    let mut s = support::server::start(&yaml, Arc::new(clock.clone())).await;
+    s.wait_ready().await;
+    let from = |address: &str| {
+        let auth = format!("Claw {}", w.alpha.ait.replace('.', "x"));
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("x-forwarded-for", address),
+        ];
+        on("public", check_request("GET", "/v1/x", &headers, b""))
+    };
+    const ALLOWED_BY_LIMIT: &str = "401 PROXY_AUTH_INVALID_AIT";
+    const LIMITED: &str = "429 PROXY_PUBLIC_RATE_LIMIT_EXCEEDED";
+    let steady = "198.51.100.9";
+    let mut steady_outcomes = vec![outcome(&s.check(from(steady)).await)];
+    let mut flood = std::collections::HashMap::<String, usize>::new();
+    for i in 0..3_000 {
+        let address = format!("203.0.113.1, 10.0.{}.{}", i / 256, i % 256);
+        *flood
+            .entry(outcome(&s.check(from(&address)).await))
+            .or_default() += 1;
+        if i % 300 == 0 {
+            steady_outcomes.push(outcome(&s.check(from(steady)).await));
+        }
+    }
+    assert_eq!(
+        (flood[ALLOWED_BY_LIMIT], flood[LIMITED]),
+        (159, 2_841),
+        "the 160 slots less the steady client's"
+    );
+    let allowed = steady_outcomes
+        .iter()
+        .filter(|o| *o == ALLOWED_BY_LIMIT)
+        .count();
+    assert_eq!((allowed, steady_outcomes.len() - allowed), (5, 6));
+    let metrics = reqwest::get(format!("http://{}/metrics", s.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("claw_authz_rate_limit_keys 160\n"),
+        "{metrics}"
+    );
+    // 12 s per request on this route: once every flood schedule has drained, a newcomer is
+    // tracked again (after a sweep).
+    clock.advance_ms(12_001);
+    assert_eq!(
+        outcome(&s.check(from("192.0.2.77")).await),
+        ALLOWED_BY_LIMIT
+    );
+    s.stop().await;
+}

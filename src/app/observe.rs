@@ -55,6 +55,10 @@ pub(super) fn register(
         crl_refreshes: Arc::new(move || crl.refresh_counts()),
         nonce_records: Arc::new(move || records.live_records()),
         nonce_full: Arc::new(move || full.refused_full()),
+        limiter_keys: {
+            let limiter = p.limiter.clone();
+            Arc::new(move || limiter.tracked().map(|n| n as u64))
+        },
         events: Arc::new(move || {
             let c = events.counts();
             EventCounts {

@@ -120,6 +120,8 @@ pub struct Observed {
     /// Nonces refused because the store was full.
     pub(crate) nonce_full: Read<u64>,
     pub events: Read<EventCounts>,
+    /// Keys the local rate limiter tracks (`None` with the Redis limiter).
+    pub limiter_keys: Read<Option<u64>>,
 }
 
 impl Observed {
@@ -130,6 +132,16 @@ impl Observed {
         data(meter, self.ages_ms, self.crl_refreshes);
         nonces(meter, self.nonce_records, self.nonce_full);
         events(meter, self.events);
+        let keys = self.limiter_keys;
+        meter
+            .u64_observable_gauge("claw_authz_rate_limit_keys")
+            .with_description("Keys the local rate limiter tracks (bounded by rate_limit.capacity)")
+            .with_callback(move |o| {
+                if let Some(n) = keys() {
+                    o.observe(n, &[]);
+                }
+            })
+            .build();
     }
 }
 
