@@ -123,7 +123,10 @@ async fn a_registry_answering_500_opens_the_breaker_and_one_probe_per_cooldown_c
     let w = World::new("breaker").await;
     w.validate.set(vec![Reply::Status(500)]);
     let clock = ManualClock::at(NOW_MS);
-    let mut s = started(&w, "", &clock).await;
+    // Hundreds of never-seen tokens from one agent: past the per-agent budget of registry
+    // calls (issue 18) they would get 429 before reaching the breaker this test watches.
+    let budget = "access:\n  calls_per_agent_per_minute: 100000\n";
+    let mut s = started(&w, budget, &clock).await;
     let app = s.app.clone();
     let breaker = &app.registry.validate;
     let mut n = 0;

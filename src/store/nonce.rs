@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn full_store_fails_closed_and_counts() {
-        let s = MemoryNonceStore::new(2, 2);
+        let s = MemoryNonceStore::new(2, 10);
         assert_eq!(s.check("a", "1", 5000, 0), Ok(NonceOutcome::Fresh));
         assert_eq!(s.check("a", "2", 5000, 0), Ok(NonceOutcome::Fresh));
         assert!(s.check("a", "3", 5000, 10).is_err());
