@@ -316,6 +316,8 @@ async fn event(
         }
     }
     let now = app.pipeline.clock.now_ms();
+    // Ended revocations go on this server's clock (never on a time an event carries).
+    app.pipeline.events.prune(now);
     match app.pipeline.events.apply(&body, now) {
         Applied::Revoked { agent_did, new } => (
             StatusCode::OK,

@@ -459,3 +459,34 @@ async fn a_rate_limited_agent_consumes_no_nonce_capacity() {
     );
     s.stop().await;
 }
+
+/// Issue 18: a captured request sent again is refused as a replay before it can spend its
+/// agent's rate limit, so the agent keeps its whole budget.
+#[tokio::test]
+async fn replays_of_a_captured_request_spend_none_of_the_agents_budget() {
+    let w = World::new("replay-no-budget").await;
+    let clock = ManualClock::at(NOW_MS);
+    let extra = "nonce:\n  store: memory\npolicies:\n  limited: {rate_limit: {requests: 5, window_secs: 60}}\n";
+    let s = support::server::start(&w.yaml(extra), Arc::new(clock.clone())).await;
+    s.wait_ready().await;
+    let mut client = s.client.clone();
+    let on = |nonce: &str| support::world::on_policy("limited", get(&w, &clock, nonce));
+    let captured = on("captured");
+    let r = client.check(captured.clone()).await.unwrap().into_inner();
+    assert_eq!(outcome(&r), ALLOWED);
+    for _ in 0..20 {
+        let r = client.check(captured.clone()).await.unwrap().into_inner();
+        assert_eq!(outcome(&r), REPLAY);
+    }
+    for i in 0..4 {
+        let r = client
+            .check(on(&format!("own-{i}")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(outcome(&r), ALLOWED, "the agent's own request {i}");
+    }
+    let r = client.check(on("own-4")).await.unwrap().into_inner();
+    assert_eq!(outcome(&r), "429 PROXY_RATE_LIMIT_EXCEEDED");
+    s.stop().await;
+}

@@ -9,14 +9,16 @@
 //! | 4 | `proof` | always | when bound | 401 |
 //! | 5 | `revocation` | pushed events, the trust store, then the CRL (refreshed in the background) | the `jti` in pushed events | 401, 403, 503 |
 //! | 6 | `trust` | where the route sets `require_known_agent` | never | 403 |
-//! | 7 | `rate_limit` | where the route sets `rate_limit` (per agent) | the same (per issuer and subject) | 429, 503 store down (fail-closed) |
-//! | 8 | `replay` | always: record the nonce | when bound | 401, 429 over the agent's nonce quota, 503 |
+//! | 7 | `replay` | always: record the nonce | when bound | 401, 429 over the agent's nonce quota, 503 |
+//! | 8 | `rate_limit` | where the route sets `rate_limit` (per agent); a refused request's nonce is dropped | the same (per issuer and subject) | 429, 503 store down (fail-closed) |
 //! | 9 | `access` | where the route sets `require_access_token` | never | 401, 503 |
 //! | 10 | `authorization` | never | the route's roles, permissions and trust score | 403 |
 //!
 //! Order follows docs/protocol.md §7 with `docs/deviations.md` item 8. The nonce is recorded
-//! only after the revocation and trust checks and the agent's limit, so a revoked, unknown or
-//! limited agent cannot burn nonces; the limits come before the registry's access-token call. `shadow` runs everything and allows,
+//! only after the revocation and trust checks, so a revoked or unknown agent cannot burn nonces,
+//! and given back when the agent's limit refuses the request; a replayed request is refused
+//! before it can spend the agent's limit. The limits come before the registry's access-token
+//! call. `shadow` runs everything and allows,
 //! reporting the would-be denial. `credential.rs` holds what differs by profile; this file runs
 //! the rows, and the test `every_profile_runs_the_rows_of_the_table` (`tests/bearer.rs`) checks
 //! the stages a full check enters against this table.
@@ -241,15 +243,21 @@ impl Pipeline {
             self.known(&credential, rec).await?;
         }
         let subject = credential.subject();
-        // The limit before the nonce: a limited request consumes no nonce capacity.
-        if let Some(limit) = &policy.agent_rate_limit {
-            rec.enter(Stage::RateLimit);
-            self.limit(LimitKind::Agent, &subject, limit, policy)
-                .await?;
-        }
+        // Replay before the limit, so a captured request sent again spends none of its agent's
+        // budget; a request the limit then refuses gives its nonce back (it holds no capacity).
+        let recorded = proof.is_some();
         if let Some(proof) = proof {
             rec.enter(Stage::Replay);
             self.replay(req, &subject, proof, now_ms).await?;
+        }
+        if let Some(limit) = &policy.agent_rate_limit {
+            rec.enter(Stage::RateLimit);
+            let limited = self.limit(LimitKind::Agent, &subject, limit, policy).await;
+            if limited.is_err() && recorded {
+                let nonce = req.header("x-claw-nonce").unwrap_or_default();
+                self.nonces.forget(&subject, nonce).await;
+            }
+            limited?;
         }
         drop(subject);
         self.grant(&credential, req, policy, rec).await?;

@@ -16,10 +16,10 @@ pub enum Stage {
     Revocation,
     /// A known agent (the trust store), where the route asks.
     Trust,
-    /// The route's limit per authenticated agent.
-    RateLimit,
     /// The nonce, recorded for the proof's whole window.
     Replay,
+    /// The route's limit per authenticated agent.
+    RateLimit,
     /// The registry's access-token validation, where the route asks.
     Access,
     /// The bearer route's roles, permissions and trust score.
@@ -36,8 +36,8 @@ impl Stage {
         Stage::Proof,
         Stage::Revocation,
         Stage::Trust,
-        Stage::RateLimit,
         Stage::Replay,
+        Stage::RateLimit,
         Stage::Access,
         Stage::Authorization,
     ];

@@ -38,10 +38,6 @@ pub enum Applied {
 /// id applied again changes nothing: revocations are idempotent).
 const SEEN_CAPACITY: u64 = 100_000;
 
-/// Revocations are pruned at least every this many applied events, whoever feeds them (the
-/// stream consumer also prunes after every read).
-const PRUNE_EVERY: u64 = 1_024;
-
 /// Revoked agents and how they got there; shared by the stream consumer, the admin endpoint
 /// and the pipeline. The revocations themselves are never evicted, only pruned once they end.
 pub struct Events {
@@ -51,7 +47,6 @@ pub struct Events {
     revoked_tokens: Mutex<HashMap<String, u64>>,
     /// Envelope ids already applied; a repeated id is a duplicate.
     seen: moka::sync::Cache<String, ()>,
-    applied: AtomicU64,
     revoked_new: AtomicU64,
     duplicates: AtomicU64,
     ignored: AtomicU64,
@@ -81,7 +76,6 @@ impl Default for Events {
                 .max_capacity(SEEN_CAPACITY)
                 .time_to_live(std::time::Duration::from_millis(REVOCATION_TTL_MS))
                 .build(),
-            applied: AtomicU64::new(0),
             revoked_new: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
@@ -133,13 +127,6 @@ impl Events {
             let entry = self.seen.entry_by_ref(id).or_insert(());
             !entry.is_fresh()
         });
-        if self
-            .applied
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(PRUNE_EVERY)
-        {
-            self.prune(published_ms);
-        }
         let hold = |map: &Mutex<HashMap<String, u64>>, key: &str| {
             let mut map = lock(map);
             if repeated && map.contains_key(key) {
@@ -190,7 +177,7 @@ impl Events {
     }
 
     /// Drops revocations that have ended.
-    pub(super) fn prune(&self, now_ms: u64) {
+    pub(crate) fn prune(&self, now_ms: u64) {
         lock(&self.revoked).retain(|_, until| *until > now_ms);
         lock(&self.revoked_tokens).retain(|_, until| *until > now_ms);
     }

@@ -38,6 +38,10 @@ pub trait NonceStore: Send + Sync + 'static {
         now_ms: u64,
     ) -> BoxFuture<'a, Result<NonceOutcome, StoreError>>;
 
+    /// Drops a nonce recorded for a request that was then refused (by the agent's rate limit),
+    /// so it holds no capacity. Best effort: a nonce left behind only expires later.
+    fn forget<'a>(&'a self, agent_did: &'a str, nonce: &'a str) -> BoxFuture<'a, ()>;
+
     /// Nonces refused because the store was full (a bounded store only).
     fn refused_full(&self) -> u64 {
         0
@@ -166,6 +170,21 @@ impl MemoryNonceStore {
         Ok(NonceOutcome::Fresh)
     }
 
+    /// Drops a live record (and its count against its agent's quota).
+    pub(crate) fn forget_key(&self, key: u128) {
+        let mut r = self.lock();
+        let Some((expiry, agent)) = r.expiry_by_key.remove(&key) else {
+            return;
+        };
+        r.by_expiry.remove(&(expiry, key));
+        if let Some(n) = r.per_agent.get_mut(&agent) {
+            *n -= 1;
+            if *n == 0 {
+                r.per_agent.remove(&agent);
+            }
+        }
+    }
+
     /// Puts back a record read from storage at startup (capacity is not checked: a live record
     /// is never dropped). Expired ones are ignored.
     pub(crate) fn restore(&self, key: u128, expires_at_ms: u64, now_ms: u64) {
@@ -216,6 +235,11 @@ impl NonceStore for MemoryNonceStore {
     ) -> BoxFuture<'a, Result<NonceOutcome, StoreError>> {
         let result = self.check(agent_did, nonce, expires_at_ms, now_ms);
         Box::pin(std::future::ready(result))
+    }
+
+    fn forget<'a>(&'a self, agent_did: &'a str, nonce: &'a str) -> BoxFuture<'a, ()> {
+        self.forget_key(record_key(agent_did, nonce));
+        Box::pin(std::future::ready(()))
     }
 
     fn refused_full(&self) -> u64 {

@@ -173,6 +173,13 @@ impl NonceStore for FileNonceStore {
         Box::pin(self.record(agent_did, nonce, expires_at_ms, now_ms))
     }
 
+    /// From memory only: the log keeps the record, so after a restart it is live again until it
+    /// expires (the request it belonged to was refused; it can only be sent again later).
+    fn forget<'a>(&'a self, agent_did: &'a str, nonce: &'a str) -> BoxFuture<'a, ()> {
+        self.memory.forget_key(record_key(agent_did, nonce));
+        Box::pin(std::future::ready(()))
+    }
+
     fn refused_full(&self) -> u64 {
         self.memory.refused_full()
     }

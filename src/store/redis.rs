@@ -179,7 +179,29 @@ impl NonceStore for RedisNonceStore {
             }
         })
     }
+
+    fn forget<'a>(&'a self, agent_did: &'a str, nonce: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let r = &self.redis;
+            let agent = hex(&Sha256::digest(agent_did.as_bytes()));
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(FORGET_NONCE)
+                .arg(2)
+                .arg(r.key("nonce", &nonce_digest(agent_did, nonce)))
+                .arg(r.key("nonces", &agent));
+            if let Err(error) = r.run::<i64>(&cmd).await {
+                tracing::debug!(%error, "a refused request's nonce was not dropped; it expires");
+            }
+        })
+    }
 }
+
+/// Drops a nonce and its place in the agent's set. KEYS: the nonce, the agent's set.
+const FORGET_NONCE: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
+return 1
+";
 
 pub(crate) struct RedisTrustStore(pub Redis);
 

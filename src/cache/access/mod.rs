@@ -168,7 +168,8 @@ impl AccessCache {
                 .build(),
             budgets: moka::sync::Cache::builder()
                 .max_capacity(capacity)
-                .time_to_live(super::held_for(2 * MINUTE_MS))
+                // Kept while the agent keeps calling, so its minute is never reset early.
+                .time_to_idle(super::held_for(2 * MINUTE_MS))
                 .build(),
             stale_used: AtomicU64::new(0),
             stale_log: Every::new(),

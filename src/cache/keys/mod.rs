@@ -146,7 +146,9 @@ impl KeyCache {
             return Err(error);
         }
         let loaded = self.refresh().await;
-        *last_failure = loaded.as_ref().err().map(|e| (now, *e));
+        // Stamped when the fetch ended, so a slow failing fetch still holds the others back.
+        let ended = self.clock.now_ms();
+        *last_failure = loaded.as_ref().err().map(|e| (ended, *e));
         loaded
     }
 
