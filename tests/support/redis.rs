@@ -31,7 +31,9 @@ impl RedisServer {
         std::fs::create_dir_all(&dir).unwrap();
         // redis-server cannot bind port 0; take a free port from the kernel and hand it over
         // (retrying if another process grabs it first).
-        for _ in 0..5 {
+        // Other tests in the process bind ports too: a port can be taken between the probe and
+        // redis binding it, so try a few.
+        for _ in 0..20 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
@@ -46,7 +48,11 @@ impl RedisServer {
                 return server;
             }
         }
-        panic!("redis-server did not start (is it installed? `bash .ci/setup` installs it)");
+        let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+        let last: Vec<&str> = log.lines().rev().take(5).collect();
+        panic!(
+            "redis-server did not start (is it installed? `bash .ci/setup` installs it); its last log lines: {last:?}"
+        );
     }
 
     /// Starts the process on `self.port` and waits (polling PING) until it answers.
@@ -57,6 +63,8 @@ impl RedisServer {
             .args(["--protected-mode", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
