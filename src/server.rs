@@ -332,6 +332,10 @@ async fn event(
             StatusCode::BAD_REQUEST,
             Json(json!({"outcome": "rejected", "reason": reason})),
         ),
+        Applied::Full => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"outcome": "full", "reason": "events.capacity revocations are held"})),
+        ),
     }
 }
 

@@ -25,9 +25,6 @@ use crate::store::redis::Redis;
 use crate::store::trust::TrustStore;
 use crate::telemetry::Telemetry;
 
-/// Verified AITs kept (one per agent token in use; about 1 KiB each).
-const AIT_CACHE_CAPACITY: usize = 100_000;
-
 /// Everything a server needs to answer `Check`.
 pub struct App {
     pub pipeline: Pipeline,
@@ -90,10 +87,10 @@ impl App {
             clock,
             access: reg.access,
             keys: reg.keys,
-            aits: Arc::new(AitCache::new(AIT_CACHE_CAPACITY)),
+            aits: Arc::new(AitCache::new(config.limits.ait_cache_capacity)),
             crl: reg.crl,
             trust,
-            events: Arc::new(Events::default()),
+            events: Arc::new(Events::new(wiring::size(config.events.capacity))),
             bearer,
             limiter: wiring::limiter(config, redis.as_ref()),
             signature_checks: AtomicU64::new(0),

@@ -25,6 +25,8 @@ pub(super) fn register(
         p.aits.clone(),
     );
     let (crl, clock, events) = (p.crl.clone(), p.clock.clone(), p.events.clone());
+    let held_events = events.clone();
+    let (held_aits, held_access, held_trust) = (aits.clone(), access.clone(), trust.clone());
     let (stale_keys, stale_access, stale_trust) = (keys.clone(), access.clone(), trust.clone());
     let (age_keys, age_crl) = (keys.clone(), crl.clone());
     let (records, full) = (nonces.clone(), nonces.clone());
@@ -36,6 +38,13 @@ pub(super) fn register(
                 (Cache::Ait, aits.counts.get()),
                 (Cache::Access, access.counts.get()),
                 (Cache::Trust, trust.counts.get()),
+            ]
+        }),
+        entries: Arc::new(move || {
+            vec![
+                (Cache::Ait, held_aits.len() as u64),
+                (Cache::Access, held_access.len() as u64),
+                (Cache::Trust, held_trust.len() as u64),
             ]
         }),
         stale_served: Arc::new(move || {
@@ -66,6 +75,8 @@ pub(super) fn register(
                 duplicate: c.duplicates,
                 ignored: c.ignored,
                 rejected: c.rejected,
+                full: c.full,
+                held: held_events.held() as u64,
             }
         }),
     }

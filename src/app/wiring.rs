@@ -27,14 +27,14 @@ use crate::store::nonce_file::{FileNonceStore, Fsync};
 use crate::store::redis::{Redis, RedisNonceStore, RedisTrustStore};
 use crate::store::trust::{FileTrustStore, TrustStore};
 
-/// A configured byte limit as a length (saturating on a 32-bit target).
 /// A configured time in milliseconds, the unit of the injected clock the components run on.
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn limit(bytes: u64) -> usize {
-    usize::try_from(bytes).unwrap_or(usize::MAX)
+/// A configured byte limit or capacity as a length (saturating on a 32-bit target).
+pub(super) fn size(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// The registry and what is cached from it.
@@ -80,8 +80,8 @@ pub(super) fn registry(
                 validate: r.validate_url.clone(),
             };
             let limits = BodyLimits {
-                keys: limit(config.limits.keys_bytes),
-                crl: limit(config.limits.crl_bytes),
+                keys: size(config.limits.keys_bytes),
+                crl: size(config.limits.crl_bytes),
             };
             Arc::new(
                 HttpRegistry::new(endpoints, background_timeout, limits)
@@ -124,6 +124,7 @@ pub(super) fn registry(
             stale_if_error_ms: ms(a.stale_if_error),
             calls_per_agent_per_minute: a.calls_per_agent_per_minute,
         },
+        a.capacity,
     ));
     Ok(RegistryParts {
         guarded,
@@ -145,7 +146,7 @@ pub(super) fn bearer_issuers(
         let jwks = Jwks::new(
             issuer.jwks_url.clone(),
             config.registry.timeout,
-            limit(config.limits.jwks_bytes),
+            size(config.limits.jwks_bytes),
             breakers(config),
             clock.clone(),
             metrics.clone(),
@@ -207,6 +208,7 @@ pub(super) fn trust(
         TrustTiming {
             ttl_ms: ms(t.cache_ttl),
             stale_if_error_ms: ms(t.stale_if_error),
+            capacity: t.cache_capacity,
         },
     )))
 }
@@ -218,8 +220,8 @@ pub(super) fn nonces(
     redis: Option<&Redis>,
 ) -> Result<Arc<dyn NonceStore>, String> {
     let n = &config.nonce;
-    let capacity = usize::try_from(n.capacity).unwrap_or(usize::MAX);
-    let per_agent = usize::try_from(n.per_agent_capacity).unwrap_or(usize::MAX);
+    let capacity = size(n.capacity);
+    let per_agent = size(n.per_agent_capacity);
     Ok(match (n.store, redis) {
         (NonceStoreKind::Redis, Some(r)) => Arc::new(RedisNonceStore {
             redis: r.clone(),
@@ -247,7 +249,7 @@ pub(super) fn limiter(config: &Config, redis: Option<&Redis>) -> Arc<dyn Limiter
     match (redis, config.rate_limit.store) {
         (Some(r), LimitStoreKind::Redis) => Arc::new(RedisLimiter(r.clone())),
         _ => {
-            let capacity = usize::try_from(config.rate_limit.capacity).unwrap_or(usize::MAX);
+            let capacity = size(config.rate_limit.capacity);
             Arc::new(LocalLimiter::new(capacity))
         }
     }
@@ -270,7 +272,7 @@ pub(super) fn event_stream(config: &Config) -> Option<StreamSettings> {
 pub(super) fn settings(config: &Config) -> Settings {
     Settings {
         issuer: config.registry.issuer.clone(),
-        token_bytes: limit(config.limits.token_bytes),
+        token_bytes: size(config.limits.token_bytes),
         max_skew_secs: config.proof.max_skew.as_secs(),
         skew_warning_secs: config.proof.skew_warning.as_secs(),
         rate_limit_fail_closed: config.rate_limit.fail_closed,

@@ -59,10 +59,10 @@ pub struct AitCache {
 
 impl AitCache {
     /// Holds at most `capacity` tokens.
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: u64) -> Self {
         AitCache {
             tokens: moka::sync::Cache::builder()
-                .max_capacity(capacity as u64)
+                .max_capacity(capacity)
                 .expire_after(UntilExp)
                 .build(),
             counts: CacheCounts::default(),

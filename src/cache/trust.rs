@@ -21,10 +21,9 @@ use crate::store::trust::TrustStore;
 pub(crate) struct TrustTiming {
     pub(crate) ttl_ms: u64,
     pub(crate) stale_if_error_ms: u64,
+    /// Answers kept per kind (agent DIDs are caller-chosen once their AIT verified).
+    pub(crate) capacity: u64,
 }
-
-/// Answers kept per kind (agent DIDs are caller-chosen once their AIT verified).
-const CAPACITY: u64 = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -60,17 +59,29 @@ impl TrustCache {
             clock,
             timing,
             known: moka::future::Cache::builder()
-                .max_capacity(CAPACITY)
+                .max_capacity(timing.capacity)
                 .time_to_live(held)
                 .build(),
             revoked: moka::sync::Cache::builder()
-                .max_capacity(CAPACITY)
+                .max_capacity(timing.capacity)
                 .time_to_live(held)
                 .build(),
             stale_used: AtomicU64::new(0),
             failure_log: Every::new(),
             counts: Default::default(),
         }
+    }
+
+    /// Answers held, known-agent and revocation (the known-agent cache's count may lag its
+    /// latest inserts).
+    pub fn len(&self) -> usize {
+        self.revoked.run_pending_tasks();
+        let held = self.known.entry_count() + self.revoked.entry_count();
+        usize::try_from(held).unwrap_or(usize::MAX)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// How many answers were taken from the cache because the store failed.
@@ -210,6 +221,7 @@ mod tests {
         let timing = TrustTiming {
             ttl_ms: 120_000,
             stale_if_error_ms: 3_600_000,
+            capacity: 1_000,
         };
         let cache = TrustCache::new(store.clone(), Arc::new(clock.clone()), timing);
         (cache, store, clock)

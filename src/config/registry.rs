@@ -120,6 +120,8 @@ pub struct AccessConfig {
     pub(crate) stale_if_error: Duration,
     /// Registry validations one agent may cause per minute on the request path.
     pub(crate) calls_per_agent_per_minute: u64,
+    /// Valid answers held, and as many refused ones and per-agent budgets.
+    pub capacity: u64,
 }
 
 impl AccessConfig {
@@ -130,6 +132,7 @@ impl AccessConfig {
             negative_ttl: r.secs("negative_ttl_secs", 10, 0, 3_600),
             stale_if_error: r.secs("stale_if_error_secs", 600, 0, 86_400),
             calls_per_agent_per_minute: r.u64("calls_per_agent_per_minute", 30, 1, 100_000),
+            capacity: r.u64("capacity", 20_000, 1, 1 << 32),
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct TrustConfig {
     pub(crate) cache_ttl: Duration,
     /// When the store fails, an answer up to this old is used instead.
     pub(crate) stale_if_error: Duration,
+    /// Known-agent answers held, and as many revocation answers.
+    pub cache_capacity: u64,
 }
 
 impl TrustConfig {
@@ -100,6 +102,7 @@ impl TrustConfig {
             reload_interval: r.secs("reload_interval_secs", 2, 1, 3_600),
             cache_ttl: r.secs("cache_ttl_secs", 120, 0, 86_400),
             stale_if_error: r.secs("stale_if_error_secs", 3_600, 0, 86_400 * 7),
+            cache_capacity: r.u64("cache_capacity", 20_000, 1, 1 << 32),
         }
     }
 }
@@ -128,7 +131,7 @@ impl RateLimitConfig {
             client_header: r
                 .opt_string("client_header")
                 .map(|h| h.to_ascii_lowercase()),
-            capacity: r.u64("capacity", 1_000_000, 1, 1 << 32),
+            capacity: r.u64("capacity", 500_000, 1, 1 << 32),
         }
     }
 }
@@ -151,6 +154,8 @@ pub struct EventsConfig {
     pub token_file: Option<PathBuf>,
     /// The token itself (never printed: `check-config` prints what was read, the file's path).
     pub token: Option<String>,
+    /// Revoked agents held, as many revoked token ids and as many envelope ids.
+    pub capacity: u64,
 }
 
 impl EventsConfig {
@@ -178,6 +183,7 @@ impl EventsConfig {
             replay: r.days("replay_days", Defaults::EVENTS_REPLAY_DAYS, 0, 365),
             admin_endpoint: r.bool("admin_endpoint", true),
             admin_unauthenticated: r.bool("admin_unauthenticated", false),
+            capacity: r.u64("capacity", 20_000, 1, 1 << 32),
             token_file,
             token,
         }

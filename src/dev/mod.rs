@@ -9,12 +9,14 @@
 //! - [`cli`]: the `sign` command (headers, a curl command, or a `Check` sent to a sidecar).
 //! - [`envoy_process`]: runs a real Envoy in front of claw-authz and an echo upstream.
 //! - [`process`]: runs a child process (claw-authz, Redis) and reads its CPU time.
+//! - [`memory`]: the memory budget's structures, filled for a counting allocator to measure.
 
 pub mod check;
 pub mod cli;
 pub mod demo;
 mod demo_story;
 pub mod envoy_process;
+pub mod memory;
 pub mod process;
 pub mod registry;
 pub mod sign;

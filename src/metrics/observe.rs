@@ -99,6 +99,10 @@ pub struct EventCounts {
     pub(crate) duplicate: u64,
     pub ignored: u64,
     pub rejected: u64,
+    /// New revocations refused because `events.capacity` of their kind were held.
+    pub full: u64,
+    /// Revocations held now (agents and token ids).
+    pub held: u64,
 }
 
 type Read<T> = Arc<dyn Fn() -> T + Send + Sync>;
@@ -109,6 +113,8 @@ pub struct Observed {
     pub breakers: Read<Vec<BreakerReading>>,
     /// `[hit, stale, miss]` per cache.
     pub caches: Read<Vec<(Cache, [u64; 3])>>,
+    /// Entries held per cache (the ones callers can grow).
+    pub entries: Read<Vec<(Cache, u64)>>,
     /// Checks answered from stale data because the source failed.
     pub stale_served: Read<Vec<(Data, u64)>>,
     /// Age in milliseconds of the data loaded so far.
@@ -129,6 +135,16 @@ impl Observed {
     pub(crate) fn register(self, meter: &Meter) {
         breakers(meter, self.breakers);
         caches(meter, self.caches, self.stale_served);
+        let entries = self.entries;
+        meter
+            .u64_observable_gauge("claw_authz_cache_entries")
+            .with_description("Entries held per cache (each bounded by its capacity setting)")
+            .with_callback(move |o| {
+                for (cache, n) in entries() {
+                    o.observe(n, &[KeyValue::new("cache", cache.as_str())]);
+                }
+            })
+            .build();
         data(meter, self.ages_ms, self.crl_refreshes);
         nonces(meter, self.nonce_records, self.nonce_full);
         events(meter, self.events);
@@ -249,6 +265,7 @@ fn nonces(meter: &Meter, records: Read<Option<u64>>, full: Read<u64>) {
 }
 
 fn events(meter: &Meter, read: Read<EventCounts>) {
+    let held = read.clone();
     meter
         .u64_observable_counter("claw_authz_revocation_events")
         .with_description("Registry events by result")
@@ -259,10 +276,16 @@ fn events(meter: &Meter, read: Read<EventCounts>) {
                 ("duplicate", c.duplicate),
                 ("ignored", c.ignored),
                 ("rejected", c.rejected),
+                ("full", c.full),
             ];
             for (result, n) in results {
                 o.observe(n, &[KeyValue::new("result", result)]);
             }
         })
+        .build();
+    meter
+        .u64_observable_gauge("claw_authz_revocations_held")
+        .with_description("Pushed revocations held (bounded by events.capacity per kind)")
+        .with_callback(move |o| o.observe(held().held, &[]))
         .build();
 }

@@ -130,13 +130,21 @@ async fn read(
         tracing::warn!(url, limit, "registry response body over its size limit");
         return Err(TransportError::TooLarge);
     }
-    let mut body = Vec::new();
+    // Sized from the announced length, and never grown past the limit: a body near the limit
+    // (a CRL of megabytes) must not hold twice its size while it is read.
+    let announced = response.content_length().unwrap_or(0);
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(limit));
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
+                let needed = body.len() + chunk.len();
+                if needed > limit {
                     tracing::warn!(url, limit, "registry response body over its size limit");
                     return Err(TransportError::TooLarge);
+                }
+                if needed > body.capacity() {
+                    let grown = (body.capacity() * 2).clamp(needed, limit);
+                    body.reserve_exact(grown - body.len());
                 }
                 body.extend_from_slice(&chunk);
             }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::clock::Every;
 use crate::protocol::events::{EventOutcome, IgnoredBecause, parse_event};
 use crate::protocol::json::{Json, Object};
 
@@ -32,15 +33,18 @@ pub enum Applied {
     },
     Ignored(IgnoredBecause),
     Rejected(String),
+    /// A new revocation while `events.capacity` revocations of its kind are held: not applied
+    /// (the CRL still carries it, at the next refresh), counted and logged.
+    Full,
 }
 
-/// Envelope ids remembered to spot duplicates; past this the oldest are forgotten (a forgotten
-/// id applied again changes nothing: revocations are idempotent).
-const SEEN_CAPACITY: u64 = 100_000;
-
 /// Revoked agents and how they got there; shared by the stream consumer, the admin endpoint
-/// and the pipeline. The revocations themselves are never evicted, only pruned once they end.
+/// and the pipeline. The revocations themselves are never evicted (that would un-revoke), only
+/// pruned once they end; past `capacity` of a kind, new ones are refused ([`Applied::Full`]).
+/// Envelope ids are remembered to spot duplicates, `capacity` of them; past that the oldest are
+/// forgotten (a forgotten id applied again changes nothing: revocations are idempotent).
 pub struct Events {
+    capacity: usize,
     /// Agent DID -> revoked until (unix ms).
     revoked: Mutex<HashMap<String, u64>>,
     /// Token id -> revoked until (unix ms).
@@ -55,6 +59,9 @@ pub struct Events {
     pub(super) read: AtomicU64,
     /// Rejected entries whose dead-letter write failed (skipped all the same).
     pub(super) dead_letter_failures: AtomicU64,
+    /// New revocations refused because `capacity` of their kind were held.
+    full: AtomicU64,
+    full_log: Every,
 }
 
 /// Counters, for tests and metrics.
@@ -65,15 +72,19 @@ pub struct EventCounts {
     pub ignored: u64,
     pub rejected: u64,
     pub read: u64,
+    pub full: u64,
 }
 
-impl Default for Events {
-    fn default() -> Self {
+impl Events {
+    /// Holds at most `capacity` revoked agents, as many revoked token ids and as many
+    /// envelope ids.
+    pub fn new(capacity: usize) -> Self {
         Events {
+            capacity,
             revoked: Mutex::default(),
             revoked_tokens: Mutex::default(),
             seen: moka::sync::Cache::builder()
-                .max_capacity(SEEN_CAPACITY)
+                .max_capacity(capacity as u64)
                 .time_to_live(std::time::Duration::from_millis(REVOCATION_TTL_MS))
                 .build(),
             revoked_new: AtomicU64::new(0),
@@ -82,11 +93,16 @@ impl Default for Events {
             rejected: AtomicU64::new(0),
             read: AtomicU64::new(0),
             dead_letter_failures: AtomicU64::new(0),
+            full: AtomicU64::new(0),
+            full_log: Every::new(),
         }
     }
-}
 
-impl Events {
+    /// Revocations held now (agents and token ids).
+    pub fn held(&self) -> usize {
+        lock(&self.revoked).len() + lock(&self.revoked_tokens).len()
+    }
+
     pub fn is_revoked(&self, agent_did: &str, now_ms: u64) -> bool {
         lock(&self.revoked)
             .get(agent_did)
@@ -107,6 +123,7 @@ impl Events {
             ignored: get(&self.ignored),
             rejected: get(&self.rejected),
             read: get(&self.read),
+            full: get(&self.full),
         }
     }
 
@@ -127,27 +144,33 @@ impl Events {
             let entry = self.seen.entry_by_ref(id).or_insert(());
             !entry.is_fresh()
         });
+        // Whether the revocation is new; `None` when it is and the map is full.
         let hold = |map: &Mutex<HashMap<String, u64>>, key: &str| {
             let mut map = lock(map);
             if repeated && map.contains_key(key) {
-                return false;
+                return Some(false);
+            }
+            if !map.contains_key(key) && map.len() >= self.capacity {
+                return None;
             }
             let held = map.entry(key.to_owned()).or_insert(0);
             let new = *held < until;
             *held = (*held).max(until);
-            new
+            Some(new)
         };
         let applied = match object.as_ref().and_then(token_revocation) {
-            Some(Ok(jti)) => Applied::RevokedToken {
-                new: hold(&self.revoked_tokens, &jti),
-                jti,
+            Some(Ok(jti)) => match hold(&self.revoked_tokens, &jti) {
+                Some(new) => Applied::RevokedToken { new, jti },
+                None => Applied::Full,
             },
             Some(Err(reason)) => Applied::Rejected(reason.to_owned()),
             None => match parse_event(envelope) {
-                EventOutcome::RevokeAgent { agent_did, .. } => Applied::Revoked {
-                    new: hold(&self.revoked, &agent_did),
-                    agent_did,
-                },
+                EventOutcome::RevokeAgent { agent_did, .. } => {
+                    match hold(&self.revoked, &agent_did) {
+                        Some(new) => Applied::Revoked { new, agent_did },
+                        None => Applied::Full,
+                    }
+                }
                 EventOutcome::Ignored(why) => Applied::Ignored(why),
                 EventOutcome::Rejected(reason) => Applied::Rejected(reason),
             },
@@ -161,6 +184,7 @@ impl Events {
             }
             Applied::Ignored(_) => &self.ignored,
             Applied::Rejected(_) => &self.rejected,
+            Applied::Full => &self.full,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         match &applied {
@@ -172,6 +196,16 @@ impl Events {
             }
             Applied::Ignored(why) => tracing::debug!(?why, "registry event ignored"),
             Applied::Rejected(reason) => tracing::warn!(reason, "registry event rejected"),
+            Applied::Full => {
+                if let Some(skipped) = self.full_log.due(published_ms) {
+                    tracing::warn!(
+                        capacity = self.capacity,
+                        skipped,
+                        "registry event not applied: events.capacity revocations are held \
+                         (the CRL still carries it)"
+                    );
+                }
+            }
         }
         applied
     }

@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn our_envelope_revokes_and_is_idempotent() {
-        let events = Events::default();
+        let events = Events::new(16);
         let envelope = revocation_envelope(DID, 1_000).unwrap();
         let revoked = |new| Applied::Revoked {
             agent_did: DID.into(),

@@ -46,9 +46,6 @@ struct Budget {
 
 const MINUTE_MS: u64 = 60_000;
 
-/// At most this many valid answers, and as many refused ones, are kept.
-const CAPACITY: u64 = 100_000;
-
 /// A failed renewal is retried at most this often.
 const RETRY_MS: u64 = 5_000;
 
@@ -138,16 +135,8 @@ pub(crate) struct Subject<'a> {
 }
 
 impl AccessCache {
-    pub(crate) fn new(
-        registry: Arc<dyn Registry>,
-        clock: Arc<dyn Clock>,
-        timing: AccessTiming,
-    ) -> Self {
-        Self::bounded(registry, clock, timing, CAPACITY)
-    }
-
     /// A cache keeping at most `capacity` valid and `capacity` refused answers.
-    pub(crate) fn bounded(
+    pub(crate) fn new(
         registry: Arc<dyn Registry>,
         clock: Arc<dyn Clock>,
         timing: AccessTiming,
@@ -175,6 +164,18 @@ impl AccessCache {
             stale_log: Every::new(),
             counts: Default::default(),
         }
+    }
+
+    /// Answers held, valid and refused (after the refused cache's pending evictions; the valid
+    /// cache's count may lag its latest inserts).
+    pub fn len(&self) -> usize {
+        self.refused.run_pending_tasks();
+        let held = self.valid.entry_count() + self.refused.entry_count();
+        usize::try_from(held).unwrap_or(usize::MAX)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// How many checks were allowed on a stale answer during a registry failure.

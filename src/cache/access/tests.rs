@@ -51,6 +51,7 @@ async fn registry_failures_use_a_stale_valid_answer_within_limits() {
         registry.clone(),
         Arc::new(clock.clone()),
         TIMING,
+        1_000,
     ));
     let exp = T0 / 1000 + 300;
     assert_eq!(cache.validate(&subject(exp)).await, Ok(()));
@@ -94,6 +95,7 @@ fn valid_once() -> (Arc<FakeRegistry>, ManualClock, Arc<AccessCache>) {
         registry.clone(),
         Arc::new(clock.clone()),
         TIMING,
+        1_000,
     ));
     (registry, clock, cache)
 }
@@ -122,7 +124,7 @@ fn token(i: usize) -> String {
 async fn a_full_cache_keeps_caching_valid_answers() {
     let registry = Arc::new(FakeRegistry::default());
     let clock = ManualClock::at(T0);
-    let cache = Arc::new(AccessCache::bounded(
+    let cache = Arc::new(AccessCache::new(
         registry.clone(),
         Arc::new(clock.clone()),
         TIMING,

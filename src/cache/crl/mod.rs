@@ -22,7 +22,7 @@ mod refresh;
 
 use crate::cache::keys::KeyCache;
 use crate::clock::Clock;
-use crate::protocol::crl::{crl_token_from_body, verify_crl};
+use crate::protocol::crl::{crl_token_from_body, verify_crl_index};
 use crate::protocol::jws::{Expectations, TokenError};
 use crate::protocol::keys::KeySet;
 use crate::registry::Registry;

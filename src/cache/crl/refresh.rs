@@ -114,7 +114,7 @@ impl CrlCache {
         if !(200..300).contains(&response.status) {
             return Err(format!("status {}", response.status));
         }
-        let token: Arc<str> = off_thread(move || crl_token_from_body(&response.body))
+        let token: Arc<String> = off_thread(move || crl_token_from_body(&response.body))
             .await?
             .ok_or("CRL payload is invalid")?
             .into();
@@ -126,7 +126,7 @@ impl CrlCache {
                     issuer: Some(&issuer),
                     now_secs,
                 };
-                verify_crl(&token, &key_set, expect).map(|c| (c.revoked_jtis(), Some(c.iat)))
+                verify_crl_index(&token, &key_set, expect).map(|(jtis, iat)| (jtis, Some(iat)))
             })
         };
         let key_set = keys.current().await.map_err(|e| e.to_string())?;
