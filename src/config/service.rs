@@ -100,7 +100,7 @@ pub struct LimitsConfig {
     /// 180 bytes each, and a refresh of one takes about 4 times its size in memory at its peak.
     pub crl_bytes: u64,
     /// The registry's keys document.
-    pub(crate) keys_bytes: u64,
+    pub keys_bytes: u64,
     /// A bearer issuer's JWKS.
     pub(crate) jwks_bytes: u64,
 }

@@ -54,7 +54,7 @@ pub fn structures(config: &Config) -> Vec<Structure> {
             setting: "nonce.capacity",
             capacity: config.nonce.capacity,
             when_full: "new nonces get 503 PROXY_AUTH_DEPENDENCY_UNAVAILABLE, counted \
-                        (claw_authz_nonce_store_full)",
+                        (claw_authz_nonce_store_full_total)",
             fill: nonces,
         },
         Structure {
