@@ -286,7 +286,7 @@ async fn time(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 
 /// `POST /v1/events`: one registry event envelope, applied like a stream entry (for a single
 /// replica without Redis). Answers 200 with what it did, 400 for a malformed envelope, 401 without
-/// the configured bearer token, 404 when the endpoint is off.
+/// the configured bearer token, 404 when the endpoint is off, 503 when the overlay is full.
 async fn event(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -318,7 +318,7 @@ async fn event(
     let now = app.pipeline.clock.now_ms();
     // Ended revocations go on this server's clock (never on a time an event carries).
     app.pipeline.events.prune(now);
-    match app.pipeline.events.apply(&body, now) {
+    match app.pipeline.events.apply(&body, now, now) {
         Applied::Revoked { agent_did, new } => (
             StatusCode::OK,
             Json(json!({"outcome": "revoked", "agentDid": agent_did, "new": new})),

@@ -238,7 +238,7 @@ mod server {
         let token_file = w.dir.join("events.token");
         std::fs::write(&token_file, "t0ken").unwrap();
         let extra = format!(
-            "bearer:\n  issuers:\n    - issuer: {ISS}\n      audience: {AUD}\n      jwks_url: {}\n\
+            "bearer:\n  issuers:\n    - issuer: {ISS}\n      audience: {AUD}\n      jwks_url: {}\n      insecure_http: true\n\
              policies:\n  orders: {{profile: bearer, require_roles: [reader], require_permissions: [\"orders:read\"]}}\n\
              \x20 admin: {{profile: bearer, require_roles: [admin]}}\n\
              \x20 scored: {{profile: bearer, min_trust_score: 0.9}}\n\

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use claw_authz::clock::ManualClock;
 use claw_authz::dev::sign::random_ulid;
-use claw_authz::revocation::publisher::revocation_envelope;
+use claw_authz::revocation::publisher::{revocation_envelope, token_revocation_envelope};
 use serde_json::json;
 use support::registry::Reply;
 use support::server::Running;
@@ -55,15 +55,13 @@ async fn many_agents_cannot_grow_the_caches_past_their_bounds() {
         }
     }
     let p = &s.app.pipeline;
-    // The AIT cache and the trust cache's revocation answers count exactly; the two caches the
-    // Check path fills asynchronously may count their latest inserts late, never past the bound.
+    p.trust.flush().await;
+    p.access.flush().await;
+    // Full, and no fuller: a known-agent and a revocation answer per agent kept; valid access
+    // answers only (no token was refused).
     assert_eq!(p.aits.len(), CAPACITY);
-    let (trust, access) = (p.trust.len(), p.access.len());
-    assert!(
-        (CAPACITY..=2 * CAPACITY).contains(&trust),
-        "trust answers: {trust}"
-    );
-    assert!((1..=CAPACITY).contains(&access), "access answers: {access}");
+    assert_eq!(p.trust.len(), 2 * CAPACITY);
+    assert_eq!(p.access.len(), CAPACITY);
     let page = metrics_text(&s).await;
     assert!(
         page.contains(&format!(
@@ -130,8 +128,16 @@ async fn a_flood_of_revocations_cannot_grow_the_overlay_past_its_capacity() {
     assert_eq!(statuses[..20], [200; 20]);
     assert_eq!(statuses[20..], [503; 10]);
     assert_eq!(post(revocation_envelope(&beta, NOW_MS).unwrap()).await, 503);
+    // Token ids have a capacity of their own.
+    let mut statuses = Vec::new();
+    for i in 0..21u64 {
+        let jti = random_ulid(NOW_MS - i);
+        statuses.push(post(token_revocation_envelope(&jti, NOW_MS)).await);
+    }
+    assert_eq!(statuses[..20], [200; 20]);
+    assert_eq!(statuses[20], 503);
     let events = &s.app.pipeline.events;
-    assert_eq!((events.held(), events.counts().full), (20, 11));
+    assert_eq!((events.held(), events.counts().full), (40, 12));
 
     let r = s
         .check(w.signed(&w.alpha, "GET", "/v1/x", b"", "n-a", &[]))
@@ -142,9 +148,9 @@ async fn a_flood_of_revocations_cannot_grow_the_overlay_past_its_capacity() {
         .await;
     assert_eq!(outcome(&r), "401 PROXY_AUTH_REVOKED", "beta, from the CRL");
     let page = metrics_text(&s).await;
-    assert!(page.contains("claw_authz_revocations_held 20\n"), "{page}");
+    assert!(page.contains("claw_authz_revocations_held 40\n"), "{page}");
     assert!(
-        page.contains("claw_authz_revocation_events_total{result=\"full\"} 11\n"),
+        page.contains("claw_authz_revocation_events_total{result=\"full\"} 12\n"),
         "{page}"
     );
     s.stop().await;

@@ -74,7 +74,7 @@ async fn stack(name: &str, keys_up: bool) -> Stack {
     )
     .unwrap();
     let yaml = format!(
-        "registry:\n  url: {ISSUER}\n  keys_url: {}\n  crl_url: {}\n  validate_url: {}\ntrust:\n  file: {}\nnonce:\n  store: memory\npolicies:\n  shadow: {{mode: shadow}}\n",
+        "registry:\n  url: {ISSUER}\n  insecure_http: true\n  keys_url: {}\n  crl_url: {}\n  validate_url: {}\ntrust:\n  file: {}\nnonce:\n  store: memory\npolicies:\n  shadow: {{mode: shadow}}\n",
         keys.url,
         crl.url,
         validate.url,

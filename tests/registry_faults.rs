@@ -750,3 +750,46 @@ async fn figures_registry_calls_per_1000_checks_and_latency_while_the_registry_h
     );
     s.stop().await;
 }
+
+/// Issue 19: the registry's calls follow a redirect only within the origin first called. A
+/// redirect to another origin (another host or port, or HTTPS to HTTP) is a failed call: the
+/// other origin is never asked, and with no keys the check gets 503.
+#[tokio::test]
+async fn a_registry_redirect_to_another_origin_is_not_followed() {
+    use support::registry::FakeEndpoint;
+    let w = World::new("redirect").await;
+    let elsewhere = FakeEndpoint::start(
+        "/.well-known/claw-keys.json",
+        vec![Reply::Body(200, w.registry.keys_document())],
+    )
+    .await;
+    w.keys
+        .set(vec![Reply::Redirect(302, elsewhere.url.clone())]);
+    let clock = ManualClock::at(NOW_MS);
+    let mut s = support::server::start(&w.yaml(""), Arc::new(clock.clone())).await;
+    let r = s
+        .check(w.signed(&w.alpha, "GET", "/v1/x", b"", "n-1", &[]))
+        .await;
+    assert_eq!(outcome(&r), UNAVAILABLE);
+    assert_eq!(elsewhere.calls(), 0, "the other origin was never called");
+    assert!(w.keys.calls() >= 1);
+
+    // Within the origin a redirect is followed.
+    let moved = w
+        .keys
+        .url
+        .replace("/.well-known/claw-keys.json", "/moved/keys.json");
+    w.keys.set(vec![
+        Reply::Redirect(307, moved),
+        Reply::Body(200, w.registry.keys_document()),
+    ]);
+    clock.advance_ms(60_000);
+    let r = s
+        .check(w.signed(&w.alpha, "GET", "/v1/x", b"", "n-2", &[]))
+        .await;
+    assert_eq!(outcome(&r), ALLOWED);
+    let paths: Vec<String> = w.keys.recorded().into_iter().map(|r| r.path).collect();
+    assert!(paths.contains(&"/moved/keys.json".to_owned()), "{paths:?}");
+    assert_eq!(elsewhere.calls(), 0);
+    s.stop().await;
+}

@@ -466,3 +466,47 @@ async fn the_events_endpoint_needs_a_token_unless_explicitly_opened() {
         "{errors:?}"
     );
 }
+
+/// Issue 18: with the overlay full (`events.capacity`), a new revocation on the stream is skipped
+/// and counted, never dead-lettered and never stalling the stream; the CRL goes back to its own
+/// poll interval (the push no longer carries every revocation), and a revocation already held
+/// still applies.
+#[tokio::test]
+async fn a_full_overlay_skips_new_revocations_without_stalling_the_stream() {
+    use claw_authz::revocation::publisher::token_revocation_envelope;
+    let redis = RedisServer::start().await;
+    let w = World::new("overlay-full").await;
+    let clock = ManualClock::at(NOW_MS);
+    let extra = format!("redis:\n  url: {}\nevents:\n  capacity: 1\n", redis.url());
+    let mut s = support::server::start(&w.yaml(&extra), Arc::new(clock.clone())).await;
+    s.wait_ready().await;
+    let (alpha, beta) = (
+        w.registry.agent_did(&w.alpha.ulid),
+        w.registry.agent_did(&w.beta.ulid),
+    );
+    let envelopes = [
+        revocation_envelope(&beta, NOW_MS).unwrap(),
+        revocation_envelope(&alpha, NOW_MS).unwrap(),
+        token_revocation_envelope("01KDVA7EC1TOKEN00000000001", NOW_MS),
+        token_revocation_envelope("01KDVA7EC1TOKEN00000000002", NOW_MS),
+        revocation_envelope(&beta, NOW_MS).unwrap(),
+    ];
+    for envelope in &envelopes {
+        publish(&settings(&redis), envelope, NOW_MS).await.unwrap();
+    }
+    let events = s.app.pipeline.events.clone();
+    eventually("five entries read", || events.counts().read == 5).await;
+    let counts = events.counts();
+    // Beta and the first token held; alpha and the second token refused; beta again extends the
+    // revocation it holds (published later), so it is applied too.
+    assert_eq!((counts.revoked, counts.full, counts.rejected), (3, 2, 0));
+    assert_eq!(events.held(), 2);
+    assert!(redis.entries(DLQ).is_empty(), "nothing dead-lettered");
+    let crl = &s.app.pipeline.crl;
+    eventually("the CRL poll back to its interval", || !crl.push_healthy()).await;
+    assert_eq!(crl.interval_ms(), 300_000);
+    let mut c = Checker { n: 0 };
+    assert_eq!(c.check(&mut s, &w.beta, &clock).await, REVOKED);
+    assert_eq!(c.check(&mut s, &w.alpha, &clock).await, ALLOWED);
+    s.stop().await;
+}

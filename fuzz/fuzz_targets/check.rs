@@ -79,7 +79,7 @@ fn world() -> &'static World {
         });
         let yaml = format!(
             "registry:\n  url: {ISSUER}\nnonce:\n  store: memory\n  capacity: 100000\n\
-             bearer:\n  issuers:\n    - {{issuer: https://auth.example.com, audience: svc, jwks_url: http://127.0.0.1:9/jwks}}\n\
+             bearer:\n  issuers:\n    - {{issuer: https://auth.example.com, audience: svc, jwks_url: http://127.0.0.1:9/jwks, insecure_http: true}}\n\
              policies:\n  bearer: {{profile: bearer, require_roles: [reader]}}\n  any: {{profile: any}}\n"
         );
         let config = Config::load(&yaml, &HashMap::new()).expect("the fuzz config");

@@ -72,8 +72,14 @@ impl TrustCache {
         }
     }
 
+    /// Applies every pending insert and eviction, so [`TrustCache::len`] is exact.
+    pub async fn flush(&self) {
+        self.known.run_pending_tasks().await;
+        self.revoked.run_pending_tasks();
+    }
+
     /// Answers held, known-agent and revocation (the known-agent cache's count may lag its
-    /// latest inserts).
+    /// latest inserts until [`TrustCache::flush`]).
     pub fn len(&self) -> usize {
         self.revoked.run_pending_tasks();
         let held = self.known.entry_count() + self.revoked.entry_count();

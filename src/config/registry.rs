@@ -58,6 +58,17 @@ impl RegistryConfig {
         let keys_url = endpoint(r, "keys_url", "/.well-known/claw-keys.json");
         let crl_url = endpoint(r, "crl_url", "/v1/crl");
         let validate_url = endpoint(r, "validate_url", "/v1/agents/auth/validate");
+        // The access token and the signing keys travel in these calls: plain HTTP only when
+        // asked for by name.
+        // (An endpoint derived from `url` shares its error.)
+        if !r.bool("insecure_http", false) {
+            for key in ["url", "keys_url", "crl_url", "validate_url"] {
+                let given = r.get(key).and_then(Value::as_str);
+                if given.is_some_and(is_plain_http) {
+                    r.error(key, PLAIN_HTTP);
+                }
+            }
+        }
         // The effective values are the derived ones.
         let derived = [
             ("issuer", &issuer),
@@ -132,7 +143,16 @@ impl AccessConfig {
             negative_ttl: r.secs("negative_ttl_secs", 10, 0, 3_600),
             stale_if_error: r.secs("stale_if_error_secs", 600, 0, 86_400),
             calls_per_agent_per_minute: r.u64("calls_per_agent_per_minute", 30, 1, 100_000),
-            capacity: r.u64("capacity", 20_000, 1, 1 << 32),
+            capacity: r.u64("capacity", 16_000, 1, 1 << 32),
         }
     }
+}
+
+/// The error for a plain `http://` URL where the secure scheme is required.
+pub(super) const PLAIN_HTTP: &str = "is plain http (tokens and keys would travel unprotected): use https, or set insecure_http: \
+     true beside it (a test or a loopback registry)";
+
+pub(super) fn is_plain_http(url: &str) -> bool {
+    url.get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
 }

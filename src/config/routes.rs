@@ -166,7 +166,13 @@ pub(super) fn read_bearer(r: &mut Reader<'_>) -> Vec<BearerIssuer> {
         };
         let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
         for k in m.keys() {
-            let known = ["issuer", "audience", "jwks_url", "max_iat_skew_secs"];
+            let known = [
+                "issuer",
+                "audience",
+                "jwks_url",
+                "max_iat_skew_secs",
+                "insecure_http",
+            ];
             if !k.as_str().is_some_and(|k| known.contains(&k)) {
                 r.error(&at, &format!("unknown key {}", yaml_text(k)));
             }
@@ -177,6 +183,10 @@ pub(super) fn read_bearer(r: &mut Reader<'_>) -> Vec<BearerIssuer> {
         };
         let jwks_ok =
             text("jwks_url").is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"));
+        let insecure = m.get("insecure_http").and_then(Value::as_bool) == Some(true);
+        if !insecure && text("jwks_url").is_some_and(|u| super::registry::is_plain_http(&u)) {
+            r.error(&format!("{at}.jwks_url"), super::registry::PLAIN_HTTP);
+        }
         match (text("issuer"), text("audience"), text("jwks_url"), skew) {
             (Some(issuer), Some(audience), Some(jwks_url), Some(skew)) if jwks_ok => {
                 out.push(BearerIssuer {

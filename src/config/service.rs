@@ -96,7 +96,7 @@ pub struct LimitsConfig {
     pub token_bytes: u64,
     /// Verified AITs held (one per agent token in use).
     pub ait_cache_capacity: u64,
-    /// The registry's `/v1/crl` response body; 8 MiB holds about 46,000 revocations of about
+    /// The registry's `/v1/crl` response body; 16 MiB holds about 93,000 revocations of about
     /// 180 bytes each, and a refresh of one takes about 4 times its size in memory at its peak.
     pub crl_bytes: u64,
     /// The registry's keys document.
@@ -114,8 +114,8 @@ impl LimitsConfig {
         let r = r.section("limits");
         LimitsConfig {
             token_bytes: r.u64("token_bytes", token, KIB, max_token),
-            ait_cache_capacity: r.u64("ait_cache_capacity", 20_000, 1, 1 << 32),
-            crl_bytes: r.u64("crl_bytes", 8 * MIB, 64 * KIB, 1 << 30),
+            ait_cache_capacity: r.u64("ait_cache_capacity", 16_000, 1, 1 << 32),
+            crl_bytes: r.u64("crl_bytes", 16 * MIB, 64 * KIB, 1 << 30),
             keys_bytes: r.u64("keys_bytes", MIB, 16 * KIB, 1 << 30),
             jwks_bytes: r.u64("jwks_bytes", MIB, 16 * KIB, 1 << 30),
         }

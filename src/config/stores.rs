@@ -102,7 +102,7 @@ impl TrustConfig {
             reload_interval: r.secs("reload_interval_secs", 2, 1, 3_600),
             cache_ttl: r.secs("cache_ttl_secs", 120, 0, 86_400),
             stale_if_error: r.secs("stale_if_error_secs", 3_600, 0, 86_400 * 7),
-            cache_capacity: r.u64("cache_capacity", 20_000, 1, 1 << 32),
+            cache_capacity: r.u64("cache_capacity", 16_000, 1, 1 << 32),
         }
     }
 }
@@ -131,7 +131,7 @@ impl RateLimitConfig {
             client_header: r
                 .opt_string("client_header")
                 .map(|h| h.to_ascii_lowercase()),
-            capacity: r.u64("capacity", 500_000, 1, 1 << 32),
+            capacity: r.u64("capacity", 250_000, 1, 1 << 32),
         }
     }
 }
@@ -183,7 +183,7 @@ impl EventsConfig {
             replay: r.days("replay_days", Defaults::EVENTS_REPLAY_DAYS, 0, 365),
             admin_endpoint: r.bool("admin_endpoint", true),
             admin_unauthenticated: r.bool("admin_unauthenticated", false),
-            capacity: r.u64("capacity", 20_000, 1, 1 << 32),
+            capacity: r.u64("capacity", 16_000, 1, 1 << 32),
             token_file,
             token,
         }

@@ -116,3 +116,33 @@ fn bearer_issuers_and_policy_grants_are_read_and_checked() {
     }
     assert_eq!(errors.len(), 4, "{text}");
 }
+
+#[test]
+fn plain_http_registries_and_jwks_need_insecure_http() {
+    let plain = "registry:\n  url: http://registry.internal\n  crl_url: https://crl.example/v1/crl\n  \
+                 keys_url: http://keys.internal/keys\n\
+                 bearer:\n  issuers:\n    - {issuer: https://auth.example, audience: svc, jwks_url: http://auth.example/jwks}\n";
+    let errors = Config::load(plain, &env(&[])).unwrap_err();
+    let refused: Vec<&str> = errors
+        .iter()
+        .filter(|e| e.contains("is plain http"))
+        .map(|e| e.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            "registry.url",
+            "registry.keys_url",
+            "bearer.issuers[0].jwks_url"
+        ],
+        "{errors:?}"
+    );
+    let allowed = plain
+        .replace("  crl_url:", "  insecure_http: true\n  crl_url:")
+        .replace("/jwks}", "/jwks, insecure_http: true}");
+    let c = Config::load(&allowed, &env(&[])).unwrap();
+    assert_eq!(
+        c.registry.validate_url,
+        "http://registry.internal/v1/agents/auth/validate"
+    );
+}

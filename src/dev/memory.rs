@@ -19,7 +19,7 @@ use crate::protocol::ait::{AgentKey, AitClaims};
 use crate::ratelimit::{Limit, Limiter, LocalLimiter};
 use crate::registry::{BoxFuture, KeySource, Registry, Response, TransportError};
 use crate::revocation::Events;
-use crate::revocation::publisher::revocation_envelope;
+use crate::revocation::publisher::{revocation_envelope, token_revocation_envelope};
 use crate::store::StoreError;
 use crate::store::nonce::MemoryNonceStore;
 use crate::store::trust::TrustStore;
@@ -93,10 +93,10 @@ pub fn structures(config: &Config) -> Vec<Structure> {
             fill: trust_answers,
         },
         Structure {
-            name: "pushed revocations (+ envelope id)",
+            name: "pushed revocations, an agent and a token id (+ envelope ids)",
             setting: "events.capacity",
             capacity: config.events.capacity,
-            when_full: "new revocations refused (503 on POST), counted; the CRL still carries them",
+            when_full: "new revocations refused (503 on POST, skipped on the stream), counted",
             fill: revocations,
         },
     ]
@@ -170,7 +170,7 @@ fn aits(n: usize) -> Box<dyn Any> {
         let digest = AitCache::digest(&format!("token {i}"));
         cache.insert(digest, verified, NOW_MS / 1000);
     }
-    let _ = cache.len();
+    assert_eq!(cache.len(), n, "every token held");
     Box::new(cache)
 }
 
@@ -231,7 +231,8 @@ fn access(n: usize, status: u16) -> Box<dyn Any> {
         let answer = rt.block_on(cache.validate(&subject));
         assert_eq!(answer.is_ok(), status == 204, "validation {i}");
     }
-    let _ = cache.len();
+    rt.block_on(cache.flush());
+    assert_eq!(cache.len(), n, "every answer held");
     Box::new(cache)
 }
 
@@ -274,16 +275,22 @@ fn trust_answers(n: usize) -> Box<dyn Any> {
         let revoked = rt.block_on(cache.is_revoked(&agent, NOW_MS));
         assert_eq!((known, revoked), (Ok(true), Ok(false)), "agent {i}");
     }
-    let _ = cache.len();
+    rt.block_on(cache.flush());
+    assert_eq!(cache.len(), 2 * n, "both answers held for every agent");
     Box::new(cache)
 }
 
+/// Both kinds full: `n` revoked agents and `n` revoked token ids (ULIDs), each with its
+/// envelope id.
 fn revocations(n: usize) -> Box<dyn Any> {
     let events = Events::new(n);
     for i in 0..n {
-        let envelope = revocation_envelope(&agent_did(i), NOW_MS).expect("an agent DID");
-        events.apply(envelope.as_bytes(), NOW_MS);
+        let agent = revocation_envelope(&agent_did(i), NOW_MS).expect("an agent DID");
+        let token = token_revocation_envelope(&ulid(i), NOW_MS);
+        for envelope in [agent, token] {
+            events.apply(envelope.as_bytes(), NOW_MS, NOW_MS);
+        }
     }
-    assert_eq!(events.held(), n, "every revocation held");
+    assert_eq!(events.held(), 2 * n, "every revocation held");
     Box::new(events)
 }

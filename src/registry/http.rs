@@ -99,13 +99,36 @@ impl Registry for HttpRegistry {
     }
 }
 
-/// A client for the registry's endpoints and bearer issuers' JWKS: rustls, and a connect timeout.
+/// A client for the registry's endpoints and bearer issuers' JWKS: rustls, a connect timeout,
+/// and redirects followed only within the origin first called.
 pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .connect_timeout(timeout)
         .user_agent(concat!("claw-authz/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::custom(same_origin_only))
         .build()
 }
+
+/// Redirects allowed: at most [`MAX_REDIRECTS`], each to the origin of the first request. The
+/// access token travels in the validate call and the keys decide every verdict, so a redirect
+/// to another host, or from HTTPS to plain HTTP (another origin too), is not followed: the
+/// 3xx itself is the answer, a failed call like any other status.
+fn same_origin_only(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let first = attempt.previous().first().map(reqwest::Url::origin);
+    if attempt.previous().len() > MAX_REDIRECTS {
+        return attempt.stop();
+    }
+    if first.is_some_and(|origin| origin == attempt.url().origin()) {
+        return attempt.follow();
+    }
+    tracing::warn!(
+        to = %attempt.url().origin().ascii_serialization(),
+        "registry redirect to another origin not followed"
+    );
+    attempt.stop()
+}
+
+const MAX_REDIRECTS: usize = 5;
 
 /// `GET url`, reading at most `limit` bytes of body, within `timeout` (or the Check's nearer
 /// deadline).

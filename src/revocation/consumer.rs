@@ -98,10 +98,11 @@ async fn consume(
         .await
         .map_err(|_| "XREAD timed out".to_owned())?
         .map_err(|e| e.to_string())?;
-        crl.set_push_healthy(true);
         let Some(events) = events.upgrade() else {
             return Ok(());
         };
+        // A full overlay drops new revocations, so the CRL is polled at its own interval again.
+        crl.set_push_healthy(events.has_room());
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             for entry in key.ids {
                 let published_ms = entry
@@ -120,7 +121,7 @@ async fn consume(
                         events.rejected.fetch_add(1, Ordering::Relaxed);
                         Some("stream entry has no envelope field".to_owned())
                     }
-                    Some(body) => match events.apply(body, published_ms) {
+                    Some(body) => match events.apply(body, published_ms, clock.now_ms()) {
                         Applied::Rejected(reason) => Some(reason),
                         _ => None,
                     },

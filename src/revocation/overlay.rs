@@ -15,6 +15,9 @@ use crate::clock::Every;
 use crate::protocol::events::{EventOutcome, IgnoredBecause, parse_event};
 use crate::protocol::json::{Json, Object};
 
+/// The longest envelope id remembered (real ones are UUIDs or ULIDs).
+const MAX_ID_LEN: usize = 128;
+
 /// How long an `agent_revoked` event keeps the agent revoked (the reference's TTL).
 pub const REVOCATION_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 
@@ -33,8 +36,10 @@ pub enum Applied {
     },
     Ignored(IgnoredBecause),
     Rejected(String),
-    /// A new revocation while `events.capacity` revocations of its kind are held: not applied
-    /// (the CRL still carries it, at the next refresh), counted and logged.
+    /// A new revocation while `events.capacity` revocations of its kind are held: not applied,
+    /// counted and logged as an error. An agent revocation the registry made still applies from
+    /// its CRL (at the next poll, which a full overlay brings back to `crl.refresh_interval`); a
+    /// token revocation (`claw.token.revoked`, `claw-authz revoke --jti`) is lost.
     Full,
 }
 
@@ -127,8 +132,14 @@ impl Events {
         }
     }
 
-    /// Applies one envelope published at `published_ms`. Idempotent.
-    pub(crate) fn apply(&self, envelope: &[u8], published_ms: u64) -> Applied {
+    /// Whether a new revocation of either kind can still be held.
+    pub(crate) fn has_room(&self) -> bool {
+        lock(&self.revoked).len() < self.capacity
+            && lock(&self.revoked_tokens).len() < self.capacity
+    }
+
+    /// Applies one envelope published at `published_ms`, at `now_ms`. Idempotent.
+    pub(crate) fn apply(&self, envelope: &[u8], published_ms: u64, now_ms: u64) -> Applied {
         let until = published_ms.saturating_add(REVOCATION_TTL_MS);
         // The same envelope (by `id`) published again changes nothing.
         // Parsed once here for claw-authz's own fields; the reference's parser reads the rest.
@@ -140,6 +151,9 @@ impl Events {
             .as_ref()
             .and_then(|o| o.get("id"))
             .and_then(Json::as_str);
+        // An id longer than any real one (a UUID, a ULID) is not remembered: applying its event
+        // again changes nothing, and the ids kept stay small.
+        let id = id.filter(|id| id.len() <= MAX_ID_LEN);
         let repeated = id.is_some_and(|id| {
             let entry = self.seen.entry_by_ref(id).or_insert(());
             !entry.is_fresh()
@@ -197,12 +211,13 @@ impl Events {
             Applied::Ignored(why) => tracing::debug!(?why, "registry event ignored"),
             Applied::Rejected(reason) => tracing::warn!(reason, "registry event rejected"),
             Applied::Full => {
-                if let Some(skipped) = self.full_log.due(published_ms) {
-                    tracing::warn!(
+                if let Some(skipped) = self.full_log.due(now_ms) {
+                    tracing::error!(
                         capacity = self.capacity,
                         skipped,
-                        "registry event not applied: events.capacity revocations are held \
-                         (the CRL still carries it)"
+                        "revocation not applied: events.capacity revocations of its kind are \
+                         held (an agent revocation still applies from the registry's CRL; a \
+                         token revocation is lost)"
                     );
                 }
             }

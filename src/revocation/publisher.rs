@@ -175,8 +175,14 @@ mod tests {
             agent_did: DID.into(),
             new,
         };
-        assert_eq!(events.apply(envelope.as_bytes(), 1_000), revoked(true));
-        assert_eq!(events.apply(envelope.as_bytes(), 1_000), revoked(false));
+        assert_eq!(
+            events.apply(envelope.as_bytes(), 1_000, 1_000),
+            revoked(true)
+        );
+        assert_eq!(
+            events.apply(envelope.as_bytes(), 1_000, 1_000),
+            revoked(false)
+        );
         assert!(events.is_revoked(DID, 1_000 + REVOCATION_TTL_MS - 1));
         assert!(!events.is_revoked(DID, 1_000 + REVOCATION_TTL_MS));
         assert_eq!(

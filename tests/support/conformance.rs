@@ -129,7 +129,7 @@ async fn run_scenario(scenario: &Value, expected_override: &Expected) -> Result<
     let registry_url = cfg["registryUrl"].as_str().unwrap();
     let secs = |k: &str, default: u64| cfg[k].as_u64().map_or(default, |ms| ms / 1000);
     let yaml = format!(
-        "registry:\n  url: {registry_url}\n  issuer: {issuer}\n  keys_url: {}\n  crl_url: {}\n  validate_url: {}\n  keys_ttl_secs: {}\n\
+        "registry:\n  url: {registry_url}\n  insecure_http: true\n  issuer: {issuer}\n  keys_url: {}\n  crl_url: {}\n  validate_url: {}\n  keys_ttl_secs: {}\n\
          crl:\n  refresh_interval_secs: {}\n  max_age_secs: {}\n  stale_behavior: {}\n\
          proof:\n  max_skew_secs: {}\ntrust:\n  file: {}\nnonce:\n  store: memory\n",
         keys.url,

@@ -18,6 +18,8 @@ pub enum Reply {
     /// A status with a body (JSON or anything) and content type.
     Body(u16, String),
     Status(u16),
+    /// A redirect (`301`, `302`, `307`, `308`) to this `Location`.
+    Redirect(u16, String),
     /// Close the connection without answering (the caller sees no response).
     Reset,
     /// Accept and never answer.
@@ -177,6 +179,13 @@ async fn send(stream: &mut TcpStream, mut reply: Reply) {
             Reply::Status(status) => {
                 let head = format!(
                     "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                return;
+            }
+            Reply::Redirect(status, location) => {
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                 );
                 let _ = stream.write_all(head.as_bytes()).await;
                 return;

@@ -181,7 +181,7 @@ impl World {
             "nonce:\n  store: memory\n"
         };
         format!(
-            "registry:\n  url: {ISSUER}\n  keys_url: {}\n  crl_url: {}\n  validate_url: {}\n{registry_extra}trust:\n  file: {}\n{nonce}{extra}",
+            "registry:\n  url: {ISSUER}\n  insecure_http: true\n  keys_url: {}\n  crl_url: {}\n  validate_url: {}\n{registry_extra}trust:\n  file: {}\n{nonce}{extra}",
             self.keys.url,
             self.crl.url,
             self.validate.url,

@@ -256,7 +256,7 @@ async fn scenario_config(
         Scenario::BreakerOpen => extra.push_str(&format!(
             "nonce: {{store: memory}}\nroutes:\n  - {{path: {PATH}, require_access_token: true}}\n\
              access: {{ttl_secs: 1}}\ncrl: {{refresh_interval_secs: 1}}\n\
-             registry: {{url: {}, breaker_failures: 1, timeout_ms: 100, request_timeout_ms: 100}}\n",
+             registry: {{url: {}, insecure_http: true, breaker_failures: 1, timeout_ms: 100, request_timeout_ms: 100}}\n",
             registry_url
         )),
         Scenario::Telemetry => {
@@ -294,7 +294,7 @@ async fn start_claw_authz(
     let registry_line = if extra.contains("registry:") {
         String::new()
     } else {
-        format!("registry: {{url: {registry_url}}}\n")
+        format!("registry: {{url: {registry_url}, insecure_http: true}}\n")
     };
     let config = format!(
         "listen: {{grpc: 127.0.0.1:0, admin: 127.0.0.1:0}}\n{registry_line}trust: {{file: {}}}\nlog: {{format: json, level: info}}\n{extra}",

@@ -166,8 +166,14 @@ impl AccessCache {
         }
     }
 
-    /// Answers held, valid and refused (after the refused cache's pending evictions; the valid
-    /// cache's count may lag its latest inserts).
+    /// Applies every pending insert and eviction, so [`AccessCache::len`] is exact.
+    pub async fn flush(&self) {
+        self.valid.run_pending_tasks().await;
+        self.refused.run_pending_tasks();
+    }
+
+    /// Answers held, valid and refused (the valid cache's count may lag its latest inserts
+    /// until [`AccessCache::flush`]).
     pub fn len(&self) -> usize {
         self.refused.run_pending_tasks();
         let held = self.valid.entry_count() + self.refused.entry_count();
