@@ -230,6 +230,12 @@ fn bearer<'a>(a: &mut Allowed<'a>, id: &'a BearerIdentity, grants: &'a Grants) {
     ]);
 }
 
+/// The answer to a Check shed unread by `limits.concurrent_checks` (no request id was read, so
+/// `request_id` is a fresh one).
+pub(crate) fn overloaded(request_id: &str) -> CheckResponse {
+    deny(&Denial::Overloaded, request_id, "none", 0)
+}
+
 fn deny(denial: &Denial, request_id: &str, policy: &str, server_time_secs: u64) -> CheckResponse {
     let status = denial.status();
     let mut headers = vec![
@@ -247,6 +253,7 @@ fn deny(denial: &Denial, request_id: &str, policy: &str, server_time_secs: u64) 
         | Denial::ClientRateLimited { retry_after_secs } => {
             headers.push(header("retry-after", &retry_after_secs.to_string()));
         }
+        Denial::Overloaded => headers.push(header("retry-after", "1")),
         _ => {}
     }
     CheckResponse {

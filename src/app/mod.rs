@@ -45,6 +45,23 @@ pub struct App {
     pub(crate) events_endpoint: EventsEndpoint,
     /// Metrics (Prometheus `/metrics`, OTLP when configured).
     pub telemetry: Telemetry,
+    /// The gRPC listener's limits.
+    pub(crate) limits: ListenerLimits,
+    /// After the shutdown signal: health NOT_SERVING and checks still answered this long, then
+    /// `grace` for in-flight checks.
+    pub(crate) drain: Duration,
+    pub(crate) grace: Duration,
+    /// Set once shutdown began (`/readyz` answers 503).
+    pub(crate) draining: std::sync::atomic::AtomicBool,
+}
+
+/// `limits.connections`, `limits.concurrent_checks`, and the largest gRPC message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListenerLimits {
+    pub(crate) connections: usize,
+    pub(crate) concurrent_checks: usize,
+    pub(crate) message_bytes: usize,
+    pub(crate) in_flight_bytes: usize,
 }
 
 /// Who may push a revocation through `POST /v1/events`.
@@ -114,6 +131,17 @@ impl App {
                 (e, None) if e.admin_unauthenticated => EventsEndpoint::Unauthenticated,
                 (_, None) => EventsEndpoint::NoToken,
             },
+            limits: ListenerLimits {
+                connections: wiring::size(config.limits.connections),
+                concurrent_checks: wiring::size(config.limits.concurrent_checks),
+                message_bytes: wiring::size(
+                    config.limits.body_bytes + crate::config::HEADERS_BUDGET,
+                ),
+                in_flight_bytes: wiring::size(config.limits.in_flight_bytes),
+            },
+            drain: config.listen.drain,
+            grace: config.listen.grace,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

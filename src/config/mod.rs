@@ -26,7 +26,9 @@ pub use choices::{
 use fields::{Reader, set_path};
 pub use registry::{AccessConfig, CrlConfig, RegistryConfig};
 use routes::{read_bearer, read_policies, read_routes};
-pub use service::{HeadersConfig, LimitsConfig, Listen, LogConfig, ProofConfig, TelemetryConfig};
+pub use service::{
+    HEADERS_BUDGET, HeadersConfig, LimitsConfig, Listen, LogConfig, ProofConfig, TelemetryConfig,
+};
 pub use stores::{EventsConfig, NonceConfig, RateLimitConfig, RedisConfig, TrustConfig};
 
 pub(crate) const ENV_PREFIX: &str = "CLAW_AUTHZ_";

@@ -11,6 +11,11 @@ use super::{Defaults, LogFormat, LogLevel};
 pub struct Listen {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
+    /// After SIGTERM, health reports NOT_SERVING and checks are still answered this long, so
+    /// Envoy and Kubernetes move traffic away before the listener closes.
+    pub drain: Duration,
+    /// Then in-flight checks have this long to finish before the connections close.
+    pub grace: Duration,
 }
 
 impl Listen {
@@ -18,9 +23,13 @@ impl Listen {
         let r = r.section("listen");
         let grpc = r.addr("grpc", "0.0.0.0:9001");
         let admin = r.addr("admin", "127.0.0.1:9901");
+        let drain = r.secs("drain_secs", 5, 0, 300);
+        let grace = r.secs("grace_secs", 10, 0, 600);
         Some(Listen {
             grpc: grpc?,
             admin: admin?,
+            drain,
+            grace,
         })
     }
 }
@@ -96,6 +105,16 @@ pub struct LimitsConfig {
     pub token_bytes: u64,
     /// Verified AITs held (one per agent token in use).
     pub ait_cache_capacity: u64,
+    /// The request body a Check may carry; with [`HEADERS_BUDGET`], the largest gRPC message
+    /// accepted (a larger one gets `RESOURCE_EXHAUSTED` unread).
+    pub body_bytes: u64,
+    /// Checks answered at once; past it a Check is refused at once, unread (503, counted).
+    pub concurrent_checks: u64,
+    /// Bytes of Check messages read and not yet answered; a message that would pass it gets
+    /// `RESOURCE_EXHAUSTED` (counted).
+    pub in_flight_bytes: u64,
+    /// gRPC connections held at once; past it a new connection is closed at once (counted).
+    pub connections: u64,
     /// The registry's `/v1/crl` response body; 16 MiB holds about 93,000 revocations of about
     /// 180 bytes each, and a refresh of one takes about 4 times its size in memory at its peak.
     pub crl_bytes: u64,
@@ -112,13 +131,27 @@ impl LimitsConfig {
         let token = crate::protocol::jws::DEFAULT_TOKEN_LEN as u64;
         let max_token = crate::protocol::jws::MAX_TOKEN_LEN as u64;
         let r = r.section("limits");
-        LimitsConfig {
+        let limits = LimitsConfig {
             token_bytes: r.u64("token_bytes", token, KIB, max_token),
             ait_cache_capacity: r.u64("ait_cache_capacity", 16_000, 1, 1 << 32),
+            body_bytes: r.u64("body_bytes", MIB, 0, 64 * MIB),
+            concurrent_checks: r.u64("concurrent_checks", 1_024, 1, 100_000),
+            in_flight_bytes: r.u64("in_flight_bytes", 32 * MIB, 64 * KIB, 1 << 34),
+            connections: r.u64("connections", 256, 1, 100_000),
             crl_bytes: r.u64("crl_bytes", 16 * MIB, 64 * KIB, 1 << 30),
             keys_bytes: r.u64("keys_bytes", MIB, 16 * KIB, 1 << 30),
             jwks_bytes: r.u64("jwks_bytes", MIB, 16 * KIB, 1 << 30),
+        };
+        if limits.in_flight_bytes < limits.body_bytes + HEADERS_BUDGET {
+            let least = limits.body_bytes + HEADERS_BUDGET;
+            r.error(
+                "in_flight_bytes",
+                &format!(
+                    "must hold one whole message: at least body_bytes + {HEADERS_BUDGET} ({least})"
+                ),
+            );
         }
+        limits
     }
 }
 
@@ -137,3 +170,7 @@ impl LogConfig {
         }
     }
 }
+
+/// What a Check carries besides the body: headers, path, addresses and attributes (Envoy's
+/// default limit on request headers is 60 KiB).
+pub const HEADERS_BUDGET: u64 = 96 * 1024;

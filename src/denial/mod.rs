@@ -73,6 +73,8 @@ pub enum Denial {
     },
     /// The limit store failed under `rate_limit.failure: fail-closed`.
     RateLimitUnavailable,
+    /// `limits.concurrent_checks` checks were being answered; this one was not read.
+    Overloaded,
 }
 
 /// The one `details` member some dependency denials carry.
@@ -306,6 +308,7 @@ impl Denial {
                 UNAVAILABLE,
                 "Rate limiting is unavailable",
             ),
+            Overloaded => row(503, Unavailable, UNAVAILABLE, "Authorization is overloaded"),
         }
     }
 
@@ -362,7 +365,8 @@ impl Denial {
             | TokenRevoked
             | RateLimited { .. }
             | ClientRateLimited { .. }
-            | RateLimitUnavailable => None,
+            | RateLimitUnavailable
+            | Overloaded => None,
         }
     }
 }

@@ -171,7 +171,7 @@ impl DemoServer {
         let token = crate::dev::sign::random_nonce();
         std::fs::write(&token_path, token).map_err(io)?;
         let yaml = format!(
-            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\nregistry:\n  url: {}\n  insecure_http: true\n{}trust:\n  file: {}\nnonce:\n  dir: {}\nlog:\n  format: text\nevents:\n  token_file: {}\npolicies:\n  shadow: {{mode: shadow}}\n",
+            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  drain_secs: 0\nregistry:\n  url: {}\n  insecure_http: true\n{}trust:\n  file: {}\nnonce:\n  dir: {}\nlog:\n  format: text\nevents:\n  token_file: {}\npolicies:\n  shadow: {{mode: shadow}}\n",
             registry.url,
             crate::dev::demo_story::DEMO_TIMINGS,
             trust_path.display(),

@@ -143,6 +143,31 @@ impl LimitKind {
     }
 }
 
+/// Which of the listener's limits shed a caller (`limit` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shed {
+    /// `limits.connections`: the connection was closed.
+    Connections,
+    /// `limits.concurrent_checks`: the Check got a 503 denial, unread.
+    Checks,
+    /// A message past `limits.body_bytes` (and the headers' budget): `RESOURCE_EXHAUSTED`.
+    MessageSize,
+    /// A message that would take the bytes of checks in flight past `limits.in_flight_bytes`:
+    /// `RESOURCE_EXHAUSTED`.
+    InFlightBytes,
+}
+
+impl Shed {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Shed::Connections => "connections",
+            Shed::Checks => "checks",
+            Shed::MessageSize => "message_size",
+            Shed::InFlightBytes => "in_flight_bytes",
+        }
+    }
+}
+
 /// Why a limit stopped or nearly stopped a request (`result` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LimitResult {
@@ -181,6 +206,8 @@ pub struct Metrics {
     clock_skew_warnings: Counter<u64>,
     /// `claw_authz_rate_limited_total{policy, kind, result}`
     rate_limited: Counter<u64>,
+    /// `claw_authz_load_shed_total{limit}`
+    load_shed: Counter<u64>,
 }
 
 impl Metrics {
@@ -220,6 +247,10 @@ impl Metrics {
             ),
             clock_skew_warnings,
             rate_limited: counter("claw_authz_rate_limited", "Requests over a rate limit"),
+            load_shed: counter(
+                "claw_authz_load_shed",
+                "Connections and checks answered at once, unread, past the listener's limits",
+            ),
         }
     }
 
@@ -287,6 +318,20 @@ impl Metrics {
             KeyValue::new("result", result.as_str()),
         ];
         self.rate_limited.add(1, &labels);
+    }
+
+    /// A connection or a Check over the listener's limits, answered at once.
+    pub(crate) fn shed(&self, what: Shed) {
+        self.load_shed
+            .add(1, &[KeyValue::new("limit", what.as_str())]);
+        if what == Shed::Checks {
+            let labels = [
+                KeyValue::new("decision", Outcome::Deny.as_str()),
+                KeyValue::new("code", crate::denial::Denial::Overloaded.code()),
+                KeyValue::new("policy", "none"),
+            ];
+            self.decisions.add(1, &labels);
+        }
     }
 
     /// The clock skew of an accepted request; `warned` when it passed the warning threshold.

@@ -31,6 +31,19 @@ impl Sidecar {
             .unwrap()
     }
 
+    pub fn grpc(&self) -> std::net::SocketAddr {
+        self.0.grpc
+    }
+
+    /// The resident set, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.0.rss_kib()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.0.metrics().await
+    }
+
     /// CPU time the process has used so far (user + system).
     pub fn cpu(&self) -> std::time::Duration {
         self.0.cpu()

@@ -29,7 +29,12 @@ pub async fn start(yaml: &str, clock: Arc<dyn Clock>) -> Running {
 
 /// Like [`start`], with some parts given instead of built from the config.
 pub async fn start_with(yaml: &str, clock: Arc<dyn Clock>, parts: Parts) -> Running {
-    let config = Config::load(yaml, &HashMap::new()).unwrap_or_else(|e| panic!("config: {e:?}"));
+    // A test's server stops at once unless the test is about the drain.
+    let mut env = HashMap::new();
+    if !yaml.contains("drain_secs") {
+        env.insert("CLAW_AUTHZ_LISTEN__DRAIN_SECS".to_owned(), "0".to_owned());
+    }
+    let config = Config::load(yaml, &env).unwrap_or_else(|e| panic!("config: {e:?}"));
     let app = Arc::new(App::build(&config, clock, parts).unwrap());
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -63,6 +68,13 @@ impl Running {
             .await
             .expect("keys loaded within 10 s")
             .unwrap();
+    }
+
+    /// Sends the shutdown signal (as SIGTERM does) without waiting for the server to end.
+    pub fn begin_stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
     }
 
     pub async fn stop(mut self) {

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
@@ -30,6 +31,8 @@ use crate::pipeline::Decision;
 use crate::request::RequestView;
 use crate::response;
 use crate::telemetry::MetadataExtractor;
+
+mod limits;
 
 /// The reflection data built from `envoy-types`' descriptor set (see `build.rs`).
 const EXT_AUTHZ_DESCRIPTOR: &[u8] =
@@ -137,7 +140,10 @@ fn log_decision(decision: &Decision, view: &RequestView, request_id: &str) {
     }
 }
 
-/// Serves until `shutdown` completes, then drains both listeners.
+/// Serves until `shutdown` completes, then drains: gRPC health and `/readyz` report NOT_SERVING
+/// at once while checks are still answered for `listen.drain_secs` (Envoy's health checks and
+/// Kubernetes' endpoints move traffic away meanwhile), then no new streams are taken and
+/// in-flight checks have `listen.grace_secs` to finish.
 pub async fn serve(
     grpc: TcpListener,
     admin: TcpListener,
@@ -145,16 +151,25 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let health = health_service(&app).await;
+    let (reporter, health) = health_service(&app).await;
     app.warm_up();
+    let draining = app.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        draining.draining.store(true, Ordering::SeqCst);
+        set_health(&reporter, ServingStatus::NotServing).await;
+        let drain = draining.drain;
+        tracing::info!(
+            drain_secs = drain.as_secs(),
+            "shutting down: NOT_SERVING, still answering checks until the drain ends"
+        );
+        tokio::time::sleep(drain).await;
+        let _ = stop_tx.send(true);
+    });
 
     // Both reflection versions: grpcurl before 1.9 only speaks v1alpha.
     let reflection = || {
@@ -166,32 +181,40 @@ pub async fn serve(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(std::io::Error::other)?;
+    let shedding = limits::Shedding::new(app.pipeline.metrics.clone(), app.pipeline.clock.clone());
+    let check = AuthorizationServer::new(CheckService { app: app.clone() })
+        .max_decoding_message_size(app.limits.message_bytes);
     let grpc_server = tonic::transport::Server::builder()
         // Past this many Checks in flight on one connection the client queues (Envoy opens
         // another connection): an overloaded server otherwise falls behind reading requests
         // until h2's small-frame protection answers GOAWAY and every pending Check fails.
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .layer(limits::Checks::new(app.limits, shedding.clone()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AuthorizationServer::new(CheckService { app: app.clone() }))
-        .serve_with_incoming_shutdown(incoming(grpc), stopped(stop_rx.clone()));
+        .add_service(check)
+        .serve_with_incoming_shutdown(
+            limits::connections(grpc, app.limits.connections, shedding),
+            stopped(stop_rx.clone()),
+        );
 
     let admin_router = admin_routes(app.clone());
     let drain_rx = stop_rx.clone();
     let admin_server = axum::serve(admin, admin_router).with_graceful_shutdown(stopped(stop_rx));
 
-    // Drain gracefully, but never longer than DRAIN: long-lived streams (a health `Watch`)
+    // In-flight checks get the grace period, never longer: long-lived streams (a health `Watch`)
     // would otherwise hold shutdown open forever.
     let servers = async {
         let (g, a) = tokio::join!(grpc_server, admin_server);
         g.map_err(std::io::Error::other)?;
         a
     };
+    let grace = app.grace;
     let deadline = async {
         stopped(drain_rx).await;
-        tokio::time::sleep(DRAIN).await;
-        tracing::warn!("drain deadline reached; closing remaining connections");
+        tokio::time::sleep(grace).await;
+        tracing::warn!("grace period over; closing remaining connections");
     };
     tokio::select! {
         result = servers => result,
@@ -199,29 +222,38 @@ pub async fn serve(
     }
 }
 
-/// gRPC health, `NotServing` until the signing keys have loaded, then `Serving` (for the
-/// Authorization service and the server as a whole).
-async fn health_service(
-    app: &App,
-) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
-    let (reporter, health) = tonic_health::server::health_reporter();
+type Reporter = tonic_health::server::HealthReporter;
+
+async fn set_health(reporter: &Reporter, status: ServingStatus) {
     for service in [AUTHORIZATION_SERVICE, ""] {
-        reporter
-            .set_service_status(service, ServingStatus::NotServing)
-            .await;
+        reporter.set_service_status(service, status).await;
     }
+}
+
+/// gRPC health, `NotServing` until the signing keys have loaded, then `Serving` (for the
+/// Authorization service and the server as a whole) until shutdown begins.
+async fn health_service(
+    app: &Arc<App>,
+) -> (
+    Reporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::NotServing).await;
     let mut ready = app.ready();
+    let (app, serving) = (app.clone(), reporter.clone());
     tokio::spawn(async move {
-        if ready.wait_for(|r| *r).await.is_ok() {
-            for service in [AUTHORIZATION_SERVICE, ""] {
-                reporter
-                    .set_service_status(service, ServingStatus::Serving)
-                    .await;
+        if ready.wait_for(|r| *r).await.is_ok() && !app.draining.load(Ordering::SeqCst) {
+            set_health(&serving, ServingStatus::Serving).await;
+            // Shutdown may have begun meanwhile: it must win.
+            if app.draining.load(Ordering::SeqCst) {
+                set_health(&serving, ServingStatus::NotServing).await;
+            } else {
+                tracing::info!("signing keys loaded; serving");
             }
-            tracing::info!("signing keys loaded; serving");
         }
     });
-    health
+    (reporter, health)
 }
 
 /// The admin listener: liveness, readiness, server time, metrics and pushed events.
@@ -238,9 +270,6 @@ fn admin_routes(app: Arc<App>) -> axum::Router {
         .with_state(app)
 }
 
-/// How long shutdown waits for in-flight calls and open streams.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// See `serve`.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
@@ -253,11 +282,13 @@ pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming 
 /// 200 once the signing keys have loaded, 503 before; the body details the registry data, so an
 /// operator sees a CRL that stopped refreshing (and what checks do about it) at a glance.
 async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<serde_json::Value>) {
-    let ready = *app.ready().borrow();
+    let draining = app.draining.load(Ordering::SeqCst);
+    let ready = *app.ready().borrow() && !draining;
     let p = &app.pipeline;
     let now = p.clock.now_ms();
     let detail = serde_json::json!({
         "ready": ready,
+        "draining": draining,
         "keys": {
             "loaded": ready,
             "ageSecs": p.keys.age_ms(now).map(|ms| ms / 1000),
