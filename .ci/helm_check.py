@@ -101,7 +101,23 @@ def check_objects(case, objects):
     for path in ("/etc/claw-authz/config", "/var/lib/claw-authz", "/tmp"):
         if path not in mounts:
             problem(case, f"claw-authz container lacks the {path} mount (read-only root)")
+    check_drain(case, objects, pod)
     check_config(case, objects, c)
+
+
+def check_drain(case, objects, pod):
+    """The pod's grace period covers the server's own drain and grace (`listen.*_secs`)."""
+    config = next(
+        (o["data"]["config.yaml"] for o in find(objects, "ConfigMap") if "config.yaml" in o.get("data", {})),
+        None,
+    )
+    if config is None:
+        return
+    listen = yaml.safe_load(config).get("listen", {})
+    need = listen.get("drain_secs", 5) + listen.get("grace_secs", 10)
+    got = pod.get("terminationGracePeriodSeconds", 30)
+    if got < need + 1:
+        problem(case, f"terminationGracePeriodSeconds {got} does not cover drain + grace ({need} s)")
 
 
 def check_config(case, objects, c):

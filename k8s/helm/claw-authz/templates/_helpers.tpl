@@ -58,7 +58,7 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{/* The claw-authz config file (README "Configuration"); secrets come from the environment. */}}
 {{- define "claw-authz.config" -}}
 {{- $config := dict
-  "listen" (dict "grpc" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) "admin" (printf "0.0.0.0:%d" (int .Values.ports.admin)))
+  "listen" (dict "grpc" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) "admin" (printf "0.0.0.0:%d" (int .Values.ports.admin)) "drain_secs" .Values.shutdown.drainSecs "grace_secs" .Values.shutdown.graceSecs)
   "registry" (dict "url" .Values.registry.url "timeout_ms" .Values.registry.timeoutMs "request_timeout_ms" .Values.registry.requestTimeoutMs)
   "nonce" (dict "store" .Values.nonce.store "dir" "/var/lib/claw-authz/nonces")
   "trust" (dict "store" .Values.trust.store)
