@@ -434,3 +434,150 @@ async fn hop_latency_is_reported() {
         w99 - a99
     );
 }
+
+/// Issue 19: two real claw-authz replicas behind real Envoy (gRPC health-checked every second),
+/// steady traffic from four clients, and SIGTERM to one replica: it reports NOT_SERVING, Envoy
+/// moves every check to the other within its drain, and no request fails. The terminated replica
+/// served checks before and exits by itself after its drain and grace.
+#[tokio::test]
+async fn sigterm_to_one_of_two_replicas_loses_no_request() {
+    let registry = RegistrySigner::new("k1", ISSUER, Ed25519Signer::from_seed([11; 32]));
+    let signer = Arc::new(Ed25519Signer::from_seed([12; 32]));
+    let now = SystemClock.now_secs();
+    let ait = registry.mint_ait(&AitSpec {
+        agent_ulid: ALPHA.into(),
+        owner_ulid: "01KDRQTQC0HVMAN00000000001".into(),
+        name: "alpha".into(),
+        public_key_b64: signer.public_b64(),
+        jti: "01KDVA7EC1AT00000000000001".into(),
+        issued_at: now - 60,
+        ttl_secs: 86_400,
+    });
+    let keys = FakeEndpoint::start(
+        "/.well-known/claw-keys.json",
+        vec![Reply::Body(200, registry.keys_document())],
+    )
+    .await;
+    let crl = FakeEndpoint::start(
+        "/v1/crl",
+        vec![Reply::json(
+            404,
+            &json!({"error": {"code": "CRL_NOT_FOUND"}}),
+        )],
+    )
+    .await;
+    let validate = FakeEndpoint::start("/v1/agents/auth/validate", vec![Reply::Status(204)]).await;
+    let dir = std::env::temp_dir().join(format!("claw-envoy-test-{}-drain", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (agent, peer) = (
+        registry.agent_did(ALPHA),
+        registry.agent_did("01KDVA7EC0AGENTB0000000001"),
+    );
+    let trust = dir.join("trust.yaml");
+    std::fs::write(&trust, format!("pairs: [[\"{agent}\", \"{peer}\"]]\n")).unwrap();
+    let config = dir.join("claw-authz.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  drain_secs: 3\n  grace_secs: 2\n\
+             log:\n  format: json\nregistry:\n  url: {ISSUER}\n  insecure_http: true\n  keys_url: {}\n  \
+             crl_url: {}\n  validate_url: {}\nnonce:\n  store: memory\ntrust:\n  file: {}\n",
+            keys.url,
+            crl.url,
+            validate.url,
+            trust.display()
+        ),
+    )
+    .unwrap();
+    let mut leaving = support::process::Sidecar::start(&config).await;
+    let staying = support::process::Sidecar::start(&config).await;
+    let upstream = Upstream::start().await.unwrap();
+    let bin = find_binary(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("Envoy");
+    let admin = leaving.admin().unwrap();
+    let envoy_config = claw_authz::dev::envoy_process::with_replicas(
+        &sidecar_config(leaving.grpc(), admin, upstream.addr),
+        leaving.grpc(),
+        &[staying.grpc()],
+    );
+    let envoy = Envoy::start(&bin, &envoy_config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = reqwest::Client::new();
+    let send = {
+        let (signer, ait, url) = (signer.clone(), ait.clone(), envoy.url("/hooks/message"));
+        move |http: reqwest::Client| {
+            let proof = signer.sign_request(
+                "POST",
+                "/hooks/message",
+                b"{}",
+                SystemClock.now_secs(),
+                &random_nonce(),
+            );
+            let mut req = http
+                .post(&url)
+                .header("authorization", format!("Claw {ait}"))
+                .header("x-claw-agent-access", "clw_agt_token")
+                .body("{}");
+            for (k, v) in proof.pairs() {
+                req = req.header(k, v);
+            }
+            async move { req.send().await.map(|r| r.status().as_u16()) }
+        }
+    };
+
+    // Both replicas healthy in Envoy before the test starts.
+    let started = Instant::now();
+    let served = async |s: &support::process::Sidecar| {
+        s.metrics().await.contains("claw_authz_decisions_total")
+    };
+    while !served(&leaving).await || !served(&staying).await {
+        assert_eq!(send(http.clone()).await.unwrap(), 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "both replicas serve"
+        );
+    }
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (send, http, stop) = (send.clone(), http.clone(), stop.clone());
+        clients.spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                statuses.push(send(http.clone()).await.map_err(|e| e.to_string()));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            statuses
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    leaving.terminate();
+    let terminated = Instant::now();
+    let exited = loop {
+        if let Some(status) = leaving.exited() {
+            break status;
+        }
+        assert!(
+            terminated.elapsed() < Duration::from_secs(15),
+            "the replica exits"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = terminated.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let statuses: Vec<_> = clients.join_all().await.into_iter().flatten().collect();
+    let failed: Vec<_> = statuses.iter().filter(|s| **s != Ok(200)).collect();
+    println!(
+        "figure: {} requests through Envoy while one of two replicas drained and exited \
+         ({took:?} after SIGTERM): {} not allowed",
+        statuses.len(),
+        failed.len()
+    );
+    assert!(exited.success(), "exit status {exited}");
+    assert!(took >= Duration::from_secs(3), "it drained first: {took:?}");
+    assert!(statuses.len() > 200, "{} requests", statuses.len());
+    assert!(failed.is_empty(), "{failed:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

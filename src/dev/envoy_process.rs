@@ -56,6 +56,24 @@ pub fn sidecar_config(claw_grpc: SocketAddr, claw_admin: SocketAddr, app: Socket
         .replace("port_value: 8080", &format!("port_value: {}", app.port()))
 }
 
+/// `config` (a [`sidecar_config`]) with more claw-authz replicas beside the one it names at
+/// `first`: Envoy balances checks over them and health-checks each over gRPC.
+pub fn with_replicas(config: &str, first: SocketAddr, others: &[SocketAddr]) -> String {
+    let endpoint = |addr: SocketAddr| {
+        format!(
+            "              - endpoint:\n                  address:\n                    \
+             socket_address: {{ address: 127.0.0.1, port_value: {} }}\n",
+            addr.port()
+        )
+    };
+    let named = endpoint(first);
+    let all: String = std::iter::once(first)
+        .chain(others.iter().copied())
+        .map(endpoint)
+        .collect();
+    config.replacen(&named, &all, 1)
+}
+
 /// A running Envoy, killed on drop.
 pub struct Envoy {
     pub listener: SocketAddr,

@@ -103,6 +103,20 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM (through `kill`, the one way without `unsafe`): the server drains and exits.
+    pub fn terminate(&self) -> Result<(), String> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .map_err(|e| format!("cannot run kill: {e}"))?;
+        status.success().then_some(()).ok_or("kill failed".into())
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

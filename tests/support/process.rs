@@ -35,6 +35,10 @@ impl Sidecar {
         self.0.grpc
     }
 
+    pub fn admin(&self) -> Option<std::net::SocketAddr> {
+        self.0.admin
+    }
+
     /// The resident set, in KiB.
     pub fn rss_kib(&self) -> u64 {
         self.0.rss_kib()
@@ -47,6 +51,15 @@ impl Sidecar {
     /// CPU time the process has used so far (user + system).
     pub fn cpu(&self) -> std::time::Duration {
         self.0.cpu()
+    }
+
+    /// SIGTERM: the server drains and exits.
+    pub fn terminate(&self) {
+        self.0.terminate().unwrap();
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.exited()
     }
 
     /// SIGKILL: no shutdown code runs.
