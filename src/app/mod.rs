@@ -53,6 +53,8 @@ pub struct App {
     pub(crate) grace: Duration,
     /// Set once shutdown began (`/readyz` answers 503).
     pub(crate) draining: std::sync::atomic::AtomicBool,
+    /// TLS on the gRPC listener, when `tls.cert_file` is set.
+    pub(crate) tls: Option<crate::server::tls::Tls>,
 }
 
 /// `limits.connections`, `limits.concurrent_checks`, and the largest gRPC message.
@@ -142,6 +144,7 @@ impl App {
             drain: config.listen.drain,
             grace: config.listen.grace,
             draining: std::sync::atomic::AtomicBool::new(false),
+            tls: crate::server::tls::Tls::from_config(&config.tls)?,
         })
     }
 

@@ -28,6 +28,7 @@ pub use registry::{AccessConfig, CrlConfig, RegistryConfig};
 use routes::{read_bearer, read_policies, read_routes};
 pub use service::{
     HEADERS_BUDGET, HeadersConfig, LimitsConfig, Listen, LogConfig, ProofConfig, TelemetryConfig,
+    TlsConfig,
 };
 pub use stores::{EventsConfig, NonceConfig, RateLimitConfig, RedisConfig, TrustConfig};
 
@@ -52,6 +53,7 @@ impl Defaults {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Listen,
+    pub tls: TlsConfig,
     pub registry: RegistryConfig,
     pub crl: CrlConfig,
     pub proof: ProofConfig,
@@ -88,6 +90,7 @@ pub struct BearerIssuer {
 /// Reads every section, then the rules that span sections.
 fn read(r: &mut Reader<'_>) -> Option<Config> {
     let listen = Listen::read(r);
+    let tls = TlsConfig::read(r);
     let registry = RegistryConfig::read(r);
     let crl = CrlConfig::read(r);
     let proof = ProofConfig::read(r);
@@ -147,6 +150,7 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
     }
     Some(Config {
         listen: listen?,
+        tls,
         registry: registry?,
         crl,
         proof,

@@ -1,7 +1,8 @@
-//! The `listen`, `proof`, `telemetry`, `headers`, `limits` and `log` sections: how the server
-//! itself behaves.
+//! The `listen`, `tls`, `proof`, `telemetry`, `headers`, `limits` and `log` sections: how the
+//! server itself behaves.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::fields::Reader;
@@ -31,6 +32,71 @@ impl Listen {
             drain,
             grace,
         })
+    }
+}
+
+/// TLS on the gRPC listener (`src/server/tls.rs`); off without `cert_file`.
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    /// The server certificate chain and its key (PEM), reread when they change.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// With it, every client must present a certificate this CA bundle (PEM) verifies.
+    pub client_ca_file: Option<PathBuf>,
+    /// With a client CA: the identities accepted, as a DNS or URI subject alternative name of
+    /// the client certificate (a SPIFFE ID such as `spiffe://cluster.local/ns/x/sa/envoy`);
+    /// empty: any certificate the CA verifies.
+    pub allowed_clients: Vec<String>,
+    /// How often the certificate and key files are read again (a changed pair is taken for new
+    /// handshakes; open connections keep theirs).
+    pub reload_interval: Duration,
+}
+
+impl TlsConfig {
+    pub(super) fn read(r: &mut Reader<'_>) -> TlsConfig {
+        let r = r.section("tls");
+        let file = |r: &mut Reader<'_>, key: &str| {
+            let path = r.opt_string(key).map(PathBuf::from)?;
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => Some(path),
+                Ok(_) => {
+                    r.error(key, &format!("{} is not a file", path.display()));
+                    None
+                }
+                Err(e) => {
+                    r.error(key, &format!("cannot read {}: {e}", path.display()));
+                    None
+                }
+            }
+        };
+        let cert_file = file(r, "cert_file");
+        let key_file = file(r, "key_file");
+        let client_ca_file = file(r, "client_ca_file");
+        let allowed_clients = r.string_list("allowed_clients", &[]);
+        let reload_interval = r.secs("reload_interval_secs", 10, 1, 3_600);
+        let given = |r: &Reader<'_>, key: &str| r.get(key).is_some();
+        if given(r, "cert_file") != given(r, "key_file") {
+            r.error("cert_file", "and key_file go together");
+        }
+        if given(r, "client_ca_file") && !given(r, "cert_file") {
+            r.error(
+                "client_ca_file",
+                "needs cert_file and key_file (mutual TLS is TLS first)",
+            );
+        }
+        if !allowed_clients.is_empty() && !given(r, "client_ca_file") {
+            r.error(
+                "allowed_clients",
+                "needs client_ca_file (identities come from verified client certificates)",
+            );
+        }
+        TlsConfig {
+            cert_file,
+            key_file,
+            client_ca_file,
+            allowed_clients,
+            reload_interval,
+        }
     }
 }
 

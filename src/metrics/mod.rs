@@ -143,6 +143,25 @@ impl LimitKind {
     }
 }
 
+/// How a TLS handshake ended (`result` label): `failed` covers a client certificate the CA or
+/// the allowlist refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    Ok,
+    Failed,
+    Timeout,
+}
+
+impl Handshake {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Handshake::Ok => "ok",
+            Handshake::Failed => "failed",
+            Handshake::Timeout => "timeout",
+        }
+    }
+}
+
 /// Which of the listener's limits shed a caller (`limit` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shed {
@@ -208,6 +227,8 @@ pub struct Metrics {
     rate_limited: Counter<u64>,
     /// `claw_authz_load_shed_total{limit}`
     load_shed: Counter<u64>,
+    /// `claw_authz_tls_handshakes_total{result}`
+    tls_handshakes: Counter<u64>,
 }
 
 impl Metrics {
@@ -250,6 +271,10 @@ impl Metrics {
             load_shed: counter(
                 "claw_authz_load_shed",
                 "Connections and checks answered at once, unread, past the listener's limits",
+            ),
+            tls_handshakes: counter(
+                "claw_authz_tls_handshakes",
+                "TLS handshakes on the gRPC listener, by result",
             ),
         }
     }
@@ -332,6 +357,12 @@ impl Metrics {
             ];
             self.decisions.add(1, &labels);
         }
+    }
+
+    /// A TLS handshake on the gRPC listener ended.
+    pub(crate) fn tls_handshake(&self, result: Handshake) {
+        let labels = [KeyValue::new("result", result.as_str())];
+        self.tls_handshakes.add(1, &labels);
     }
 
     /// The clock skew of an accepted request; `warned` when it passed the warning threshold.

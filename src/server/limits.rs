@@ -21,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::clock::Every;
-use crate::metrics::{Metrics, Shed};
+use crate::metrics::{Handshake, Metrics, Shed};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -31,7 +31,7 @@ const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 /// Counts and logs (at most every 10 s) what was shed.
 #[derive(Clone)]
 pub(crate) struct Shedding {
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     log: Arc<Every>,
     clock: Arc<dyn crate::clock::Clock>,
 }
@@ -58,11 +58,29 @@ impl Shedding {
     }
 }
 
-/// An accepted connection, holding one of the listener's permits while it is open.
+/// An accepted connection (after its TLS handshake, with TLS on), holding one of the
+/// listener's permits while it is open.
 pub(crate) struct Held {
-    stream: TcpStream,
+    conn: Conn,
     _permit: OwnedSemaphorePermit,
 }
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Held {
+    fn io(self: Pin<&mut Self>) -> Pin<&mut (dyn AsyncReadWrite + Unpin)> {
+        match &mut self.get_mut().conn {
+            Conn::Plain(stream) => Pin::new(stream),
+            Conn::Tls(stream) => Pin::new(stream.as_mut()),
+        }
+    }
+}
+
+trait AsyncReadWrite: AsyncRead + AsyncWrite {}
+impl<T: AsyncRead + AsyncWrite> AsyncReadWrite for T {}
 
 impl AsyncRead for Held {
     fn poll_read(
@@ -70,7 +88,7 @@ impl AsyncRead for Held {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        self.io().poll_read(cx, buf)
     }
 }
 
@@ -80,7 +98,7 @@ impl AsyncWrite for Held {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        self.io().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -88,19 +106,22 @@ impl AsyncWrite for Held {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        self.io().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.conn {
+            Conn::Plain(stream) => stream.is_write_vectored(),
+            Conn::Tls(stream) => stream.is_write_vectored(),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        self.io().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        self.io().poll_shutdown(cx)
     }
 }
 
@@ -108,23 +129,38 @@ impl Connected for Held {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+        match &self.conn {
+            Conn::Plain(stream) => stream.connect_info(),
+            Conn::Tls(stream) => stream.get_ref().0.connect_info(),
+        }
     }
 }
 
-/// Connections accepted from `listener`, at most `limit` open at once, with `TCP_NODELAY`
-/// (without it, Nagle's algorithm and delayed ACKs hold small HTTP/2 frames back for tens of
-/// milliseconds). One over the limit is closed as soon as it is accepted.
+/// A TLS handshake that has not finished by then is dropped (a client holding a permit
+/// without ever speaking).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections accepted from `listener`, at most `limit` open at once (counted from accept,
+/// through the TLS handshake when `tls` is set), with `TCP_NODELAY` (without it, Nagle's
+/// algorithm and delayed ACKs hold small HTTP/2 frames back for tens of milliseconds). One
+/// over the limit is closed as soon as it is accepted. Handshakes run beside the accept loop,
+/// so a slow client never holds up the others.
 pub(crate) fn connections(
     listener: TcpListener,
     limit: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shedding: Shedding,
 ) -> impl futures_util::Stream<Item = std::io::Result<Held>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Held>(64);
     let permits = Arc::new(Semaphore::new(limit));
-    let state = (listener, permits, shedding);
-    futures_util::stream::unfold(state, move |(listener, permits, shedding)| async move {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::spawn(async move {
         loop {
-            let stream = match listener.accept().await {
+            let accepted = tokio::select! {
+                () = tx.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let stream = match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     // Out of file descriptors, or the peer gone before accept: the listener
@@ -134,21 +170,47 @@ pub(crate) fn connections(
                     continue;
                 }
             };
-            match permits.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let _ = stream.set_nodelay(true);
-                    let held = Held {
-                        stream,
-                        _permit: permit,
-                    };
-                    return Some((Ok(held), (listener, permits, shedding)));
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                drop(stream);
+                shedding.shed(Shed::Connections, limit);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let Some(acceptor) = &acceptor else {
+                let held = Held {
+                    conn: Conn::Plain(stream),
+                    _permit: permit,
+                };
+                if tx.send(held).await.is_err() {
+                    return;
                 }
-                Err(_) => {
-                    drop(stream);
-                    shedding.shed(Shed::Connections, limit);
-                }
-            }
+                continue;
+            };
+            let (acceptor, tx, metrics) = (acceptor.clone(), tx.clone(), shedding.metrics.clone());
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                let result = match handshake.await {
+                    Ok(Ok(stream)) => {
+                        let held = Held {
+                            conn: Conn::Tls(Box::new(stream)),
+                            _permit: permit,
+                        };
+                        let _ = tx.send(held).await;
+                        Handshake::Ok
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "TLS handshake failed");
+                        Handshake::Failed
+                    }
+                    Err(_) => Handshake::Timeout,
+                };
+                metrics.tls_handshake(result);
+            });
         }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        let held = rx.recv().await?;
+        Some((Ok(held), rx))
     })
 }
 

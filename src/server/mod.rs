@@ -33,6 +33,7 @@ use crate::response;
 use crate::telemetry::MetadataExtractor;
 
 mod limits;
+pub(crate) mod tls;
 
 /// The reflection data built from `envoy-types`' descriptor set (see `build.rs`).
 const EXT_AUTHZ_DESCRIPTOR: &[u8] =
@@ -182,6 +183,19 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(std::io::Error::other)?;
     let shedding = limits::Shedding::new(app.pipeline.metrics.clone(), app.pipeline.clock.clone());
+    let tls = app.tls.as_ref().map(|t| {
+        t.watch();
+        t.config.clone()
+    });
+    let address = grpc.local_addr()?;
+    if tls.is_none() && !address.ip().is_loopback() {
+        tracing::warn!(
+            %address,
+            "the gRPC listener is plaintext on a non-loopback address: checks carry tokens and \
+             bodies; set tls.cert_file and tls.key_file (and tls.client_ca_file) unless a mesh \
+             encrypts the hop"
+        );
+    }
     let check = AuthorizationServer::new(CheckService { app: app.clone() })
         .max_decoding_message_size(app.limits.message_bytes);
     let grpc_server = tonic::transport::Server::builder()
@@ -195,7 +209,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(check)
         .serve_with_incoming_shutdown(
-            limits::connections(grpc, app.limits.connections, shedding),
+            limits::connections(grpc, app.limits.connections, tls, shedding),
             stopped(stop_rx.clone()),
         );
 

@@ -27,8 +27,23 @@ pub async fn start(yaml: &str, clock: Arc<dyn Clock>) -> Running {
     start_with(yaml, clock, Parts::default()).await
 }
 
+/// Like [`start`], for a config with TLS on the gRPC listener: `client` is a plaintext channel
+/// that is never connected (tests make their own TLS channels).
+pub async fn start_tls(yaml: &str, clock: Arc<dyn Clock>) -> Running {
+    serve_on_loopback(yaml, clock, Parts::default(), false).await
+}
+
 /// Like [`start`], with some parts given instead of built from the config.
 pub async fn start_with(yaml: &str, clock: Arc<dyn Clock>, parts: Parts) -> Running {
+    serve_on_loopback(yaml, clock, parts, true).await
+}
+
+async fn serve_on_loopback(
+    yaml: &str,
+    clock: Arc<dyn Clock>,
+    parts: Parts,
+    plaintext: bool,
+) -> Running {
     // A test's server stops at once unless the test is about the drain.
     let mut env = HashMap::new();
     if !yaml.contains("drain_secs") {
@@ -43,9 +58,13 @@ pub async fn start_with(yaml: &str, clock: Arc<dyn Clock>, parts: Parts) -> Runn
     let task = tokio::spawn(claw_authz::server::serve(grpc, admin, app.clone(), async {
         let _ = stopped.await;
     }));
-    let client = AuthorizationClient::connect(format!("http://{grpc_addr}"))
-        .await
-        .unwrap();
+    let url = format!("http://{grpc_addr}");
+    let client = if plaintext {
+        AuthorizationClient::connect(url).await.unwrap()
+    } else {
+        let lazy = tonic::transport::Endpoint::from_shared(url).unwrap();
+        AuthorizationClient::new(lazy.connect_lazy())
+    };
     Running {
         grpc: grpc_addr,
         admin: admin_addr,

@@ -1,0 +1,292 @@
+//! TLS and mutual TLS on the gRPC listener (issue 19), with certificates Debian's `openssl` makes
+//! for each test: a CA, a server certificate for `localhost` and 127.0.0.1, and client
+//! certificates whose URI names are SPIFFE IDs. Through the real server: a listed client is
+//! served (checks and health on the same listener), a client without a certificate, with one the
+//! allowlist does not name, or speaking plaintext is refused at the handshake; a rotated server
+//! certificate is served to new connections without a restart while an open connection keeps
+//! answering.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use claw_authz::clock::ManualClock;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use support::server::Running;
+use support::world::{NOW_MS, World, outcome};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const ALLOWED: &str = "200";
+const ENVOY_ID: &str = "spiffe://test.local/ns/gateway/sa/envoy";
+const OTHER_ID: &str = "spiffe://test.local/ns/apps/sa/other";
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("Debian's openssl (installed by .ci/setup)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A key and a certificate `name.crt` signed by the CA in `dir`, for `usage` with `san`.
+fn issue(dir: &Path, name: &str, san: &str, usage: &str) {
+    let (key, csr, crt) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    let ext = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        format!(
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\n\
+             subjectAltName={san}\n"
+        ),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &crt,
+            "-extfile",
+            &ext,
+        ],
+    );
+}
+
+/// A CA, the server's certificate, and two clients', in a fresh directory.
+fn certificates(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("claw-tls-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=claw-test-ca",
+        ],
+    );
+    issue(&dir, "server", "DNS:localhost,IP:127.0.0.1", "serverAuth");
+    issue(&dir, "envoy", &format!("URI:{ENVOY_ID}"), "clientAuth");
+    issue(&dir, "other", &format!("URI:{OTHER_ID}"), "clientAuth");
+    dir
+}
+
+fn tls_yaml(certs: &Path, allowed: &str) -> String {
+    format!(
+        "tls:\n  cert_file: {0}/server.crt\n  key_file: {0}/server.key\n  client_ca_file: {0}/ca.crt\n  \
+         allowed_clients: [{allowed}]\n  reload_interval_secs: 1\n",
+        certs.display()
+    )
+}
+
+/// A gRPC channel over TLS to `s`, presenting `client`'s certificate (none with `None`).
+async fn channel(s: &Running, certs: &Path, client: Option<&str>) -> Result<Channel, String> {
+    let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.crt")))
+        .domain_name("localhost");
+    if let Some(name) = client {
+        let identity =
+            Identity::from_pem(read(&format!("{name}.crt")), read(&format!("{name}.key")));
+        tls = tls.identity(identity);
+    }
+    let url = format!("https://localhost:{}", s.grpc.port());
+    let endpoint = Endpoint::from_shared(url)
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?;
+    endpoint.connect().await.map_err(|e| format!("{e:?}"))
+}
+
+/// One check from alpha over `channel`: its outcome, or the transport's error.
+async fn check(w: &World, channel: Channel, nonce: &str) -> Result<String, String> {
+    let request = w.signed(&w.alpha, "GET", "/v1/x", b"", nonce, &[]);
+    let mut client = AuthorizationClient::new(channel);
+    match client.check(request).await {
+        Ok(r) => Ok(outcome(&r.into_inner())),
+        Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_serves_listed_clients_and_refuses_the_rest() {
+    let certs = certificates("mtls");
+    let w = World::new("mtls").await;
+    let clock = ManualClock::at(NOW_MS);
+    let yaml = w.yaml(&tls_yaml(&certs, &format!("\"{ENVOY_ID}\"")));
+    let s = support::server::start_tls(&yaml, Arc::new(clock)).await;
+    s.wait_ready().await;
+
+    let envoy = channel(&s, &certs, Some("envoy")).await.unwrap();
+    assert_eq!(check(&w, envoy.clone(), "n-1").await.unwrap(), ALLOWED);
+    let mut health = HealthClient::new(envoy);
+    let status = health.check(HealthCheckRequest::default()).await.unwrap();
+    assert_eq!(status.into_inner().status(), ServingStatus::Serving);
+
+    // Without a certificate, with one the allowlist does not name, or in plaintext: refused.
+    for client in [None, Some("other")] {
+        let refused = match channel(&s, &certs, client).await {
+            Err(e) => Err(e),
+            Ok(c) => check(&w, c, "n-2").await,
+        };
+        assert!(refused.is_err(), "{client:?}: {refused:?}");
+    }
+    let plain = Endpoint::from_shared(format!("http://127.0.0.1:{}", s.grpc.port()))
+        .unwrap()
+        .connect()
+        .await;
+    let plain = match plain {
+        Err(e) => Err(e.to_string()),
+        Ok(c) => check(&w, c, "n-3").await,
+    };
+    assert!(plain.is_err(), "plaintext: {plain:?}");
+
+    let page = reqwest::get(format!("http://{}/metrics", s.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |result: &str| -> u64 {
+        let prefix = format!("claw_authz_tls_handshakes_total{{result=\"{result}\"}} ");
+        page.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("ok") >= 1 && count("failed") >= 3, "{page}");
+    s.stop().await;
+}
+
+/// The server certificate the listener presents to a new connection.
+async fn presented(s: &Running, certs: &Path) -> CertificateDer<'static> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(certs.join("ca.crt")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let chain: Vec<_> = CertificateDer::pem_file_iter(certs.join("envoy.crt"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(certs.join("envoy.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(s.grpc).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
+}
+
+#[tokio::test]
+async fn a_rotated_certificate_is_served_without_a_restart_or_a_failed_check() {
+    let certs = certificates("rotate");
+    let w = Arc::new(World::new("tls-rotate").await);
+    let clock = ManualClock::at(NOW_MS);
+    let s = support::server::start_tls(&w.yaml(&tls_yaml(&certs, "")), Arc::new(clock)).await;
+    s.wait_ready().await;
+    let open = channel(&s, &certs, Some("envoy")).await.unwrap();
+    let first = presented(&s, &certs).await;
+    let file = |f: &str| CertificateDer::from_pem_file(certs.join(f)).unwrap();
+    assert_eq!(first, file("server.crt"));
+
+    // Checks keep flowing on the open connection while the certificate is replaced.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flowing = {
+        let (open, stop, w) = (open.clone(), stop.clone(), w.clone());
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                outcomes.push(check(&w, open.clone(), &format!("f-{n}")).await);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            outcomes
+        })
+    };
+    issue(&certs, "server", "DNS:localhost,IP:127.0.0.1", "serverAuth");
+    let rotated = file("server.crt");
+    assert_ne!(rotated, first);
+    let started = tokio::time::Instant::now();
+    while presented(&s, &certs).await != rotated {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the new certificate is served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outcomes = flowing.await.unwrap();
+    assert!(!outcomes.is_empty());
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|o| **o != Ok(ALLOWED.into()))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(check(&w, open, "after").await.unwrap(), ALLOWED);
+    s.stop().await;
+}
