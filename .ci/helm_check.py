@@ -78,10 +78,20 @@ def check_objects(case, objects):
     if c is None:
         problem(case, "no claw-authz container")
         return
-    expect = [
-        (c["readinessProbe"].get("grpc"), {"port": 9001, "service": "envoy.service.auth.v3.Authorization"}, "readiness: gRPC health"),
+    tls = any(m["mountPath"] == "/etc/claw-authz/tls" for m in c["volumeMounts"])
+    if tls:
+        # The kubelet's gRPC probe cannot speak TLS: readiness comes from the admin listener.
+        readiness = [
+            (c["readinessProbe"].get("httpGet"), {"path": "/readyz", "port": "admin"}, "readiness: /readyz (TLS)"),
+            (c["startupProbe"].get("httpGet"), {"path": "/readyz", "port": "admin"}, "startup: /readyz (TLS)"),
+        ]
+    else:
+        readiness = [
+            (c["readinessProbe"].get("grpc"), {"port": 9001, "service": "envoy.service.auth.v3.Authorization"}, "readiness: gRPC health"),
+            (c["startupProbe"].get("grpc", {}).get("port"), 9001, "startup: gRPC health"),
+        ]
+    expect = readiness + [
         (c["livenessProbe"].get("httpGet", {}).get("path"), "/healthz", "liveness: /healthz"),
-        (c["startupProbe"].get("grpc", {}).get("port"), 9001, "startup: gRPC health"),
         (c["securityContext"].get("runAsNonRoot"), True, "runAsNonRoot"),
         (c["securityContext"].get("readOnlyRootFilesystem"), True, "readOnlyRootFilesystem"),
         (c["securityContext"].get("allowPrivilegeEscalation"), False, "allowPrivilegeEscalation"),
@@ -140,6 +150,9 @@ def check_config(case, objects, c):
     with tempfile.TemporaryDirectory() as root:
         trust = next((o["data"]["trust.yaml"] for o in find(objects, "ConfigMap") if "trust.yaml" in o["data"]), None)
         files = {"trust/trust.yaml": trust, "events-token/token": "a-token-from-the-secret\n"}
+        # check-config only needs the TLS Secret's files to exist.
+        for name in ("tls.crt", "tls.key", "ca.crt"):
+            files[f"tls/{name}"] = "from the Secret\n"
         for rel, text in files.items():
             if text is not None:
                 os.makedirs(os.path.dirname(f"{root}/{rel}"), exist_ok=True)

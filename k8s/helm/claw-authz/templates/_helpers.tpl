@@ -75,6 +75,14 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- if .Values.eventsToken.existingSecret }}
 {{- $_ := set $config.events "token_file" "/etc/claw-authz/events-token/token" }}
 {{- end }}
+{{- if .Values.tls.existingSecret }}
+{{- $tls := dict "cert_file" "/etc/claw-authz/tls/tls.crt" "key_file" "/etc/claw-authz/tls/tls.key" }}
+{{- if .Values.tls.clientAuth }}
+{{- $_ := set $tls "client_ca_file" "/etc/claw-authz/tls/ca.crt" }}
+{{- $_ := set $tls "allowed_clients" .Values.tls.allowedClients }}
+{{- end }}
+{{- $_ := set $config "tls" $tls }}
+{{- end }}
 {{- if .Values.redis.existingSecret }}
 {{- $_ := set $config "redis" (dict "timeout_ms" .Values.redis.timeoutMs) }}
 {{- end }}
@@ -111,16 +119,14 @@ app.kubernetes.io/component: {{ .Values.mode }}
     - name: admin
       containerPort: {{ .Values.ports.admin }}
       protocol: TCP
+  {{- /* The kubelet's gRPC probe speaks plaintext only: with TLS on the gRPC port, the
+         probes ask the admin listener's /readyz, which reports the same readiness. */}}
   startupProbe:
-    grpc:
-      port: {{ .Values.ports.grpc }}
-      service: envoy.service.auth.v3.Authorization
+    {{- include "claw-authz.readiness" . | nindent 4 }}
     periodSeconds: {{ .Values.probes.startup.periodSeconds }}
     failureThreshold: {{ .Values.probes.startup.failureThreshold }}
   readinessProbe:
-    grpc:
-      port: {{ .Values.ports.grpc }}
-      service: envoy.service.auth.v3.Authorization
+    {{- include "claw-authz.readiness" . | nindent 4 }}
     periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
     failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
   livenessProbe:
@@ -151,6 +157,23 @@ app.kubernetes.io/component: {{ .Values.mode }}
       mountPath: /etc/claw-authz/events-token
       readOnly: true
     {{- end }}
+    {{- if .Values.tls.existingSecret }}
+    - name: claw-authz-tls
+      mountPath: /etc/claw-authz/tls
+      readOnly: true
+    {{- end }}
+{{- end }}
+
+{{- define "claw-authz.readiness" -}}
+{{- if .Values.tls.existingSecret -}}
+httpGet:
+  path: /readyz
+  port: admin
+{{- else -}}
+grpc:
+  port: {{ .Values.ports.grpc }}
+  service: envoy.service.auth.v3.Authorization
+{{- end }}
 {{- end }}
 
 {{- define "claw-authz.volumes" -}}
@@ -178,5 +201,10 @@ app.kubernetes.io/component: {{ .Values.mode }}
     items:
       - key: {{ .Values.eventsToken.secretKey }}
         path: token
+{{- end }}
+{{- if .Values.tls.existingSecret }}
+- name: claw-authz-tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
 {{- end }}
 {{- end }}
