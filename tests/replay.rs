@@ -262,6 +262,7 @@ async fn the_trust_store_in_redis_is_shared_by_every_replica() {
     let did = |agent: &support::world::Agent| w.registry.agent_did(&agent.ulid);
     let store = claw_authz::store::redis::Redis::connect(
         &redis.url(),
+        None,
         Duration::from_secs(1),
         "claw-authz:",
     )

@@ -82,6 +82,7 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 fn settings(redis: &RedisServer) -> StreamSettings {
     StreamSettings {
         url: redis.url(),
+        ca: None,
         stream: STREAM.into(),
         dlq: DLQ.into(),
         replay_ms: 30 * 86_400_000,

@@ -189,3 +189,86 @@ async fn a_rotated_certificate_is_served_without_a_restart_or_a_failed_check() {
     assert_eq!(check(&w, open, "after").await.unwrap(), ALLOWED);
     s.stop().await;
 }
+
+/// Redis over TLS with an ACL user limited to claw-authz's keys (issue 19): two replicas share
+/// replay protection and the agents' rate limit through `rediss://` (verified against
+/// `redis.ca_file`), a revocation published on the stream over TLS reaches both, and a wrong
+/// password fails closed.
+#[tokio::test]
+async fn redis_over_tls_with_an_acl_user_shares_replay_limits_and_events() {
+    use claw_authz::revocation::{StreamSettings, publish, revocation_envelope};
+    use support::redis::RedisServer;
+    let certs = certificates("redis-tls");
+    let redis = RedisServer::start_tls(&certs).await;
+    let w = World::new("redis-tls").await;
+    let clock = ManualClock::at(NOW_MS);
+    let redis_yaml = |url: &str| {
+        format!(
+            "nonce:\n  store: redis\nrate_limit:\n  store: redis\nredis:\n  url: \"{url}\"\n  \
+             ca_file: {}\n  timeout_ms: 1000\npolicies:\n  limited: {{rate_limit: {{requests: 3, \
+             window_secs: 60}}}}\n",
+            certs.join("ca.crt").display()
+        )
+    };
+    let yaml = w.yaml(&redis_yaml(&redis.tls_url()));
+    let mut a = support::server::start(&yaml, Arc::new(clock.clone())).await;
+    let mut b = support::server::start(&yaml, Arc::new(clock.clone())).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+
+    let request = w.signed(&w.alpha, "GET", "/v1/x", b"", "tls-1", &[]);
+    assert_eq!(outcome(&a.check(request.clone()).await), ALLOWED);
+    assert_eq!(outcome(&b.check(request).await), "401 PROXY_AUTH_REPLAY");
+
+    // The limit of 3 a minute is shared: two on a, the third on b, the fourth refused on a.
+    let limited = |n: &str| {
+        support::world::on_policy("limited", w.signed(&w.alpha, "GET", "/v1/y", b"", n, &[]))
+    };
+    let outcomes = [
+        outcome(&a.check(limited("l-1")).await),
+        outcome(&a.check(limited("l-2")).await),
+        outcome(&b.check(limited("l-3")).await),
+        outcome(&a.check(limited("l-4")).await),
+    ];
+    assert_eq!(outcomes[..3], [ALLOWED; 3]);
+    assert_eq!(outcomes[3], "429 PROXY_RATE_LIMIT_EXCEEDED");
+
+    let settings = StreamSettings {
+        url: redis.tls_url(),
+        ca: Some(std::fs::read(certs.join("ca.crt")).unwrap()),
+        stream: "claw:events".into(),
+        dlq: "claw:events:dlq".into(),
+        replay_ms: 30 * 86_400_000,
+    };
+    let beta = w.registry.agent_did(&w.beta.ulid);
+    let envelope = revocation_envelope(&beta, NOW_MS).unwrap();
+    publish(&settings, &envelope, NOW_MS).await.unwrap();
+    for (s, name) in [(&mut a, "a"), (&mut b, "b")] {
+        let events = s.app.pipeline.events.clone();
+        let started = tokio::time::Instant::now();
+        while !events.is_revoked(&beta, NOW_MS) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "replica {name} revoked beta"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let r = s
+            .check(w.signed(&w.beta, "GET", "/v1/x", b"", &format!("rb-{name}"), &[]))
+            .await;
+        assert_eq!(outcome(&r), "401 PROXY_AUTH_REVOKED");
+    }
+
+    let wrong = redis
+        .tls_url()
+        .replace(support::redis::ACL_PASSWORD, "wrong");
+    let mut c = support::server::start(&w.yaml(&redis_yaml(&wrong)), Arc::new(clock.clone())).await;
+    c.wait_ready().await;
+    let r = c
+        .check(w.signed(&w.alpha, "GET", "/v1/x", b"", "tls-wrong", &[]))
+        .await;
+    assert_eq!(outcome(&r), "503 PROXY_AUTH_DEPENDENCY_UNAVAILABLE");
+    for s in [a, b, c] {
+        s.stop().await;
+    }
+}

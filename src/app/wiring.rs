@@ -173,9 +173,12 @@ pub(super) fn redis(config: &Config) -> Result<Option<Redis>, String> {
         || config.trust.store == TrustStoreKind::Redis
         || config.rate_limit.store == LimitStoreKind::Redis;
     match &config.redis.url {
-        Some(url) if used => Redis::connect(url, config.redis.timeout, &config.redis.prefix)
-            .map(Some)
-            .map_err(|e| format!("redis.url: {e}")),
+        Some(url) if used => {
+            let ca = config.redis.ca.as_deref();
+            Redis::connect(url, ca, config.redis.timeout, &config.redis.prefix)
+                .map(Some)
+                .map_err(|e| format!("redis.url: {e}"))
+        }
         _ => Ok(None),
     }
 }
@@ -260,6 +263,7 @@ pub(super) fn event_stream(config: &Config) -> Option<StreamSettings> {
     match (&config.redis.url, config.events.consume) {
         (Some(url), true) => Some(StreamSettings {
             url: url.clone(),
+            ca: config.redis.ca.clone(),
             stream: config.events.stream.clone(),
             dlq: config.events.dlq.clone(),
             replay_ms: ms(config.events.replay),

@@ -41,6 +41,9 @@ impl NonceConfig {
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     pub url: Option<String>,
+    /// The CA bundle (PEM) a `rediss://` server's certificate must chain to, read at load;
+    /// without it, the system's roots.
+    pub ca: Option<Vec<u8>>,
     pub timeout: Duration,
     pub prefix: String,
 }
@@ -62,8 +65,21 @@ impl RedisConfig {
         {
             r.error("url", "must be a redis:// or rediss:// URL");
         }
+        let ca = r
+            .opt_string("ca_file")
+            .and_then(|f| match std::fs::read(&f) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    r.error("ca_file", &format!("cannot read {f}: {e}"));
+                    None
+                }
+            });
+        if ca.is_some() && !url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
+            r.error("ca_file", "applies to a rediss:// url (TLS) only");
+        }
         RedisConfig {
             url,
+            ca,
             timeout: r.millis("timeout_ms", 50, 1, 10_000),
             prefix: r.string("prefix", "claw-authz:"),
         }

@@ -22,6 +22,8 @@ use crate::clock::Clock;
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
     pub url: String,
+    /// The CA bundle for a `rediss://` url (`redis.ca_file`).
+    pub ca: Option<Vec<u8>>,
     pub stream: String,
     pub dlq: String,
     pub replay_ms: u64,
@@ -39,7 +41,7 @@ pub fn spawn_consumer(
 ) {
     let weak = Arc::downgrade(events);
     tokio::spawn(async move {
-        let client = match redis::Client::open(settings.url.as_str()) {
+        let client = match crate::store::redis::client(&settings.url, settings.ca.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "events: invalid redis URL; not consuming");

@@ -50,7 +50,7 @@ pub async fn publish(
     envelope: &str,
     now_ms: u64,
 ) -> Result<String, String> {
-    let client = redis::Client::open(settings.url.as_str()).map_err(|e| e.to_string())?;
+    let client = crate::store::redis::client(&settings.url, settings.ca.as_deref())?;
     let bound = Duration::from_secs(5);
     let mut conn = tokio::time::timeout(bound, client.get_multiplexed_async_connection())
         .await
@@ -116,6 +116,7 @@ pub async fn revoke(
     };
     let settings = StreamSettings {
         url,
+        ca: loaded.as_ref().and_then(|c| c.redis.ca.clone()),
         stream: stream
             .or_else(|| loaded.as_ref().map(|c| c.events.stream.clone()))
             .unwrap_or_else(|| Defaults::EVENTS_STREAM.to_owned()),

@@ -25,6 +25,25 @@ use super::nonce::{NonceOutcome, NonceStore};
 use super::trust::TrustStore;
 use crate::registry::BoxFuture;
 
+/// A client for `url`: `rediss://` is TLS (rustls), verified against `ca` (PEM) when given, else
+/// against the system's roots; a user and password in the URL authenticate (Redis ACLs).
+pub fn client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, String> {
+    // The driver's TLS takes the process's rustls provider: the aws-lc-rs one, as everywhere
+    // else here (installing it again is a no-op).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = match ca {
+        None => redis::Client::open(url),
+        Some(pem) => {
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            };
+            redis::Client::build_with_tls(url, certs)
+        }
+    };
+    client.map_err(|e| format!("invalid redis URL: {e}"))
+}
+
 #[derive(Clone)]
 pub struct Redis {
     conn: ConnectionManager,
@@ -36,8 +55,13 @@ pub struct Redis {
 impl Redis {
     /// Prepares the connection; it is made on first use, so the process starts (and fails
     /// closed) while Redis is unreachable.
-    pub fn connect(url: &str, timeout: Duration, prefix: &str) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("invalid redis URL: {e}"))?;
+    pub fn connect(
+        url: &str,
+        ca: Option<&[u8]>,
+        timeout: Duration,
+        prefix: &str,
+    ) -> Result<Self, String> {
+        let client = client(url, ca)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))

@@ -10,7 +10,13 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: PathBuf,
+    /// With TLS: the TLS port, and the directory of `support::certs` certificates it serves.
+    tls: Option<(u16, PathBuf)>,
 }
+
+/// The ACL user a TLS server knows besides `default`, limited to claw-authz's keys.
+pub const ACL_USER: &str = "claw";
+pub const ACL_PASSWORD: &str = "s3cret-for-tests";
 
 fn binary() -> String {
     for candidate in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
@@ -23,6 +29,18 @@ fn binary() -> String {
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(None).await
+    }
+
+    /// Also listening with TLS (the server certificate of `certs`, a `support::certs`
+    /// directory) on a second port, where the ACL user [`ACL_USER`] may touch only
+    /// claw-authz's keys (`claw-authz:*`, `claw:*`). The plain port stays for the test's own
+    /// look at the server.
+    pub async fn start_tls(certs: &std::path::Path) -> RedisServer {
+        RedisServer::start_with(Some(certs)).await
+    }
+
+    async fn start_with(certs: Option<&std::path::Path>) -> RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "claw-redis-{}-{}",
             std::process::id(),
@@ -33,16 +51,20 @@ impl RedisServer {
         // (retrying if another process grabs it first).
         // Other tests in the process bind ports too: a port can be taken between the probe and
         // redis binding it, so try a few.
-        for _ in 0..20 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
                 .unwrap()
-                .port();
+                .port()
+        };
+        for _ in 0..20 {
+            let port = free();
             let mut server = RedisServer {
                 port,
                 child: None,
                 dir: dir.clone(),
+                tls: certs.map(|c| (free(), c.to_owned())),
             };
             if server.spawn().await {
                 return server;
@@ -57,7 +79,19 @@ impl RedisServer {
 
     /// Starts the process on `self.port` and waits (polling PING) until it answers.
     async fn spawn(&mut self) -> bool {
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some((port, certs)) = &self.tls {
+            let file = |f: &str| certs.join(f).display().to_string();
+            command
+                .args(["--tls-port", &port.to_string()])
+                .args(["--tls-cert-file", &file("server.crt")])
+                .args(["--tls-key-file", &file("server.key")])
+                .args(["--tls-ca-cert-file", &file("ca.crt")])
+                .args(["--tls-auth-clients", "no"])
+                .args(["--user", ACL_USER, "on", &format!(">{ACL_PASSWORD}")])
+                .args(["~claw-authz:*", "~claw:*", "&*", "+@all"]);
+        }
+        let child = command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no"])
@@ -87,6 +121,12 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The TLS port's URL for the ACL user (`start_tls` only), by the certificate's name.
+    pub fn tls_url(&self) -> String {
+        let (port, _) = self.tls.as_ref().expect("started with start_tls");
+        format!("rediss://{ACL_USER}:{ACL_PASSWORD}@localhost:{port}/0")
     }
 
     fn connection(&self) -> Option<redis::Connection> {
