@@ -260,13 +260,14 @@ async fn the_trust_store_in_redis_is_shared_by_every_replica() {
     a.wait_ready().await;
     b.wait_ready().await;
     let did = |agent: &support::world::Agent| w.registry.agent_did(&agent.ulid);
-    let store = claw_authz::store::redis::Redis::connect(
-        &redis.url(),
-        None,
-        Duration::from_secs(1),
-        "claw-authz:",
-    )
-    .unwrap();
+    let target = claw_authz::store::redis::Target {
+        url: redis.url(),
+        ca: None,
+        cluster: false,
+    };
+    let store =
+        claw_authz::store::redis::Redis::connect(&target, Duration::from_secs(1), "claw-authz:")
+            .unwrap();
     let request = |n: &str| get(&w, &clock, n);
     assert_eq!(
         outcome(&a.check(request("t-1")).await),
@@ -490,4 +491,98 @@ async fn replays_of_a_captured_request_spend_none_of_the_agents_budget() {
     let r = client.check(on("own-4")).await.unwrap().into_inner();
     assert_eq!(outcome(&r), "429 PROXY_RATE_LIMIT_EXCEEDED");
     s.stop().await;
+}
+
+/// Issue 19: the Redis features against a real Redis Cluster of three masters. Two replicas share
+/// replay protection (a record and its agent's set are one slot: the per-agent quota script
+/// runs), the agents' rate limit and the trust store, and a revocation published on the stream
+/// in the cluster reaches both.
+#[tokio::test]
+async fn two_replicas_share_state_through_a_redis_cluster() {
+    use claw_authz::revocation::{StreamSettings, publish, revocation_envelope};
+    let cluster = support::redis::RedisCluster::start().await;
+    let w = World::new("cluster").await;
+    let clock = ManualClock::at(NOW_MS);
+    let trust_line = format!("  file: {}\n", w.dir.join("trust.yaml").display());
+    let extra = format!(
+        "nonce:\n  store: redis\n  per_agent_capacity: 3\nrate_limit:\n  store: redis\nredis:\n  \
+         url: \"{}\"\n  cluster: true\n  timeout_ms: 1000\npolicies:\n  limited: {{rate_limit: \
+         {{requests: 2, window_secs: 60}}}}\n",
+        cluster.url()
+    );
+    let yaml = w
+        .yaml(&extra)
+        .replace(&trust_line, "  store: redis\n  cache_ttl_secs: 0\n");
+    let mut a = support::server::start(&yaml, Arc::new(clock.clone())).await;
+    let mut b = support::server::start(&yaml, Arc::new(clock.clone())).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let target = claw_authz::store::redis::Target {
+        url: cluster.url(),
+        ca: None,
+        cluster: true,
+    };
+    let store =
+        claw_authz::store::redis::Redis::connect(&target, Duration::from_secs(1), "claw-authz:")
+            .unwrap();
+    let did = |agent: &support::world::Agent| w.registry.agent_did(&agent.ulid);
+    assert_eq!(
+        outcome(&a.check(get(&w, &clock, "c-0")).await),
+        "403 PROXY_AUTH_FORBIDDEN"
+    );
+    store.pair(&did(&w.alpha), &did(&w.beta)).await.unwrap();
+
+    let request = get(&w, &clock, "c-1");
+    assert_eq!(outcome(&a.check(request.clone()).await), ALLOWED);
+    assert_eq!(outcome(&b.check(request).await), "401 PROXY_AUTH_REPLAY");
+    // The quota of 3 live records is the agent's, across replicas: c-1, c-2, c-3, then refused.
+    assert_eq!(outcome(&b.check(get(&w, &clock, "c-2")).await), ALLOWED);
+    assert_eq!(outcome(&a.check(get(&w, &clock, "c-3")).await), ALLOWED);
+    assert_eq!(
+        outcome(&b.check(get(&w, &clock, "c-4")).await),
+        "429 PROXY_RATE_LIMIT_EXCEEDED"
+    );
+    // A limit of 2 a minute on a route, shared (beta, which holds no records yet).
+    let limited = |n: &str| {
+        let r = w.signed(&w.beta, "GET", "/v1/y", b"", n, &[]);
+        support::world::on_policy("limited", r)
+    };
+    store.pair(&did(&w.beta), &did(&w.alpha)).await.unwrap();
+    let outcomes = [
+        outcome(&a.check(limited("l-1")).await),
+        outcome(&b.check(limited("l-2")).await),
+        outcome(&a.check(limited("l-3")).await),
+    ];
+    assert_eq!(
+        outcomes,
+        [ALLOWED, ALLOWED, "429 PROXY_RATE_LIMIT_EXCEEDED"]
+    );
+
+    let settings = StreamSettings {
+        target,
+        stream: "claw:events".into(),
+        dlq: "claw:events:dlq".into(),
+        replay_ms: 30 * 86_400_000,
+    };
+    let beta = did(&w.beta);
+    publish(
+        &settings,
+        &revocation_envelope(&beta, NOW_MS).unwrap(),
+        NOW_MS,
+    )
+    .await
+    .unwrap();
+    for s in [&a, &b] {
+        let events = s.app.pipeline.events.clone();
+        let started = tokio::time::Instant::now();
+        while !events.is_revoked(&beta, NOW_MS) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "revoked on every replica"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    a.stop().await;
+    b.stop().await;
 }

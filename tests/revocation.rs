@@ -81,8 +81,11 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 
 fn settings(redis: &RedisServer) -> StreamSettings {
     StreamSettings {
-        url: redis.url(),
-        ca: None,
+        target: claw_authz::store::redis::Target {
+            url: redis.url(),
+            ca: None,
+            cluster: false,
+        },
         stream: STREAM.into(),
         dlq: DLQ.into(),
         replay_ms: 30 * 86_400_000,

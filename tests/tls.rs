@@ -234,8 +234,11 @@ async fn redis_over_tls_with_an_acl_user_shares_replay_limits_and_events() {
     assert_eq!(outcomes[3], "429 PROXY_RATE_LIMIT_EXCEEDED");
 
     let settings = StreamSettings {
-        url: redis.tls_url(),
-        ca: Some(std::fs::read(certs.join("ca.crt")).unwrap()),
+        target: claw_authz::store::redis::Target {
+            url: redis.tls_url(),
+            ca: Some(std::fs::read(certs.join("ca.crt")).unwrap()),
+            cluster: false,
+        },
         stream: "claw:events".into(),
         dlq: "claw:events:dlq".into(),
         replay_ms: 30 * 86_400_000,

@@ -167,6 +167,14 @@ pub(super) fn bearer_issuers(
     Ok(bearer)
 }
 
+fn redis_target(config: &Config, url: &str) -> crate::store::redis::Target {
+    crate::store::redis::Target {
+        url: url.to_owned(),
+        ca: config.redis.ca.clone(),
+        cluster: config.redis.cluster,
+    }
+}
+
 /// The Redis connection, when a store uses it.
 pub(super) fn redis(config: &Config) -> Result<Option<Redis>, String> {
     let used = config.nonce.store == NonceStoreKind::Redis
@@ -174,8 +182,8 @@ pub(super) fn redis(config: &Config) -> Result<Option<Redis>, String> {
         || config.rate_limit.store == LimitStoreKind::Redis;
     match &config.redis.url {
         Some(url) if used => {
-            let ca = config.redis.ca.as_deref();
-            Redis::connect(url, ca, config.redis.timeout, &config.redis.prefix)
+            let target = redis_target(config, url);
+            Redis::connect(&target, config.redis.timeout, &config.redis.prefix)
                 .map(Some)
                 .map_err(|e| format!("redis.url: {e}"))
         }
@@ -262,8 +270,7 @@ pub(super) fn limiter(config: &Config, redis: Option<&Redis>) -> Arc<dyn Limiter
 pub(super) fn event_stream(config: &Config) -> Option<StreamSettings> {
     match (&config.redis.url, config.events.consume) {
         (Some(url), true) => Some(StreamSettings {
-            url: url.clone(),
-            ca: config.redis.ca.clone(),
+            target: redis_target(config, url),
             stream: config.events.stream.clone(),
             dlq: config.events.dlq.clone(),
             replay_ms: ms(config.events.replay),

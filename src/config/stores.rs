@@ -44,6 +44,8 @@ pub struct RedisConfig {
     /// The CA bundle (PEM) a `rediss://` server's certificate must chain to, read at load;
     /// without it, the system's roots.
     pub ca: Option<Vec<u8>>,
+    /// `url` is a seed node of a Redis Cluster.
+    pub cluster: bool,
     pub timeout: Duration,
     pub prefix: String,
 }
@@ -80,6 +82,7 @@ impl RedisConfig {
         RedisConfig {
             url,
             ca,
+            cluster: r.bool("cluster", false),
             timeout: r.millis("timeout_ms", 50, 1, 10_000),
             prefix: r.string("prefix", "claw-authz:"),
         }

@@ -21,9 +21,8 @@ use crate::clock::Clock;
 
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
-    pub url: String,
-    /// The CA bundle for a `rediss://` url (`redis.ca_file`).
-    pub ca: Option<Vec<u8>>,
+    /// Redis (`redis.url`, `redis.ca_file`, `redis.cluster`).
+    pub target: crate::store::redis::Target,
     pub stream: String,
     pub dlq: String,
     pub replay_ms: u64,
@@ -41,13 +40,6 @@ pub fn spawn_consumer(
 ) {
     let weak = Arc::downgrade(events);
     tokio::spawn(async move {
-        let client = match crate::store::redis::client(&settings.url, settings.ca.as_deref()) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "events: invalid redis URL; not consuming");
-                return;
-            }
-        };
         let start = clock.now_ms().saturating_sub(settings.replay_ms);
         let mut last_id = format!("{start}-0");
         let mut backoff = Duration::from_millis(100);
@@ -55,7 +47,7 @@ pub fn spawn_consumer(
             if weak.strong_count() == 0 {
                 return;
             }
-            match consume(&client, &settings, &weak, &mut last_id, &crl, &*clock).await {
+            match consume(&settings, &weak, &mut last_id, &crl, &*clock).await {
                 Ok(()) => return,
                 Err(e) => {
                     crl.set_push_healthy(false);
@@ -70,7 +62,6 @@ pub fn spawn_consumer(
 
 /// One connection's worth of reading; returns `Ok` when `events` is gone.
 async fn consume(
-    client: &redis::Client,
     settings: &StreamSettings,
     events: &std::sync::Weak<Events>,
     last_id: &mut String,
@@ -79,12 +70,7 @@ async fn consume(
 ) -> Result<(), String> {
     let bound = Duration::from_millis(BLOCK_MS as u64 + 2_000);
     // No response timeout of the driver's own: XREAD blocks on purpose; `bound` limits it.
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let connect = client.get_multiplexed_async_connection_with_config(&config);
-    let mut conn = tokio::time::timeout(bound, connect)
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+    let mut conn = settings.target.lazy(None)?;
     let options = StreamReadOptions::default().block(BLOCK_MS).count(500);
     loop {
         // `None`: the block ended with nothing new.
@@ -151,7 +137,7 @@ async fn consume(
 }
 
 async fn dead_letter(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut crate::store::redis::Connection,
     settings: &StreamSettings,
     id: &str,
     reason: &str,

@@ -50,12 +50,8 @@ pub async fn publish(
     envelope: &str,
     now_ms: u64,
 ) -> Result<String, String> {
-    let client = crate::store::redis::client(&settings.url, settings.ca.as_deref())?;
     let bound = Duration::from_secs(5);
-    let mut conn = tokio::time::timeout(bound, client.get_multiplexed_async_connection())
-        .await
-        .map_err(|_| "connecting to redis timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+    let mut conn = settings.target.lazy(Some(bound))?;
     let min_id = format!("{}-0", now_ms.saturating_sub(settings.replay_ms));
     let mut cmd = redis::cmd("XADD");
     cmd.arg(&settings.stream)
@@ -115,8 +111,11 @@ pub async fn revoke(
         return ExitCode::from(EXIT_CONFIG);
     };
     let settings = StreamSettings {
-        url,
-        ca: loaded.as_ref().and_then(|c| c.redis.ca.clone()),
+        target: crate::store::redis::Target {
+            url,
+            ca: loaded.as_ref().and_then(|c| c.redis.ca.clone()),
+            cluster: loaded.as_ref().is_some_and(|c| c.redis.cluster),
+        },
         stream: stream
             .or_else(|| loaded.as_ref().map(|c| c.events.stream.clone()))
             .unwrap_or_else(|| Defaults::EVENTS_STREAM.to_owned()),

@@ -6,10 +6,12 @@
 //! item 10) and into the cached-answer-or-403 policy for trust (item 6).
 //!
 //! Keys, under `prefix` (default `claw-authz:`):
-//! - `nonce:<hex sha256(agentDid "|" nonce)>`: set with `NX PX <ttl>`, the TTL covering the
-//!   whole acceptance window (item 9), by one script per check that also keeps
-//! - `nonces:<hex sha256(agentDid)>`: the agent's live records, a sorted set by expiry, so one
-//!   agent holds at most `nonce.per_agent_capacity` of them (issue 18);
+//! - `nonce:{<hex sha256(agentDid)>}:<hex sha256(agentDid "|" nonce)>`: set with a TTL covering
+//!   the whole acceptance window (item 9), by one script per check that also keeps
+//! - `nonces:{<hex sha256(agentDid)>}`: the agent's live records, a sorted set by expiry, so one
+//!   agent holds at most `nonce.per_agent_capacity` of them (issue 18). The `{…}` hash tag keeps
+//!   both in one slot of a Redis Cluster (`redis.cluster`); every other operation touches one
+//!   key.
 //! - `peers:<agentDid>`: a set of the agent's peers; an agent is known while it exists;
 //! - `revoked:<agentDid>`: `never`, or the unix ms until which the agent is revoked (the key
 //!   also expires, a minute later, so Redis drops it).
@@ -25,8 +27,96 @@ use super::nonce::{NonceOutcome, NonceStore};
 use super::trust::TrustStore;
 use crate::registry::BoxFuture;
 
-/// A client for `url`: `rediss://` is TLS (rustls), verified against `ca` (PEM) when given, else
-/// against the system's roots; a user and password in the URL authenticate (Redis ACLs).
+/// Where Redis is: `url` (`rediss://` is TLS, verified against `ca`, PEM, when given, else the
+/// system's roots; a user and password in the URL authenticate with Redis ACLs), one server or
+/// a seed node of a Redis Cluster.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    pub ca: Option<Vec<u8>>,
+    pub cluster: bool,
+}
+
+impl Target {
+    /// A connection made on first use, whose every answer is bounded by `timeout` (`None`:
+    /// unbounded, for blocking reads).
+    pub(crate) fn lazy(&self, timeout: Option<Duration>) -> Result<Connection, String> {
+        if self.cluster {
+            let mut builder = redis::cluster::ClusterClient::builder([self.url.as_str()]);
+            if let Some(pem) = &self.ca {
+                builder = builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                });
+            }
+            let client = builder
+                .build()
+                .map_err(|e| format!("invalid redis URL: {e}"))?;
+            let mut config = redis::cluster::ClusterConfig::new()
+                .set_connection_timeout(timeout.unwrap_or(CONNECT).max(CONNECT));
+            if let Some(t) = timeout {
+                config = config.set_response_timeout(t);
+            }
+            return Ok(Connection::Cluster(
+                client.get_pending_async_connection_with_config(config),
+            ));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(timeout)
+            .set_connection_timeout(Some(timeout.unwrap_or(CONNECT).max(CONNECT)))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_number_of_retries(3);
+        let client = client(&self.url, self.ca.as_deref())?;
+        let manager = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| format!("cannot set up the redis connection: {e}"))?;
+        Ok(Connection::Single(manager))
+    }
+}
+
+/// The shortest time a connection attempt is given.
+const CONNECT: Duration = Duration::from_millis(250);
+
+/// A connection to one server (reconnecting on its own) or to a cluster (routing each command
+/// to the node that holds its key's slot).
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A client for one server at `url` (see [`Target`]).
 pub fn client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, String> {
     // The driver's TLS takes the process's rustls provider: the aws-lc-rs one, as everywhere
     // else here (installing it again is a no-op).
@@ -46,7 +136,7 @@ pub fn client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, String> {
 
 #[derive(Clone)]
 pub struct Redis {
-    conn: ConnectionManager,
+    conn: Connection,
     timeout: Duration,
     prefix: String,
     ops: std::sync::Arc<AtomicU64>,
@@ -55,21 +145,8 @@ pub struct Redis {
 impl Redis {
     /// Prepares the connection; it is made on first use, so the process starts (and fails
     /// closed) while Redis is unreachable.
-    pub fn connect(
-        url: &str,
-        ca: Option<&[u8]>,
-        timeout: Duration,
-        prefix: &str,
-    ) -> Result<Self, String> {
-        let client = client(url, ca)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout))
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500))
-            .set_number_of_retries(3);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| format!("cannot set up the redis connection: {e}"))?;
+    pub fn connect(target: &Target, timeout: Duration, prefix: &str) -> Result<Self, String> {
+        let conn = target.lazy(Some(timeout))?;
         Ok(Redis {
             conn,
             timeout,
@@ -103,20 +180,15 @@ impl Redis {
         format!("{}{kind}:{rest}", self.prefix)
     }
 
-    /// Pairs two agents (both become known).
+    /// Pairs two agents (both become known). Two writes, not one transaction: the agents' keys
+    /// may live on two cluster nodes. Pairing again after a failure is harmless.
     pub async fn pair(&self, a: &str, b: &str) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .sadd(self.key("peers", a), b)
-            .ignore()
-            .sadd(self.key("peers", b), a)
-            .ignore();
-        self.ops.fetch_add(1, Ordering::Relaxed);
-        let mut conn = self.conn.clone();
-        tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn))
-            .await
-            .map_err(|_| StoreError("redis: timed out".into()))?
-            .map_err(|e| StoreError(format!("redis: {e}")))
+        for (agent, peer) in [(a, b), (b, a)] {
+            let mut cmd = redis::cmd("SADD");
+            cmd.arg(self.key("peers", agent)).arg(peer);
+            self.run::<()>(&cmd).await?;
+        }
+        Ok(())
     }
 
     /// Revokes an agent until `until_ms` (unix ms, compared with the checking replica's clock),
@@ -139,6 +211,17 @@ impl Redis {
         };
         self.run::<()>(&cmd).await
     }
+}
+
+/// A nonce's record key and its agent's set, both tagged with the agent (`{<hex>}`), so a
+/// cluster keeps them in one slot and one script can touch both.
+fn nonce_keys(r: &Redis, agent_did: &str, nonce: &str) -> (String, String) {
+    let agent = hex(&Sha256::digest(agent_did.as_bytes()));
+    let record = format!("{{{agent}}}:{}", nonce_digest(agent_did, nonce));
+    (
+        r.key("nonce", &record),
+        r.key("nonces", &format!("{{{agent}}}")),
+    )
 }
 
 /// `hex(sha256(agentDid "|" nonce))`: a DID cannot contain `|`, so the pair is unambiguous.
@@ -186,12 +269,12 @@ impl NonceStore for RedisNonceStore {
         Box::pin(async move {
             let r = &self.redis;
             let ttl = expires_at_ms.saturating_sub(now_ms).max(1);
-            let agent = hex(&Sha256::digest(agent_did.as_bytes()));
+            let (record, agent) = nonce_keys(r, agent_did, nonce);
             let mut cmd = redis::cmd("EVAL");
             cmd.arg(RECORD_NONCE)
                 .arg(2)
-                .arg(r.key("nonce", &nonce_digest(agent_did, nonce)))
-                .arg(r.key("nonces", &agent))
+                .arg(record)
+                .arg(agent)
                 .arg(ttl)
                 .arg(now_ms)
                 .arg(expires_at_ms)
@@ -207,12 +290,9 @@ impl NonceStore for RedisNonceStore {
     fn forget<'a>(&'a self, agent_did: &'a str, nonce: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let r = &self.redis;
-            let agent = hex(&Sha256::digest(agent_did.as_bytes()));
+            let (record, agent) = nonce_keys(r, agent_did, nonce);
             let mut cmd = redis::cmd("EVAL");
-            cmd.arg(FORGET_NONCE)
-                .arg(2)
-                .arg(r.key("nonce", &nonce_digest(agent_did, nonce)))
-                .arg(r.key("nonces", &agent));
+            cmd.arg(FORGET_NONCE).arg(2).arg(record).arg(agent);
             if let Err(error) = r.run::<i64>(&cmd).await {
                 tracing::debug!(%error, "a refused request's nonce was not dropped; it expires");
             }

@@ -12,6 +12,8 @@ pub struct RedisServer {
     dir: PathBuf,
     /// With TLS: the TLS port, and the directory of `support::certs` certificates it serves.
     tls: Option<(u16, PathBuf)>,
+    /// Extra arguments to `redis-server`.
+    args: Vec<String>,
 }
 
 /// The ACL user a TLS server knows besides `default`, limited to claw-authz's keys.
@@ -29,7 +31,7 @@ fn binary() -> String {
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
-        RedisServer::start_with(None).await
+        RedisServer::start_with(None, &[]).await
     }
 
     /// Also listening with TLS (the server certificate of `certs`, a `support::certs`
@@ -37,10 +39,27 @@ impl RedisServer {
     /// claw-authz's keys (`claw-authz:*`, `claw:*`). The plain port stays for the test's own
     /// look at the server.
     pub async fn start_tls(certs: &std::path::Path) -> RedisServer {
-        RedisServer::start_with(Some(certs)).await
+        RedisServer::start_with(Some(certs), &[]).await
     }
 
-    async fn start_with(certs: Option<&std::path::Path>) -> RedisServer {
+    /// With extra `redis-server` arguments (the cluster's nodes).
+    pub async fn start_with_args(args: &[&str]) -> RedisServer {
+        RedisServer::start_with(None, args).await
+    }
+
+    /// `CLUSTER INFO` says the cluster is up.
+    pub fn cluster_ok(&self) -> bool {
+        self.connection()
+            .and_then(|mut c| {
+                redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query::<String>(&mut c)
+                    .ok()
+            })
+            .is_some_and(|info| info.contains("cluster_state:ok"))
+    }
+
+    async fn start_with(certs: Option<&std::path::Path>, args: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "claw-redis-{}-{}",
             std::process::id(),
@@ -65,6 +84,7 @@ impl RedisServer {
                 child: None,
                 dir: dir.clone(),
                 tls: certs.map(|c| (free(), c.to_owned())),
+                args: args.iter().map(|a| (*a).to_owned()).collect(),
             };
             if server.spawn().await {
                 return server;
@@ -92,6 +112,7 @@ impl RedisServer {
                 .args(["~claw-authz:*", "~claw:*", "&*", "+@all"]);
         }
         let child = command
+            .args(&self.args)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no"])
@@ -249,5 +270,50 @@ impl Drop for RedisServer {
         }
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A real Redis Cluster of three masters (no replicas), made with `redis-cli --cluster create`,
+/// stopped on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(RedisServer::start_with_args(&["--cluster-enabled", "yes"]).await);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (Debian's redis-tools, with redis-server)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        for _ in 0..500 {
+            if cluster.nodes.iter().all(|n| n.cluster_ok()) {
+                return cluster;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the cluster did not reach cluster_state:ok");
+    }
+
+    /// A seed node's URL.
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
     }
 }
