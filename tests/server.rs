@@ -236,6 +236,57 @@ async fn health_is_not_serving_until_keys_load() {
     s.stop().await;
 }
 
+/// Issue 19: a replica is not ready until its first CRL refresh has ended: one that served
+/// before it would let a revoked agent through for that moment (its stale policy has nothing to
+/// keep yet). With the CRL endpoint answering only after a pause, health stays NOT_SERVING and
+/// `/readyz` 503 while the keys are already loaded, then both turn ready, and the revoked agent
+/// is denied from the first check.
+#[tokio::test]
+async fn a_replica_is_not_ready_before_its_first_crl() {
+    let w = World::new("crl-first").await;
+    let alpha = (w.registry.agent_did(&w.alpha.ulid), w.alpha.jti.clone());
+    let crl = w
+        .registry
+        .sign_crl(&[alpha], NOW_MS / 1000 - 10, "01KDVA7EC1CRL0000000000001");
+    let body = serde_json::json!({ "crl": crl }).to_string();
+    // A slow registry: the CRL comes 800 ms after it is asked for.
+    let slow = Reply::Delay(
+        std::time::Duration::from_millis(800),
+        Box::new(Reply::Body(200, body)),
+    );
+    w.crl.set(vec![slow]);
+    let s = support::server::start(&w.yaml(""), Arc::new(ManualClock::at(NOW_MS))).await;
+    s.wait_ready().await;
+    let readyz = reqwest::get(format!("http://{}/readyz", s.admin))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 503, "keys loaded, CRL not yet tried");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let watch = tonic_health::pb::HealthCheckRequest { service: "".into() };
+    let mut stream = health.watch(watch).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::NotServing as i32);
+    let next = stream.message().await.unwrap().unwrap();
+    assert_eq!(next.status, ServingStatus::Serving as i32);
+    drop(stream);
+    assert_eq!(s.app.pipeline.crl.refresh_counts(), (1, 0));
+    let readyz = reqwest::get(format!("http://{}/readyz", s.admin))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 200);
+    let mut s = s;
+    let r = s
+        .check(w.signed(&w.alpha, "GET", "/v1/x", b"", "n-1", &[]))
+        .await;
+    assert_eq!(support::world::outcome(&r), "401 PROXY_AUTH_REVOKED");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn time_endpoint_answers_the_server_clock() {
     let w = World::new("time").await;

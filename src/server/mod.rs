@@ -244,8 +244,9 @@ async fn set_health(reporter: &Reporter, status: ServingStatus) {
     }
 }
 
-/// gRPC health, `NotServing` until the signing keys have loaded, then `Serving` (for the
-/// Authorization service and the server as a whole) until shutdown begins.
+/// gRPC health, `NotServing` until the signing keys have loaded and the CRL has been tried once,
+/// then `Serving` (for the Authorization service and the server as a whole) until shutdown
+/// begins.
 async fn health_service(
     app: &Arc<App>,
 ) -> (
@@ -254,10 +255,13 @@ async fn health_service(
 ) {
     let (reporter, health) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
-    let mut ready = app.ready();
+    let (mut ready, mut crl) = (app.ready(), app.pipeline.crl.attempted());
     let (app, serving) = (app.clone(), reporter.clone());
     tokio::spawn(async move {
-        if ready.wait_for(|r| *r).await.is_ok() && !app.draining.load(Ordering::SeqCst) {
+        // Keys loaded, and the CRL tried once: a replica that served before its first CRL
+        // would let revoked agents through for that moment.
+        let loaded = ready.wait_for(|r| *r).await.is_ok() && crl.wait_for(|a| *a).await.is_ok();
+        if loaded && !app.draining.load(Ordering::SeqCst) {
             set_health(&serving, ServingStatus::Serving).await;
             // Shutdown may have begun meanwhile: it must win.
             if app.draining.load(Ordering::SeqCst) {
@@ -293,11 +297,13 @@ pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming 
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// 200 once the signing keys have loaded, 503 before; the body details the registry data, so an
+/// 200 once the signing keys have loaded and the CRL has been tried once (and until shutdown
+/// begins), 503 before; the body details the registry data, so an
 /// operator sees a CRL that stopped refreshing (and what checks do about it) at a glance.
 async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<serde_json::Value>) {
     let draining = app.draining.load(Ordering::SeqCst);
-    let ready = *app.ready().borrow() && !draining;
+    let crl_tried = *app.pipeline.crl.attempted().borrow();
+    let ready = *app.ready().borrow() && crl_tried && !draining;
     let p = &app.pipeline;
     let now = p.clock.now_ms();
     let detail = serde_json::json!({

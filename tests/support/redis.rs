@@ -112,7 +112,6 @@ impl RedisServer {
                 .args(["~claw-authz:*", "~claw:*", "&*", "+@all"]);
         }
         let child = command
-            .args(&self.args)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no"])
@@ -120,6 +119,8 @@ impl RedisServer {
             .arg(&self.dir)
             .arg("--logfile")
             .arg(self.dir.join("redis.log"))
+            // Last, so they override the defaults above.
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -75,6 +75,9 @@ pub struct CrlCache {
     push_healthy: AtomicBool,
     /// Wakes the refresher when push health changes, so the interval follows at once.
     push_changed: Arc<tokio::sync::Notify>,
+    /// Set once the first refresh has ended, whatever its result: until then a replica does not
+    /// report itself ready, so it never serves before it has tried to learn the revocations.
+    attempted: tokio::sync::watch::Sender<bool>,
     stale_checks: AtomicU64,
     last_stale_warning_ms: AtomicU64,
     refreshes_ok: AtomicU64,
@@ -124,12 +127,18 @@ impl CrlCache {
             refreshing: tokio::sync::Mutex::new(()),
             push_healthy: AtomicBool::new(false),
             push_changed: Arc::new(tokio::sync::Notify::new()),
+            attempted: tokio::sync::watch::Sender::new(false),
             stale_checks: AtomicU64::new(0),
             last_stale_warning_ms: AtomicU64::new(0),
             refreshes_ok: AtomicU64::new(0),
             refresh_failures: AtomicU64::new(0),
             last_failure: Mutex::new(None),
         }
+    }
+
+    /// `true` once a first refresh has ended (loaded, or failed and left to the stale policy).
+    pub fn attempted(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.attempted.subscribe()
     }
 
     /// Refreshes that succeeded and that failed (transport, status, size, payload, signature or

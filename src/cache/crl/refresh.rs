@@ -94,6 +94,7 @@ impl CrlCache {
                 *self.failure() = Some(reason);
             }
         }
+        self.attempted.send_replace(true);
     }
 
     /// The revoked AIT ids and the list's `iat`; empty with no `iat` for the registry's "no
