@@ -91,3 +91,22 @@ impl Every {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 18, finding 11: a warning every request could raise is logged at most once per
+    /// 10 s, with the number it stood for.
+    #[test]
+    fn an_outage_logs_once_per_interval_with_the_count_it_stood_for() {
+        let every = Every::new();
+        let t0 = 1_767_225_600_000;
+        assert_eq!(every.due(t0), Some(0));
+        let quiet: Vec<_> = (1..=999).map(|i| every.due(t0 + i * 5)).collect();
+        assert!(quiet.iter().all(Option::is_none));
+        assert_eq!(every.due(t0 + WARN_EVERY_MS - 1), None);
+        assert_eq!(every.due(t0 + WARN_EVERY_MS), Some(1_000));
+        assert_eq!(every.due(t0 + WARN_EVERY_MS + 1), None);
+    }
+}

@@ -191,7 +191,7 @@ async fn a_rotated_certificate_is_served_without_a_restart_or_a_failed_check() {
 }
 
 /// Redis over TLS with an ACL user limited to claw-authz's keys (issue 19): two replicas share
-/// replay protection and the agents' rate limit through `rediss://` (verified against
+/// the trust store, replay protection and the agents' rate limit through `rediss://` (verified against
 /// `redis.ca_file`), a revocation published on the stream over TLS reaches both, and a wrong
 /// password fails closed.
 #[tokio::test]
@@ -210,11 +210,30 @@ async fn redis_over_tls_with_an_acl_user_shares_replay_limits_and_events() {
             certs.join("ca.crt").display()
         )
     };
-    let yaml = w.yaml(&redis_yaml(&redis.tls_url()));
+    // Trust in Redis too: the test pairs alpha and beta over TLS as the ACL user.
+    let trust_line = format!("  file: {}\n", w.dir.join("trust.yaml").display());
+    let redis_trust =
+        |yaml: String| yaml.replace(&trust_line, "  store: redis\n  cache_ttl_secs: 0\n");
+    let yaml = redis_trust(w.yaml(&redis_yaml(&redis.tls_url())));
     let mut a = support::server::start(&yaml, Arc::new(clock.clone())).await;
     let mut b = support::server::start(&yaml, Arc::new(clock.clone())).await;
     a.wait_ready().await;
     b.wait_ready().await;
+    let target = claw_authz::store::redis::Target {
+        url: redis.tls_url(),
+        ca: Some(std::fs::read(certs.join("ca.crt")).unwrap()),
+        cluster: false,
+    };
+    let store =
+        claw_authz::store::redis::Redis::connect(&target, Duration::from_secs(1), "claw-authz:")
+            .unwrap();
+    let unknown = w.signed(&w.alpha, "GET", "/v1/x", b"", "tls-0", &[]);
+    assert_eq!(outcome(&a.check(unknown).await), "403 PROXY_AUTH_FORBIDDEN");
+    let (alpha, beta) = (
+        w.registry.agent_did(&w.alpha.ulid),
+        w.registry.agent_did(&w.beta.ulid),
+    );
+    store.pair(&alpha, &beta).await.unwrap();
 
     let request = w.signed(&w.alpha, "GET", "/v1/x", b"", "tls-1", &[]);
     assert_eq!(outcome(&a.check(request.clone()).await), ALLOWED);
@@ -234,16 +253,11 @@ async fn redis_over_tls_with_an_acl_user_shares_replay_limits_and_events() {
     assert_eq!(outcomes[3], "429 PROXY_RATE_LIMIT_EXCEEDED");
 
     let settings = StreamSettings {
-        target: claw_authz::store::redis::Target {
-            url: redis.tls_url(),
-            ca: Some(std::fs::read(certs.join("ca.crt")).unwrap()),
-            cluster: false,
-        },
+        target,
         stream: "claw:events".into(),
         dlq: "claw:events:dlq".into(),
         replay_ms: 30 * 86_400_000,
     };
-    let beta = w.registry.agent_did(&w.beta.ulid);
     let envelope = revocation_envelope(&beta, NOW_MS).unwrap();
     publish(&settings, &envelope, NOW_MS).await.unwrap();
     for (s, name) in [(&mut a, "a"), (&mut b, "b")] {
@@ -265,12 +279,14 @@ async fn redis_over_tls_with_an_acl_user_shares_replay_limits_and_events() {
     let wrong = redis
         .tls_url()
         .replace(support::redis::ACL_PASSWORD, "wrong");
-    let mut c = support::server::start(&w.yaml(&redis_yaml(&wrong)), Arc::new(clock.clone())).await;
+    let wrong_yaml = redis_trust(w.yaml(&redis_yaml(&wrong)));
+    let mut c = support::server::start(&wrong_yaml, Arc::new(clock.clone())).await;
     c.wait_ready().await;
     let r = c
         .check(w.signed(&w.alpha, "GET", "/v1/x", b"", "tls-wrong", &[]))
         .await;
-    assert_eq!(outcome(&r), "503 PROXY_AUTH_DEPENDENCY_UNAVAILABLE");
+    // The trust store is asked first: with no cached answer it fails closed (403, item 6).
+    assert_eq!(outcome(&r), "403 PROXY_AUTH_FORBIDDEN");
     for s in [a, b, c] {
         s.stop().await;
     }

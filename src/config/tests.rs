@@ -146,3 +146,28 @@ fn plain_http_registries_and_jwks_need_insecure_http() {
         "http://registry.internal/v1/agents/auth/validate"
     );
 }
+
+/// Issue 18, finding 11: what `check-config` prints never carries the Redis password, and the
+/// nonce margin cannot be 0 (a replay at the last millisecond of the window).
+#[test]
+fn check_config_prints_no_secret_and_the_nonce_margin_is_at_least_a_second() {
+    let yaml = "registry:\n  url: https://a.example\nredis:\n  url: redis://claw:hunter2-secret@redis:6379/0\n";
+    let c = Config::load(yaml, &env(&[])).unwrap();
+    let printed = serde_yaml_ng::to_string(&c.effective).unwrap();
+    assert!(!printed.contains("hunter2-secret"), "{printed}");
+    assert!(
+        printed.contains("redis://claw:REDACTED@redis:6379/0"),
+        "{printed}"
+    );
+    assert_eq!(
+        c.redis.url.as_deref(),
+        Some("redis://claw:hunter2-secret@redis:6379/0")
+    );
+
+    let zero = "registry:\n  url: https://a.example\nnonce:\n  margin_secs: 0\n";
+    let errors = Config::load(zero, &env(&[])).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.starts_with("nonce.margin_secs:")),
+        "{errors:?}"
+    );
+}

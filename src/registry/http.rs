@@ -114,11 +114,11 @@ pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Erro
 /// to another host, or from HTTPS to plain HTTP (another origin too), is not followed: the
 /// 3xx itself is the answer, a failed call like any other status.
 fn same_origin_only(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
-    let first = attempt.previous().first().map(reqwest::Url::origin);
     if attempt.previous().len() > MAX_REDIRECTS {
         return attempt.stop();
     }
-    if first.is_some_and(|origin| origin == attempt.url().origin()) {
+    let first = attempt.previous().first();
+    if first.is_some_and(|first| followed(first, attempt.url())) {
         return attempt.follow();
     }
     tracing::warn!(
@@ -129,6 +129,11 @@ fn same_origin_only(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirec
 }
 
 const MAX_REDIRECTS: usize = 5;
+
+/// Whether a redirect from a call to `first` may go to `next`: the same scheme, host and port.
+fn followed(first: &reqwest::Url, next: &reqwest::Url) -> bool {
+    first.origin() == next.origin()
+}
 
 /// `GET url`, reading at most `limit` bytes of body, within `timeout` (or the Check's nearer
 /// deadline).
@@ -221,4 +226,26 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::followed;
+
+    #[test]
+    fn redirects_stay_within_the_first_origin() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        let first = url("https://registry.example.com/v1/crl");
+        let cases = [
+            ("https://registry.example.com/v2/crl", true),
+            ("https://registry.example.com:443/moved", true),
+            ("http://registry.example.com/v1/crl", false),
+            ("https://registry.example.com:8443/v1/crl", false),
+            ("https://evil.example.net/v1/crl", false),
+            ("https://sub.registry.example.com/v1/crl", false),
+        ];
+        for (next, want) in cases {
+            assert_eq!(followed(&first, &url(next)), want, "{next}");
+        }
+    }
 }
