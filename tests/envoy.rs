@@ -413,10 +413,7 @@ fn demo_through_envoy_prints_every_outcome() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_latency_is_reported() {
     let s = stack("latency", true).await;
-    let n = std::env::var("CLAW_LATENCY_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(400usize);
+    let n = latency_requests();
     let rate = 200.0;
     let signed: Vec<_> = (0..n)
         .map(|_| s.signed("GET", "/v1/items", "/v1/items", b""))
@@ -442,12 +439,14 @@ async fn hop_latency_is_reported() {
         assert_eq!(req.send().await.unwrap().status(), 200);
         with_authz.push(t.elapsed());
     }
-    let pct = |v: &mut Vec<Duration>, p: f64| {
-        v.sort();
-        v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_secs_f64() * 1e6
-    };
-    let (a50, a99) = (pct(&mut alone, 0.50), pct(&mut alone, 0.99));
-    let (w50, w99) = (pct(&mut with_authz, 0.50), pct(&mut with_authz, 0.99));
+    let (a50, a99) = (
+        percentile_us(&mut alone, 0.50),
+        percentile_us(&mut alone, 0.99),
+    );
+    let (w50, w99) = (
+        percentile_us(&mut with_authz, 0.50),
+        percentile_us(&mut with_authz, 0.99),
+    );
     println!(
         "hop latency over {n} requests at {rate} rps: envoy alone p50 {a50:.0} us p99 {a99:.0} us; \
          envoy+claw-authz p50 {w50:.0} us p99 {w99:.0} us; added p50 {:.0} us p99 {:.0} us",
@@ -467,10 +466,7 @@ async fn mtls_latency_is_reported() {
     }
     let plain = stack("latency-plain", true).await;
     let mtls = stack_over("latency-mtls", true, Some(&certs)).await;
-    let n = std::env::var("CLAW_LATENCY_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(400usize);
+    let n = latency_requests();
     let rate = 200.0;
     let (mut over_plain, mut over_tls) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let start = Instant::now();
@@ -484,12 +480,14 @@ async fn mtls_latency_is_reported() {
             times.push(t.elapsed());
         }
     }
-    let pct = |v: &mut Vec<Duration>, p: f64| {
-        v.sort();
-        v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_secs_f64() * 1e6
-    };
-    let (p50, p99) = (pct(&mut over_plain, 0.50), pct(&mut over_plain, 0.99));
-    let (t50, t99) = (pct(&mut over_tls, 0.50), pct(&mut over_tls, 0.99));
+    let (p50, p99) = (
+        percentile_us(&mut over_plain, 0.50),
+        percentile_us(&mut over_plain, 0.99),
+    );
+    let (t50, t99) = (
+        percentile_us(&mut over_tls, 0.50),
+        percentile_us(&mut over_tls, 0.99),
+    );
     println!(
         "figure: check latency through Envoy over {n} requests at {rate} rps: plaintext hop p50 \
          {p50:.0} us p99 {p99:.0} us; mutual TLS hop p50 {t50:.0} us p99 {t99:.0} us"
@@ -502,54 +500,11 @@ async fn mtls_latency_is_reported() {
 /// served checks before and exits by itself after its drain and grace.
 #[tokio::test]
 async fn sigterm_to_one_of_two_replicas_loses_no_request() {
-    let registry = RegistrySigner::new("k1", ISSUER, Ed25519Signer::from_seed([11; 32]));
-    let signer = Arc::new(Ed25519Signer::from_seed([12; 32]));
-    let now = SystemClock.now_secs();
-    let ait = registry.mint_ait(&AitSpec {
-        agent_ulid: ALPHA.into(),
-        owner_ulid: "01KDRQTQC0HVMAN00000000001".into(),
-        name: "alpha".into(),
-        public_key_b64: signer.public_b64(),
-        jti: "01KDVA7EC1AT00000000000001".into(),
-        issued_at: now - 60,
-        ttl_secs: 86_400,
-    });
-    let keys = FakeEndpoint::start(
-        "/.well-known/claw-keys.json",
-        vec![Reply::Body(200, registry.keys_document())],
-    )
-    .await;
-    let crl = FakeEndpoint::start(
-        "/v1/crl",
-        vec![Reply::json(
-            404,
-            &json!({"error": {"code": "CRL_NOT_FOUND"}}),
-        )],
-    )
-    .await;
-    let validate = FakeEndpoint::start("/v1/agents/auth/validate", vec![Reply::Status(204)]).await;
-    let dir = std::env::temp_dir().join(format!("claw-envoy-test-{}-drain", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (agent, peer) = (
-        registry.agent_did(ALPHA),
-        registry.agent_did("01KDVA7EC0AGENTB0000000001"),
-    );
-    let trust = dir.join("trust.yaml");
-    std::fs::write(&trust, format!("pairs: [[\"{agent}\", \"{peer}\"]]\n")).unwrap();
-    let config = dir.join("claw-authz.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  drain_secs: 3\n  grace_secs: 2\n\
-             log:\n  format: json\nregistry:\n  url: {ISSUER}\n  insecure_http: true\n  keys_url: {}\n  \
-             crl_url: {}\n  validate_url: {}\nnonce:\n  store: memory\ntrust:\n  file: {}\n",
-            keys.url,
-            crl.url,
-            validate.url,
-            trust.display()
-        ),
-    )
-    .unwrap();
+    let w = Arc::new(support::world::World::live("drain", 0).await);
+    let config = w.dir.join("claw-authz.yaml");
+    let extra = "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  drain_secs: 3\n  grace_secs: 2\n\
+                 log:\n  format: json\n";
+    std::fs::write(&config, w.yaml(extra)).unwrap();
     let mut leaving = support::process::Sidecar::start(&config).await;
     let staying = support::process::Sidecar::start(&config).await;
     let upstream = Upstream::start().await.unwrap();
@@ -565,24 +520,10 @@ async fn sigterm_to_one_of_two_replicas_loses_no_request() {
         .unwrap_or_else(|e| panic!("{e}"));
     let http = reqwest::Client::new();
     let send = {
-        let (signer, ait, url) = (signer.clone(), ait.clone(), envoy.url("/hooks/message"));
+        let (w, url) = (w.clone(), envoy.url(""));
         move |http: reqwest::Client| {
-            let proof = signer.sign_request(
-                "POST",
-                "/hooks/message",
-                b"{}",
-                SystemClock.now_secs(),
-                &random_nonce(),
-            );
-            let mut req = http
-                .post(&url)
-                .header("authorization", format!("Claw {ait}"))
-                .header("x-claw-agent-access", "clw_agt_token")
-                .body("{}");
-            for (k, v) in proof.pairs() {
-                req = req.header(k, v);
-            }
-            async move { req.send().await.map(|r| r.status().as_u16()) }
+            let req = support::world::http_request(&http, &url, &w.alpha, &random_nonce());
+            async move { http.execute(req).await.map(|r| r.status().as_u16()) }
         }
     };
 
@@ -640,7 +581,7 @@ async fn sigterm_to_one_of_two_replicas_loses_no_request() {
     assert!(took >= Duration::from_secs(3), "it drained first: {took:?}");
     assert!(statuses.len() > 200, "{} requests", statuses.len());
     assert!(failed.is_empty(), "{failed:?}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&w.dir);
 }
 
 /// Issue 19: real Envoy calling claw-authz over mutual TLS with `envoy/sidecar-mtls.yaml`: Envoy
@@ -670,4 +611,18 @@ async fn envoy_calls_claw_authz_over_mutual_tls() {
     let seen = s.upstream.seen();
     let last = seen.last().unwrap();
     assert_eq!(last.header("x-claw-agent-did"), [s.agent_did.as_str()]);
+}
+
+/// `CLAW_LATENCY_REQUESTS`, else 400: how many requests the latency figures take.
+fn latency_requests() -> usize {
+    std::env::var("CLAW_LATENCY_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
+}
+
+/// The `p` quantile of `times`, in microseconds.
+fn percentile_us(times: &mut [Duration], p: f64) -> f64 {
+    times.sort();
+    times[((times.len() as f64 * p) as usize).min(times.len() - 1)].as_secs_f64() * 1e6
 }

@@ -32,7 +32,7 @@ use claw_authz::dev::sign::{random_nonce, random_ulid};
 use support::process::Sidecar;
 use support::redis::RedisServer;
 use support::registry::{Reply, Rule};
-use support::world::{Agent, World};
+use support::world::{Agent, World, http_request};
 use tokio::time::Instant;
 
 fn setting(name: &str, default: u64) -> u64 {
@@ -62,19 +62,6 @@ struct Sent {
     kind: Kind,
     at: Duration,
     status: Result<u16, String>,
-}
-
-fn request(http: &reqwest::Client, url: &str, agent: &Agent, nonce: &str) -> reqwest::Request {
-    let proof = agent
-        .key
-        .sign_request("GET", "/v1/x", b"", SystemClock.now_secs(), nonce);
-    let mut r = http
-        .get(format!("{url}/v1/x"))
-        .header("authorization", format!("Claw {}", agent.ait));
-    for (k, v) in proof.pairs() {
-        r = r.header(k, v);
-    }
-    r.build().unwrap()
 }
 
 #[tokio::test]
@@ -138,7 +125,7 @@ async fn soak_with_rolls_redis_restarts_and_registry_flaps() {
     let warm = Instant::now();
     loop {
         let r = http
-            .execute(request(&http, &url, &w.alpha, &random_nonce()))
+            .execute(http_request(&http, &url, &w.alpha, &random_nonce()))
             .await;
         if r.is_ok_and(|r| r.status() == 200) {
             break;
@@ -180,14 +167,14 @@ async fn soak_with_rolls_redis_restarts_and_registry_flaps() {
                 let req = match kind {
                     Kind::Legit => {
                         let agent = legit[(n as usize) % legit.len()];
-                        request(&http, &url, agent, &random_nonce())
+                        http_request(&http, &url, agent, &random_nonce())
                     }
                     Kind::Replay => match allowed.lock().unwrap().pop() {
                         Some(r) => r,
                         None => continue,
                     },
                     Kind::BadProof => {
-                        let mut r = request(&http, &url, &w.alpha, &random_nonce());
+                        let mut r = http_request(&http, &url, &w.alpha, &random_nonce());
                         let proof = r.headers_mut().get_mut("x-claw-proof").unwrap();
                         let mut text = proof.to_str().unwrap().to_owned();
                         let last = if text.ends_with('A') { 'B' } else { 'A' };
@@ -196,8 +183,8 @@ async fn soak_with_rolls_redis_restarts_and_registry_flaps() {
                         *proof = text.parse().unwrap();
                         r
                     }
-                    Kind::Unknown => request(&http, &url, &w.stranger, &random_nonce()),
-                    Kind::Revoked => request(&http, &url, &w.beta, &random_nonce()),
+                    Kind::Unknown => http_request(&http, &url, &w.stranger, &random_nonce()),
+                    Kind::Revoked => http_request(&http, &url, &w.beta, &random_nonce()),
                 };
                 let keep = (kind == Kind::Legit && n.is_multiple_of(7))
                     .then(|| req.try_clone())

@@ -320,3 +320,22 @@ pub async fn drain(
         task.await.unwrap();
     }
 }
+
+/// `GET /v1/x` through an HTTP front (Envoy) at `base`, signed now by `agent` with `nonce`.
+pub fn http_request(
+    http: &reqwest::Client,
+    base: &str,
+    agent: &Agent,
+    nonce: &str,
+) -> reqwest::Request {
+    use claw_authz::clock::Clock;
+    let now = claw_authz::clock::SystemClock.now_secs();
+    let proof = agent.key.sign_request("GET", "/v1/x", b"", now, nonce);
+    let mut r = http
+        .get(format!("{base}/v1/x"))
+        .header("authorization", format!("Claw {}", agent.ait));
+    for (k, v) in proof.pairs() {
+        r = r.header(k, v);
+    }
+    r.build().unwrap()
+}
