@@ -237,6 +237,11 @@ def main():
             "3 replicas on the file store": {"replicaCount": 3},
             "a redis store without its Secret": {"nonce": {"store": "redis"}},
             "sidecar without an app image": {"mode": "sidecar"},
+            "client auth without a TLS Secret": {"tls": {"clientAuth": True}},
+            "an allowlist without client auth": {
+                "tls": {"existingSecret": "tls", "allowedClients": ["spiffe://x/y"]}
+            },
+            "the drain set through extraConfig": {"extraConfig": {"listen": {"drain_secs": 30}}},
         }
         for what, values in refused_by_templates.items():
             try:

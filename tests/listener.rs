@@ -254,6 +254,34 @@ async fn connections_past_the_limit_are_closed_and_open_ones_keep_working() {
     s.stop().await;
 }
 
+/// A connection that never speaks gives its place back: it is closed after 3 s of silence, and
+/// a new client then gets in under `limits.connections`.
+#[tokio::test]
+async fn a_silent_connection_gives_its_place_back() {
+    use tokio::io::AsyncReadExt;
+    let w = World::new("silent").await;
+    let clock = ManualClock::at(NOW_MS);
+    // The test's own client holds one of the two places, the silent socket the other.
+    let s = started(&w, "limits:\n  connections: 2\n", &clock).await;
+    let mut silent = tokio::net::TcpStream::connect(s.grpc).await.unwrap();
+    let opened = tokio::time::Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut [0u8; 1])).await;
+    assert!(matches!(read, Ok(Ok(0))), "closed by the server: {read:?}");
+    let after = opened.elapsed();
+    assert!(
+        after >= Duration::from_millis(2_900),
+        "after its 3 s: {after:?}"
+    );
+    let mut client = AuthorizationClient::connect(format!("http://{}", s.grpc))
+        .await
+        .unwrap();
+    let r = client
+        .check(w.signed(&w.alpha, "GET", "/v1/x", b"", "n-1", &[]))
+        .await;
+    assert_eq!(outcome(&r.unwrap().into_inner()), ALLOWED);
+    s.stop().await;
+}
+
 /// A flood of 2,000 connections, each sending the HTTP/2 preface, against the real binary with
 /// `limits.connections: 256`: the resident set grows by a bounded amount, the connections past
 /// the limit are counted, and a client connected before the flood is still answered.

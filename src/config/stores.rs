@@ -79,12 +79,20 @@ impl RedisConfig {
         if ca.is_some() && !url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
             r.error("ca_file", "applies to a rediss:// url (TLS) only");
         }
+        let cluster = r.bool("cluster", false);
+        let prefix = r.string("prefix", "claw-authz:");
+        if cluster && prefix.contains(['{', '}']) {
+            r.error(
+                "prefix",
+                "cannot hold { or } with redis.cluster: the keys' hash tags would break",
+            );
+        }
         RedisConfig {
             url,
             ca,
-            cluster: r.bool("cluster", false),
+            cluster,
             timeout: r.millis("timeout_ms", 50, 1, 10_000),
-            prefix: r.string("prefix", "claw-authz:"),
+            prefix,
         }
     }
 }

@@ -171,3 +171,15 @@ fn check_config_prints_no_secret_and_the_nonce_margin_is_at_least_a_second() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn a_cluster_prefix_cannot_break_the_hash_tags() {
+    let yaml = "registry:\n  url: https://a.example\nredis:\n  url: redis://r:6379/0\n  cluster: true\n  prefix: \"app{x:\"\n";
+    let errors = Config::load(yaml, &env(&[])).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.starts_with("redis.prefix:")),
+        "{errors:?}"
+    );
+    let fine = yaml.replace("app{x:", "app:");
+    assert!(Config::load(&fine, &env(&[])).is_ok());
+}

@@ -136,15 +136,16 @@ impl Connected for Held {
     }
 }
 
-/// A TLS handshake that has not finished by then is dropped (a client holding a permit
-/// without ever speaking).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that has not sent its first byte (plaintext) or finished its TLS handshake by
+/// then is dropped: a client holding a connection permit without ever speaking.
+const FIRST_WORDS: Duration = Duration::from_secs(3);
 
 /// Connections accepted from `listener`, at most `limit` open at once (counted from accept,
 /// through the TLS handshake when `tls` is set), with `TCP_NODELAY` (without it, Nagle's
 /// algorithm and delayed ACKs hold small HTTP/2 frames back for tens of milliseconds). One
-/// over the limit is closed as soon as it is accepted. Handshakes run beside the accept loop,
-/// so a slow client never holds up the others.
+/// over the limit is closed as soon as it is accepted; one silent for [`FIRST_WORDS`] is
+/// closed too. Handshakes run beside the accept loop, so a slow client never holds up the
+/// others; the server's HTTP/2 keepalive closes connections whose peer went away.
 pub(crate) fn connections(
     listener: TcpListener,
     limit: usize,
@@ -176,19 +177,24 @@ pub(crate) fn connections(
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let tx = tx.clone();
             let Some(acceptor) = &acceptor else {
-                let held = Held {
-                    conn: Conn::Plain(stream),
-                    _permit: permit,
-                };
-                if tx.send(held).await.is_err() {
-                    return;
-                }
+                tokio::spawn(async move {
+                    // The HTTP/2 preface's first byte, or the connection goes.
+                    let spoke = tokio::time::timeout(FIRST_WORDS, stream.peek(&mut [0u8; 1])).await;
+                    if matches!(spoke, Ok(Ok(n)) if n > 0) {
+                        let held = Held {
+                            conn: Conn::Plain(stream),
+                            _permit: permit,
+                        };
+                        let _ = tx.send(held).await;
+                    }
+                });
                 continue;
             };
-            let (acceptor, tx, metrics) = (acceptor.clone(), tx.clone(), shedding.metrics.clone());
+            let (acceptor, metrics) = (acceptor.clone(), shedding.metrics.clone());
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                let handshake = tokio::time::timeout(FIRST_WORDS, acceptor.accept(stream));
                 let result = match handshake.await {
                     Ok(Ok(stream)) => {
                         let held = Held {

@@ -3,7 +3,8 @@
 //!
 //! - The certificate chain and key are read again every `tls.reload_interval_secs`; a changed,
 //!   valid pair serves every new handshake from then on (cert-manager rotating a Secret needs no
-//!   restart), open connections keep theirs, and a broken pair is logged and ignored.
+//!   restart), open connections keep theirs, and a broken pair is logged and ignored. The client
+//!   CA bundle is read at start only: a new CA takes a restart.
 //! - With `tls.client_ca_file`, a client must present a certificate that bundle verifies; with
 //!   `tls.allowed_clients`, one of its DNS or URI subject alternative names (a SPIFFE ID) must
 //!   also be listed. A refused client fails the handshake; nothing of it reaches the pipeline.
@@ -191,8 +192,13 @@ impl Allowlisted {
         let Ok(cert) = webpki::EndEntityCert::try_from(end_entity) else {
             return false;
         };
-        let mut names = cert.valid_dns_names().chain(cert.valid_uri_names());
-        names.any(|name| self.allowed.iter().any(|a| a == name))
+        // DNS names compare without case; URIs (SPIFFE IDs) exactly.
+        let dns = cert
+            .valid_dns_names()
+            .any(|name| self.allowed.iter().any(|a| a.eq_ignore_ascii_case(name)));
+        dns || cert
+            .valid_uri_names()
+            .any(|name| self.allowed.iter().any(|a| a == name))
     }
 }
 

@@ -53,6 +53,16 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- if and (eq .Values.mode "sidecar") (not .Values.sidecar.app.image) }}
 {{- fail "mode: sidecar needs sidecar.app.image (the application Envoy fronts)" }}
 {{- end }}
+{{- if and (or .Values.tls.clientAuth .Values.tls.allowedClients) (not .Values.tls.existingSecret) }}
+{{- fail "tls.clientAuth and tls.allowedClients need tls.existingSecret (the Secret with tls.crt, tls.key and ca.crt)" }}
+{{- end }}
+{{- if and .Values.tls.allowedClients (not .Values.tls.clientAuth) }}
+{{- fail "tls.allowedClients needs tls.clientAuth: true (identities come from verified client certificates)" }}
+{{- end }}
+{{- $listen := default (dict) .Values.extraConfig.listen }}
+{{- if or (hasKey $listen "drain_secs") (hasKey $listen "grace_secs") }}
+{{- fail "set shutdown.drainSecs and shutdown.graceSecs, not extraConfig.listen: terminationGracePeriodSeconds follows them" }}
+{{- end }}
 {{- end }}
 
 {{/* The claw-authz config file (README "Configuration"); secrets come from the environment. */}}
