@@ -32,11 +32,51 @@ fn assert_measured(r: &serde_json::Value, scenario: &str) {
     }
 }
 
+/// A scenario's CPU per check is compared with its floor server's, measured in the same run.
+fn assert_beside_floor(r: &serde_json::Value) {
+    let (cpu, floor) = (
+        r["cpu_us_per_check"].as_f64(),
+        r["floor_cpu_us_per_check"].as_f64(),
+    );
+    let (cpu, floor) = (cpu.unwrap(), floor.unwrap());
+    assert!(floor > 0.0, "{r}");
+    let expected = (cpu / floor * 100.0).round() / 100.0;
+    assert_eq!(r["vs_floor"].as_f64().unwrap(), expected, "{r}");
+}
+
 #[test]
-fn the_main_figure_reports_every_field_with_no_errors() {
+fn the_main_figure_is_the_default_configuration_beside_the_floor() {
     let r = bench(&[]);
-    assert_measured(&r, "hot");
+    assert_measured(&r, "default");
     assert_eq!(r["mode"], "max");
+    assert_beside_floor(&r);
+    // The default configuration exports spans (10 % sampled) to the bench's OTLP receiver.
+    let notes = r["notes"].as_str().unwrap();
+    assert!(notes.ends_with("spans exported over OTLP"), "{notes}");
+}
+
+#[test]
+fn the_bearer_scenario_is_compared_with_the_p256_floor() {
+    let r = bench(&["--scenario", "bearer"]);
+    assert_measured(&r, "bearer");
+    assert_beside_floor(&r);
+}
+
+#[test]
+fn the_instruction_corpus_allows_every_check_and_exports_spans() {
+    let out = Command::new(env!("CARGO_BIN_EXE_claw-authz-bench"))
+        .args(["--instructions", "300"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "corpus failed: {stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (r["checks"].as_u64(), r["allowed"].as_u64()),
+        (Some(300), Some(300))
+    );
+    assert!(r["spans_exported"].as_u64().unwrap() > 0, "{r}");
 }
 
 #[test]

@@ -155,7 +155,7 @@ impl App {
 
     /// Starts the background work: loading the signing keys until they load once (backing off
     /// to 30 s), the CRL refresher, and the registry-event consumer.
-    pub(crate) fn warm_up(self: &Arc<Self>) {
+    pub fn warm_up(self: &Arc<Self>) {
         self.pipeline.crl.run_refresher(self.pipeline.keys.clone());
         if let Some(settings) = &self.event_stream {
             let p = &self.pipeline;

@@ -40,8 +40,16 @@ const EXT_AUTHZ_DESCRIPTOR: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ext_authz_descriptor.bin"));
 pub(crate) const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 
-struct CheckService {
+/// `envoy.service.auth.v3.Authorization/Check` over an [`App`] (the bench's instruction corpus
+/// calls it in-process, without the gRPC transport).
+pub struct CheckService {
     app: Arc<App>,
+}
+
+impl CheckService {
+    pub fn new(app: Arc<App>) -> Self {
+        CheckService { app }
+    }
 }
 
 #[tonic::async_trait]

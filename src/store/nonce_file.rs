@@ -3,12 +3,16 @@
 //! still a replay after it.
 //!
 //! A check is answered only after its record has been handed to the kernel (`write(2)`): from then
-//! on it survives the process dying, whatever the signal. One writer thread does the writes, and
-//! every record queued while it is writing goes out in the next single write (group commit), so
-//! the cost per check falls as concurrency rises. Surviving a machine crash or power loss also
-//! needs the page cache flushed: `fsync: interval` (default) calls `fdatasync` at most every
-//! `fsync_interval_ms` after a write (a machine crash can forget up to that much), `fsync: always`
-//! before answering (nothing is forgotten; each group commit waits for the disk).
+//! on it survives the process dying, whatever the signal. Surviving a machine crash or power loss
+//! also needs the page cache flushed, and `nonce.fsync` chooses how:
+//!
+//! - `interval` (default): the check writes its own 28-byte record (one `write(2)` under a short
+//!   lock, no hand-off to another thread and no wake-up), and a syncer thread calls `fdatasync`
+//!   every `fsync_interval_ms` when something was written (a machine crash can forget up to that
+//!   much). Handing every record to a writer thread cost more CPU per check than the rest of the
+//!   store (BENCHMARKS.md).
+//! - `always`: records go to a writer thread, and every record queued while it is writing goes out
+//!   in the next single write and `fdatasync` (group commit), before the checks are answered.
 //!
 //! The log is a directory of segments `nonces-<sequence>.log`, each a run of 28-byte records:
 //! a 16-byte key (see `record_key`), the expiry in unix ms (u64 LE), and the first 4 bytes of
@@ -21,7 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use sha2::{Digest, Sha256};
 
@@ -52,9 +56,17 @@ struct Pending {
 
 pub struct FileNonceStore {
     memory: MemoryNonceStore,
-    queue: mpsc::Sender<Pending>,
+    log: Log,
     restored: u64,
-    write_failures: std::sync::Arc<AtomicU64>,
+    write_failures: Arc<AtomicU64>,
+}
+
+/// Where a fresh record goes, by `nonce.fsync`.
+enum Log {
+    /// `interval`: written by the check itself; the syncer thread flushes.
+    Direct(Arc<Mutex<Segments>>),
+    /// `always`: queued for the writer thread's group commit.
+    Queued(mpsc::Sender<Pending>),
 }
 
 impl FileNonceStore {
@@ -93,27 +105,42 @@ impl FileNonceStore {
                 live.push((path, max_expiry));
             }
         }
-        let writer = Writer {
+        let segments = Segments {
             dir: dir.to_owned(),
             sequence: next_sequence,
             file: None,
             segment_started_ms: 0,
             segment_max_expiry: 0,
             closed: live,
-            fsync,
-            last_sync_ms: now_ms,
+            unsynced: Vec::new(),
+            dirty: false,
         };
-        let (queue, rx) = mpsc::channel();
-        let write_failures = std::sync::Arc::new(AtomicU64::new(0));
-        let failures = write_failures.clone();
-        std::thread::Builder::new()
-            .name("nonce-log".into())
-            .spawn(move || writer.run(rx, &failures))
-            .map_err(|e| format!("cannot start the nonce log writer: {e}"))?;
+        let write_failures = Arc::new(AtomicU64::new(0));
+        let log = match fsync {
+            Fsync::Interval(every) => {
+                let segments = Arc::new(Mutex::new(segments));
+                let weak = Arc::downgrade(&segments);
+                let every = std::time::Duration::from_millis(every.max(1));
+                std::thread::Builder::new()
+                    .name("nonce-log-sync".into())
+                    .spawn(move || sync_every(&weak, every))
+                    .map_err(|e| format!("cannot start the nonce log syncer: {e}"))?;
+                Log::Direct(segments)
+            }
+            Fsync::Always => {
+                let (queue, rx) = mpsc::channel();
+                let failures = write_failures.clone();
+                std::thread::Builder::new()
+                    .name("nonce-log".into())
+                    .spawn(move || group_commit(segments, &rx, &failures))
+                    .map_err(|e| format!("cannot start the nonce log writer: {e}"))?;
+                Log::Queued(queue)
+            }
+        };
         tracing::info!(dir = %dir.display(), restored, "nonce log opened");
         Ok(FileNonceStore {
             memory,
-            queue,
+            log,
             restored,
             write_failures,
         })
@@ -144,20 +171,50 @@ impl FileNonceStore {
         }
         // Recorded in memory first, so a concurrent duplicate is already a replay; the answer
         // waits until the record is in the log. If the write fails, the nonce stays burned.
-        let (done, written) = tokio::sync::oneshot::channel();
-        let pending = Pending {
-            key,
-            expires_at_ms,
-            now_ms,
-            done,
+        let written = match &self.log {
+            Log::Direct(segments) => {
+                let mut record = Vec::with_capacity(RECORD);
+                encode(key, expires_at_ms, &mut record);
+                let mut segments = segments.lock().unwrap_or_else(|p| p.into_inner());
+                let written = segments.append(&record, now_ms, expires_at_ms);
+                if let Err(e) = &written {
+                    segments.close_segment();
+                    drop(segments);
+                    self.write_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "nonce log write failed");
+                }
+                written
+            }
+            Log::Queued(queue) => {
+                let (done, written) = tokio::sync::oneshot::channel();
+                let pending = Pending {
+                    key,
+                    expires_at_ms,
+                    now_ms,
+                    done,
+                };
+                queue
+                    .send(pending)
+                    .map_err(|_| StoreError("nonce log writer stopped".into()))?;
+                written
+                    .await
+                    .map_err(|_| "nonce log writer stopped".to_owned())
+                    .and_then(|r| r)
+            }
         };
-        self.queue
-            .send(pending)
-            .map_err(|_| StoreError("nonce log writer stopped".into()))?;
-        match written.await {
-            Ok(Ok(())) => Ok(NonceOutcome::Fresh),
-            Ok(Err(e)) => Err(StoreError(format!("nonce log write failed: {e}"))),
-            Err(_) => Err(StoreError("nonce log writer stopped".into())),
+        match written {
+            Ok(()) => Ok(NonceOutcome::Fresh),
+            Err(e) => Err(StoreError(format!("nonce log write failed: {e}"))),
+        }
+    }
+}
+
+impl Drop for FileNonceStore {
+    /// The last records are flushed (`interval`; the writer thread does it for `always`).
+    fn drop(&mut self) {
+        if let Log::Direct(segments) = &self.log {
+            let mut segments = segments.lock().unwrap_or_else(|p| p.into_inner());
+            segments.sync();
         }
     }
 }
@@ -227,74 +284,107 @@ fn decode(record: &[u8]) -> Option<(u128, u64)> {
     Some((key, expiry))
 }
 
-struct Writer {
+/// The log's segments: the one taking writes and the earlier ones still holding live records.
+struct Segments {
     dir: PathBuf,
     sequence: u64,
-    file: Option<File>,
+    file: Option<Arc<File>>,
     segment_started_ms: u64,
     segment_max_expiry: u64,
     /// Earlier segments still holding live records, with their latest expiry.
     closed: Vec<(PathBuf, u64)>,
-    fsync: Fsync,
-    last_sync_ms: u64,
+    /// Closed segments the syncer has not flushed yet.
+    unsynced: Vec<Arc<File>>,
+    /// Written to since the syncer last flushed.
+    dirty: bool,
 }
 
-impl Writer {
-    fn run(mut self, queue: mpsc::Receiver<Pending>, failures: &AtomicU64) {
-        let mut buf = Vec::with_capacity(RECORD * 64);
-        while let Ok(first) = queue.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
+/// `fsync: interval`: flushes what was written every `every`, until the store is dropped.
+fn sync_every(segments: &std::sync::Weak<Mutex<Segments>>, every: std::time::Duration) {
+    loop {
+        std::thread::sleep(every);
+        let Some(segments) = segments.upgrade() else {
+            return;
+        };
+        let (current, closed) = {
+            let mut s = segments.lock().unwrap_or_else(|p| p.into_inner());
+            let current = s.file.clone().filter(|_| std::mem::take(&mut s.dirty));
+            (current, std::mem::take(&mut s.unsynced))
+        };
+        drop(segments);
+        // Flushed outside the lock: checks keep writing meanwhile.
+        for file in current.iter().chain(&closed) {
+            if let Err(e) = file.sync_data() {
+                tracing::error!(error = %e, "nonce log fdatasync failed");
             }
-            let now = batch.iter().map(|p| p.now_ms).max().unwrap_or(0);
-            buf.clear();
-            for p in &batch {
-                encode(p.key, p.expires_at_ms, &mut buf);
-            }
-            let max_expiry = batch.iter().map(|p| p.expires_at_ms).max().unwrap_or(0);
-            let result = self.write(&buf, now, max_expiry);
-            if let Err(e) = &result {
-                failures.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                tracing::error!(error = %e, dir = %self.dir.display(), "nonce log write failed");
-                self.close_segment();
-            }
-            for p in batch {
-                let _ = p.done.send(result.clone());
-            }
-            if let (Ok(()), Fsync::Interval(every)) = (&result, self.fsync)
-                && now.saturating_sub(self.last_sync_ms) >= every
-            {
-                if let Some(f) = &self.file
-                    && let Err(e) = f.sync_data()
-                {
-                    tracing::error!(error = %e, "nonce log fdatasync failed");
-                }
-                self.last_sync_ms = now;
-            }
-        }
-        if let Some(f) = &self.file {
-            let _ = f.sync_data();
         }
     }
+}
 
-    fn write(&mut self, buf: &[u8], now: u64, max_expiry: u64) -> Result<(), String> {
+/// `fsync: always`: writes every queued record in one write and `fdatasync`, then answers them.
+fn group_commit(mut segments: Segments, queue: &mpsc::Receiver<Pending>, failures: &AtomicU64) {
+    let mut buf = Vec::with_capacity(RECORD * 64);
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let now = batch.iter().map(|p| p.now_ms).max().unwrap_or(0);
+        buf.clear();
+        for p in &batch {
+            encode(p.key, p.expires_at_ms, &mut buf);
+        }
+        let max_expiry = batch.iter().map(|p| p.expires_at_ms).max().unwrap_or(0);
+        let result = segments
+            .append(&buf, now, max_expiry)
+            .and_then(|()| segments.sync_current());
+        if let Err(e) = &result {
+            failures.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            tracing::error!(error = %e, dir = %segments.dir.display(), "nonce log write failed");
+            segments.close_segment();
+        }
+        for p in batch {
+            let _ = p.done.send(result.clone());
+        }
+        // Every write was flushed before it was answered, closed segments included.
+        segments.unsynced.clear();
+    }
+    segments.sync();
+}
+
+impl Segments {
+    /// Appends `buf` (whole records) to the current segment, starting a new one when it is due.
+    fn append(&mut self, buf: &[u8], now: u64, max_expiry: u64) -> Result<(), String> {
         if self.file.is_some() && now.saturating_sub(self.segment_started_ms) >= SEGMENT_MS {
             self.close_segment();
         }
         if self.file.is_none() {
             self.open_segment(now)?;
         }
-        let file = self.file.as_mut().ok_or("no segment")?;
-        file.write_all(buf).map_err(|e| e.to_string())?;
-        if self.fsync == Fsync::Always {
-            file.sync_data().map_err(|e| e.to_string())?;
-        }
+        let file = self.file.as_ref().ok_or("no segment")?;
+        (&**file).write_all(buf).map_err(|e| e.to_string())?;
+        self.dirty = true;
         self.segment_max_expiry = self.segment_max_expiry.max(max_expiry);
         Ok(())
+    }
+
+    fn sync_current(&self) -> Result<(), String> {
+        match &self.file {
+            Some(file) => file.sync_data().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes the current segment and the closed ones not flushed yet.
+    fn sync(&mut self) {
+        for file in self.file.iter().chain(&self.unsynced) {
+            let _ = file.sync_data();
+        }
+        self.unsynced.clear();
+        self.dirty = false;
     }
 
     fn open_segment(&mut self, now: u64) -> Result<(), String> {
@@ -317,15 +407,16 @@ impl Writer {
             let _ = dir.sync_all();
         }
         self.sequence += 1;
-        self.file = Some(file);
+        self.file = Some(Arc::new(file));
         self.segment_started_ms = now;
         self.segment_max_expiry = 0;
         Ok(())
     }
 
+    /// Stops writing to the current segment; it is flushed by the syncer (`interval`) or at once.
     fn close_segment(&mut self) {
         if let Some(f) = self.file.take() {
-            let _ = f.sync_data();
+            self.unsynced.push(f);
             let path = self.path(self.sequence.saturating_sub(1));
             self.closed.push((path, self.segment_max_expiry));
         }

@@ -19,7 +19,10 @@ use claw_authz::protocol::b64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
-    /// Known agents, hot caches, memory nonce store, Ed25519 (the main figure).
+    /// The configuration people deploy (the main figure): the defaults, so the file nonce store
+    /// and Prometheus metrics, plus OTLP export of metrics and of spans sampled at 10 %.
+    Default,
+    /// Known agents, hot caches, memory nonce store, no export, Ed25519.
     Hot,
     /// As `hot`, with P-256 (ES256) agent keys.
     P256,
@@ -29,25 +32,51 @@ pub enum Scenario {
     Redis,
     /// The registry hangs and every breaker is open; access tokens come from the cache.
     BreakerOpen,
-    /// As `hot`, exporting metrics and every trace over OTLP to a local receiver.
+    /// As `default`, exporting every span (100 % sampling).
     Telemetry,
+    /// The bearer profile: an ES256 JWT from a configured issuer's JWKS, one P-256 verify.
+    Bearer,
     /// The floor server: one `verify_strict` per check and nothing else.
     Floor,
+    /// The floor server of the bearer profile: one P-256 verify of the JWT per check.
+    FloorP256,
 }
 
-pub const SCENARIOS: [Scenario; 7] = [
+pub const SCENARIOS: [Scenario; 10] = [
+    Scenario::Floor,
+    Scenario::Default,
     Scenario::Hot,
-    Scenario::P256,
     Scenario::File,
     Scenario::Redis,
-    Scenario::BreakerOpen,
     Scenario::Telemetry,
-    Scenario::Floor,
+    Scenario::P256,
+    Scenario::BreakerOpen,
+    Scenario::FloorP256,
+    Scenario::Bearer,
 ];
+
+impl Scenario {
+    /// The floor server this scenario's CPU per check is compared with.
+    pub fn floor(self) -> Scenario {
+        match self {
+            Scenario::Bearer | Scenario::FloorP256 => Scenario::FloorP256,
+            _ => Scenario::Floor,
+        }
+    }
+
+    pub fn is_floor(self) -> bool {
+        matches!(self, Scenario::Floor | Scenario::FloorP256)
+    }
+
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map_or_else(String::new, |v| v.get_name().to_owned())
+    }
+}
 
 pub const PATH: &str = "/bench/message";
 pub const BODY: &[u8] = br#"{"message":"a benchmark request of a typical small size","n":1}"#;
-const AGENTS: [&str; 8] = ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7"];
+pub const AGENTS: [&str; 8] = ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7"];
 
 /// One pre-signed request: which agent, and its nonce and proof (the rest is shared).
 pub struct Signed {
@@ -64,6 +93,8 @@ pub struct Bed {
     pub templates: Vec<Arc<CheckRequest>>,
     pub timestamp: u64,
     pub sink: Option<CountingSink>,
+    /// The bearer scenarios' issuer.
+    pub issuer: Option<Issuer>,
     _redis: Option<Process>,
     dir: PathBuf,
 }
@@ -89,20 +120,23 @@ impl Bed {
         .map_err(io)?;
         let dir = std::env::temp_dir().join(format!("claw-bench-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).map_err(io)?;
-        let dids: Vec<&str> = registry.agents.iter().map(|a| a.did.as_str()).collect();
-        let pairs: String = dids
-            .windows(2)
-            .map(|w| format!("  - [\"{}\", \"{}\"]\n", w[0], w[1]))
-            .collect();
-        std::fs::write(dir.join("trust.yaml"), format!("pairs:\n{pairs}")).map_err(io)?;
+        std::fs::write(dir.join("trust.yaml"), trust_yaml(&registry)).map_err(io)?;
 
-        let (extra, redis, sink) = scenario_config(scenario, &dir, &registry.url).await?;
-        let server = match scenario {
-            Scenario::Floor => start_floor(&registry).await?,
+        let timestamp = claw_authz::clock::Clock::now_secs(&claw_authz::clock::SystemClock);
+        let issuer = match scenario {
+            Scenario::Bearer | Scenario::FloorP256 => Some(Issuer::start(timestamp).await?),
+            _ => None,
+        };
+        let (extra, redis, sink) = scenario_config(scenario, &dir, issuer.as_ref()).await?;
+        let server = match (scenario, &issuer) {
+            (Scenario::Floor, _) => start_floor(&registry).await?,
+            (Scenario::FloorP256, Some(issuer)) => start_floor_p256(issuer).await?,
             _ => start_claw_authz(binary, &dir, &registry.url, &extra).await?,
         };
-        let timestamp = claw_authz::clock::Clock::now_secs(&claw_authz::clock::SystemClock);
-        let templates = templates(&registry, timestamp);
+        let templates = match &issuer {
+            Some(issuer) => vec![issuer.template()],
+            None => templates(&registry, timestamp),
+        };
         Ok(Bed {
             scenario,
             registry,
@@ -110,6 +144,7 @@ impl Bed {
             templates,
             timestamp,
             sink,
+            issuer,
             _redis: redis,
             dir,
         })
@@ -119,6 +154,15 @@ impl Bed {
     /// floor server knows one key, so it gets agent 0 only). Signed on every core, before any
     /// timing starts.
     pub fn sign(&self, n: usize) -> Vec<Signed> {
+        if self.issuer.is_some() {
+            // A bearer token is sent as it is, request after request.
+            let unsigned = || Signed {
+                agent: 0,
+                nonce: String::new(),
+                proof: String::new(),
+            };
+            return (0..n).map(|_| unsigned()).collect();
+        }
         let agents = if self.scenario == Scenario::Floor {
             1
         } else {
@@ -158,6 +202,9 @@ impl Bed {
     /// The `CheckRequest` for one pre-signed request.
     pub fn request(&self, signed: &Signed) -> CheckRequest {
         let mut request = (*self.templates[signed.agent]).clone();
+        if signed.nonce.is_empty() {
+            return request;
+        }
         if let Some(http) = request
             .attributes
             .as_mut()
@@ -175,19 +222,10 @@ impl Bed {
     /// CPU time of one raw signature verification of this bed's agent algorithm (of a real
     /// request's proof), measured on this thread for about `budget`.
     pub fn cpu_per_verify(&self, budget: Duration) -> Duration {
-        let agent = &self.registry.agents[0];
-        let key = agent_key(&agent.signer);
-        let signed = agent
-            .signer
-            .sign_request("POST", PATH, BODY, self.timestamp, "nonce");
-        let message = claw_authz::protocol::pop::canonical_string(
-            "POST",
-            PATH,
-            &signed.timestamp,
-            &signed.nonce,
-            &signed.body_sha256,
-        );
-        let signature = b64::decode(&signed.proof).unwrap_or_default();
+        let (key, message, signature) = match &self.issuer {
+            Some(issuer) => issuer.verification(),
+            None => self.proof_verification(),
+        };
         // The median of many short slices of wall time on this thread: a slice that was
         // preempted or shared its core with a burst of other work (this is a shared 2-core
         // machine) does not move the median. (The kernel's per-thread CPU clock advances in
@@ -205,6 +243,119 @@ impl Bed {
         per_verify.sort();
         per_verify[per_verify.len() / 2]
     }
+
+    /// Agent 0's key, and the canonical string and signature of one of its proofs.
+    fn proof_verification(&self) -> (PublicKey, String, Vec<u8>) {
+        let agent = &self.registry.agents[0];
+        let key = agent_key(&agent.signer);
+        let signed = agent
+            .signer
+            .sign_request("POST", PATH, BODY, self.timestamp, "nonce");
+        let message = claw_authz::protocol::pop::canonical_string(
+            "POST",
+            PATH,
+            &signed.timestamp,
+            &signed.nonce,
+            &signed.body_sha256,
+        );
+        let signature = b64::decode(&signed.proof).unwrap_or_default();
+        (key, message, signature)
+    }
+}
+
+/// The bearer scenarios' token issuer: an ES256 key, its JWKS served on loopback, and one token.
+pub struct Issuer {
+    signer: P256Signer,
+    pub jwks_url: String,
+    pub token: String,
+}
+
+pub const BEARER_ISSUER: &str = "https://issuer.bench.example";
+pub const BEARER_AUDIENCE: &str = "bench-api";
+
+impl Issuer {
+    async fn start(now: u64) -> Result<Issuer, String> {
+        let signer = P256Signer::random();
+        let mut jwk = signer.jwk();
+        jwk["kid"] = "bench-1".into();
+        jwk["alg"] = "ES256".into();
+        jwk["use"] = "sig".into();
+        let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let jwks_url = format!(
+            "http://{}/jwks.json",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        let router = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || std::future::ready(jwks.clone())),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let header = r#"{"alg":"ES256","typ":"JWT","kid":"bench-1"}"#;
+        let claims = serde_json::json!({
+            "iss": BEARER_ISSUER, "aud": BEARER_AUDIENCE, "sub": "agent-bench",
+            "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "exp": now + 86_400,
+            "roles": ["reader"], "permissions": ["orders:read"],
+        });
+        let input = format!(
+            "{}.{}",
+            b64::encode(header.as_bytes()),
+            b64::encode(claims.to_string().as_bytes())
+        );
+        let token = format!("{input}.{}", b64::encode(&signer.sign(input.as_bytes())));
+        Ok(Issuer {
+            signer,
+            jwks_url,
+            token,
+        })
+    }
+
+    fn template(&self) -> Arc<CheckRequest> {
+        let auth = format!("Bearer {}", self.token);
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+            ("x-request-id", "5f0c8a53-3f1e-4a4e-9d36-bench0request"),
+        ];
+        let mut request = check_request("POST", PATH, &headers, BODY);
+        // The route's policy, chosen by Envoy's per-route `context_extensions`.
+        if let Some(attributes) = request.attributes.as_mut() {
+            let policy = ("claw_policy".to_owned(), "orders".to_owned());
+            attributes.context_extensions.extend([policy]);
+        }
+        Arc::new(request)
+    }
+
+    /// `x.y` of the issuer's key, base64url.
+    pub fn key_b64(&self) -> String {
+        let jwk = self.signer.jwk();
+        format!(
+            "{}.{}",
+            jwk["x"].as_str().unwrap_or_default(),
+            jwk["y"].as_str().unwrap_or_default()
+        )
+    }
+
+    /// The key, the token's signing input and its signature.
+    fn verification(&self) -> (PublicKey, String, Vec<u8>) {
+        let key = floor_p256_key(&self.key_b64()).expect("a generated key is valid");
+        let key = PublicKey::P256(key);
+        let (input, signature) = self.token.rsplit_once('.').unwrap_or_default();
+        let signature = b64::decode(signature).unwrap_or_default();
+        (key, input.to_owned(), signature)
+    }
+}
+
+/// The P-256 key of `x.y` (base64url coordinates).
+pub fn floor_p256_key(xy: &str) -> Result<claw_authz::crypto::P256Key, String> {
+    let (x, y) = xy.split_once('.').ok_or("x.y")?;
+    let x = b64::decode_array::<32>(x).map_err(|_| "x: 32 bytes of base64url")?;
+    let y = b64::decode_array::<32>(y).map_err(|_| "y: 32 bytes of base64url")?;
+    claw_authz::crypto::P256Key::from_coordinates(&x, &y).map_err(|e| format!("{e:?}"))
 }
 
 fn agent_key(signer: &AgentSigner) -> PublicKey {
@@ -232,18 +383,29 @@ fn agent_key(signer: &AgentSigner) -> PublicKey {
 async fn scenario_config(
     scenario: Scenario,
     dir: &Path,
-    registry_url: &str,
+    issuer: Option<&Issuer>,
 ) -> Result<(String, Option<Process>, Option<CountingSink>), String> {
     let io = |e: std::io::Error| e.to_string();
     let mut redis = None;
     let mut sink = None;
     let mut extra = String::new();
+    let file_store = format!(
+        "nonce: {{store: file, dir: {}}}\n",
+        dir.join("nonces").display()
+    );
     match scenario {
+        Scenario::Default | Scenario::Telemetry => {
+            let counting = CountingSink::default();
+            let addr = counting.start().await.map_err(io)?;
+            sink = Some(counting);
+            let percent = if scenario == Scenario::Default { 10 } else { 100 };
+            extra.push_str(&file_store);
+            extra.push_str(&format!(
+                "telemetry: {{otlp_endpoint: \"http://{addr}\", trace_sample_percent: {percent}}}\n"
+            ));
+        }
         Scenario::Hot | Scenario::P256 => extra.push_str("nonce: {store: memory}\n"),
-        Scenario::File => extra.push_str(&format!(
-            "nonce: {{store: file, dir: {}}}\n",
-            dir.join("nonces").display()
-        )),
+        Scenario::File => extra.push_str(&file_store),
         Scenario::Redis => {
             let (process, port) = start_redis(dir).await?;
             redis = Some(process);
@@ -256,18 +418,17 @@ async fn scenario_config(
         Scenario::BreakerOpen => extra.push_str(&format!(
             "nonce: {{store: memory}}\nroutes:\n  - {{path: {PATH}, require_access_token: true}}\n\
              access: {{ttl_secs: 1}}\ncrl: {{refresh_interval_secs: 1}}\n\
-             registry: {{url: {}, insecure_http: true, breaker_failures: 1, timeout_ms: 100, request_timeout_ms: 100}}\n",
-            registry_url
+             registry: {{url: {REGISTRY_URL}, insecure_http: true, breaker_failures: 1, timeout_ms: 100, request_timeout_ms: 100}}\n"
         )),
-        Scenario::Telemetry => {
-            let counting = CountingSink::default();
-            let addr = counting.start().await.map_err(io)?;
-            sink = Some(counting);
+        Scenario::Bearer => {
+            let issuer = issuer.ok_or("the bearer scenario needs its issuer")?;
             extra.push_str(&format!(
-                "nonce: {{store: memory}}\ntelemetry: {{otlp_endpoint: \"http://{addr}\", export_interval_ms: 1000, trace_sample_percent: 100}}\n"
+                "bearer:\n  issuers:\n    - {{issuer: \"{BEARER_ISSUER}\", audience: {BEARER_AUDIENCE}, jwks_url: \"{}\", insecure_http: true}}\n\
+                 policies:\n  orders: {{profile: bearer, require_roles: [reader]}}\n",
+                issuer.jwks_url
             ));
         }
-        Scenario::Floor => {}
+        Scenario::Floor | Scenario::FloorP256 => {}
     }
     Ok((extra, redis, sink))
 }
@@ -284,6 +445,16 @@ async fn start_floor(registry: &DevRegistry) -> Result<Process, String> {
     Process::start_server(&this, &[&key]).await
 }
 
+/// The P-256 floor server: this bench binary, knowing the bearer issuer's key.
+async fn start_floor_p256(issuer: &Issuer) -> Result<Process, String> {
+    let key = format!("--floor-p256-key={}", issuer.key_b64());
+    let this = std::env::current_exe().map_err(|e| e.to_string())?;
+    Process::start_server(&this, &[&key]).await
+}
+
+/// Stands for the registry's URL in a scenario's config.
+const REGISTRY_URL: &str = "{registry}";
+
 /// `binary serve` with the scenario's config.
 async fn start_claw_authz(
     binary: &Path,
@@ -291,6 +462,7 @@ async fn start_claw_authz(
     registry_url: &str,
     extra: &str,
 ) -> Result<Process, String> {
+    let extra = extra.replace(REGISTRY_URL, registry_url);
     let registry_line = if extra.contains("registry:") {
         String::new()
     } else {
@@ -306,8 +478,18 @@ async fn start_claw_authz(
     Process::start_server(binary, &["serve", "--config", &path]).await
 }
 
+/// The trust file: each agent paired with the next.
+pub fn trust_yaml(registry: &DevRegistry) -> String {
+    let dids: Vec<&str> = registry.agents.iter().map(|a| a.did.as_str()).collect();
+    let pairs: String = dids
+        .windows(2)
+        .map(|w| format!("  - [\"{}\", \"{}\"]\n", w[0], w[1]))
+        .collect();
+    format!("pairs:\n{pairs}")
+}
+
 /// One pre-signed Check per agent, signed at `timestamp`.
-fn templates(registry: &DevRegistry, timestamp: u64) -> Vec<Arc<CheckRequest>> {
+pub fn templates(registry: &DevRegistry, timestamp: u64) -> Vec<Arc<CheckRequest>> {
     registry
         .agents
         .iter()

@@ -100,7 +100,7 @@ async fn run_setup(
     args: &BenchArgs,
 ) -> Result<Run, String> {
     let scenario = if setup == Setup::ClawAuthz {
-        Scenario::Hot
+        Scenario::Default
     } else {
         Scenario::Floor
     };

@@ -1,7 +1,9 @@
 //! The floor server: the least an ext_authz server verifying these requests must do. It answers
-//! `Check` over the same tonic stack as claw-authz and does one Ed25519 `verify_strict` of the
-//! request's proof (with a key it was given up front) and nothing else: no token, no caches, no
-//! replay store, no telemetry. Its CPU per check is the floor of this architecture.
+//! `Check` over the same tonic stack (and allocator) as claw-authz and does one signature
+//! verification with a key it was given up front, and nothing else: no token, no caches, no replay
+//! store, no telemetry. Its CPU per check is the floor of this architecture. For Claw requests
+//! that is one Ed25519 `verify_strict` of the proof; for the bearer profile, one P-256 verify of
+//! the JWT's signature.
 
 use std::net::SocketAddr;
 
@@ -12,11 +14,14 @@ use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc::Status;
 use tonic::{Request, Response};
 
-use claw_authz::crypto::Ed25519Key;
+use claw_authz::crypto::{Ed25519Key, P256Key};
 use claw_authz::protocol::{b64, pop::canonical_string};
 
-struct Floor {
-    key: Ed25519Key,
+pub enum Floor {
+    /// Verifies the request's proof.
+    Proof(Ed25519Key),
+    /// Verifies the `Authorization: Bearer` JWT's ES256 signature.
+    Bearer(P256Key),
 }
 
 #[tonic::async_trait]
@@ -33,6 +38,16 @@ impl Authorization for Floor {
             .and_then(|r| r.http.as_ref());
         let ok = http.is_some_and(|h| {
             let header = |k: &str| h.headers.get(k).map_or("", String::as_str);
+            let key = match self {
+                Floor::Proof(key) => key,
+                Floor::Bearer(key) => {
+                    let token = header("authorization").strip_prefix("Bearer ");
+                    let parts = token.and_then(|t| t.rsplit_once('.'));
+                    return parts.is_some_and(|(input, sig)| {
+                        b64::decode(sig).is_ok_and(|sig| key.verify(input.as_bytes(), &sig))
+                    });
+                }
+            };
             let canonical = canonical_string(
                 &h.method,
                 &h.path,
@@ -41,7 +56,7 @@ impl Authorization for Floor {
                 header("x-claw-body-sha256"),
             );
             b64::decode(header("x-claw-proof"))
-                .is_ok_and(|sig| self.key.verify(canonical.as_bytes(), &sig))
+                .is_ok_and(|sig| key.verify(canonical.as_bytes(), &sig))
         });
         Ok(Response::new(CheckResponse {
             status: Some(Status {
@@ -53,18 +68,30 @@ impl Authorization for Floor {
     }
 }
 
-/// `claw-authz-bench --floor-key X`: serves on `listen` and prints `{"grpc": "<addr>"}` on
-/// stderr once bound.
-pub async fn serve(listen: SocketAddr, key_b64: &str) -> Result<(), String> {
-    let bytes = b64::decode_array::<32>(key_b64).map_err(|_| "--key: 32 bytes of base64url")?;
-    let key = Ed25519Key::from_bytes(&bytes).map_err(|e| format!("--key: {e:?}"))?;
+/// The floor for Claw proofs by this Ed25519 key (base64url).
+pub fn proof(key_b64: &str) -> Result<Floor, String> {
+    let bytes =
+        b64::decode_array::<32>(key_b64).map_err(|_| "--floor-key: 32 bytes of base64url")?;
+    let key = Ed25519Key::from_bytes(&bytes).map_err(|e| format!("--floor-key: {e:?}"))?;
+    Ok(Floor::Proof(key))
+}
+
+/// The floor for bearer JWTs signed by this P-256 key (`x.y`, base64url).
+pub fn bearer(key_xy: &str) -> Result<Floor, String> {
+    let key = crate::bed::floor_p256_key(key_xy).map_err(|e| format!("--floor-p256-key: {e}"))?;
+    Ok(Floor::Bearer(key))
+}
+
+/// `claw-authz-bench --floor-key X` (or `--floor-p256-key X.Y`): serves on `listen` and prints
+/// `{"grpc": "<addr>"}` on stderr once bound.
+pub async fn serve(listen: SocketAddr, floor: Floor) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     eprintln!("{}", serde_json::json!({ "grpc": addr.to_string() }));
     tonic::transport::Server::builder()
-        .add_service(AuthorizationServer::new(Floor { key }))
+        .add_service(AuthorizationServer::new(floor))
         .serve_with_incoming(claw_authz::server::incoming(listener))
         .await
         .map_err(|e| e.to_string())

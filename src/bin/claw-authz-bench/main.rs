@@ -10,6 +10,7 @@
 mod bed;
 mod envoy_compare;
 mod floor;
+mod instructions;
 mod load;
 mod plot;
 mod report;
@@ -44,12 +45,32 @@ struct Cli {
     /// Serve as the floor server for this Ed25519 key (the bench starts itself this way).
     #[arg(long, hide = true)]
     floor_key: Option<String>,
+    /// Serve as the P-256 floor server for this bearer issuer key (`x.y`).
+    #[arg(long, hide = true)]
+    floor_p256_key: Option<String>,
     #[arg(long, hide = true, default_value = "127.0.0.1:0")]
     floor_listen: SocketAddr,
+    /// Answer this many checks of the default configuration in-process and exit: the corpus
+    /// `.ci/instructions` counts under callgrind.
+    #[arg(long, value_name = "CHECKS")]
+    instructions: Option<usize>,
 }
+
+/// mimalloc, for both servers alike (see `Cargo.toml`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(checks) = cli.instructions {
+        return match instructions::run(checks) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -57,8 +78,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.floor_key {
-        Some(key) => runtime.block_on(floor::serve(cli.floor_listen, &key)),
+    let floor = match (&cli.floor_key, &cli.floor_p256_key) {
+        (Some(key), _) => Some(floor::proof(key)),
+        (None, Some(key)) => Some(floor::bearer(key)),
+        (None, None) => None,
+    };
+    let result = match floor {
+        Some(Ok(floor)) => runtime.block_on(floor::serve(cli.floor_listen, floor)),
+        Some(Err(e)) => Err(e),
         None => runtime.block_on(run(cli.args, cli.server)),
     };
     match result {
@@ -72,8 +99,8 @@ fn main() -> ExitCode {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// What to measure.
-    #[arg(long, value_enum, default_value = "hot")]
+    /// What to measure (beside its floor server, measured in the same run).
+    #[arg(long, value_enum, default_value = "default")]
     pub scenario: Scenario,
     /// Requests per second, open loop; 0: maximum throughput (closed loop).
     #[arg(long, default_value_t = 0)]
@@ -125,14 +152,32 @@ async fn run(args: BenchArgs, server: Option<PathBuf>) -> Result<(), String> {
     if let Some(path) = &args.plot {
         return plot::sweep(&binary, &args, path).await;
     }
-    let scenarios: Vec<Scenario> = if args.all {
+    let requested: Vec<Scenario> = if args.all {
         SCENARIOS.to_vec()
     } else {
         vec![args.scenario]
     };
-    let mut reports = Vec::new();
+    // Every scenario is compared with its floor server measured in the same run, so the floors
+    // go first.
+    let mut scenarios: Vec<Scenario> = Vec::new();
+    for s in requested
+        .iter()
+        .map(|s| s.floor())
+        .chain(requested.iter().copied())
+    {
+        if !scenarios.contains(&s) {
+            scenarios.push(s);
+        }
+    }
+    let mut reports: Vec<Report> = Vec::new();
     for scenario in scenarios {
-        let report = measure(&binary, scenario, &args, args.rate).await?;
+        let mut report = measure(&binary, scenario, &args, args.rate).await?;
+        let floor = scenario.floor().name();
+        if let Some(f) = reports.iter().find(|r| r.scenario == floor) {
+            report.floor_cpu_us_per_check = f.cpu_us_per_check;
+            report.vs_floor =
+                report::round(report.cpu_us_per_check / f.cpu_us_per_check.max(1e-9), 2);
+        }
         print_report(&report, args.json);
         reports.push(report);
     }

@@ -11,7 +11,7 @@ const RATES: [u32; 7] = [1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 12_000];
 /// table and writes the plot.
 pub async fn sweep(binary: &Path, args: &BenchArgs, out: &Path) -> Result<(), String> {
     let mut series: Vec<(Scenario, Vec<Report>)> = Vec::new();
-    for scenario in [Scenario::Hot, Scenario::Floor] {
+    for scenario in [Scenario::Default, Scenario::Floor] {
         let mut reports = Vec::new();
         for rate in RATES {
             let report = measure(binary, scenario, args, rate).await?;

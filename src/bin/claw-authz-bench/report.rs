@@ -23,6 +23,9 @@ pub struct Report {
     pub cpu_us_per_check: f64,
     pub cpu_us_per_verify: f64,
     pub ratio: f64,
+    /// The floor server's CPU per check in the same run, and this run's over it.
+    pub floor_cpu_us_per_check: f64,
+    pub vs_floor: f64,
     pub rss_kib: u64,
     pub rss_kib_per_1000_nonces: f64,
     /// Scenario facts checked during the run (breaker states, spans exported).
@@ -44,10 +47,9 @@ pub(crate) fn report(
     let p = Percentiles::of(&mut sample.latencies_us);
     let cpu_us_per_check = cpu.as_secs_f64() * 1e6 / handled as f64;
     let cpu_us_per_verify = verify.as_secs_f64() * 1e6;
-    let nonces = scenario != Scenario::Floor;
+    let nonces = !scenario.is_floor();
     Report {
-        scenario: clap::ValueEnum::to_possible_value(&scenario)
-            .map_or_else(String::new, |v| v.get_name().to_owned()),
+        scenario: scenario.name(),
         mode: if rate > 0 { "open" } else { "max" },
         target_rate: rate,
         rate: round(sample.rate(), 1),
@@ -61,6 +63,12 @@ pub(crate) fn report(
         cpu_us_per_check: round(cpu_us_per_check, 1),
         cpu_us_per_verify: round(cpu_us_per_verify, 1),
         ratio: round(cpu_us_per_check / cpu_us_per_verify.max(1e-9), 2),
+        floor_cpu_us_per_check: if scenario.is_floor() {
+            round(cpu_us_per_check, 1)
+        } else {
+            0.0
+        },
+        vs_floor: if scenario.is_floor() { 1.0 } else { 0.0 },
         rss_kib: rss_after,
         rss_kib_per_1000_nonces: if nonces {
             round(
@@ -91,7 +99,7 @@ pub(crate) fn print_report(r: &Report, json: bool) {
     };
     println!(
         "{} ({target}): {} checks/s, {} errors; latency p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us; \
-         server CPU {} us/check, raw verify {} us, ratio {}; RSS {} KiB ({} KiB per 1,000 nonces){}",
+         server CPU {} us/check ({} x the floor server's {} us), raw verify {} us, ratio {}; RSS {} KiB ({} KiB per 1,000 nonces){}",
         r.scenario,
         r.rate,
         r.errors,
@@ -101,6 +109,8 @@ pub(crate) fn print_report(r: &Report, json: bool) {
         r.p999_us,
         r.max_us,
         r.cpu_us_per_check,
+        r.vs_floor,
+        r.floor_cpu_us_per_check,
         r.cpu_us_per_verify,
         r.ratio,
         r.rss_kib,
@@ -115,11 +125,11 @@ pub(crate) fn print_report(r: &Report, json: bool) {
 
 pub(crate) fn table(reports: &[Report]) -> String {
     let mut out = String::from(
-        "| scenario | checks/s | errors | p50 µs | p99 µs | p99.9 µs | CPU µs/check | verify µs | ratio | notes |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | checks/s | errors | p50 µs | p99 µs | p99.9 µs | CPU µs/check | / floor | verify µs | ratio | notes |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in reports {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.rate,
             r.errors,
@@ -127,6 +137,7 @@ pub(crate) fn table(reports: &[Report]) -> String {
             r.p99_us,
             r.p999_us,
             r.cpu_us_per_check,
+            r.vs_floor,
             r.cpu_us_per_verify,
             r.ratio,
             r.notes
