@@ -79,8 +79,10 @@ def check_objects(case, objects):
         problem(case, "no claw-authz container")
         return
     tls = any(m["mountPath"] == "/etc/claw-authz/tls" for m in c["volumeMounts"])
-    if tls:
-        # The kubelet's gRPC probe cannot speak TLS: readiness comes from the admin listener.
+    socket = any(m["mountPath"] == "/var/run/claw-authz" for m in c["volumeMounts"])
+    if tls or socket:
+        # The kubelet's gRPC probe speaks neither TLS nor a Unix socket: readiness comes from
+        # the admin listener.
         readiness = [
             (c["readinessProbe"].get("httpGet"), {"path": "/readyz", "port": "admin"}, "readiness: /readyz (TLS)"),
             (c["startupProbe"].get("httpGet"), {"path": "/readyz", "port": "admin"}, "startup: /readyz (TLS)"),
@@ -216,6 +218,20 @@ def main():
                 envoy = next(o for o in find(objects, "ConfigMap") if "envoy.yaml" in o["data"])
                 if "envoy.filters.http.ext_authz" not in envoy["data"]["envoy.yaml"]:
                     problem(case, "the Envoy config has no ext_authz filter")
+                # Envoy reaches claw-authz over the Unix socket both containers mount.
+                pipe = "pipe: { path: /var/run/claw-authz/grpc.sock }"
+                if pipe not in envoy["data"]["envoy.yaml"] or "port_value: 9001" in envoy["data"]["envoy.yaml"]:
+                    problem(case, "the Envoy config does not reach claw-authz over the Unix socket")
+                config = next(o["data"]["config.yaml"] for o in find(objects, "ConfigMap") if "config.yaml" in o["data"])
+                if yaml.safe_load(config)["listen"]["grpc"] != "unix:/var/run/claw-authz/grpc.sock":
+                    problem(case, "claw-authz does not listen on the Unix socket")
+                for name in ("envoy", "claw-authz"):
+                    mounts = {m["mountPath"] for m in container(d, name).get("volumeMounts", [])}
+                    if "/var/run/claw-authz" not in mounts:
+                        problem(case, f"{name} does not mount the socket's directory")
+                probe = container(d, "claw-authz")["readinessProbe"]
+                if probe.get("httpGet", {}).get("path") != "/readyz":
+                    problem(case, f"over the socket, readiness asks /readyz, not {probe}")
             if case == "service-redis-hpa-values.yaml":
                 hpa = find(objects, "HorizontalPodAutoscaler")[0]["spec"]
                 if (hpa["minReplicas"], hpa["maxReplicas"]) != (3, 12):
@@ -242,6 +258,11 @@ def main():
                 "tls": {"existingSecret": "tls", "allowedClients": ["spiffe://x/y"]}
             },
             "the drain set through extraConfig": {"extraConfig": {"listen": {"drain_secs": 30}}},
+            "TLS on the sidecar's Unix socket": {
+                "mode": "sidecar",
+                "sidecar": {"app": {"image": "app:1"}},
+                "tls": {"existingSecret": "tls"},
+            },
         }
         for what, values in refused_by_templates.items():
             try:

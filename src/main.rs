@@ -197,10 +197,9 @@ async fn serve_app(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let bind = |addr| async move { tokio::net::TcpListener::bind(addr).await };
     let (grpc, admin) = match (
-        bind(config.listen.grpc).await,
-        bind(config.listen.admin).await,
+        claw_authz::server::GrpcListener::bind(&config.listen.grpc).await,
+        tokio::net::TcpListener::bind(config.listen.admin).await,
     ) {
         (Ok(g), Ok(a)) => (g, a),
         (Err(e), _) | (_, Err(e)) => {
@@ -209,7 +208,7 @@ async fn serve_app(config: Config) -> ExitCode {
         }
     };
     tracing::info!(
-        grpc = %grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        grpc = %grpc.describe(),
         admin = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         registry = %config.registry.url,
         "claw-authz listening"

@@ -2,7 +2,8 @@
 //! `limits.body_bytes`, checks past `limits.concurrent_checks` and connections past
 //! `limits.connections` are answered at once and counted, and a shutdown reports NOT_SERVING at
 //! once while checks are still answered through `listen.drain_secs`. Through the real server; the
-//! connection flood against the real binary, whose resident set it reads.
+//! connection flood against the real binary, whose resident set it reads. Issue 20: the listener
+//! on a Unix domain socket.
 
 mod support;
 
@@ -382,4 +383,55 @@ async fn shutdown_reports_not_serving_at_once_and_answers_checks_through_the_dra
         took >= Duration::from_secs(2),
         "stopped after the drain: {took:?}"
     );
+}
+
+#[tokio::test]
+async fn checks_and_health_are_answered_over_a_unix_domain_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new("unix-socket").await;
+    let path = w.dir.join("grpc.sock");
+    // A socket file an earlier run left behind is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let listen = format!(
+        "listen: {{grpc: \"unix:{}\", admin: 127.0.0.1:0, drain_secs: 0}}\n",
+        path.display()
+    );
+    let config = claw_authz::config::Config::load(&w.yaml(&listen), &Default::default()).unwrap();
+    let clock = Arc::new(ManualClock::at(NOW_MS));
+    let app = claw_authz::app::App::build(&config, clock, Default::default()).unwrap();
+    let app = Arc::new(app);
+    let grpc = claw_authz::server::GrpcListener::bind(&config.listen.grpc)
+        .await
+        .unwrap();
+    assert_eq!(grpc.describe(), format!("unix:{}", path.display()));
+    // Owner and group only: they are who may send checks.
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660);
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = claw_authz::server::serve(grpc, admin, app.clone(), async {
+        let _ = stopped.await;
+    });
+    let task = tokio::spawn(server);
+
+    let channel = support::server::unix_channel(&path).await;
+    let mut health = HealthClient::new(channel.clone());
+    let service = "envoy.service.auth.v3.Authorization".to_owned();
+    eventually("SERVING over the socket", async || {
+        let request = HealthCheckRequest {
+            service: service.clone(),
+        };
+        let status = health.check(request).await.map(|r| r.into_inner().status);
+        status.is_ok_and(|s| s == ServingStatus::Serving as i32)
+    })
+    .await;
+    let mut client = AuthorizationClient::new(channel);
+    let request = w.signed(&w.alpha, "POST", "/v1/agents/x", b"{}", "uds-1", &[]);
+    let allowed = client.check(request.clone()).await.unwrap().into_inner();
+    assert_eq!(outcome(&allowed), ALLOWED);
+    let replayed = client.check(request).await.unwrap().into_inner();
+    assert_eq!(outcome(&replayed), "401 PROXY_AUTH_REPLAY");
+
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::choices::Choice;
+use super::service::ListenAddr;
 
 /// Reads settings out of the YAML tree, one section at a time: every method takes a key
 /// relative to the current section ([`Reader::section`]), records every problem instead of
@@ -207,6 +208,26 @@ impl<'a> Reader<'a> {
         let parsed = text.parse().ok();
         if parsed.is_none() {
             self.error(key, &format!("must be an ip:port address, got {text}"));
+        }
+        self.note(key, Value::String(text));
+        parsed
+    }
+
+    /// An `ip:port` address, or `unix:<absolute path>` for a Unix domain socket.
+    pub(super) fn listen_addr(&mut self, key: &str, default: &str) -> Option<ListenAddr> {
+        let text = match self.get(key) {
+            None => default.to_owned(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => yaml_text(other),
+        };
+        let parsed = match text.strip_prefix("unix:") {
+            Some(path) if path.starts_with('/') => Some(ListenAddr::Unix(path.into())),
+            Some(_) => None,
+            None => text.parse().ok().map(ListenAddr::Tcp),
+        };
+        if parsed.is_none() {
+            let expected = "an ip:port address or unix:/absolute/path";
+            self.error(key, &format!("must be {expected}, got {text}"));
         }
         self.note(key, Value::String(text));
         parsed

@@ -27,8 +27,8 @@ use fields::{Reader, set_path};
 pub use registry::{AccessConfig, CrlConfig, RegistryConfig};
 use routes::{read_bearer, read_policies, read_routes};
 pub use service::{
-    HEADERS_BUDGET, HeadersConfig, LimitsConfig, Listen, LogConfig, ProofConfig, TelemetryConfig,
-    TlsConfig,
+    HEADERS_BUDGET, HeadersConfig, LimitsConfig, Listen, ListenAddr, LogConfig, ProofConfig,
+    TelemetryConfig, TlsConfig,
 };
 pub use stores::{EventsConfig, NonceConfig, RateLimitConfig, RedisConfig, TrustConfig};
 
@@ -116,6 +116,16 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         "bearer.issuers",
         issuers.unwrap_or(Value::Sequence(Vec::new())),
     );
+    let unix = listen
+        .as_ref()
+        .is_some_and(|l| matches!(l.grpc, ListenAddr::Unix(_)));
+    if unix && tls.cert_file.is_some() {
+        // The socket's file permissions decide who may connect; TLS on it would add nothing.
+        r.error(
+            "tls.cert_file",
+            "applies to a TCP listen.grpc, not a unix: socket",
+        );
+    }
     let redis_stores = [
         ("nonce.store", nonce.store == NonceStoreKind::Redis),
         ("trust.store", trust.store == TrustStoreKind::Redis),

@@ -8,9 +8,27 @@ use std::time::Duration;
 use super::fields::Reader;
 use super::{Defaults, LogFormat, LogLevel};
 
+/// Where the gRPC listener binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    /// `unix:/path`: a Unix domain socket, for Envoy in the same pod (a `pipe` address in its
+    /// cluster): no TCP stack on the hop. A file left by an earlier run is replaced.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Listen {
-    pub grpc: SocketAddr,
+    pub grpc: ListenAddr,
     pub admin: SocketAddr,
     /// After SIGTERM, health reports NOT_SERVING and checks are still answered this long, so
     /// Envoy and Kubernetes move traffic away before the listener closes.
@@ -22,7 +40,7 @@ pub struct Listen {
 impl Listen {
     pub(super) fn read(r: &mut Reader<'_>) -> Option<Listen> {
         let r = r.section("listen");
-        let grpc = r.addr("grpc", "0.0.0.0:9001");
+        let grpc = r.listen_addr("grpc", "0.0.0.0:9001");
         let admin = r.addr("admin", "127.0.0.1:9901");
         let drain = r.secs("drain_secs", 5, 0, 300);
         let grace = r.secs("grace_secs", 10, 0, 600);

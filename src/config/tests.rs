@@ -52,7 +52,7 @@ fn every_problem_is_listed() {
         "registry.ulr: unknown setting",
         "crl.max_age_secs: must be an integer",
         "crl.stale_behavior: must be one of fail-open, fail-closed, got maybe",
-        "listen.grpc: must be an ip:port address",
+        "listen.grpc: must be an ip:port address or unix:/absolute/path",
         "routes[0]: needs exactly one of",
         "proof.max_skew_secs: must be an integer",
         "registry.url: is required",
@@ -182,4 +182,41 @@ fn a_cluster_prefix_cannot_break_the_hash_tags() {
     );
     let fine = yaml.replace("app{x:", "app:");
     assert!(Config::load(&fine, &env(&[])).is_ok());
+}
+
+#[test]
+fn the_grpc_listener_takes_a_unix_socket_path_without_tls() {
+    let c = Config::load(
+        "registry:\n  url: https://a.example\nlisten:\n  grpc: unix:/run/claw/grpc.sock\n",
+        &env(&[]),
+    )
+    .unwrap();
+    let expected = super::ListenAddr::Unix("/run/claw/grpc.sock".into());
+    assert_eq!(c.listen.grpc, expected);
+    assert_eq!(c.listen.grpc.to_string(), "unix:/run/claw/grpc.sock");
+    let cert = std::env::temp_dir().join("claw-config-test-cert.pem");
+    std::fs::write(&cert, "not read at load").unwrap();
+    let errors = Config::load(
+        "registry:\n  url: https://a.example\nlisten:\n  grpc: unix:run/relative.sock\n",
+        &env(&[]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        errors,
+        [
+            "listen.grpc: must be an ip:port address or unix:/absolute/path, got unix:run/relative.sock"
+        ]
+    );
+    let errors = Config::load(
+        &format!(
+            "registry:\n  url: https://a.example\nlisten:\n  grpc: unix:/run/claw/grpc.sock\ntls:\n  cert_file: {0}\n  key_file: {0}\n",
+            cert.display()
+        ),
+        &env(&[]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        errors,
+        ["tls.cert_file: applies to a TCP listen.grpc, not a unix: socket"]
+    );
 }

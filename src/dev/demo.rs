@@ -180,7 +180,10 @@ impl DemoServer {
         );
         let config = Config::load(&yaml, &HashMap::new()).map_err(|e| e.join("; "))?;
         let app = Arc::new(App::from_config(&config, Arc::new(SystemClock))?);
-        let grpc = TcpListener::bind(config.listen.grpc).await.map_err(io)?;
+        let crate::config::ListenAddr::Tcp(grpc) = config.listen.grpc else {
+            return Err("the demo listens on TCP".into());
+        };
+        let grpc = TcpListener::bind(grpc).await.map_err(io)?;
         let admin = TcpListener::bind(config.listen.admin).await.map_err(io)?;
         let (grpc_addr, admin_addr) = (
             grpc.local_addr().map_err(io)?,

@@ -65,6 +65,22 @@ fn local_ports(
     .replace("port_value: 8080", &format!("port_value: {}", app.port()))
 }
 
+/// Like [`sidecar_config`], with Envoy reaching claw-authz over the Unix domain socket at
+/// `socket` (a `pipe` address; claw-authz listening on `unix:<socket>`), as the comment in
+/// `envoy/sidecar.yaml` shows.
+pub fn sidecar_unix_config(socket: &Path, claw_admin: SocketAddr, app: SocketAddr) -> String {
+    let yaml = SIDECAR_YAML.replacen(
+        SIDECAR_GRPC_ADDRESS,
+        &format!("pipe: {{ path: {} }}", socket.display()),
+        1,
+    );
+    let unused = SocketAddr::from(([127, 0, 0, 1], 0));
+    local_ports(&yaml, unused, claw_admin, app)
+}
+
+/// The claw-authz endpoint's address in `envoy/sidecar.yaml`.
+pub const SIDECAR_GRPC_ADDRESS: &str = "socket_address: { address: 127.0.0.1, port_value: 9001 }";
+
 /// `config` (a [`sidecar_config`]) with more claw-authz replicas beside the one it names at
 /// `first`: Envoy balances checks over them and health-checks each over gRPC.
 pub fn with_replicas(config: &str, first: SocketAddr, others: &[SocketAddr]) -> String {

@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct Process {
     child: Child,
     pub grpc: SocketAddr,
+    /// The gRPC listener's socket path, when it listens on `unix:` (then `grpc` is unset).
+    pub grpc_unix: Option<std::path::PathBuf>,
     pub admin: Option<SocketAddr>,
 }
 
@@ -55,6 +57,7 @@ impl Process {
         let mut process = Process {
             child,
             grpc: SocketAddr::from(([127, 0, 0, 1], 0)),
+            grpc_unix: None,
             admin: None,
         };
         let v = match first {
@@ -63,7 +66,10 @@ impl Process {
             Err(_) => return Err("the server did not report its listeners within 60 s".into()),
         };
         let addr = |k: &str| v[k].as_str().and_then(|s| s.parse::<SocketAddr>().ok());
-        process.grpc = addr("grpc").ok_or("bad grpc address")?;
+        match v["grpc"].as_str().and_then(|g| g.strip_prefix("unix:")) {
+            Some(path) => process.grpc_unix = Some(path.into()),
+            None => process.grpc = addr("grpc").ok_or("bad grpc address")?,
+        }
         process.admin = addr("admin");
         if let Some(admin) = process.admin {
             let http = reqwest::Client::new();
@@ -93,6 +99,7 @@ impl Process {
         Process {
             child,
             grpc,
+            grpc_unix: None,
             admin: None,
         }
     }

@@ -16,7 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
@@ -67,6 +67,7 @@ pub(crate) struct Held {
 
 enum Conn {
     Plain(TcpStream),
+    Unix(UnixStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
@@ -74,6 +75,7 @@ impl Held {
     fn io(self: Pin<&mut Self>) -> Pin<&mut (dyn AsyncReadWrite + Unpin)> {
         match &mut self.get_mut().conn {
             Conn::Plain(stream) => Pin::new(stream),
+            Conn::Unix(stream) => Pin::new(stream),
             Conn::Tls(stream) => Pin::new(stream.as_mut()),
         }
     }
@@ -112,6 +114,7 @@ impl AsyncWrite for Held {
     fn is_write_vectored(&self) -> bool {
         match &self.conn {
             Conn::Plain(stream) => stream.is_write_vectored(),
+            Conn::Unix(stream) => stream.is_write_vectored(),
             Conn::Tls(stream) => stream.is_write_vectored(),
         }
     }
@@ -131,6 +134,11 @@ impl Connected for Held {
     fn connect_info(&self) -> TcpConnectInfo {
         match &self.conn {
             Conn::Plain(stream) => stream.connect_info(),
+            // A Unix socket's peer has no address.
+            Conn::Unix(_) => TcpConnectInfo {
+                local_addr: None,
+                remote_addr: None,
+            },
             Conn::Tls(stream) => stream.get_ref().0.connect_info(),
         }
     }
@@ -147,7 +155,7 @@ const FIRST_WORDS: Duration = Duration::from_secs(3);
 /// closed too. Handshakes run beside the accept loop, so a slow client never holds up the
 /// others; the server's HTTP/2 keepalive closes connections whose peer went away.
 pub(crate) fn connections(
-    listener: TcpListener,
+    listener: super::GrpcListener,
     limit: usize,
     tls: Option<Arc<rustls::ServerConfig>>,
     shedding: Shedding,
@@ -162,7 +170,7 @@ pub(crate) fn connections(
                 accepted = listener.accept() => accepted,
             };
             let stream = match accepted {
-                Ok((stream, _)) => stream,
+                Ok(stream) => stream,
                 Err(error) => {
                     // Out of file descriptors, or the peer gone before accept: the listener
                     // itself is fine. A moment's pause keeps a persistent error from spinning.
@@ -176,22 +184,28 @@ pub(crate) fn connections(
                 shedding.shed(Shed::Connections, limit);
                 continue;
             };
-            let _ = stream.set_nodelay(true);
             let tx = tx.clone();
+            let stream = match (stream, &acceptor) {
+                (super::Accepted::Tcp(stream), Some(_)) => stream,
+                (stream, _) => {
+                    tokio::spawn(async move {
+                        // The HTTP/2 preface's first byte, or the connection goes.
+                        let spoke = tokio::time::timeout(FIRST_WORDS, stream.first_words());
+                        if let Ok(Ok(conn)) = spoke.await {
+                            let held = Held {
+                                conn,
+                                _permit: permit,
+                            };
+                            let _ = tx.send(held).await;
+                        }
+                    });
+                    continue;
+                }
+            };
             let Some(acceptor) = &acceptor else {
-                tokio::spawn(async move {
-                    // The HTTP/2 preface's first byte, or the connection goes.
-                    let spoke = tokio::time::timeout(FIRST_WORDS, stream.peek(&mut [0u8; 1])).await;
-                    if matches!(spoke, Ok(Ok(n)) if n > 0) {
-                        let held = Held {
-                            conn: Conn::Plain(stream),
-                            _permit: permit,
-                        };
-                        let _ = tx.send(held).await;
-                    }
-                });
                 continue;
             };
+            let _ = stream.set_nodelay(true);
             let (acceptor, metrics) = (acceptor.clone(), shedding.metrics.clone());
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(FIRST_WORDS, acceptor.accept(stream));
@@ -218,6 +232,26 @@ pub(crate) fn connections(
         let held = rx.recv().await?;
         Some((Ok(held), rx))
     })
+}
+
+impl super::Accepted {
+    /// The connection, once its first byte has arrived (a peer that closed at once is an error).
+    async fn first_words(self) -> std::io::Result<Conn> {
+        match self {
+            super::Accepted::Tcp(stream) => {
+                let _ = stream.set_nodelay(true);
+                match stream.peek(&mut [0u8; 1]).await? {
+                    0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    _ => Ok(Conn::Plain(stream)),
+                }
+            }
+            super::Accepted::Unix(stream) => {
+                // Readable also when the peer closed: HTTP/2 then reads the end and lets go.
+                stream.readable().await?;
+                Ok(Conn::Unix(stream))
+            }
+        }
+    }
 }
 
 /// The limits on checks, as a layer over the gRPC server's routes: how many at once, and how

@@ -154,7 +154,7 @@ fn log_decision(decision: &Decision, view: &RequestView, request_id: &str) {
 /// Kubernetes' endpoints move traffic away meanwhile), then no new streams are taken and
 /// in-flight checks have `listen.grace_secs` to finish.
 pub async fn serve(
-    grpc: TcpListener,
+    grpc: impl Into<GrpcListener>,
     admin: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -195,8 +195,12 @@ pub async fn serve(
         t.watch();
         t.config.clone()
     });
-    let address = grpc.local_addr()?;
-    if tls.is_none() && !address.ip().is_loopback() {
+    let grpc: GrpcListener = grpc.into();
+    let tcp = match &grpc {
+        GrpcListener::Tcp(listener) => Some(listener.local_addr()?),
+        GrpcListener::Unix(_) => None,
+    };
+    if let Some(address) = tcp.filter(|a| tls.is_none() && !a.ip().is_loopback()) {
         tracing::warn!(
             %address,
             "the gRPC listener is plaintext on a non-loopback address: checks carry tokens and \
@@ -301,6 +305,68 @@ fn admin_routes(app: Arc<App>) -> axum::Router {
 
 /// See `serve`.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// The gRPC listener: TCP, or a Unix domain socket for Envoy in the same pod.
+pub enum GrpcListener {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// One accepted gRPC connection, before its first byte (or TLS handshake).
+pub(crate) enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl From<TcpListener> for GrpcListener {
+    fn from(listener: TcpListener) -> Self {
+        GrpcListener::Tcp(listener)
+    }
+}
+
+impl GrpcListener {
+    /// Binds `addr`. A Unix socket file left by an earlier run is removed first (binding
+    /// fails on an existing path), and the socket is made readable and writable by the owner
+    /// and group only: they are who may send checks.
+    pub async fn bind(addr: &crate::config::ListenAddr) -> std::io::Result<GrpcListener> {
+        use crate::config::ListenAddr;
+        match addr {
+            ListenAddr::Tcp(addr) => Ok(GrpcListener::Tcp(TcpListener::bind(addr).await?)),
+            ListenAddr::Unix(path) => {
+                use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+                let stale = std::fs::symlink_metadata(path);
+                if stale.is_ok_and(|m| m.file_type().is_socket()) {
+                    std::fs::remove_file(path)?;
+                }
+                let listener = tokio::net::UnixListener::bind(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+                Ok(GrpcListener::Unix(listener))
+            }
+        }
+    }
+
+    /// `ip:port`, or `unix:<path>`.
+    pub fn describe(&self) -> String {
+        match self {
+            GrpcListener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            GrpcListener::Unix(l) => {
+                let path = l
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(Into::into));
+                let path: Option<std::path::PathBuf> = path;
+                format!("unix:{}", path.unwrap_or_default().display())
+            }
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
+            GrpcListener::Tcp(l) => l.accept().await.map(|(s, _)| Accepted::Tcp(s)),
+            GrpcListener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        }
+    }
+}
 
 /// Accepted gRPC connections with `TCP_NODELAY`: without it, Nagle's algorithm and delayed ACKs
 /// hold small HTTP/2 frames back for tens of milliseconds. (The bench's servers use it too.)

@@ -38,41 +38,80 @@ pub async fn start_with(yaml: &str, clock: Arc<dyn Clock>, parts: Parts) -> Runn
     serve_on_loopback(yaml, clock, parts, true).await
 }
 
+/// Like [`start`], with the gRPC listener on the Unix domain socket at `path`: `client` speaks
+/// over it, and `grpc` is unset.
+pub async fn start_unix(yaml: &str, clock: Arc<dyn Clock>, path: &std::path::Path) -> Running {
+    let app = app(yaml, clock, Parts::default());
+    let addr = claw_authz::config::ListenAddr::Unix(path.to_owned());
+    let grpc = claw_authz::server::GrpcListener::bind(&addr).await.unwrap();
+    let mut running = serving(grpc, app).await;
+    running.client = AuthorizationClient::new(unix_channel(path).await);
+    running
+}
+
+/// A gRPC channel over the Unix domain socket at `path`.
+pub async fn unix_channel(path: &std::path::Path) -> Channel {
+    let path = path.to_owned();
+    let connect = tower::service_fn(move |_: tonic::transport::Uri| {
+        let path = path.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    tonic::transport::Endpoint::from_static("http://claw-authz.sock")
+        .connect_with_connector(connect)
+        .await
+        .unwrap()
+}
+
+/// The app of `yaml`; a test's server stops at once unless the test is about the drain.
+fn app(yaml: &str, clock: Arc<dyn Clock>, parts: Parts) -> Arc<App> {
+    let mut env = HashMap::new();
+    if !yaml.contains("drain_secs") {
+        env.insert("CLAW_AUTHZ_LISTEN__DRAIN_SECS".to_owned(), "0".to_owned());
+    }
+    let config = Config::load(yaml, &env).unwrap_or_else(|e| panic!("config: {e:?}"));
+    Arc::new(App::build(&config, clock, parts).unwrap())
+}
+
+/// Serves `app` on `grpc` and an admin listener on loopback; `client` is never connected.
+async fn serving(grpc: claw_authz::server::GrpcListener, app: Arc<App>) -> Running {
+    let grpc_addr = match &grpc {
+        claw_authz::server::GrpcListener::Tcp(l) => l.local_addr().unwrap(),
+        claw_authz::server::GrpcListener::Unix(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(claw_authz::server::serve(grpc, admin, app.clone(), async {
+        let _ = stopped.await;
+    }));
+    let lazy = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}")).unwrap();
+    Running {
+        grpc: grpc_addr,
+        admin: admin_addr,
+        app,
+        client: AuthorizationClient::new(lazy.connect_lazy()),
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
 async fn serve_on_loopback(
     yaml: &str,
     clock: Arc<dyn Clock>,
     parts: Parts,
     plaintext: bool,
 ) -> Running {
-    // A test's server stops at once unless the test is about the drain.
-    let mut env = HashMap::new();
-    if !yaml.contains("drain_secs") {
-        env.insert("CLAW_AUTHZ_LISTEN__DRAIN_SECS".to_owned(), "0".to_owned());
-    }
-    let config = Config::load(yaml, &env).unwrap_or_else(|e| panic!("config: {e:?}"));
-    let app = Arc::new(App::build(&config, clock, parts).unwrap());
+    let app = app(yaml, clock, parts);
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(claw_authz::server::serve(grpc, admin, app.clone(), async {
-        let _ = stopped.await;
-    }));
-    let url = format!("http://{grpc_addr}");
-    let client = if plaintext {
-        AuthorizationClient::connect(url).await.unwrap()
-    } else {
-        let lazy = tonic::transport::Endpoint::from_shared(url).unwrap();
-        AuthorizationClient::new(lazy.connect_lazy())
-    };
-    Running {
-        grpc: grpc_addr,
-        admin: admin_addr,
-        app,
-        client,
-        stop: Some(stop),
-        task: Some(task),
+    let mut running = serving(grpc.into(), app).await;
+    if plaintext {
+        let url = format!("http://{}", running.grpc);
+        running.client = AuthorizationClient::connect(url).await.unwrap();
     }
+    running
 }
 
 impl Running {

@@ -107,6 +107,12 @@ impl Drop for Bed {
 
 impl Bed {
     pub async fn start(binary: &Path, scenario: Scenario) -> Result<Bed, String> {
+        Bed::start_on(binary, scenario, false).await
+    }
+
+    /// Like [`Bed::start`]; with `unix`, claw-authz listens on a Unix domain socket in the
+    /// bed's directory (`server.grpc_unix`).
+    pub async fn start_on(binary: &Path, scenario: Scenario, unix: bool) -> Result<Bed, String> {
         let io = |e: std::io::Error| e.to_string();
         let p256 = scenario == Scenario::P256;
         let registry = DevRegistry::start_with(&AGENTS, |_| {
@@ -131,7 +137,13 @@ impl Bed {
         let server = match (scenario, &issuer) {
             (Scenario::Floor, _) => start_floor(&registry).await?,
             (Scenario::FloorP256, Some(issuer)) => start_floor_p256(issuer).await?,
-            _ => start_claw_authz(binary, &dir, &registry.url, &extra).await?,
+            _ => {
+                let grpc = match unix {
+                    true => format!("\"unix:{}\"", dir.join("grpc.sock").display()),
+                    false => "127.0.0.1:0".to_owned(),
+                };
+                start_claw_authz(binary, &dir, &registry.url, &grpc, &extra).await?
+            }
         };
         let templates = match &issuer {
             Some(issuer) => vec![issuer.template()],
@@ -460,6 +472,7 @@ async fn start_claw_authz(
     binary: &Path,
     dir: &Path,
     registry_url: &str,
+    grpc: &str,
     extra: &str,
 ) -> Result<Process, String> {
     let extra = extra.replace(REGISTRY_URL, registry_url);
@@ -469,7 +482,7 @@ async fn start_claw_authz(
         format!("registry: {{url: {registry_url}, insecure_http: true}}\n")
     };
     let config = format!(
-        "listen: {{grpc: 127.0.0.1:0, admin: 127.0.0.1:0}}\n{registry_line}trust: {{file: {}}}\nlog: {{format: json, level: info}}\n{extra}",
+        "listen: {{grpc: {grpc}, admin: 127.0.0.1:0}}\n{registry_line}trust: {{file: {}}}\nlog: {{format: json, level: info}}\n{extra}",
         dir.join("trust.yaml").display()
     );
     let path = dir.join("config.yaml");

@@ -19,13 +19,16 @@ use claw_authz::dev::process::process_cpu;
 enum Setup {
     Alone,
     ClawAuthz,
+    /// claw-authz on a Unix domain socket, Envoy's cluster a `pipe` address.
+    ClawAuthzUnix,
     Floor,
     JwtAuthn,
 }
 
-const SETUPS: [Setup; 4] = [
+const SETUPS: [Setup; 5] = [
     Setup::Alone,
     Setup::ClawAuthz,
+    Setup::ClawAuthzUnix,
     Setup::Floor,
     Setup::JwtAuthn,
 ];
@@ -35,6 +38,7 @@ impl Setup {
         match self {
             Setup::Alone => "Envoy alone",
             Setup::ClawAuthz => "Envoy + claw-authz",
+            Setup::ClawAuthzUnix => "Envoy + claw-authz over a Unix socket",
             Setup::Floor => "Envoy + floor server",
             Setup::JwtAuthn => "Envoy jwt_authn (EdDSA, in-proxy)",
         }
@@ -99,15 +103,18 @@ async fn run_setup(
     rate: u32,
     args: &BenchArgs,
 ) -> Result<Run, String> {
-    let scenario = if setup == Setup::ClawAuthz {
-        Scenario::Default
-    } else {
-        Scenario::Floor
+    let scenario = match setup {
+        Setup::ClawAuthz | Setup::ClawAuthzUnix => Scenario::Default,
+        _ => Scenario::Floor,
     };
-    let bed = Bed::start(binary, scenario).await?;
-    let authz = matches!(setup, Setup::ClawAuthz | Setup::Floor).then_some(bed.server.grpc);
+    let bed = Bed::start_on(binary, scenario, setup == Setup::ClawAuthzUnix).await?;
+    let authz = match (setup, &bed.server.grpc_unix) {
+        (Setup::ClawAuthzUnix, Some(path)) => Some(Address::Unix(path.clone())),
+        (Setup::ClawAuthz | Setup::Floor, _) => Some(Address::Tcp(bed.server.grpc)),
+        _ => None,
+    };
     let jwt = jwt_as_long_as_the_ait(&bed);
-    let config = envoy_config(setup, app, authz, &bed.registry.signer.jwks());
+    let config = envoy_config(setup, app, authz.as_ref(), &bed.registry.signer.jwks());
     let envoy = Envoy::start(envoy_bin, &config).await?;
     let duration = Duration::from_secs(args.duration.max(1));
     let warmup = 500usize;
@@ -221,18 +228,24 @@ fn jwt_as_long_as_the_ait(bed: &Bed) -> String {
     }
 }
 
+/// Where the ext_authz server listens.
+enum Address {
+    Tcp(std::net::SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
 /// Envoy's configuration for one setup: the listener routes every request to `app`, through
 /// ext_authz (claw-authz or the floor server at `authz`) or `jwt_authn`, or nothing.
 fn envoy_config(
     setup: Setup,
     app: std::net::SocketAddr,
-    authz: Option<std::net::SocketAddr>,
+    authz: Option<&Address>,
     jwks: &str,
 ) -> String {
     // Items of `http_filters`, indented to sit before the router below.
     let filter = match setup {
         Setup::Alone => String::new(),
-        Setup::ClawAuthz | Setup::Floor => "
+        Setup::ClawAuthz | Setup::ClawAuthzUnix | Setup::Floor => "
                   - name: envoy.filters.http.ext_authz
                     typed_config:
                       \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
@@ -258,6 +271,13 @@ fn envoy_config(
         ),
     };
     let authz_cluster = authz.map_or(String::new(), |a| {
+        let address = match a {
+            Address::Tcp(a) => format!(
+                "socket_address: {{ address: 127.0.0.1, port_value: {} }}",
+                a.port()
+            ),
+            Address::Unix(path) => format!("pipe: {{ path: {} }}", path.display()),
+        };
         format!(
             "
     - name: authz
@@ -269,8 +289,7 @@ fn envoy_config(
           explicit_http_config: {{ http2_protocol_options: {{}} }}
       load_assignment:
         cluster_name: authz
-        endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}] }}]",
-            a.port()
+        endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ {address} }} }} }}] }}]"
         )
     });
     format!(

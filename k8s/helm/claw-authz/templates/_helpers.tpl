@@ -59,16 +59,31 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- if and .Values.tls.allowedClients (not .Values.tls.clientAuth) }}
 {{- fail "tls.allowedClients needs tls.clientAuth: true (identities come from verified client certificates)" }}
 {{- end }}
+{{- if and (include "claw-authz.grpcSocket" .) .Values.tls.existingSecret }}
+{{- fail "tls.existingSecret secures the TCP hop: set sidecar.grpcSocket: false with it (the Unix socket's file permissions decide who may connect)" }}
+{{- end }}
 {{- $listen := default (dict) .Values.extraConfig.listen }}
 {{- if or (hasKey $listen "drain_secs") (hasKey $listen "grace_secs") }}
 {{- fail "set shutdown.drainSecs and shutdown.graceSecs, not extraConfig.listen: terminationGracePeriodSeconds follows them" }}
 {{- end }}
 {{- end }}
 
+{{/* "true" when Envoy in the pod reaches claw-authz over the Unix socket, else empty. */}}
+{{- define "claw-authz.grpcSocket" -}}
+{{- if and (eq .Values.mode "sidecar") .Values.sidecar.grpcSocket }}true{{- end }}
+{{- end }}
+
+{{/* Where the sidecar's Unix socket lives (a volume both containers mount). */}}
+{{- define "claw-authz.socketDir" -}}/var/run/claw-authz{{- end }}
+
 {{/* The claw-authz config file (README "Configuration"); secrets come from the environment. */}}
 {{- define "claw-authz.config" -}}
+{{- $grpc := printf "0.0.0.0:%d" (int .Values.ports.grpc) }}
+{{- if include "claw-authz.grpcSocket" . }}
+{{- $grpc = printf "unix:%s/grpc.sock" (include "claw-authz.socketDir" .) }}
+{{- end }}
 {{- $config := dict
-  "listen" (dict "grpc" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) "admin" (printf "0.0.0.0:%d" (int .Values.ports.admin)) "drain_secs" .Values.shutdown.drainSecs "grace_secs" .Values.shutdown.graceSecs)
+  "listen" (dict "grpc" $grpc "admin" (printf "0.0.0.0:%d" (int .Values.ports.admin)) "drain_secs" .Values.shutdown.drainSecs "grace_secs" .Values.shutdown.graceSecs)
   "registry" (dict "url" .Values.registry.url "timeout_ms" .Values.registry.timeoutMs "request_timeout_ms" .Values.registry.requestTimeoutMs)
   "nonce" (dict "store" .Values.nonce.store "dir" "/var/lib/claw-authz/nonces")
   "trust" (dict "store" .Values.trust.store)
@@ -172,10 +187,14 @@ app.kubernetes.io/component: {{ .Values.mode }}
       mountPath: /etc/claw-authz/tls
       readOnly: true
     {{- end }}
+    {{- if include "claw-authz.grpcSocket" . }}
+    - name: claw-authz-socket
+      mountPath: {{ include "claw-authz.socketDir" . }}
+    {{- end }}
 {{- end }}
 
 {{- define "claw-authz.readiness" -}}
-{{- if .Values.tls.existingSecret -}}
+{{- if or .Values.tls.existingSecret (include "claw-authz.grpcSocket" .) -}}
 httpGet:
   path: /readyz
   port: admin
@@ -199,6 +218,12 @@ grpc:
   {{- end }}
 - name: tmp
   emptyDir: {}
+{{- if include "claw-authz.grpcSocket" . }}
+- name: claw-authz-socket
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+{{- end }}
 {{- if eq .Values.trust.store "file" }}
 - name: claw-authz-trust
   configMap:
