@@ -2,11 +2,14 @@
 //! normalization, and P-256 verify by aws-lc-rs (used) and by the `p256` crate (compared).
 //!
 //! `cargo bench --bench protocol` ends with a table of ns/op and the ratio the issue tracks:
-//! PoP verify / raw Ed25519 verify (goal: within 1.1).
+//! PoP verify / raw Ed25519 verify (goal: within 1.1). Issue 20: the exact batch verification
+//! (`crypto::batch`) per signature at 8 and 32 signatures a batch, and the torsion check each
+//! signature in a batch needs, beside `verify_strict` alone.
 
 use std::hint::black_box;
 use std::path::PathBuf;
 
+use claw_authz::crypto::batch::{self, Item};
 use claw_authz::crypto::{Ed25519Key, P256Key, PublicKey};
 use claw_authz::protocol::ait::verify_ait;
 use claw_authz::protocol::b64;
@@ -66,6 +69,35 @@ fn benches(c: &mut Criterion) {
                 .verify_strict(black_box(canonical.as_bytes()), black_box(&sig))
                 .unwrap()
         })
+    });
+    // 32 agents' signatures over their own messages, for the batch verifier.
+    let batch_keys: Vec<(Ed25519Key, Vec<u8>, Vec<u8>)> = (0..32u8)
+        .map(|i| {
+            let signer = SigningKey::from_bytes(&[i + 1; 32]);
+            let message = format!("batch message {i}").into_bytes();
+            let signature = signer.sign(&message).to_bytes().to_vec();
+            let key = Ed25519Key::from_bytes(signer.verifying_key().as_bytes()).unwrap();
+            (key, message, signature)
+        })
+        .collect();
+    for n in [8usize, 32] {
+        let items: Vec<Item<'_>> = batch_keys[..n]
+            .iter()
+            .map(|(key, message, signature)| Item {
+                key,
+                message,
+                signature,
+            })
+            .collect();
+        g.bench_function(format!("ed25519_batch_exact_{n}"), |b| {
+            b.iter(|| assert!(batch::verify(black_box(&items)).iter().all(|v| *v)))
+        });
+    }
+    let r = curve25519_dalek::edwards::CompressedEdwardsY(sig.to_bytes()[..32].try_into().unwrap())
+        .decompress()
+        .unwrap();
+    g.bench_function("ed25519_r_torsion_check", |b| {
+        b.iter(|| assert!(black_box(r).is_torsion_free()))
     });
     g.bench_function("ait_verify", |b| {
         b.iter(|| verify_ait(black_box(&token), &keys, expect).unwrap())
@@ -132,6 +164,9 @@ fn main() {
 
     let ids = [
         "ed25519_verify_strict_raw",
+        "ed25519_batch_exact_8",
+        "ed25519_batch_exact_32",
+        "ed25519_r_torsion_check",
         "ait_verify",
         "pop_verify",
         "path_normalize",
@@ -149,6 +184,20 @@ fn main() {
             "\nratio pop_verify / ed25519_verify_strict_raw = {:.3}",
             pop / raw
         );
+    }
+    if let Some(raw) = mean_ns("ed25519_verify_strict_raw") {
+        for n in [8.0, 32.0] {
+            if let Some(batch) = mean_ns(&format!("ed25519_batch_exact_{n}")) {
+                println!(
+                    "exact batch of {n}: {:.0} ns per signature, {:.2} x verify_strict",
+                    batch / n,
+                    batch / n / raw
+                );
+            }
+        }
+        if let Some(torsion) = mean_ns("ed25519_r_torsion_check") {
+            println!("torsion check of R: {:.2} x verify_strict", torsion / raw);
+        }
     }
     if let (Some(lc), Some(rc)) = (
         mean_ns("p256_verify_aws_lc_rs"),

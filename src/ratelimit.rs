@@ -155,12 +155,14 @@ impl Limiter for LocalLimiter {
     }
 }
 
-/// Shared by every replica: one `EVAL` per check.
+/// Shared by every replica: one `EVALSHA` per check.
 pub(crate) struct RedisLimiter(pub crate::store::redis::Redis);
 
 /// KEYS[1] = key; ARGV = now (µs), interval (µs), tolerance (µs). Returns -1 when allowed, else
 /// the wait in µs.
-const GCRA_SCRIPT: &str = r"
+static GCRA: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(GCRA_LUA));
+const GCRA_LUA: &str = r"
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local tolerance = tonumber(ARGV[3])
@@ -180,14 +182,13 @@ impl Limiter for RedisLimiter {
         now_ms: u64,
     ) -> BoxFuture<'a, Result<Verdict, StoreError>> {
         Box::pin(async move {
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(GCRA_SCRIPT)
-                .arg(1)
-                .arg(self.0.key("rate", key))
+            let mut script = GCRA.prepare_invoke();
+            script.key(self.0.key("rate", key));
+            script
                 .arg(now_ms.saturating_mul(1000))
                 .arg(limit.interval_us())
                 .arg(limit.tolerance_us());
-            let wait: i64 = self.0.run(&cmd).await?;
+            let wait: i64 = self.0.run_script(script).await?;
             Ok(match u64::try_from(wait) {
                 Ok(us) => Verdict::Limited {
                     retry_after_ms: us.div_ceil(1000),

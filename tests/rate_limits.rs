@@ -138,7 +138,15 @@ async fn with_redis_the_limit_holds_across_two_replicas() {
             "429 PROXY_RATE_LIMIT_EXCEEDED"
         );
     }
-    assert_eq!(redis.calls("eval"), 62, "one script per limited check");
+    // One script call per limited check, by its SHA-1: the first finds the fresh server without
+    // the script (NOSCRIPT), loads it once and calls again.
+    let calls = (redis.calls_ok("evalsha"), redis.calls("script|load"));
+    assert_eq!(calls, (62, 1), "one EVALSHA per limited check");
+    assert_eq!(
+        redis.calls("eval"),
+        0,
+        "the script's text is sent once, not per check"
+    );
     a.stop().await;
     b.stop().await;
 }

@@ -176,6 +176,25 @@ impl Redis {
         }
     }
 
+    /// Runs a script by its SHA-1 (`EVALSHA`), loading it first when the server does not
+    /// know it yet (a restarted or new Redis): one round trip per call once loaded.
+    pub(crate) async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        let mut conn = self.conn.clone();
+        let answered = invocation.invoke_async::<T>(&mut conn);
+        match tokio::time::timeout(self.timeout, answered).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError(format!("redis: {e}"))),
+            Err(_) => Err(StoreError(format!(
+                "redis: no answer within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
     pub(crate) fn key(&self, kind: &str, rest: &str) -> String {
         format!("{}{kind}:{rest}", self.prefix)
     }
@@ -246,7 +265,9 @@ pub(crate) struct RedisNonceStore {
 
 /// Records a nonce unless it is live (0) or the agent holds its quota (2); 1 when recorded.
 /// KEYS: the nonce, the agent's set. ARGV: ttl ms, now ms, expiry ms, quota.
-const RECORD_NONCE: &str = r"
+static RECORD_NONCE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(RECORD_NONCE_LUA));
+const RECORD_NONCE_LUA: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
@@ -270,16 +291,14 @@ impl NonceStore for RedisNonceStore {
             let r = &self.redis;
             let ttl = expires_at_ms.saturating_sub(now_ms).max(1);
             let (record, agent) = nonce_keys(r, agent_did, nonce);
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(RECORD_NONCE)
-                .arg(2)
-                .arg(record)
-                .arg(agent)
+            let mut script = RECORD_NONCE.prepare_invoke();
+            script.key(record).key(agent);
+            script
                 .arg(ttl)
                 .arg(now_ms)
                 .arg(expires_at_ms)
                 .arg(self.per_agent);
-            match r.run::<i64>(&cmd).await? {
+            match r.run_script::<i64>(script).await? {
                 1 => Ok(NonceOutcome::Fresh),
                 2 => Ok(NonceOutcome::OverQuota),
                 _ => Ok(NonceOutcome::Replay),
@@ -291,9 +310,9 @@ impl NonceStore for RedisNonceStore {
         Box::pin(async move {
             let r = &self.redis;
             let (record, agent) = nonce_keys(r, agent_did, nonce);
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(FORGET_NONCE).arg(2).arg(record).arg(agent);
-            if let Err(error) = r.run::<i64>(&cmd).await {
+            let mut script = FORGET_NONCE.prepare_invoke();
+            script.key(record).key(agent);
+            if let Err(error) = r.run_script::<i64>(script).await {
                 tracing::debug!(%error, "a refused request's nonce was not dropped; it expires");
             }
         })
@@ -301,7 +320,9 @@ impl NonceStore for RedisNonceStore {
 }
 
 /// Drops a nonce and its place in the agent's set. KEYS: the nonce, the agent's set.
-const FORGET_NONCE: &str = r"
+static FORGET_NONCE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(FORGET_NONCE_LUA));
+const FORGET_NONCE_LUA: &str = r"
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], KEYS[1])
 return 1

@@ -179,6 +179,27 @@ impl RedisServer {
             .unwrap_or(0)
     }
 
+    /// Calls of `command` that did not end in an error (a NOSCRIPT answer, say).
+    pub fn calls_ok(&self, command: &str) -> u64 {
+        let mut c = self.connection().expect("redis answers");
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut c)
+            .unwrap();
+        let prefix = format!("cmdstat_{command}:");
+        let Some(stats) = info.lines().find_map(|l| l.strip_prefix(&prefix)) else {
+            return 0;
+        };
+        let field = |name: &str| -> u64 {
+            stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        field("calls") - field("failed_calls")
+    }
+
     /// Every command the server has processed (INFO itself included).
     pub fn commands(&self) -> u64 {
         let mut c = self.connection().expect("redis answers");

@@ -11,6 +11,8 @@
 //! verify in one run), and aws-lc-rs
 //! is already the TLS crypto provider, so it adds no second implementation to the tree.
 
+pub mod batch;
+
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ParsedPublicKey};
 use ed25519_dalek::{Signature, VerifyingKey};
 
@@ -68,6 +70,11 @@ impl Ed25519Key {
 
     pub fn as_bytes(&self) -> &[u8; 32] {
         self.0.as_bytes()
+    }
+
+    /// The key's curve point (torsion-free: checked when the key was parsed).
+    pub(crate) fn point(&self) -> curve25519_dalek::EdwardsPoint {
+        self.0.to_edwards()
     }
 }
 
