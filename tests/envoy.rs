@@ -470,6 +470,24 @@ async fn hop_latency_is_reported() {
     );
 }
 
+/// p50 and p99 (µs) of `n` signed requests through each stack, sent in turn at `rate` per
+/// second (open loop: each pair starts at its slot, whatever the previous one took).
+async fn interleaved_latency(stacks: [&Stack; 2], n: usize, rate: f64) -> [(f64, f64); 2] {
+    let mut times = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    let start = Instant::now();
+    for i in 0..n {
+        let slot = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(slot).await;
+        for (s, times) in stacks.iter().zip(times.iter_mut()) {
+            let req = s.signed("GET", "/v1/items", "/v1/items", b"");
+            let t = Instant::now();
+            assert_eq!(req.send().await.unwrap().status(), 200);
+            times.push(t.elapsed());
+        }
+    }
+    times.map(|mut t| (percentile_us(&mut t, 0.50), percentile_us(&mut t, 0.99)))
+}
+
 /// Issue 19: the Check latency through Envoy with the ext_authz hop in plaintext and over mutual
 /// TLS, interleaved in one run at a fixed rate (two stacks side by side). Figures are printed,
 /// never asserted.
@@ -481,28 +499,8 @@ async fn mtls_latency_is_reported() {
     }
     let plain = stack("latency-plain", true).await;
     let mtls = stack_over("latency-mtls", true, Hop::Mtls(&certs)).await;
-    let n = latency_requests();
-    let rate = 200.0;
-    let (mut over_plain, mut over_tls) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let start = Instant::now();
-    for i in 0..n {
-        let slot = start + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(slot).await;
-        for (s, times) in [(&plain, &mut over_plain), (&mtls, &mut over_tls)] {
-            let req = s.signed("GET", "/v1/items", "/v1/items", b"");
-            let t = Instant::now();
-            assert_eq!(req.send().await.unwrap().status(), 200);
-            times.push(t.elapsed());
-        }
-    }
-    let (p50, p99) = (
-        percentile_us(&mut over_plain, 0.50),
-        percentile_us(&mut over_plain, 0.99),
-    );
-    let (t50, t99) = (
-        percentile_us(&mut over_tls, 0.50),
-        percentile_us(&mut over_tls, 0.99),
-    );
+    let (n, rate) = (latency_requests(), 200.0);
+    let [(p50, p99), (t50, t99)] = interleaved_latency([&plain, &mtls], n, rate).await;
     println!(
         "figure: check latency through Envoy over {n} requests at {rate} rps: plaintext hop p50 \
          {p50:.0} us p99 {p99:.0} us; mutual TLS hop p50 {t50:.0} us p99 {t99:.0} us"
@@ -663,28 +661,8 @@ async fn envoy_calls_claw_authz_over_a_unix_socket() {
     let envelope: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(envelope["error"]["code"], "PROXY_AUTH_REPLAY");
 
-    let n = latency_requests();
-    let rate = 200.0;
-    let (mut over_tcp, mut over_unix) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let start = Instant::now();
-    for i in 0..n {
-        let slot = start + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(slot).await;
-        for (s, times) in [(&tcp, &mut over_tcp), (&unix, &mut over_unix)] {
-            let req = s.signed("GET", "/v1/items", "/v1/items", b"");
-            let t = Instant::now();
-            assert_eq!(req.send().await.unwrap().status(), 200);
-            times.push(t.elapsed());
-        }
-    }
-    let (t50, t99) = (
-        percentile_us(&mut over_tcp, 0.50),
-        percentile_us(&mut over_tcp, 0.99),
-    );
-    let (u50, u99) = (
-        percentile_us(&mut over_unix, 0.50),
-        percentile_us(&mut over_unix, 0.99),
-    );
+    let (n, rate) = (latency_requests(), 200.0);
+    let [(t50, t99), (u50, u99)] = interleaved_latency([&tcp, &unix], n, rate).await;
     println!(
         "figure: check latency through Envoy over {n} requests at {rate} rps: TCP loopback hop \
          p50 {t50:.0} us p99 {t99:.0} us; Unix socket hop p50 {u50:.0} us p99 {u99:.0} us"

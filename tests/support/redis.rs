@@ -166,38 +166,31 @@ impl RedisServer {
 
     /// Calls of `command` (lowercase, e.g. `set`) the server has processed.
     pub fn calls(&self, command: &str) -> u64 {
-        let mut c = self.connection().expect("redis answers");
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut c)
-            .unwrap();
-        let prefix = format!("cmdstat_{command}:calls=");
-        info.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        self.command_stat(command, "calls")
     }
 
     /// Calls of `command` that did not end in an error (a NOSCRIPT answer, say).
     pub fn calls_ok(&self, command: &str) -> u64 {
+        self.command_stat(command, "calls") - self.command_stat(command, "failed_calls")
+    }
+
+    /// One field of `command`'s line in `INFO commandstats` (0 when the command never ran).
+    fn command_stat(&self, command: &str, field: &str) -> u64 {
         let mut c = self.connection().expect("redis answers");
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
             .query(&mut c)
             .unwrap();
         let prefix = format!("cmdstat_{command}:");
-        let Some(stats) = info.lines().find_map(|l| l.strip_prefix(&prefix)) else {
-            return 0;
-        };
-        let field = |name: &str| -> u64 {
-            stats
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        };
-        field("calls") - field("failed_calls")
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|stats| {
+                stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(field)?.strip_prefix('='))
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Every command the server has processed (INFO itself included).
