@@ -1,7 +1,7 @@
 # claw-authz: a static-ish release binary on a distroless, non-root runtime image.
 #   docker build -t claw-authz:0.1.0 .
 # Build stage: the Rust toolchain pinned to the project's minimum version.
-FROM rust:1.88-bookworm AS build
+FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin claw-authz \

@@ -59,7 +59,7 @@ impl Scenario {
     /// The floor server this scenario's CPU per check is compared with.
     pub fn floor(self) -> Scenario {
         match self {
-            Scenario::Bearer | Scenario::FloorP256 => Scenario::FloorP256,
+            Scenario::Bearer | Scenario::P256 | Scenario::FloorP256 => Scenario::FloorP256,
             _ => Scenario::Floor,
         }
     }
