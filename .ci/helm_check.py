@@ -258,6 +258,11 @@ def main():
                 "tls": {"existingSecret": "tls", "allowedClients": ["spiffe://x/y"]}
             },
             "the drain set through extraConfig": {"extraConfig": {"listen": {"drain_secs": 30}}},
+            "the sidecar's socket moved through extraConfig": {
+                "mode": "sidecar",
+                "sidecar": {"app": {"image": "app:1"}},
+                "extraConfig": {"listen": {"grpc": "0.0.0.0:9001"}},
+            },
             "TLS on the sidecar's Unix socket": {
                 "mode": "sidecar",
                 "sidecar": {"app": {"image": "app:1"}},

@@ -160,9 +160,8 @@ pub(crate) struct RedisLimiter(pub crate::store::redis::Redis);
 
 /// KEYS[1] = key; ARGV = now (µs), interval (µs), tolerance (µs). Returns -1 when allowed, else
 /// the wait in µs.
-static GCRA: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(GCRA_LUA));
-const GCRA_LUA: &str = r"
+static GCRA: crate::store::redis::LuaScript = crate::store::redis::LuaScript::new(
+    r"
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local tolerance = tonumber(ARGV[3])
@@ -172,7 +171,8 @@ if tat - now > tolerance then return tat - now - tolerance end
 local next = tat + interval
 redis.call('SET', KEYS[1], next, 'PX', math.ceil((next - now) / 1000) + 1)
 return -1
-";
+",
+);
 
 impl Limiter for RedisLimiter {
     fn check<'a>(
@@ -182,13 +182,10 @@ impl Limiter for RedisLimiter {
         now_ms: u64,
     ) -> BoxFuture<'a, Result<Verdict, StoreError>> {
         Box::pin(async move {
-            let mut script = GCRA.prepare_invoke();
-            script.key(self.0.key("rate", key));
-            script
-                .arg(now_ms.saturating_mul(1000))
-                .arg(limit.interval_us())
-                .arg(limit.tolerance_us());
-            let wait: i64 = self.0.run_script(script).await?;
+            let key = self.0.key("rate", key);
+            let now_us = now_ms.saturating_mul(1000);
+            let args = [now_us, limit.interval_us(), limit.tolerance_us()];
+            let wait: i64 = self.0.run_script(&GCRA, &[&key], &args).await?;
             Ok(match u64::try_from(wait) {
                 Ok(us) => Verdict::Limited {
                     retry_after_ms: us.div_ceil(1000),

@@ -390,8 +390,16 @@ async fn checks_and_health_are_answered_over_a_unix_domain_socket() {
     use std::os::unix::fs::PermissionsExt;
     let w = World::new("unix-socket").await;
     let path = w.dir.join("grpc.sock");
-    // A socket file an earlier run left behind is replaced.
-    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    // A socket another server listens on is not taken over; one an earlier run left behind is
+    // replaced.
+    let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let addr = claw_authz::config::ListenAddr::Unix(path.clone());
+    let refused = claw_authz::server::GrpcListener::bind(&addr).await.err();
+    assert_eq!(
+        refused.map(|e| e.kind()),
+        Some(std::io::ErrorKind::AddrInUse)
+    );
+    drop(live);
     let listen = format!(
         "listen: {{grpc: \"unix:{}\", admin: 127.0.0.1:0, drain_secs: 0}}\n",
         path.display()

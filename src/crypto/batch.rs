@@ -253,6 +253,69 @@ mod tests {
         assert_eq!((accepted, refused), (60 * 12, 60 * 14));
     }
 
+    /// Signatures whose equation holds but which `verify_strict` refuses: only the batch's own
+    /// conditions keep them out, so each is tried alone among valid ones (a failed combination
+    /// would otherwise hand every verdict to `verify_strict`).
+    fn refused_but_balanced(
+        signer: &Signer,
+        i: usize,
+        message: &[u8],
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        let r = scalar("nonce", i);
+        let identity = EdwardsPoint::default().compress().to_bytes();
+        let mut y_plus_p = [0xffu8; 32]; // the identity again, y = p + 1
+        y_plus_p[0] = 0xee;
+        y_plus_p[31] = 0x7f;
+        let order_two = EIGHT_TORSION[4];
+        let mixed = (ED25519_BASEPOINT_POINT * r + order_two)
+            .compress()
+            .to_bytes();
+        vec![
+            // R the identity and s = k a: R = sB - kA holds.
+            (
+                "small-order R",
+                signer.sign_with(Scalar::ZERO, identity, message),
+            ),
+            (
+                "non-canonical R",
+                signer.sign_with(Scalar::ZERO, y_plus_p, message),
+            ),
+            (
+                "non-canonical s",
+                with_s_plus_order(&signer.sign(i, message)),
+            ),
+            ("mixed-order R", signer.sign_with(r, mixed, message)),
+        ]
+    }
+
+    #[test]
+    fn each_condition_of_the_batch_keeps_out_what_verify_strict_refuses() {
+        let signers: Vec<Signer> = (0..8).map(Signer::new).collect();
+        let messages: Vec<Vec<u8>> = (0..8).map(|i| format!("m{i}").into_bytes()).collect();
+        let valid: Vec<Vec<u8>> = (0..8).map(|i| signers[i].sign(i, &messages[i])).collect();
+        for round in 0..40 {
+            for (what, forged) in refused_but_balanced(&signers[0], round, &messages[0]) {
+                let forged_item = Item {
+                    key: &signers[0].key,
+                    message: &messages[0],
+                    signature: &forged,
+                };
+                assert!(!strict(&forged_item), "{what}");
+                assert!(prepare(&forged_item).is_none(), "{what} enters the batch");
+                let items: Vec<Item<'_>> = std::iter::once(forged_item)
+                    .chain((1..8).map(|i| Item {
+                        key: &signers[i].key,
+                        message: &messages[i],
+                        signature: &valid[i],
+                    }))
+                    .collect();
+                let verdicts = verify(&items);
+                let expected: Vec<bool> = (0..8).map(|i| i != 0).collect();
+                assert_eq!(verdicts, expected, "{what}, round {round}");
+            }
+        }
+    }
+
     #[test]
     fn a_batch_of_valid_signatures_is_accepted_and_one_bad_signature_is_found() {
         let signers: Vec<Signer> = (0..32).map(Signer::new).collect();

@@ -326,16 +326,21 @@ impl From<TcpListener> for GrpcListener {
 
 impl GrpcListener {
     /// Binds `addr`. A Unix socket file left by an earlier run is removed first (binding
-    /// fails on an existing path), and the socket is made readable and writable by the owner
-    /// and group only: they are who may send checks.
+    /// fails on an existing path) unless a server still listens on it, and the socket is made
+    /// readable and writable by the owner and group only: they are who may send checks.
     pub async fn bind(addr: &crate::config::ListenAddr) -> std::io::Result<GrpcListener> {
         use crate::config::ListenAddr;
         match addr {
             ListenAddr::Tcp(addr) => Ok(GrpcListener::Tcp(TcpListener::bind(addr).await?)),
             ListenAddr::Unix(path) => {
                 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-                let stale = std::fs::symlink_metadata(path);
-                if stale.is_ok_and(|m| m.file_type().is_socket()) {
+                let socket = std::fs::symlink_metadata(path);
+                if socket.is_ok_and(|m| m.file_type().is_socket()) {
+                    // A server still listening there keeps it; only a dead one's file goes.
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        let taken = format!("{} is in use by a listening server", path.display());
+                        return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, taken));
+                    }
                     std::fs::remove_file(path)?;
                 }
                 let listener = tokio::net::UnixListener::bind(path)?;

@@ -8,8 +8,8 @@
 //!
 //! - `interval` (default): the check writes its own 28-byte record (one `write(2)` under a short
 //!   lock, no hand-off to another thread and no wake-up), and a syncer thread calls `fdatasync`
-//!   every `fsync_interval_ms` when something was written (a machine crash can forget up to that
-//!   much). Handing every record to a writer thread cost more CPU per check than the rest of the
+//!   every `fsync_interval_ms` when something was written, and flushes the directory after a new
+//!   segment (a machine crash can forget up to that much, plus the flush's own duration). Handing every record to a writer thread cost more CPU per check than the rest of the
 //!   store (BENCHMARKS.md).
 //! - `always`: records go to a writer thread, and every record queued while it is writing goes out
 //!   in the next single write and `fdatasync` (group commit), before the checks are answered.
@@ -114,6 +114,8 @@ impl FileNonceStore {
             closed: live,
             unsynced: Vec::new(),
             dirty: false,
+            defer_dir_sync: matches!(fsync, Fsync::Interval(_)),
+            dir_unsynced: false,
         };
         let write_failures = Arc::new(AtomicU64::new(0));
         let log = match fsync {
@@ -297,6 +299,11 @@ struct Segments {
     unsynced: Vec<Arc<File>>,
     /// Written to since the syncer last flushed.
     dirty: bool,
+    /// `interval`: a new segment's directory entry is flushed by the syncer, so a check that
+    /// starts a segment does not wait for the disk; `always`: at once.
+    defer_dir_sync: bool,
+    /// A segment was created since the directory was last flushed.
+    dir_unsynced: bool,
 }
 
 /// `fsync: interval`: flushes what was written every `every`, until the store is dropped.
@@ -306,10 +313,11 @@ fn sync_every(segments: &std::sync::Weak<Mutex<Segments>>, every: std::time::Dur
         let Some(segments) = segments.upgrade() else {
             return;
         };
-        let (current, closed) = {
+        let (current, closed, dir) = {
             let mut s = segments.lock().unwrap_or_else(|p| p.into_inner());
             let current = s.file.clone().filter(|_| std::mem::take(&mut s.dirty));
-            (current, std::mem::take(&mut s.unsynced))
+            let dir = std::mem::take(&mut s.dir_unsynced).then(|| s.dir.clone());
+            (current, std::mem::take(&mut s.unsynced), dir)
         };
         drop(segments);
         // Flushed outside the lock: checks keep writing meanwhile.
@@ -318,6 +326,16 @@ fn sync_every(segments: &std::sync::Weak<Mutex<Segments>>, every: std::time::Dur
                 tracing::error!(error = %e, "nonce log fdatasync failed");
             }
         }
+        if let Some(dir) = dir {
+            sync_dir(&dir);
+        }
+    }
+}
+
+/// Flushes `dir`'s entries (a new segment's name) to the disk.
+fn sync_dir(dir: &Path) {
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::error!(error = %e, "nonce log directory fsync failed");
     }
 }
 
@@ -378,10 +396,13 @@ impl Segments {
         }
     }
 
-    /// Flushes the current segment and the closed ones not flushed yet.
+    /// Flushes the current segment, the closed ones not flushed yet, and the directory.
     fn sync(&mut self) {
         for file in self.file.iter().chain(&self.unsynced) {
             let _ = file.sync_data();
+        }
+        if std::mem::take(&mut self.dir_unsynced) {
+            sync_dir(&self.dir);
         }
         self.unsynced.clear();
         self.dirty = false;
@@ -403,8 +424,9 @@ impl Segments {
             .open(&path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         // The new file's directory entry must survive a crash too.
-        if let Ok(dir) = File::open(&self.dir) {
-            let _ = dir.sync_all();
+        match self.defer_dir_sync {
+            true => self.dir_unsynced = true,
+            false => sync_dir(&self.dir),
         }
         self.sequence += 1;
         self.file = Some(Arc::new(file));

@@ -176,15 +176,35 @@ impl Redis {
         }
     }
 
-    /// Runs a script by its SHA-1 (`EVALSHA`), loading it first when the server does not
-    /// know it yet (a restarted or new Redis): one round trip per call once loaded.
+    /// Runs `script` by its SHA-1 (`EVALSHA`, 40 bytes instead of the script's text). A server
+    /// that does not know it yet (new, restarted, a promoted replica) answers NOSCRIPT, and the
+    /// call goes again as `EVAL` with the text, which also teaches that server the script. The
+    /// retry is keyed like the call, so in a cluster it reaches the same node and depends on no
+    /// other (redis's own `Script` loads on every node at once). Both fit in one timeout.
     pub(crate) async fn run_script<T: redis::FromRedisValue>(
         &self,
-        invocation: redis::ScriptInvocation<'_>,
+        script: &LuaScript,
+        keys: &[&str],
+        args: &[u64],
     ) -> Result<T, StoreError> {
         self.ops.fetch_add(1, Ordering::Relaxed);
-        let mut conn = self.conn.clone();
-        let answered = invocation.invoke_async::<T>(&mut conn);
+        let call = |command: &str, body: &str| {
+            let mut cmd = redis::cmd(command);
+            cmd.arg(body).arg(keys.len()).arg(keys).arg(args);
+            cmd
+        };
+        let answered = async {
+            let mut conn = self.conn.clone();
+            let by_hash = call("EVALSHA", script.sha())
+                .query_async::<T>(&mut conn)
+                .await;
+            match by_hash {
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    call("EVAL", script.text).query_async::<T>(&mut conn).await
+                }
+                other => other,
+            }
+        };
         match tokio::time::timeout(self.timeout, answered).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError(format!("redis: {e}"))),
@@ -243,6 +263,26 @@ fn nonce_keys(r: &Redis, agent_did: &str, nonce: &str) -> (String, String) {
     )
 }
 
+/// A Lua script and its SHA-1, computed once.
+pub(crate) struct LuaScript {
+    text: &'static str,
+    sha: std::sync::OnceLock<String>,
+}
+
+impl LuaScript {
+    pub(crate) const fn new(text: &'static str) -> Self {
+        LuaScript {
+            text,
+            sha: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn sha(&self) -> &str {
+        self.sha
+            .get_or_init(|| redis::Script::new(self.text).get_hash().to_owned())
+    }
+}
+
 /// `hex(sha256(agentDid "|" nonce))`: a DID cannot contain `|`, so the pair is unambiguous.
 fn nonce_digest(agent_did: &str, nonce: &str) -> String {
     let digest = Sha256::new()
@@ -265,9 +305,8 @@ pub(crate) struct RedisNonceStore {
 
 /// Records a nonce unless it is live (0) or the agent holds its quota (2); 1 when recorded.
 /// KEYS: the nonce, the agent's set. ARGV: ttl ms, now ms, expiry ms, quota.
-static RECORD_NONCE: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(RECORD_NONCE_LUA));
-const RECORD_NONCE_LUA: &str = r"
+static RECORD_NONCE: LuaScript = LuaScript::new(
+    r"
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
@@ -277,7 +316,8 @@ if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[1]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[1])
 end
 return 1
-";
+",
+);
 
 impl NonceStore for RedisNonceStore {
     fn check_and_record<'a>(
@@ -291,14 +331,9 @@ impl NonceStore for RedisNonceStore {
             let r = &self.redis;
             let ttl = expires_at_ms.saturating_sub(now_ms).max(1);
             let (record, agent) = nonce_keys(r, agent_did, nonce);
-            let mut script = RECORD_NONCE.prepare_invoke();
-            script.key(record).key(agent);
-            script
-                .arg(ttl)
-                .arg(now_ms)
-                .arg(expires_at_ms)
-                .arg(self.per_agent);
-            match r.run_script::<i64>(script).await? {
+            let keys = [record.as_str(), agent.as_str()];
+            let args = [ttl, now_ms, expires_at_ms, self.per_agent];
+            match r.run_script::<i64>(&RECORD_NONCE, &keys, &args).await? {
                 1 => Ok(NonceOutcome::Fresh),
                 2 => Ok(NonceOutcome::OverQuota),
                 _ => Ok(NonceOutcome::Replay),
@@ -310,9 +345,8 @@ impl NonceStore for RedisNonceStore {
         Box::pin(async move {
             let r = &self.redis;
             let (record, agent) = nonce_keys(r, agent_did, nonce);
-            let mut script = FORGET_NONCE.prepare_invoke();
-            script.key(record).key(agent);
-            if let Err(error) = r.run_script::<i64>(script).await {
+            let keys = [&*record, &*agent];
+            if let Err(error) = r.run_script::<i64>(&FORGET_NONCE, &keys, &[]).await {
                 tracing::debug!(%error, "a refused request's nonce was not dropped; it expires");
             }
         })
@@ -320,13 +354,13 @@ impl NonceStore for RedisNonceStore {
 }
 
 /// Drops a nonce and its place in the agent's set. KEYS: the nonce, the agent's set.
-static FORGET_NONCE: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(FORGET_NONCE_LUA));
-const FORGET_NONCE_LUA: &str = r"
+static FORGET_NONCE: LuaScript = LuaScript::new(
+    r"
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], KEYS[1])
 return 1
-";
+",
+);
 
 pub(crate) struct RedisTrustStore(pub Redis);
 

@@ -76,7 +76,8 @@ async fn corpus(checks: usize) -> Result<(), String> {
 }
 
 /// The default configuration, with this run's registry, trust file, nonce directory and OTLP
-/// receiver.
+/// receiver. Metrics are exported once an hour: a periodic export is work per second, not per
+/// check, and its count would follow how long the corpus took under callgrind.
 fn config(registry: &DevRegistry, dir: &std::path::Path, otlp: std::net::SocketAddr) -> String {
     format!(
         "listen: {{grpc: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
@@ -84,7 +85,7 @@ fn config(registry: &DevRegistry, dir: &std::path::Path, otlp: std::net::SocketA
          trust: {{file: {}}}\n\
          nonce: {{store: file, dir: {}}}\n\
          log: {{format: json, level: info}}\n\
-         telemetry: {{otlp_endpoint: \"http://{otlp}\", trace_sample_percent: 10}}\n",
+         telemetry: {{otlp_endpoint: \"http://{otlp}\", trace_sample_percent: 10, export_interval_ms: 3600000}}\n",
         registry.url,
         dir.join("trust.yaml").display(),
         dir.join("nonces").display(),

@@ -63,6 +63,9 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- fail "tls.existingSecret secures the TCP hop: set sidecar.grpcSocket: false with it (the Unix socket's file permissions decide who may connect)" }}
 {{- end }}
 {{- $listen := default (dict) .Values.extraConfig.listen }}
+{{- if and (include "claw-authz.grpcSocket" .) (hasKey $listen "grpc") }}
+{{- fail "with sidecar.grpcSocket, Envoy's pipe address and listen.grpc are set together: not extraConfig.listen.grpc" }}
+{{- end }}
 {{- if or (hasKey $listen "drain_secs") (hasKey $listen "grace_secs") }}
 {{- fail "set shutdown.drainSecs and shutdown.graceSecs, not extraConfig.listen: terminationGracePeriodSeconds follows them" }}
 {{- end }}
