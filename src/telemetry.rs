@@ -25,6 +25,8 @@ pub struct Telemetry {
     registry: prometheus::Registry,
     meter: Meter,
     pub metrics: Arc<Metrics>,
+    /// Which Checks get a span.
+    pub(crate) spans: CheckSampling,
 }
 
 impl Telemetry {
@@ -60,6 +62,7 @@ impl Telemetry {
             registry,
             meter,
             metrics,
+            spans: CheckSampling::new(config),
         })
     }
 
@@ -164,12 +167,91 @@ pub fn tracer_provider(
     let ratio = config.trace_sample_percent as f64 / 100.0;
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            ratio,
+        .with_sampler(CheckChosenFirst(Sampler::ParentBased(Box::new(
+            Sampler::TraceIdRatioBased(ratio),
         ))))
         .with_resource(resource(config))
         .build();
     Ok(Some(provider))
+}
+
+/// The name of the span each Check opens (the server uses the literal: `tracing` wants one).
+pub(crate) const CHECK_SPAN: &str = "check";
+
+/// Whether a Check gets a span, decided before the span exists. tracing-opentelemetry builds
+/// the whole span (its data, attributes and timings) and samples only when it ends, so a span
+/// left unsampled cost almost what an exported one does; a Check that is not sampled now opens
+/// no span at all.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckSampling {
+    /// `telemetry.trace_sample_percent`; `None` when no span is exported.
+    percent: Option<u32>,
+}
+
+impl CheckSampling {
+    fn new(config: &TelemetryConfig) -> CheckSampling {
+        let percent = config.trace_sample_percent.min(100) as u32;
+        CheckSampling {
+            percent: config.otlp_endpoint.as_ref().map(|_| percent),
+        }
+    }
+
+    /// Whether spans are exported at all (no trace context is read otherwise).
+    pub(crate) fn enabled(&self) -> bool {
+        self.percent.is_some()
+    }
+
+    /// The SDK's parent-based rule, taken early: a Check in a trace Envoy started follows that
+    /// trace's sampled flag; one with no parent is sampled at the configured percentage.
+    pub(crate) fn sampled(&self, parent: &opentelemetry::Context) -> bool {
+        use opentelemetry::trace::TraceContextExt;
+        let Some(percent) = self.percent else {
+            return false;
+        };
+        let span = parent.span();
+        let context = span.span_context();
+        if context.is_valid() {
+            return context.is_sampled();
+        }
+        percent >= 100 || (percent > 0 && rand::random_ratio(percent, 100))
+    }
+}
+
+/// The SDK's sampler, but a Check's span is always recorded: it exists only because
+/// [`CheckSampling`] already chose it. Other spans (registry calls outside a Check) follow
+/// their parent, or the configured ratio when they have none.
+#[derive(Debug, Clone)]
+struct CheckChosenFirst(opentelemetry_sdk::trace::Sampler);
+
+impl opentelemetry_sdk::trace::ShouldSample for CheckChosenFirst {
+    fn should_sample(
+        &self,
+        parent_context: Option<&opentelemetry::Context>,
+        trace_id: opentelemetry::trace::TraceId,
+        name: &str,
+        span_kind: &opentelemetry::trace::SpanKind,
+        attributes: &[KeyValue],
+        links: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        use opentelemetry::trace::TraceContextExt;
+        if name != CHECK_SPAN {
+            return self.0.should_sample(
+                parent_context,
+                trace_id,
+                name,
+                span_kind,
+                attributes,
+                links,
+            );
+        }
+        opentelemetry_sdk::trace::SamplingResult {
+            decision: opentelemetry_sdk::trace::SamplingDecision::RecordAndSample,
+            attributes: Vec::new(),
+            trace_state: parent_context
+                .map(|c| c.span().span_context().trace_state().clone())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// Reads a W3C trace context from gRPC metadata.
@@ -188,5 +270,102 @@ impl opentelemetry::propagation::Extractor for MetadataExtractor<'_> {
                 tonic::metadata::KeyRef::Binary(_) => None,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample};
+
+    use super::*;
+
+    fn config(percent: u64, endpoint: bool) -> TelemetryConfig {
+        TelemetryConfig {
+            otlp_endpoint: endpoint.then(|| "http://127.0.0.1:4317".to_owned()),
+            export_interval: Duration::from_secs(60),
+            trace_sample_percent: percent,
+            service_name: "test".into(),
+        }
+    }
+
+    fn remote(sampled: bool) -> opentelemetry::Context {
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let span = SpanContext::new(
+            TraceId::from(7u128),
+            SpanId::from(9u64),
+            flags,
+            true,
+            TraceState::default(),
+        );
+        opentelemetry::Context::new().with_remote_span_context(span)
+    }
+
+    fn chosen(sampling: CheckSampling, parent: &opentelemetry::Context, n: usize) -> usize {
+        (0..n).filter(|_| sampling.sampled(parent)).count()
+    }
+
+    #[test]
+    fn no_endpoint_no_span() {
+        let s = CheckSampling::new(&config(100, false));
+        assert!(!s.enabled());
+        assert_eq!(chosen(s, &remote(true), 10), 0);
+    }
+
+    #[test]
+    fn a_remote_parent_decides_whatever_the_percentage() {
+        for percent in [0, 10, 100] {
+            let s = CheckSampling::new(&config(percent, true));
+            assert_eq!(chosen(s, &remote(true), 100), 100, "{percent}");
+            assert_eq!(chosen(s, &remote(false), 100), 0, "{percent}");
+        }
+    }
+
+    #[test]
+    fn a_root_check_is_sampled_at_the_percentage() {
+        let root = opentelemetry::Context::new();
+        assert_eq!(
+            chosen(CheckSampling::new(&config(0, true)), &root, 1_000),
+            0
+        );
+        assert_eq!(
+            chosen(CheckSampling::new(&config(100, true)), &root, 1_000),
+            1_000
+        );
+        // 10 % of 20,000: 2,000, with a standard deviation of about 42.
+        let n = chosen(CheckSampling::new(&config(10, true)), &root, 20_000);
+        assert!((1_700..=2_300).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn the_sdk_records_a_chosen_check_and_samples_other_roots_by_ratio() {
+        let sampler = CheckChosenFirst(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            0.0,
+        ))));
+        let decide = |name: &str, parent: Option<&opentelemetry::Context>| {
+            sampler
+                .should_sample(
+                    parent,
+                    TraceId::from(3u128),
+                    name,
+                    &SpanKind::Internal,
+                    &[],
+                    &[],
+                )
+                .decision
+        };
+        assert_eq!(decide(CHECK_SPAN, None), SamplingDecision::RecordAndSample);
+        assert_eq!(decide("registry", None), SamplingDecision::Drop);
+        let parent = remote(true);
+        assert_eq!(
+            decide("registry", Some(&parent)),
+            SamplingDecision::RecordAndSample
+        );
     }
 }

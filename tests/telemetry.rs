@@ -177,6 +177,129 @@ async fn otlp_gets_the_metrics_and_spans_of_a_breaker_opening_and_closing() {
     s.stop().await;
 }
 
+/// Counts the spans `tracing` opens, by name (what tracing-opentelemetry would have to build).
+#[derive(Clone, Default)]
+struct Opened(Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Opened {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.lock().unwrap().push(attrs.metadata().name());
+    }
+}
+
+impl Opened {
+    fn count(&self, name: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| **n == name)
+            .count()
+    }
+}
+
+/// Issue 20: a Check that is not sampled opens no span at all (an unsampled span cost almost
+/// what an exported one does), and neither do its registry calls; a Check in a sampled trace
+/// Envoy started is exported with its registry call as a child, whatever the percentage.
+#[tokio::test]
+async fn a_check_not_sampled_opens_no_span_and_a_sampled_parent_is_followed() {
+    let (sink, endpoint) = Sink::start().await;
+    let telemetry = TelemetryConfig {
+        otlp_endpoint: Some(endpoint.clone()),
+        export_interval: std::time::Duration::from_secs(3_600),
+        trace_sample_percent: 0,
+        service_name: "claw-authz-test".into(),
+    };
+    let tracer = claw_authz::telemetry::tracer_provider(&telemetry)
+        .unwrap()
+        .unwrap();
+    let layer = {
+        use opentelemetry::trace::TracerProvider;
+        tracing_opentelemetry::layer().with_tracer(tracer.tracer("claw-authz"))
+    };
+    let opened = Opened::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry()
+            .with(layer)
+            .with(opened.clone()),
+    );
+
+    let w = World::new("sampling").await;
+    let clock = ManualClock::at(NOW_MS);
+    let extra = format!(
+        "telemetry:\n  otlp_endpoint: {endpoint}\n  export_interval_ms: 3600000\n  trace_sample_percent: 0\n"
+    );
+    let mut s = support::server::start(&w.yaml(&extra), Arc::new(clock.clone())).await;
+    s.wait_ready().await;
+    let registry_spans_at_start = opened.count("registry");
+    // Fresh tokens: every check calls the registry's validate endpoint.
+    for i in 0..3 {
+        let r = s
+            .check(message(
+                &w.alpha,
+                &clock,
+                &format!("s-{i}"),
+                &format!("t-s-{i}"),
+            ))
+            .await;
+        assert_eq!(outcome(&r), ALLOWED);
+    }
+    let traced = |nonce: &str, token: &str, trace_id: &str, flags: &str| {
+        let mut call = tonic::Request::new(message(&w.alpha, &clock, nonce, token));
+        call.metadata_mut().insert(
+            "traceparent",
+            format!("00-{trace_id}-b7ad6b7169203331-{flags}")
+                .parse()
+                .unwrap(),
+        );
+        call
+    };
+    let unsampled = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = s
+        .client
+        .check(traced("s-off", "t-s-off", unsampled, "00"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&r), ALLOWED);
+    assert_eq!(opened.count("check"), 0, "no span for an unsampled check");
+    assert_eq!(
+        opened.count("registry"),
+        registry_spans_at_start,
+        "no span for the registry calls of unsampled checks"
+    );
+    assert_eq!(w.validate.calls(), 4);
+
+    let sampled = "0af7651916cd43dd8448eb211c80319c";
+    let r = s
+        .client
+        .check(traced("s-on", "t-s-on", sampled, "01"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&r), ALLOWED);
+    assert_eq!(opened.count("check"), 1);
+
+    let t = tracer.clone();
+    tokio::task::spawn_blocking(move || t.force_flush())
+        .await
+        .unwrap()
+        .unwrap();
+    let spans = sink.spans();
+    let checks: Vec<_> = spans.iter().filter(|s| s.name == "check").collect();
+    assert_eq!(checks.len(), 1, "only the check in the sampled trace");
+    assert_eq!(hex(&checks[0].trace_id), sampled);
+    let registry: Vec<_> = spans.iter().filter(|s| s.name == "registry").collect();
+    assert_eq!(registry.len(), 1, "only that check's validate call");
+    assert_eq!(registry[0].parent_span_id, checks[0].span_id);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn prometheus_scrapes_an_open_validate_breaker() {
     let w = World::new("prometheus").await;

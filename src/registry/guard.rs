@@ -66,7 +66,13 @@ pub(super) async fn guarded<T>(
         metrics.registry_call(endpoint, CallOutcome::CircuitOpen, None);
         return Err(TransportError::CircuitOpen);
     };
-    let span = tracing::info_span!("registry", endpoint = endpoint.as_str());
+    // Inside a Check that was not sampled there is no span to be a child of, and a root span
+    // here would sample the call apart from its Check.
+    let span = if super::in_a_check() && tracing::Span::current().is_none() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!("registry", endpoint = endpoint.as_str())
+    };
     let started = tokio::time::Instant::now();
     let allowed = call_timeout(timeout);
     let outcome = tokio::time::timeout(allowed, call)

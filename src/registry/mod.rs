@@ -42,6 +42,12 @@ pub(crate) fn call_timeout(configured: std::time::Duration) -> std::time::Durati
         .map_or(configured, |left| left.min(configured))
 }
 
+/// Whether this task is handling a Check (a deadline is in scope): its registry calls are child
+/// spans of the Check's span, and get none when the Check was not sampled.
+pub(crate) fn in_a_check() -> bool {
+    DEADLINE.try_with(|_| ()).is_ok()
+}
+
 /// A registry answer: any HTTP status with its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {

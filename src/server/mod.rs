@@ -65,12 +65,24 @@ impl Authorization for CheckService {
         if let Some(t) = grpc_timeout(request.metadata()) {
             deadline = deadline.min(now + t.saturating_sub(self.app.deadline_margin));
         }
-        // One span per Check, in the trace Envoy started (W3C `traceparent` in the metadata).
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&MetadataExtractor(request.metadata()))
-        });
-        let span = tracing::info_span!("check", decision = tracing::field::Empty);
-        let _ = span.set_parent(parent);
+        // One span per sampled Check, in the trace Envoy started (W3C `traceparent` in the
+        // metadata); the sampling is decided before the span exists (see `CheckSampling`).
+        let sampling = &self.app.telemetry.spans;
+        let span = if sampling.enabled() {
+            let parent = opentelemetry::global::get_text_map_propagator(|p| {
+                p.extract(&MetadataExtractor(request.metadata()))
+            });
+            if sampling.sampled(&parent) {
+                // The name is `telemetry::CHECK_SPAN`, which the sampler recognises.
+                let span = tracing::info_span!("check", decision = tracing::field::Empty);
+                let _ = span.set_parent(parent);
+                span
+            } else {
+                tracing::Span::none()
+            }
+        } else {
+            tracing::Span::none()
+        };
         let view = RequestView::from_check(request.into_inner());
         let checked =
             crate::registry::with_deadline(Some(deadline), self.app.pipeline.check(&view));
