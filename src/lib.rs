@@ -4,6 +4,7 @@
 //! - [`protocol`]: the wire formats as pure functions (base64url, DIDs, JWS, AIT, CRL, keys
 //!   document, proof of possession, path normalization, registry events).
 //! - [`crypto`]: Ed25519 and P-256 verification with the strict rules, on keys parsed once.
+//! - [`httpsig`]: HTTP Message Signatures (RFC 9421): the signature base, `Content-Digest`.
 //! - [`request`]: the view of an Envoy `CheckRequest` the pipeline needs.
 //! - [`pipeline`]: the table of stages every profile runs, in one order, under a route
 //!   [`policy`] (`stage` has one file per stage); [`denial`] lists every refusal and its one
@@ -34,6 +35,7 @@ pub mod config;
 pub mod crypto;
 pub mod denial;
 pub mod dev;
+pub mod httpsig;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

@@ -1,0 +1,315 @@
+//! HTTP Message Signatures (RFC 9421) on requests: the `Signature-Input` and `Signature` fields,
+//! the signature base, and the verification with a public key.
+//!
+//! What is signed is rebuilt here byte for byte (§2.5): every covered component as
+//! `"<identifier>": <value>` on its own line, then `"@signature-params"` with the member of
+//! `Signature-Input` exactly as it was received. The verifier never trusts a label: the caller
+//! chooses the signature by what it covers ([`Signature::covers`]) and by its `tag`.
+//!
+//! Work is bounded before parsing: the two fields, the signatures in them and the components a
+//! signature may cover all have a ceiling ([`MAX_FIELD_BYTES`], [`MAX_SIGNATURES`],
+//! [`MAX_COMPONENTS`]).
+
+pub mod components;
+pub mod digest;
+
+use sfv::{BareItem, FieldType, ListEntry, Parser};
+
+use crate::crypto::PublicKey;
+
+pub use components::Message;
+
+/// The longest `Signature-Input` or `Signature` field read.
+pub const MAX_FIELD_BYTES: usize = 8 * 1024;
+/// The most signatures one request may carry.
+pub const MAX_SIGNATURES: usize = 8;
+/// The most components one signature may cover.
+pub const MAX_COMPONENTS: usize = 32;
+
+/// Why a signature was refused. The text is for logs and tests; callers answer every one of
+/// them with the same denial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// `Signature-Input` or `Signature` is missing, too large or not a Structured Field
+    /// dictionary of the expected shape.
+    Malformed(&'static str),
+    /// A label appears twice in one field.
+    DuplicateLabel,
+    /// A label appears in one of the two fields only.
+    UnpairedLabel,
+    /// No signature covers what the route requires (or carries its tag).
+    NoAcceptableSignature,
+    /// A covered component this verifier cannot or must not rebuild.
+    Component(String),
+    /// A covered component the message does not have.
+    MissingComponent(String),
+    /// The same component covered twice.
+    DuplicateComponent,
+    /// `alg` names an algorithm the key does not use (`hmac-sha256` is never accepted).
+    Algorithm,
+    /// No key is known under the signature's `keyid`.
+    UnknownKey,
+    /// `created` missing, in the future or older than allowed; `expires` past.
+    Time(&'static str),
+    /// The policy requires a `nonce` and there is none.
+    MissingNonce,
+    /// `Content-Digest` missing, unusable or not the body's digest.
+    Digest(&'static str),
+    /// The signature does not verify.
+    BadSignature,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Malformed(what) => write!(f, "malformed {what}"),
+            Error::DuplicateLabel => f.write_str("a label appears twice"),
+            Error::UnpairedLabel => f.write_str("a label appears in one field only"),
+            Error::NoAcceptableSignature => {
+                f.write_str("no signature covers what the route requires")
+            }
+            Error::Component(c) => write!(f, "component {c} is not supported"),
+            Error::MissingComponent(c) => write!(f, "component {c} is not in the request"),
+            Error::DuplicateComponent => f.write_str("a component is covered twice"),
+            Error::Algorithm => f.write_str("the algorithm does not match the key"),
+            Error::UnknownKey => f.write_str("unknown keyid"),
+            Error::Time(what) => write!(f, "{what}"),
+            Error::MissingNonce => f.write_str("the signature has no nonce"),
+            Error::Digest(what) => write!(f, "content-digest: {what}"),
+            Error::BadSignature => f.write_str("the signature does not verify"),
+        }
+    }
+}
+
+/// One covered component: its name (lowercase field name, or `@derived`) and parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Component {
+    pub name: String,
+    pub params: sfv::Parameters,
+}
+
+impl Component {
+    /// The identifier as the signature base writes it: the serialized `sf-string` with its
+    /// parameters, e.g. `"@query-param";name="Pet"`.
+    pub fn identifier(&self) -> String {
+        sfv::Item {
+            bare_item: BareItem::String(
+                sfv::StringRef::from_str(&self.name)
+                    .map(ToOwned::to_owned)
+                    .unwrap_or_default(),
+            ),
+            params: self.params.clone(),
+        }
+        .serialize()
+    }
+
+    fn string_param(&self, key: &str) -> Option<&str> {
+        match self.params.get(key)? {
+            BareItem::String(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        self.params.contains_key(key)
+    }
+}
+
+/// One signature of the request: its `Signature-Input` member and its `Signature` value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signature {
+    pub label: String,
+    pub components: Vec<Component>,
+    /// The member's value as received (the `@signature-params` line).
+    pub params_text: String,
+    pub created: Option<i64>,
+    pub expires: Option<i64>,
+    pub nonce: Option<String>,
+    pub alg: Option<String>,
+    pub keyid: Option<String>,
+    pub tag: Option<String>,
+    pub value: Vec<u8>,
+}
+
+impl Signature {
+    /// Whether the signature covers a component named `name` (any parameters).
+    pub fn covers(&self, name: &str) -> bool {
+        self.components.iter().any(|c| c.name == name)
+    }
+}
+
+/// Parses the two fields into their signatures, in the order of `Signature-Input`. Every label
+/// must appear once in each field.
+pub fn parse(input: &str, signature: &str) -> Result<Vec<Signature>, Error> {
+    if input.len() > MAX_FIELD_BYTES || signature.len() > MAX_FIELD_BYTES {
+        return Err(Error::Malformed("field too large"));
+    }
+    let raw = members(input).ok_or(Error::Malformed("Signature-Input"))?;
+    let sigs = members(signature).ok_or(Error::Malformed("Signature"))?;
+    if raw.len() > MAX_SIGNATURES {
+        return Err(Error::Malformed("too many signatures"));
+    }
+    for list in [&raw, &sigs] {
+        for (i, (label, _)) in list.iter().enumerate() {
+            if list[..i].iter().any(|(l, _)| l == label) {
+                return Err(Error::DuplicateLabel);
+            }
+        }
+    }
+    if raw.len() != sigs.len() || raw.iter().any(|(l, _)| !sigs.iter().any(|(s, _)| s == l)) {
+        return Err(Error::UnpairedLabel);
+    }
+    let inputs: sfv::Dictionary = Parser::new(input)
+        .parse()
+        .map_err(|_| Error::Malformed("Signature-Input"))?;
+    let values: sfv::Dictionary = Parser::new(signature)
+        .parse()
+        .map_err(|_| Error::Malformed("Signature"))?;
+    raw.into_iter()
+        .map(|(label, text)| {
+            let entry = inputs.get(label).ok_or(Error::UnpairedLabel)?;
+            let value = match values.get(label) {
+                Some(ListEntry::Item(item)) => item.bare_item.as_byte_sequence(),
+                _ => None,
+            }
+            .ok_or(Error::Malformed("Signature"))?;
+            one(label, text, entry, value)
+        })
+        .collect()
+}
+
+fn one(label: &str, text: &str, entry: &ListEntry, value: &[u8]) -> Result<Signature, Error> {
+    let ListEntry::InnerList(list) = entry else {
+        return Err(Error::Malformed("Signature-Input member"));
+    };
+    if list.items.len() > MAX_COMPONENTS {
+        return Err(Error::Malformed("too many components"));
+    }
+    let components = list
+        .items
+        .iter()
+        .map(|item| match &item.bare_item {
+            BareItem::String(name) => Ok(Component {
+                name: name.as_str().to_owned(),
+                params: item.params.clone(),
+            }),
+            _ => Err(Error::Malformed("component identifier")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let int = |key: &str| -> Result<Option<i64>, Error> {
+        match list.params.get(key) {
+            None => Ok(None),
+            Some(BareItem::Integer(n)) => Ok(Some(i64::from(*n))),
+            Some(_) => Err(Error::Malformed("signature parameter")),
+        }
+    };
+    let string = |key: &str| -> Result<Option<String>, Error> {
+        match list.params.get(key) {
+            None => Ok(None),
+            Some(BareItem::String(s)) => Ok(Some(s.as_str().to_owned())),
+            Some(_) => Err(Error::Malformed("signature parameter")),
+        }
+    };
+    Ok(Signature {
+        label: label.to_owned(),
+        components,
+        params_text: text.to_owned(),
+        created: int("created")?,
+        expires: int("expires")?,
+        nonce: string("nonce")?,
+        alg: string("alg")?,
+        keyid: string("keyid")?,
+        tag: string("tag")?,
+        value: value.to_vec(),
+    })
+}
+
+/// The members of a dictionary field as `(key, value text)`, split at the commas outside
+/// strings and inner lists, each value as received (trimmed of the optional whitespace around
+/// it). `None` when the text cannot be split that way.
+fn members(field: &str) -> Option<Vec<(&str, &str)>> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::new();
+    let (mut start, mut depth, mut in_string, mut escaped) = (0, 0u32, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'(' => depth += 1,
+            b')' => depth = depth.checked_sub(1)?,
+            b',' if depth == 0 => {
+                out.push(member(&field[start..i])?);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if in_string || depth != 0 {
+        return None;
+    }
+    out.push(member(&field[start..])?);
+    Some(out)
+}
+
+fn member(text: &str) -> Option<(&str, &str)> {
+    let text = text.trim_matches([' ', '\t']);
+    let (key, value) = text.split_once('=')?;
+    Some((key, value))
+}
+
+/// The signature base of `signature` over `message` (§2.5), without a trailing newline.
+pub fn base(message: &dyn Message, signature: &Signature) -> Result<String, Error> {
+    let mut out = String::with_capacity(256);
+    let mut seen: Vec<String> = Vec::with_capacity(signature.components.len());
+    for component in &signature.components {
+        let identifier = component.identifier();
+        if seen.contains(&identifier) {
+            return Err(Error::DuplicateComponent);
+        }
+        let value = components::value(message, component)?;
+        if value.contains(['\n', '\r']) {
+            return Err(Error::Component(identifier));
+        }
+        out.push_str(&identifier);
+        out.push_str(": ");
+        out.push_str(&value);
+        out.push('\n');
+        seen.push(identifier);
+    }
+    out.push_str("\"@signature-params\": ");
+    out.push_str(&signature.params_text);
+    Ok(out)
+}
+
+/// The `alg` value of a key's algorithm in RFC 9421's registry.
+pub fn alg_name(key: &PublicKey) -> &'static str {
+    match key {
+        PublicKey::Ed25519(_) => "ed25519",
+        PublicKey::P256(_) => "ecdsa-p256-sha256",
+    }
+}
+
+/// Verifies `signature` over `base` with `key`: the key decides the algorithm, and an `alg`
+/// parameter must name that same algorithm (so `hmac-sha256` never passes with a public key).
+pub fn verify(key: &PublicKey, signature: &Signature, base: &str) -> Result<(), Error> {
+    if let Some(alg) = &signature.alg
+        && alg != alg_name(key)
+    {
+        return Err(Error::Algorithm);
+    }
+    match key.verify(base.as_bytes(), &signature.value) {
+        true => Ok(()),
+        false => Err(Error::BadSignature),
+    }
+}
+
+#[cfg(test)]
+mod tests;
