@@ -48,6 +48,10 @@ pub enum Profile {
     Claw,
     /// `Authorization: Bearer <JWT>` from a configured issuer.
     Bearer,
+    /// An HTTP Message Signature (RFC 9421) by a configured key.
+    #[serde(rename = "httpsig")]
+    HttpSig,
+    /// A bearer token when there is one, else a message signature when there is one, else Claw.
     Any,
 }
 
@@ -56,6 +60,7 @@ impl Profile {
         match s {
             "claw" => Some(Profile::Claw),
             "bearer" => Some(Profile::Bearer),
+            "httpsig" => Some(Profile::HttpSig),
             "any" => Some(Profile::Any),
             _ => None,
         }
@@ -81,6 +86,12 @@ pub struct Policy {
     pub(crate) agent_rate_limit: Option<Limit>,
     /// Per client address, before any signature work.
     pub client_rate_limit: Option<Limit>,
+    /// HTTP Message Signatures: the components a signature must cover (`None`: `@method`,
+    /// `@authority`, `@path`, and `@query` when the request has a query); `content-digest` is
+    /// required whenever the request has a body.
+    pub signature_components: Option<Vec<String>>,
+    /// ...and the `tag` it must carry.
+    pub signature_tag: Option<String>,
 }
 
 impl Policy {
@@ -96,6 +107,8 @@ impl Policy {
             min_trust_score: None,
             agent_rate_limit: None,
             client_rate_limit: None,
+            signature_components: None,
+            signature_tag: None,
         }
     }
 }

@@ -4,6 +4,11 @@
 //! comma-joined, and the body as `raw_body` bytes (with `pack_as_bytes`) or as UTF-8 `body`.
 //! Header values are trimmed of surrounding whitespace here, once, as the reference's HTTP stack
 //! does, so the canonical string and the replay key both see the trimmed value.
+//!
+//! With `encode_raw_headers: true` Envoy sends `header_map` instead: one entry per field line,
+//! values as bytes. The view then keeps those lines in order (HTTP Message Signatures join a
+//! field's lines with ", ", where Envoy's map form joined them with ","), and builds the map the
+//! other profiles read by joining them as Envoy would.
 
 use std::collections::HashMap;
 
@@ -19,6 +24,11 @@ pub struct RequestView {
     pub raw_path: String,
     pub path: Option<NormalizedPath>,
     headers: HashMap<String, String>,
+    /// Every field line as sent, lowercased names, when Envoy sent `header_map`.
+    lines: Option<Vec<(String, String)>>,
+    /// `:authority` (the `Host` header in HTTP/1.1) and the scheme, as Envoy saw them.
+    pub(crate) authority: String,
+    pub(crate) scheme: String,
     pub body: Vec<u8>,
     body_partial: bool,
     /// The request announces a body (`content-length` > 0 or chunked) that Envoy did not send.
@@ -42,7 +52,30 @@ impl RequestView {
                 _ => None,
             })
             .filter(|a| !a.is_empty());
-        let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+        let mut http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+        let lines = http.header_map.take().map(|map| {
+            map.headers
+                .into_iter()
+                .map(|h| {
+                    let value = match h.raw_value.is_empty() {
+                        true => h.value,
+                        false => String::from_utf8_lossy(&h.raw_value).into_owned(),
+                    };
+                    (h.key.to_ascii_lowercase(), value)
+                })
+                .collect::<Vec<_>>()
+        });
+        if let Some(lines) = &lines {
+            for (name, value) in lines {
+                http.headers
+                    .entry(name.clone())
+                    .and_modify(|joined| {
+                        joined.push(',');
+                        joined.push_str(value);
+                    })
+                    .or_insert_with(|| value.clone());
+            }
+        }
         // Envoy sends lowercased, trimmed headers: the map is kept as it came unless a key or a
         // value needs fixing.
         let mut headers: HashMap<String, String> = http.headers;
@@ -74,10 +107,17 @@ impl RequestView {
         } else {
             http.method
         };
+        let authority = match http.host.is_empty() {
+            true => headers.get(":authority").or(headers.get("host")).cloned(),
+            false => Some(http.host),
+        };
         RequestView {
             method,
             path: path::normalize(&raw_path).ok(),
             raw_path,
+            lines,
+            authority: authority.unwrap_or_default(),
+            scheme: http.scheme,
             body_partial: headers
                 .get("x-envoy-auth-partial-body")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),
@@ -99,6 +139,11 @@ impl RequestView {
                 .iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
                 .collect(),
+            authority: headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_default(),
             body: body.to_vec(),
             ..RequestView::default()
         }
@@ -113,6 +158,24 @@ impl RequestView {
         } else {
             self.headers.get(name).map(String::as_str)
         }
+    }
+
+    /// A field's lines as the client sent them: the raw lines when Envoy forwarded them
+    /// (`encode_raw_headers`), else the one value Envoy's map holds. Empty when absent.
+    pub(crate) fn field_lines(&self, name: &str) -> Vec<&str> {
+        match &self.lines {
+            Some(lines) => lines
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect(),
+            None => self.header(name).into_iter().collect(),
+        }
+    }
+
+    /// Whether the request carries a body (forwarded or not).
+    pub(crate) fn has_body(&self) -> bool {
+        !self.body.is_empty() || self.body_missing || self.body_partial
     }
 
     /// The exact body bytes, or why they cannot be trusted to be the whole body.

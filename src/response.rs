@@ -19,7 +19,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::Status;
 
 use crate::denial::Denial;
-use crate::pipeline::{BearerIdentity, ClawIdentity, Decision, Identity};
+use crate::pipeline::{BearerIdentity, ClawIdentity, Decision, Identity, SignatureIdentity};
 
 /// Unix seconds of the server, on skew denials.
 pub(crate) const SERVER_TIME: &str = "x-claw-server-time";
@@ -35,7 +35,12 @@ pub(crate) const AGENT_ROLES: &str = "x-claw-agent-roles";
 pub(crate) const AGENT_PERMISSIONS: &str = "x-claw-agent-permissions";
 pub(crate) const TOKEN_ID: &str = "x-claw-token-id";
 pub(crate) const TRUST_SCORE: &str = "x-claw-trust-score";
+/// The `httpsig` profile's identity headers.
+pub(crate) const SIGNATURE_AGENT: &str = "x-claw-signature-agent";
+pub(crate) const SIGNATURE_KEYID: &str = "x-claw-signature-keyid";
+pub(crate) const SIGNATURE_COMPONENTS: &str = "x-claw-signature-components";
 const CLAW_HEADERS: [&str; 5] = [AGENT_DID, OWNER_DID, AIT_JTI, ISSUER, AGENT_PUBLIC_KEY];
+const SIGNATURE_HEADERS: [&str; 3] = [SIGNATURE_AGENT, SIGNATURE_KEYID, SIGNATURE_COMPONENTS];
 const BEARER_HEADERS: [&str; 5] = [
     AGENT_ID,
     AGENT_ROLES,
@@ -156,9 +161,11 @@ fn allow(
             };
             bearer(&mut a, id, &grants);
         }
+        Some(Identity::Signature(id)) => signature(&mut a, id),
         None => {
             a.unset(&CLAW_HEADERS);
             a.unset(&BEARER_HEADERS);
+            a.unset(&SIGNATURE_HEADERS);
             let decision = match shadow {
                 Some(_) => "shadow_deny",
                 None => "allow_unauthenticated",
@@ -193,6 +200,7 @@ fn claw<'a>(a: &mut Allowed<'a>, id: &'a ClawIdentity) {
         a.headers.push(header(name, value));
     }
     a.unset(&BEARER_HEADERS);
+    a.unset(&SIGNATURE_HEADERS);
     a.meta.extend([
         ("decision", "allow"),
         ("profile", "claw"),
@@ -219,6 +227,7 @@ fn bearer<'a>(a: &mut Allowed<'a>, id: &'a BearerIdentity, grants: &'a Grants) {
         None => a.remove.push(TRUST_SCORE.to_owned()),
     }
     a.unset(&[AGENT_DID, OWNER_DID, AIT_JTI, AGENT_PUBLIC_KEY]);
+    a.unset(&SIGNATURE_HEADERS);
     a.meta.extend([
         ("decision", "allow"),
         ("profile", "bearer"),
@@ -227,6 +236,25 @@ fn bearer<'a>(a: &mut Allowed<'a>, id: &'a BearerIdentity, grants: &'a Grants) {
         ("permissions", &grants.permissions),
         ("token_id", &id.jti),
         ("issuer", &id.issuer),
+    ]);
+}
+
+/// A message signature's identity headers and metadata.
+fn signature<'a>(a: &mut Allowed<'a>, id: &'a SignatureIdentity) {
+    for (name, value) in [
+        (SIGNATURE_AGENT, &id.agent),
+        (SIGNATURE_KEYID, &id.keyid),
+        (SIGNATURE_COMPONENTS, &id.components),
+    ] {
+        a.headers.push(header(name, value));
+    }
+    a.unset(&CLAW_HEADERS);
+    a.unset(&BEARER_HEADERS);
+    a.meta.extend([
+        ("decision", "allow"),
+        ("profile", "httpsig"),
+        ("signature_agent", &id.agent),
+        ("signature_keyid", &id.keyid),
     ]);
 }
 
@@ -254,6 +282,9 @@ fn deny(denial: &Denial, request_id: &str, policy: &str, server_time_secs: u64) 
             headers.push(header("retry-after", &retry_after_secs.to_string()));
         }
         Denial::Overloaded => headers.push(header("retry-after", "1")),
+        Denial::SignatureMissing { accept } | Denial::SignatureInvalid { accept, .. } => {
+            headers.push(header("accept-signature", accept));
+        }
         _ => {}
     }
     CheckResponse {

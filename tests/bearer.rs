@@ -245,14 +245,25 @@ mod server {
              \x20 either: {{profile: any}}\n\
              \x20 full_claw: {{require_known_agent: true, require_access_token: true, {LIMITS}}}\n\
              \x20 full_bearer: {{profile: bearer, require_roles: [reader], {LIMITS}}}\n\
+             \x20 full_httpsig: {{profile: httpsig, {LIMITS}}}\n\
+             httpsig:\n  keys:\n    - {{kty: OKP, crv: Ed25519, x: \"{}\"}}\n\
              events:\n  token_file: {}\n",
             jwks.url,
+            signature_key().jwk()["x"].as_str().unwrap(),
             token_file.display()
         );
         let yaml = w.yaml_with(registry_extra, &extra);
         let s = super::support::server::start(&yaml, Arc::new(ManualClock::at(NOW_MS))).await;
         s.wait_ready().await;
         Setup { w, jwks, s }
+    }
+
+    /// The key of the `full_httpsig` route.
+    fn signature_key() -> claw_authz::dev::sign::AgentSigner {
+        let seed = [11; 32];
+        claw_authz::dev::sign::AgentSigner::Ed25519(
+            claw_authz::dev::sign::Ed25519Signer::from_seed(seed),
+        )
     }
 
     /// Both limits, far from reached.
@@ -637,5 +648,37 @@ mod server {
         let (decision, stages) = pipeline.check_traced(&RequestView::from_check(bound)).await;
         assert!(matches!(decision, Decision::Allow { .. }), "{decision:?}");
         assert_eq!(trail(&stages), table_rows(1));
+
+        let request = claw_authz::httpsig::Request {
+            method: "GET".into(),
+            scheme: "https".into(),
+            authority: "api.example.com".into(),
+            target: "/v1/table".into(),
+            fields: Vec::new(),
+        };
+        let spec = claw_authz::httpsig::SignatureSpec {
+            label: "sig1".into(),
+            components: ["@method", "@authority", "@path"]
+                .map(String::from)
+                .to_vec(),
+            created: i64::try_from(NOW_MS / 1000).unwrap(),
+            nonce: Some("n-table".into()),
+            ..Default::default()
+        };
+        let (input, signature) = signature_key().sign_message(&request, &spec).unwrap();
+        let headers = [
+            ("host", "api.example.com"),
+            ("signature-input", input.as_str()),
+            ("signature", signature.as_str()),
+        ];
+        let signed = on(
+            "full_httpsig",
+            claw_authz::dev::check::check_request("GET", "/v1/table", &headers, b""),
+        );
+        let (decision, stages) = pipeline
+            .check_traced(&RequestView::from_check(signed))
+            .await;
+        assert!(matches!(decision, Decision::Allow { .. }), "{decision:?}");
+        assert_eq!(trail(&stages), table_rows(2));
     }
 }

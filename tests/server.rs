@@ -61,7 +61,7 @@ async fn allow_overwrites_identity_headers_and_removes_credentials() {
             ),
         ]
     );
-    // The credentials, and the bearer profile's identity headers (so a client cannot send them).
+    // The credentials, and the other profiles' identity headers (so a client cannot send them).
     assert_eq!(
         removed,
         [
@@ -72,7 +72,10 @@ async fn allow_overwrites_identity_headers_and_removes_credentials() {
             "x-claw-agent-roles",
             "x-claw-agent-permissions",
             "x-claw-token-id",
-            "x-claw-trust-score"
+            "x-claw-trust-score",
+            "x-claw-signature-agent",
+            "x-claw-signature-keyid",
+            "x-claw-signature-components"
         ]
     );
     // The registry saw the exact validate call.

@@ -294,5 +294,6 @@ pub(super) fn settings(config: &Config) -> Settings {
             rules: config.routes.clone(),
             named: config.policies.clone(),
         },
+        httpsig: config.httpsig.clone(),
     }
 }

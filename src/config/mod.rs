@@ -15,6 +15,7 @@ use crate::policy::{Policy, Rule};
 
 mod choices;
 mod fields;
+mod httpsig;
 mod registry;
 mod routes;
 mod service;
@@ -24,6 +25,7 @@ pub use choices::{
     Choice, FsyncMode, LimitStoreKind, LogFormat, LogLevel, NonceStoreKind, TrustStoreKind,
 };
 use fields::{Reader, set_path};
+pub use httpsig::HttpSigConfig;
 pub use registry::{AccessConfig, CrlConfig, RegistryConfig};
 use routes::{read_bearer, read_policies, read_routes};
 pub use service::{
@@ -68,6 +70,8 @@ pub struct Config {
     pub policies: BTreeMap<String, Policy>,
     /// Issuers of bearer JWTs (the `bearer` route profile).
     pub bearer: Vec<BearerIssuer>,
+    /// Keys and rules of the HTTP Message Signatures profile.
+    pub httpsig: HttpSigConfig,
     pub headers: HeadersConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
@@ -104,6 +108,7 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
     let headers = HeadersConfig::read(r);
     let limits = LimitsConfig::read(r);
     let log = LogConfig::read(r);
+    let httpsig = HttpSigConfig::read(r);
     let r = r.section("");
     let routes = read_routes(r);
     let policies = read_policies(r);
@@ -174,6 +179,7 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         routes,
         policies,
         bearer,
+        httpsig,
         headers,
         limits,
         log,

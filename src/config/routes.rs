@@ -113,7 +113,10 @@ pub(super) fn read_policies(r: &mut Reader<'_>) -> BTreeMap<String, Policy> {
                 }
                 (Some("profile"), v) => match v.as_str().and_then(Profile::parse) {
                     Some(p) => policy.profile = p,
-                    None => r.error(&format!("{at}.profile"), "must be claw, bearer or any"),
+                    None => r.error(
+                        &format!("{at}.profile"),
+                        "must be claw, bearer, httpsig or any",
+                    ),
                 },
                 (Some(k @ ("require_roles" | "require_permissions")), v) => {
                     let list = v.as_sequence().and_then(|items| {
@@ -135,6 +138,29 @@ pub(super) fn read_policies(r: &mut Reader<'_>) -> BTreeMap<String, Policy> {
                         &format!("{at}.{k}"),
                         "must be {requests: N, window_secs: N, burst: N (optional)} with N from 1",
                     ),
+                },
+                (Some("signature_components"), v) => {
+                    let list = v.as_sequence().and_then(|items| {
+                        items
+                            .iter()
+                            .map(|i| i.as_str().and_then(crate::httpsig::component_id))
+                            .collect::<Option<Vec<_>>>()
+                    });
+                    match list {
+                        Some(l) if l.len() <= crate::httpsig::MAX_COMPONENTS => {
+                            policy.signature_components = Some(l)
+                        }
+                        _ => r.error(
+                            &format!("{at}.signature_components"),
+                            "must be a list of component names (\"@method\", \"content-digest\", ...)",
+                        ),
+                    }
+                }
+                (Some("signature_tag"), v) => match v.as_str() {
+                    Some(t) if !t.is_empty() && t.len() <= 128 => {
+                        policy.signature_tag = Some(t.to_owned())
+                    }
+                    _ => r.error(&format!("{at}.signature_tag"), "must be a string"),
                 },
                 (Some("min_trust_score"), v) => match v.as_f64().filter(|f| f.is_finite()) {
                     Some(f) => policy.min_trust_score = Some(f),

@@ -109,7 +109,7 @@ fn bearer_issuers_and_policy_grants_are_read_and_checked() {
     for needle in [
         "bearer.issuers[0]: unknown key colour",
         "bearer.issuers[0]: needs issuer, audience, an http(s) jwks_url",
-        "policies.p.profile: must be claw, bearer or any",
+        "policies.p.profile: must be claw, bearer, httpsig or any",
         "policies.p.require_roles: must be a list of strings",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");

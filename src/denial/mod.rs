@@ -56,6 +56,15 @@ pub enum Denial {
     BearerKeysUnavailable,
     /// The credential's kind is not one the route's `profile` accepts.
     ProfileNotAllowed,
+    /// An `httpsig` route got no `Signature-Input`; `accept` is the `Accept-Signature` challenge.
+    SignatureMissing {
+        accept: String,
+    },
+    /// The request's HTTP Message Signature was refused (`reason` is protocol text).
+    SignatureInvalid {
+        reason: String,
+        accept: String,
+    },
     /// A token id (AIT or bearer `jti`) revoked by a pushed event.
     TokenRevoked,
     MissingRoles(Vec<String>),
@@ -266,6 +275,18 @@ impl Denial {
                 "PROXY_AUTH_PROFILE_NOT_ALLOWED",
                 "This route does not accept this kind of credential",
             ),
+            SignatureMissing { .. } => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_SIGNATURE_MISSING",
+                "Request has no HTTP message signature",
+            ),
+            SignatureInvalid { .. } => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_SIGNATURE_INVALID",
+                "HTTP message signature verification failed",
+            ),
             TokenRevoked => row(
                 401,
                 Unauthenticated,
@@ -341,6 +362,7 @@ impl Denial {
                 Some(json!({ "agentDid": agent_did }))
             }
             Bearer(e) => Some(json!({ "reason": e.reason() })),
+            SignatureInvalid { reason, .. } => Some(json!({ "reason": reason })),
             MissingRoles(missing) => Some(json!({ "missingRoles": missing })),
             MissingPermissions(missing) => Some(json!({ "missingPermissions": missing })),
             TrustScoreTooLow { required } => Some(json!({ "minTrustScore": required })),
@@ -362,6 +384,7 @@ impl Denial {
             | UnknownPolicy
             | BearerKeysUnavailable
             | ProfileNotAllowed
+            | SignatureMissing { .. }
             | TokenRevoked
             | RateLimited { .. }
             | ClientRateLimited { .. }

@@ -175,6 +175,30 @@ impl AgentSigner {
     }
 }
 
+impl AgentSigner {
+    /// The public key, as the verifier will parse it.
+    pub fn public_key(&self) -> crate::crypto::PublicKey {
+        crate::httpsig::keys::from_jwk(&self.jwk()).expect("a freshly generated key is valid")
+    }
+
+    /// RFC 9421 signature fields (`Signature-Input`, `Signature`) over `request`, with this
+    /// key's thumbprint as `keyid` when `spec.keyid` is empty.
+    pub fn sign_message(
+        &self,
+        request: &crate::httpsig::Request,
+        spec: &crate::httpsig::SignatureSpec,
+    ) -> Result<(String, String), crate::httpsig::Error> {
+        let mut spec = spec.clone();
+        if spec.keyid.is_empty() {
+            spec.keyid = crate::httpsig::keys::thumbprint(&self.public_key());
+        }
+        crate::httpsig::sign(request, &spec, |base| match self {
+            AgentSigner::Ed25519(k) => k.sign(base).to_vec(),
+            AgentSigner::P256(k) => k.sign(base),
+        })
+    }
+}
+
 /// A registry's signing key: mints AITs and CRLs and publishes its keys document.
 #[derive(Clone)]
 pub struct RegistrySigner {

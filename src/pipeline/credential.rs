@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{BearerIdentity, ClawIdentity, Identity, Pipeline};
+use super::{BearerIdentity, ClawIdentity, Identity, Pipeline, SignatureIdentity};
 use crate::cache::ait::VerifiedAit;
 use crate::crypto::PublicKey;
 use crate::denial::Denial;
@@ -16,6 +16,7 @@ use crate::policy::{Policy, Profile};
 use crate::protocol::bearer::BearerClaims;
 use crate::protocol::jws::Expectations;
 use crate::request::RequestView;
+use crate::stage::httpsig::Signed;
 use crate::stage::{self, access, revocation, token, trust};
 
 /// A verified credential, by profile.
@@ -24,6 +25,9 @@ pub(super) enum Credential {
     Claw(Arc<VerifiedAit>),
     /// `Authorization: Bearer <JWT>`, verified by its issuer's JWKS.
     Bearer(Box<BearerClaims>),
+    /// An HTTP Message Signature by a configured key: chosen and timed here, verified in the
+    /// `proof` stage.
+    Signature(Box<Signed>),
 }
 
 impl Pipeline {
@@ -41,6 +45,10 @@ impl Pipeline {
                 let claims = stage::bearer::verify(token, s.token_bytes, &self.bearer, now_secs);
                 Ok(Credential::Bearer(Box::new(claims.await?)))
             }
+            (Profile::HttpSig, _) | (Profile::Any, None) if stage::httpsig::present(req) => {
+                self.signature(req, policy)
+            }
+            (Profile::HttpSig, _) => self.signature(req, policy),
             (Profile::Bearer, None) => match req.header("authorization").unwrap_or("") {
                 "" => Err(Denial::MissingToken),
                 _ => Err(Denial::ProfileNotAllowed),
@@ -60,6 +68,14 @@ impl Pipeline {
         }
     }
 
+    /// The `httpsig` profile's `token` stage.
+    fn signature(&self, req: &RequestView, policy: &Policy) -> Result<Credential, Denial> {
+        let s = &self.settings;
+        let now_secs = self.clock.now_secs();
+        let signed = stage::httpsig::select(req, policy, &s.httpsig, now_secs, s.max_skew_secs)?;
+        Ok(Credential::Signature(Box::new(signed)))
+    }
+
     /// Revocation: the agent and its AIT (pushed events, the trust store, the CRL), or the
     /// bearer token's `jti` (pushed events).
     pub(super) async fn revocation(&self, c: &Credential, now_ms: u64) -> Result<(), Denial> {
@@ -72,6 +88,8 @@ impl Pipeline {
                 true => Err(Denial::TokenRevoked),
                 false => Ok(()),
             },
+            // A configured key is withdrawn by removing it from the configuration.
+            Credential::Signature(_) => Ok(()),
         }
     }
 
@@ -86,7 +104,7 @@ impl Pipeline {
                 rec.enter(super::Stage::Trust);
                 trust::check_known(&self.trust, &ait.claims).await
             }
-            Credential::Bearer(_) => Ok(()),
+            Credential::Bearer(_) | Credential::Signature(_) => Ok(()),
         }
     }
 
@@ -114,6 +132,7 @@ impl Pipeline {
                 rec.enter(super::Stage::Authorization);
                 stage::bearer::authorize(claims, policy)
             }
+            Credential::Signature(_) => Ok(()),
         }
     }
 }
@@ -124,6 +143,7 @@ impl Credential {
         match self {
             Credential::Claw(ait) => &ait.claims.sub,
             Credential::Bearer(claims) => &claims.sub,
+            Credential::Signature(signed) => &signed.name,
         }
     }
 
@@ -133,6 +153,17 @@ impl Credential {
             Credential::Claw(ait) => Cow::Borrowed(&ait.claims.sub),
             Credential::Bearer(claims) => {
                 Cow::Owned(format!("bearer|{}|{}", claims.iss, claims.sub))
+            }
+            Credential::Signature(signed) => Cow::Owned(signed.subject()),
+        }
+    }
+
+    /// The nonce the replay stage records.
+    pub(super) fn nonce<'a>(&'a self, req: &'a RequestView) -> &'a str {
+        match self {
+            Credential::Signature(signed) => signed.signature.nonce.as_deref().unwrap_or_default(),
+            Credential::Claw(_) | Credential::Bearer(_) => {
+                req.header("x-claw-nonce").unwrap_or_default()
             }
         }
     }
@@ -146,6 +177,8 @@ impl Credential {
                 let key = claims.cnf.as_ref()?;
                 Some(Cow::Owned(PublicKey::P256(key.clone())))
             }
+            // The signature is the proof (`Pipeline::prove_signature`).
+            Credential::Signature(_) => None,
         }
     }
 
@@ -153,6 +186,17 @@ impl Credential {
         match self {
             Credential::Claw(ait) => Identity::Claw(ClawIdentity::from_claims(&ait.claims)),
             Credential::Bearer(claims) => Identity::Bearer(BearerIdentity::from(*claims)),
+            Credential::Signature(signed) => Identity::Signature(SignatureIdentity {
+                components: signed
+                    .signature
+                    .components
+                    .iter()
+                    .map(|c| c.identifier())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                agent: signed.name,
+                keyid: signed.keyid,
+            }),
         }
     }
 }

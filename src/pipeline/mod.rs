@@ -1,18 +1,18 @@
 //! The pipeline, written down once: every profile meets the same stages in the same order.
 //!
-//! | # | stage | claw | bearer | fails with |
-//! |---|---|---|---|---|
-//! | 0 | `policy` | the route's policy (`bypass` allows here) | the same | 500 unknown policy, 400 bad path |
-//! | 1 | `client_rate_limit` | where the route sets `client_rate_limit` | the same | 429, 503 store down (fail-closed) |
-//! | 2 | `token` | `Authorization: Claw <AIT>`, verified by the registry keys | `Authorization: Bearer <JWT>`, verified by its issuer's JWKS | 401, 503 keys |
-//! | 3 | `body` | always | when the token is bound to a key (`cnf`) | 413 partial, 500 not forwarded |
-//! | 4 | `proof` | always | when bound | 401 |
-//! | 5 | `revocation` | pushed events, the trust store, then the CRL (refreshed in the background) | the `jti` in pushed events | 401, 403, 503 |
-//! | 6 | `trust` | where the route sets `require_known_agent` | never | 403 |
-//! | 7 | `replay` | always: record the nonce | when bound | 401, 429 over the agent's nonce quota, 503 |
-//! | 8 | `rate_limit` | where the route sets `rate_limit` (per agent); a refused request's nonce is dropped | the same (per issuer and subject) | 429, 503 store down (fail-closed) |
-//! | 9 | `access` | where the route sets `require_access_token` | never | 401, 503 |
-//! | 10 | `authorization` | never | the route's roles, permissions and trust score | 403 |
+//! | # | stage | claw | bearer | httpsig | fails with |
+//! |---|---|---|---|---|---|
+//! | 0 | `policy` | the route's policy (`bypass` allows here) | the same | the same | 500 unknown policy, 400 bad path |
+//! | 1 | `client_rate_limit` | where the route sets `client_rate_limit` | the same | the same | 429, 503 store down (fail-closed) |
+//! | 2 | `token` | `Authorization: Claw <AIT>`, verified by the registry keys | `Authorization: Bearer <JWT>`, verified by its issuer's JWKS | `Signature-Input`: the signature the route requires, its configured key, its times and nonce | 401, 503 keys |
+//! | 3 | `body` | always | when the token is bound to a key (`cnf`) | always (`content-digest` against the body) | 413 partial, 500 not forwarded, 401 |
+//! | 4 | `proof` | always | when bound | always: the signature over the rebuilt base | 401 |
+//! | 5 | `revocation` | pushed events, the trust store, then the CRL (refreshed in the background) | the `jti` in pushed events | nothing to look up (a key is withdrawn from the configuration) | 401, 403, 503 |
+//! | 6 | `trust` | where the route sets `require_known_agent` | never | never | 403 |
+//! | 7 | `replay` | always: record the nonce | when bound | when the signature has a nonce (required by default) | 401, 429 over the agent's nonce quota, 503 |
+//! | 8 | `rate_limit` | where the route sets `rate_limit` (per agent); a refused request's nonce is dropped | the same (per issuer and subject) | the same (per key) | 429, 503 store down (fail-closed) |
+//! | 9 | `access` | where the route sets `require_access_token` | never | never | 401, 503 |
+//! | 10 | `authorization` | never | the route's roles, permissions and trust score | never | 403 |
 //!
 //! Order follows docs/protocol.md §7 with `docs/deviations.md` item 8. The nonce is recorded
 //! only after the revocation and trust checks, so a revoked or unknown agent cannot burn nonces,
@@ -42,13 +42,13 @@ use crate::denial::Denial;
 use crate::metrics::{LimitKind, LimitResult, Metrics, NonceResult};
 use crate::policy::{Mode, Policy, RoutePolicies, Selected};
 use crate::protocol::ait::AitClaims;
-use crate::protocol::pop::VerifiedProof;
 use crate::ratelimit::{Limit, Limiter, Verdict};
 use crate::request::RequestView;
 use crate::revocation::Events;
 use crate::stage::bearer::IssuerKeys;
-use crate::stage::{pop, replay};
+use crate::stage::{httpsig, pop, replay};
 use crate::store::nonce::NonceStore;
+use crate::store::nonce::record_expiry_ms;
 use credential::Credential;
 use record::Recorder;
 
@@ -57,6 +57,17 @@ use record::Recorder;
 pub enum Identity {
     Claw(ClawIdentity),
     Bearer(BearerIdentity),
+    Signature(SignatureIdentity),
+}
+
+/// The key behind a verified HTTP Message Signature, and what the signature covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureIdentity {
+    /// The key's configured name (its thumbprint when it has none).
+    pub agent: String,
+    pub keyid: String,
+    /// The covered components' identifiers, space-separated, in the signature's order.
+    pub components: String,
 }
 
 /// A bearer JWT's subject and grants.
@@ -141,6 +152,8 @@ pub struct Settings {
     /// The client address comes from the right-most value of this header, when set.
     pub(crate) client_header: Option<String>,
     pub policies: RoutePolicies,
+    /// The `httpsig` profile's keys and rules.
+    pub(crate) httpsig: crate::config::HttpSigConfig,
 }
 
 pub struct Pipeline {
@@ -233,9 +246,10 @@ impl Pipeline {
         let credential = self.credential(req, policy).await?;
         rec.agent(credential.agent());
         let now_ms = self.clock.now_ms();
-        let proof = match credential.proof_key() {
-            Some(key) => Some(self.prove(req, &credential, &key, now_ms, rec)?),
-            None => None,
+        let proof = match (&credential, credential.proof_key()) {
+            (Credential::Signature(signed), _) => self.prove_signature(req, signed, policy, rec)?,
+            (_, Some(key)) => Some(self.prove(req, &credential, &key, now_ms, rec)?),
+            (_, None) => None,
         };
         rec.enter(Stage::Revocation);
         self.revocation(&credential, now_ms).await?;
@@ -246,15 +260,16 @@ impl Pipeline {
         // Replay before the limit, so a captured request sent again spends none of its agent's
         // budget; a request the limit then refuses gives its nonce back (it holds no capacity).
         let recorded = proof.is_some();
-        if let Some(proof) = proof {
+        if let Some(expires_ms) = proof {
             rec.enter(Stage::Replay);
-            self.replay(req, &subject, proof, now_ms).await?;
+            let nonce = credential.nonce(req);
+            self.replay(&subject, nonce, expires_ms, now_ms).await?;
         }
         if let Some(limit) = &policy.agent_rate_limit {
             rec.enter(Stage::RateLimit);
             let limited = self.limit(LimitKind::Agent, &subject, limit, policy).await;
             if limited.is_err() && recorded {
-                let nonce = req.header("x-claw-nonce").unwrap_or_default();
+                let nonce = credential.nonce(req);
                 self.nonces.forget(&subject, nonce).await;
             }
             limited?;
@@ -264,7 +279,8 @@ impl Pipeline {
         Ok(credential.identity())
     }
 
-    /// The `body` and `proof` stages: the request proves it holds `key`.
+    /// The `body` and `proof` stages: the request proves it holds `key`. Returns until when its
+    /// nonce must be remembered.
     fn prove(
         &self,
         req: &RequestView,
@@ -272,30 +288,52 @@ impl Pipeline {
         key: &crate::crypto::PublicKey,
         now_ms: u64,
         rec: &mut Recorder<'_>,
-    ) -> Result<VerifiedProof, Denial> {
-        let max_skew_secs = self.settings.max_skew_secs;
+    ) -> Result<u64, Denial> {
+        let s = &self.settings;
         rec.enter(Stage::Body);
         let body = req.full_body()?;
         rec.enter(Stage::Proof);
         let pwq = req.path.as_ref().map_or("", |p| p.path_with_query.as_str());
-        let proof = pop::verify(req, pwq, body, key, now_ms, max_skew_secs)?;
+        let proof = pop::verify(req, pwq, body, key, now_ms, s.max_skew_secs)?;
         self.observe_skew(credential.agent(), proof.timestamp, now_ms);
-        Ok(proof)
+        let (skew, margin) = (s.max_skew_secs, s.nonce_margin_ms);
+        Ok(record_expiry_ms(proof.timestamp, now_ms, skew, margin))
     }
 
-    /// Records the request's nonce for `subject`, for the proof's whole window.
-    async fn replay(
+    /// The `body` and `proof` stages of a message signature: `Content-Digest` against the exact
+    /// body, then the signature. Returns until when its nonce must be remembered, when it has one.
+    fn prove_signature(
         &self,
         req: &RequestView,
+        signed: &httpsig::Signed,
+        policy: &Policy,
+        rec: &mut Recorder<'_>,
+    ) -> Result<Option<u64>, Denial> {
+        let s = &self.settings;
+        rec.enter(Stage::Body);
+        let body = match req.has_body() || signed.signature.covers("content-digest") {
+            true => req.full_body()?,
+            false => &[],
+        };
+        rec.enter(Stage::Proof);
+        httpsig::verify(req, body, signed, policy, &s.httpsig)?;
+        if let Some(created) = signed.signature.created.and_then(|c| u64::try_from(c).ok()) {
+            self.observe_skew(&signed.name, created, self.clock.now_ms());
+        }
+        let expiry = signed.nonce_expiry_ms(&s.httpsig, s.max_skew_secs) + s.nonce_margin_ms;
+        Ok(signed.signature.nonce.is_some().then_some(expiry))
+    }
+
+    /// Records `nonce` for `subject` until `expires_ms`.
+    async fn replay(
+        &self,
         subject: &str,
-        proof: VerifiedProof,
+        nonce: &str,
+        expires_ms: u64,
         now_ms: u64,
     ) -> Result<(), Denial> {
         let s = &self.settings;
-        let nonce = req.header("x-claw-nonce").unwrap_or_default();
-        let (skew, margin) = (s.max_skew_secs, s.nonce_margin_ms);
-        let recorded =
-            replay::record(&*self.nonces, subject, nonce, proof, now_ms, skew, margin).await;
+        let recorded = replay::record(&*self.nonces, subject, nonce, expires_ms, now_ms).await;
         let result = match &recorded {
             Ok(()) => NonceResult::Fresh,
             Err(Denial::Replay) => NonceResult::Replay,

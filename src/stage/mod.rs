@@ -3,6 +3,7 @@
 
 pub(crate) mod access;
 pub(crate) mod bearer;
+pub(crate) mod httpsig;
 pub(crate) mod pop;
 pub(crate) mod replay;
 pub(crate) mod revocation;

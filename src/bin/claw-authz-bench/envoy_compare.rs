@@ -253,7 +253,8 @@ fn envoy_config(
                       grpc_service: { envoy_grpc: { cluster_name: authz }, timeout: 1s }
                       failure_mode_allow: false
                       status_on_error: { code: ServiceUnavailable }
-                      with_request_body: { max_request_bytes: 1048576, allow_partial_message: false, pack_as_bytes: true }"
+                      with_request_body: { max_request_bytes: 1048576, allow_partial_message: false, pack_as_bytes: true }
+                      encode_raw_headers: true"
             .to_owned(),
         Setup::JwtAuthn => format!(
             "

@@ -1,0 +1,120 @@
+//! Verification keys by `keyid`: JWKs, named by their RFC 7638 thumbprint.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sha2::Digest as _;
+
+use crate::crypto::{Ed25519Key, P256Key, PublicKey};
+use crate::protocol::b64;
+
+/// The thumbprints of published test keys (RFC 9421 B.1.3 and B.1.4; the Web Bot Auth drafts
+/// use B.1.4): anyone holds their private halves, so they are refused as real keys unless
+/// `httpsig.allow_test_keys` is set.
+pub const TEST_KEY_THUMBPRINTS: [&str; 2] = [
+    "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U",
+    "ydQXMtvbsOsZyFir-Y7A8t7fKEM1gbKPvyFkdpu4fvI",
+];
+
+/// A key the verifier may use, and the name its identity headers give it.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub key: PublicKey,
+    /// The configured `name`, else the thumbprint.
+    pub name: String,
+}
+
+/// The configured keys, by thumbprint.
+pub type KeySet = Arc<HashMap<String, Known>>;
+
+/// The RFC 7638 thumbprint of `key`, base64url without padding.
+pub fn thumbprint(key: &PublicKey) -> String {
+    // Members in lexicographic order, no whitespace.
+    let json = match key {
+        PublicKey::Ed25519(k) => format!(
+            r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+            b64::encode(k.as_bytes())
+        ),
+        PublicKey::P256(k) => {
+            let sec1 = k.sec1_uncompressed();
+            format!(
+                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                b64::encode(&sec1[1..33]),
+                b64::encode(&sec1[33..])
+            )
+        }
+    };
+    b64::encode(&sha2::Sha256::digest(json.as_bytes()))
+}
+
+/// A public JWK (`OKP`/`Ed25519` or `EC`/`P-256`), validated; private members are refused.
+pub fn from_jwk(jwk: &serde_json::Value) -> Result<PublicKey, &'static str> {
+    let text = |k: &str| jwk.get(k).and_then(serde_json::Value::as_str);
+    if jwk.get("d").is_some() {
+        return Err("is a private key (has d)");
+    }
+    match (text("kty"), text("crv")) {
+        (Some("OKP"), Some("Ed25519")) => {
+            let x = text("x").ok_or("has no x")?;
+            let bytes = b64::decode_array::<32>(x).map_err(|_| "x is not 32 base64url bytes")?;
+            Ed25519Key::from_bytes(&bytes)
+                .map(PublicKey::Ed25519)
+                .map_err(|_| "is not a valid Ed25519 key")
+        }
+        (Some("EC"), Some("P-256")) => {
+            let x = text("x").ok_or("has no x")?;
+            let y = text("y").ok_or("has no y")?;
+            let x = b64::decode_array::<32>(x).map_err(|_| "x is not 32 base64url bytes")?;
+            let y = b64::decode_array::<32>(y).map_err(|_| "y is not 32 base64url bytes")?;
+            P256Key::from_coordinates(&x, &y)
+                .map(PublicKey::P256)
+                .map_err(|_| "is not a point on P-256")
+        }
+        _ => Err("must be an OKP Ed25519 or EC P-256 JWK"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprints_of_the_rfc_test_keys() {
+        let ed = from_jwk(&serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519", "x": "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"
+        }))
+        .unwrap();
+        assert_eq!(thumbprint(&ed), TEST_KEY_THUMBPRINTS[0]);
+        let p256 = from_jwk(&serde_json::json!({
+            "kty": "EC", "crv": "P-256",
+            "x": "qIVYZVLCrPZHGHjP17CTW0_-D9Lfw0EkjqF7xB4FivA",
+            "y": "Mc4nN9LTDOBhfoUeg8Ye9WedFRhnZXZJA12Qp0zZ6F0"
+        }))
+        .unwrap();
+        assert_eq!(thumbprint(&p256), TEST_KEY_THUMBPRINTS[1]);
+    }
+
+    /// RFC 7638 §3.1's example is an RSA key; RFC 8037 Appendix A.3 gives an Ed25519 one.
+    #[test]
+    fn rfc_8037_thumbprint() {
+        let key = from_jwk(&serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+        }))
+        .unwrap();
+        assert_eq!(
+            thumbprint(&key),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+
+    #[test]
+    fn private_or_foreign_keys_are_refused() {
+        let private = serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+            "d": "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"
+        });
+        assert_eq!(from_jwk(&private).unwrap_err(), "is a private key (has d)");
+        let hmac = serde_json::json!({"kty": "oct", "k": "AAAA"});
+        assert!(from_jwk(&hmac).is_err());
+    }
+}

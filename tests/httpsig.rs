@@ -1,0 +1,453 @@
+//! The `httpsig` profile through the real gRPC server: RFC 9421 signatures by configured keys,
+//! with the nonce recorded, `Content-Digest` against the body Envoy forwarded, and the raw
+//! header lines Envoy sends with `encode_raw_headers`.
+
+mod support;
+
+use std::sync::Arc;
+
+use claw_authz::clock::ManualClock;
+use claw_authz::dev::sign::{AgentSigner, Ed25519Signer};
+use claw_authz::httpsig::{Request, SignatureSpec, keys};
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use support::world::{NOW_MS, World, denied, ok_headers, on_policy, outcome};
+
+const AUTHORITY: &str = "api.example.com";
+const SIGNED: &str = "200";
+
+fn agent_key() -> AgentSigner {
+    AgentSigner::Ed25519(Ed25519Signer::from_seed([7; 32]))
+}
+
+fn config(key: &AgentSigner, extra_policy: &str) -> String {
+    let jwk = key.jwk();
+    format!(
+        "httpsig:\n  keys:\n    - {{kty: OKP, crv: Ed25519, x: \"{}\", name: crawler}}\npolicies:\n  signed:\n    profile: httpsig\n    require_known_agent: false\n{extra_policy}  open:\n    profile: any\n    require_known_agent: false\n",
+        jwk["x"].as_str().unwrap()
+    )
+}
+
+/// A request as a client sends it (HTTPS to `api.example.com`).
+fn request(method: &str, target: &str, fields: &[(&str, &str)]) -> Request {
+    Request {
+        method: method.into(),
+        scheme: "https".into(),
+        authority: AUTHORITY.into(),
+        target: target.into(),
+        fields: fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+fn spec(components: &[&str], created: i64, nonce: &str) -> SignatureSpec {
+    SignatureSpec {
+        label: "sig1".into(),
+        components: components.iter().map(|c| (*c).to_owned()).collect(),
+        created,
+        nonce: Some(nonce.into()),
+        ..SignatureSpec::default()
+    }
+}
+
+fn now_secs() -> i64 {
+    (NOW_MS / 1000) as i64
+}
+
+/// `request` signed, as Envoy would forward it: `header_map` (one entry per field line), host,
+/// scheme and body.
+fn envoy(
+    req: &Request,
+    signed: Option<(String, String)>,
+    body: &[u8],
+    policy: &str,
+) -> CheckRequest {
+    let mut lines: Vec<(String, String)> = req.fields.clone();
+    if let Some((input, signature)) = signed {
+        lines.push(("signature-input".into(), input));
+        lines.push(("signature".into(), signature));
+    }
+    let headers: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut check = claw_authz::dev::check::check_request(&req.method, &req.target, &[], body);
+    let http = check
+        .attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap();
+    http.host = req.authority.clone();
+    http.scheme = req.scheme.clone();
+    let mut all = vec![
+        (":method".to_owned(), req.method.clone()),
+        (":path".to_owned(), req.target.clone()),
+        (":authority".to_owned(), req.authority.clone()),
+        ("content-length".to_owned(), body.len().to_string()),
+    ];
+    all.extend(
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned())),
+    );
+    http.headers.clear();
+    http.header_map = Some(HeaderMap {
+        headers: all
+            .into_iter()
+            .map(|(key, value)| HeaderValue {
+                key,
+                raw_value: value.into_bytes(),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    on_policy(policy, check)
+}
+
+async fn start(w: &World, yaml: &str) -> support::server::Running {
+    let clock = ManualClock::at(NOW_MS);
+    let s = support::server::start(&w.yaml(yaml), Arc::new(clock)).await;
+    s.wait_ready().await;
+    s
+}
+
+fn reason(r: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> String {
+    let (_, _, body) = denied(r);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["error"]["details"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_signed_request_is_allowed_once_with_its_identity() {
+    let w = World::new("httpsig-allow").await;
+    let key = agent_key();
+    let mut s = start(&w, &config(&key, "")).await;
+    let req = request("GET", "/v1/items?page=2", &[("accept", "application/json")]);
+    let signed = key
+        .sign_message(
+            &req,
+            &spec(
+                &["@method", "@authority", "@path", "@query"],
+                now_secs(),
+                "n-1",
+            ),
+        )
+        .unwrap();
+    let r = s
+        .check(envoy(&req, Some(signed.clone()), b"", "signed"))
+        .await;
+    assert_eq!(outcome(&r), SIGNED);
+    let (set, _) = ok_headers(&r);
+    let value = |name: &str| {
+        set.iter()
+            .find(|h| h.0 == name)
+            .map(|h| h.1.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(value("x-claw-signature-agent"), "crawler");
+    assert_eq!(
+        value("x-claw-signature-keyid"),
+        keys::thumbprint(&key.public_key())
+    );
+    assert_eq!(
+        value("x-claw-signature-components"),
+        r#""@method" "@authority" "@path" "@query""#
+    );
+    // The same request again: its nonce is recorded.
+    let r = s.check(envoy(&req, Some(signed), b"", "signed")).await;
+    assert_eq!(outcome(&r), "401 PROXY_AUTH_REPLAY");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_method_path_authority_or_body_is_refused() {
+    let w = World::new("httpsig-changed").await;
+    let key = agent_key();
+    let mut s = start(&w, &config(&key, "")).await;
+    let body = br#"{"hello": "world"}"#;
+    let digest = "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:";
+    let components = ["@method", "@authority", "@path", "content-digest"];
+    let original = request("POST", "/v1/items", &[("content-digest", digest)]);
+    let sign = |nonce: &str| {
+        key.sign_message(&original, &spec(&components, now_secs(), nonce))
+            .unwrap()
+    };
+    let r = s
+        .check(envoy(&original, Some(sign("b-ok")), body, "signed"))
+        .await;
+    assert_eq!(outcome(&r), SIGNED);
+
+    let mut changed = original.clone();
+    changed.method = "PUT".into();
+    let r = s
+        .check(envoy(&changed, Some(sign("b-1")), body, "signed"))
+        .await;
+    assert_eq!(outcome(&r), "401 PROXY_AUTH_SIGNATURE_INVALID");
+    assert_eq!(reason(&r), "the signature does not verify");
+
+    let mut changed = original.clone();
+    changed.target = "/v1/other".into();
+    let r = s
+        .check(envoy(&changed, Some(sign("b-2")), body, "signed"))
+        .await;
+    assert_eq!(reason(&r), "the signature does not verify");
+
+    let mut changed = original.clone();
+    changed.authority = "evil.example.com".into();
+    let r = s
+        .check(envoy(&changed, Some(sign("b-3")), body, "signed"))
+        .await;
+    assert_eq!(reason(&r), "the signature does not verify");
+
+    let r = s
+        .check(envoy(
+            &original,
+            Some(sign("b-4")),
+            br#"{"hello": "there"}"#,
+            "signed",
+        ))
+        .await;
+    assert_eq!(outcome(&r), "401 PROXY_AUTH_SIGNATURE_INVALID");
+    assert_eq!(reason(&r), "content-digest: does not match the body");
+
+    // A body the signature does not cover (no content-digest) is refused before any crypto.
+    let bare = request("POST", "/v1/items", &[]);
+    let signed = key
+        .sign_message(
+            &bare,
+            &spec(&["@method", "@authority", "@path"], now_secs(), "b-5"),
+        )
+        .unwrap();
+    let r = s.check(envoy(&bare, Some(signed), body, "signed")).await;
+    assert_eq!(reason(&r), "no signature covers what the route requires");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn created_in_the_future_too_old_or_expired_is_refused() {
+    let w = World::new("httpsig-time").await;
+    let key = agent_key();
+    let mut s = start(&w, &config(&key, "")).await;
+    let req = request("GET", "/v1/items", &[]);
+    let parts = ["@method", "@authority", "@path"];
+    let check = |created: i64, expires: Option<i64>, nonce: &str| {
+        let mut sp = spec(&parts, created, nonce);
+        sp.expires = expires;
+        envoy(
+            &req,
+            Some(key.sign_message(&req, &sp).unwrap()),
+            b"",
+            "signed",
+        )
+    };
+    // The default skew is 300 s and the default maximum age 300 s.
+    let r = s.check(check(now_secs() + 301, None, "t-1")).await;
+    assert_eq!(reason(&r), "created is in the future");
+    let r = s.check(check(now_secs() - 301, None, "t-2")).await;
+    assert_eq!(reason(&r), "created is older than the maximum age");
+    let r = s
+        .check(check(now_secs() - 10, Some(now_secs()), "t-3"))
+        .await;
+    assert_eq!(reason(&r), "the signature expired");
+    let r = s.check(check(now_secs() + 299, None, "t-4")).await;
+    assert_eq!(outcome(&r), SIGNED);
+    let r = s
+        .check(check(now_secs() - 299, Some(now_secs() + 1), "t-5"))
+        .await;
+    assert_eq!(outcome(&r), SIGNED);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn no_signature_gets_the_challenge_naming_what_the_route_requires() {
+    let w = World::new("httpsig-challenge").await;
+    let key = agent_key();
+    let mut s = start(&w, &config(&key, "    signature_tag: web-bot-auth\n")).await;
+    let req = request("GET", "/v1/items?page=2", &[]);
+    let r = s.check(envoy(&req, None, b"", "signed")).await;
+    assert_eq!(outcome(&r), "401 PROXY_AUTH_SIGNATURE_MISSING");
+    let (_, headers, _) = denied(&r);
+    let accept = headers
+        .iter()
+        .find(|(k, _)| k == "accept-signature")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(
+        accept,
+        Some(r#"sig1=("@method" "@authority" "@path" "@query");created;nonce;tag="web-bot-auth""#)
+    );
+    // Signed without the tag the route requires: not acceptable.
+    let parts = ["@method", "@authority", "@path", "@query"];
+    let signed = key
+        .sign_message(&req, &spec(&parts, now_secs(), "c-1"))
+        .unwrap();
+    let r = s.check(envoy(&req, Some(signed), b"", "signed")).await;
+    assert_eq!(reason(&r), "no signature covers what the route requires");
+    let mut tagged = spec(&parts, now_secs(), "c-2");
+    tagged.tag = Some("web-bot-auth".into());
+    let signed = key.sign_message(&req, &tagged).unwrap();
+    let r = s.check(envoy(&req, Some(signed), b"", "signed")).await;
+    assert_eq!(outcome(&r), SIGNED);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_keys_hmac_and_missing_nonces_are_refused() {
+    let w = World::new("httpsig-keys").await;
+    let key = agent_key();
+    let mut s = start(&w, &config(&key, "")).await;
+    let req = request("GET", "/v1/items", &[]);
+    let parts = ["@method", "@authority", "@path"];
+    let stranger = AgentSigner::Ed25519(Ed25519Signer::from_seed([9; 32]));
+    let signed = stranger
+        .sign_message(&req, &spec(&parts, now_secs(), "k-1"))
+        .unwrap();
+    let r = s.check(envoy(&req, Some(signed), b"", "signed")).await;
+    assert_eq!(reason(&r), "unknown keyid");
+    // The right key's thumbprint on a stranger's signature still fails the verification.
+    let mut claimed = spec(&parts, now_secs(), "k-2");
+    claimed.keyid = keys::thumbprint(&key.public_key());
+    let signed = stranger.sign_message(&req, &claimed).unwrap();
+    let r = s.check(envoy(&req, Some(signed), b"", "signed")).await;
+    assert_eq!(reason(&r), "the signature does not verify");
+    let mut hmac = spec(&parts, now_secs(), "k-3");
+    hmac.alg = Some("hmac-sha256".into());
+    let signed = key.sign_message(&req, &hmac).unwrap();
+    let r = s.check(envoy(&req, Some(signed), b"", "signed")).await;
+    assert_eq!(reason(&r), "the algorithm does not match the key");
+    let mut bare = spec(&parts, now_secs(), "k-4");
+    bare.nonce = None;
+    let signed = key.sign_message(&req, &bare).unwrap();
+    let r = s.check(envoy(&req, Some(signed), b"", "signed")).await;
+    assert_eq!(reason(&r), "the signature has no nonce");
+    s.stop().await;
+}
+
+/// RFC 9421 joins a field's lines with ", "; Envoy's header map joins them with ",". With
+/// `encode_raw_headers` the lines arrive apart and the signature verifies.
+#[tokio::test]
+async fn a_header_sent_on_two_lines_verifies_from_the_raw_lines() {
+    let w = World::new("httpsig-lines").await;
+    let key = agent_key();
+    let mut s = start(
+        &w,
+        &config(
+            &key,
+            "    signature_components: [\"@method\", \"@path\", \"x-list\"]\n",
+        ),
+    )
+    .await;
+    let req = request("GET", "/v1/items", &[("x-list", "a, b"), ("x-list", "c")]);
+    let parts = ["@method", "@path", "x-list"];
+    let signed = key
+        .sign_message(&req, &spec(&parts, now_secs(), "l-1"))
+        .unwrap();
+    let r = s.check(envoy(&req, Some(signed), b"", "signed")).await;
+    assert_eq!(outcome(&r), SIGNED);
+    // The same request as Envoy's map form carries it: one value, joined with ",".
+    let signed = key
+        .sign_message(&req, &spec(&parts, now_secs(), "l-2"))
+        .unwrap();
+    let mut joined = envoy(
+        &request("GET", "/v1/items", &[("x-list", "a, b,c")]),
+        Some(signed),
+        b"",
+        "signed",
+    );
+    let http = joined
+        .attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap();
+    http.headers = http
+        .header_map
+        .take()
+        .unwrap()
+        .headers
+        .into_iter()
+        .map(|h| (h.key, String::from_utf8(h.raw_value).unwrap()))
+        .collect();
+    let r = s.check(joined).await;
+    assert_eq!(reason(&r), "the signature does not verify");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_any_route_takes_a_signature_and_claw_routes_still_work_with_raw_headers() {
+    let w = World::new("httpsig-any").await;
+    let key = agent_key();
+    let mut s = start(&w, &config(&key, "")).await;
+    let req = request("GET", "/v1/items", &[]);
+    let signed = key
+        .sign_message(
+            &req,
+            &spec(&["@method", "@authority", "@path"], now_secs(), "a-1"),
+        )
+        .unwrap();
+    let r = s.check(envoy(&req, Some(signed), b"", "open")).await;
+    assert_eq!(outcome(&r), SIGNED);
+    let (set, _) = ok_headers(&r);
+    assert!(set.iter().any(|h| h.0 == "x-claw-signature-agent"));
+    // A Claw request whose headers come as raw lines.
+    let claw = w
+        .alpha
+        .request(NOW_MS, "GET", "/v1/items", b"", "a-claw", &[]);
+    let http = claw.attributes.as_ref().unwrap().request.as_ref().unwrap();
+    let http = http.http.as_ref().unwrap();
+    let lines: Vec<(&str, &str)> = http
+        .headers
+        .iter()
+        .filter(|(k, _)| !k.starts_with(':') && *k != "content-length")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let as_raw = envoy(
+        &request(&http.method, &http.path, &lines),
+        None,
+        b"",
+        "open",
+    );
+    let r = s.check(as_raw).await;
+    assert_eq!(outcome(&r), SIGNED);
+    s.stop().await;
+}
+
+#[test]
+fn published_test_keys_are_refused_unless_allowed() {
+    let yaml = "registry:\n  url: https://registry.example\nhttpsig:\n  keys:\n    - {kty: OKP, crv: Ed25519, x: JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs}\n    - {kty: EC, crv: P-256, x: qIVYZVLCrPZHGHjP17CTW0_-D9Lfw0EkjqF7xB4FivA, y: Mc4nN9LTDOBhfoUeg8Ye9WedFRhnZXZJA12Qp0zZ6F0}\n    - {kty: oct, k: AAAA}\n  scheme: ftp\n";
+    let errors = claw_authz::config::Config::load(yaml, &Default::default()).unwrap_err();
+    let ours: Vec<&String> = errors.iter().filter(|e| e.starts_with("httpsig")).collect();
+    assert_eq!(
+        ours,
+        vec![
+            "httpsig.keys[0]: is a published test key (RFC 9421); set httpsig.allow_test_keys to use it",
+            "httpsig.keys[1]: is a published test key (RFC 9421); set httpsig.allow_test_keys to use it",
+            "httpsig.keys[2]: must be an OKP Ed25519 or EC P-256 JWK",
+            "httpsig.scheme: must be http or https",
+        ]
+    );
+    let allowed = yaml
+        .replace("  scheme: ftp\n", "  allow_test_keys: true\n")
+        .replace("    - {kty: oct, k: AAAA}\n", "");
+    let config = claw_authz::config::Config::load(&allowed, &Default::default()).unwrap();
+    assert_eq!(config.httpsig.keys.len(), 2);
+    assert!(
+        config
+            .httpsig
+            .keys
+            .contains_key(keys::TEST_KEY_THUMBPRINTS[0])
+    );
+}
