@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::Arc;
 
-use claw_authz::clock::ManualClock;
+use claw_authz::clock::{Clock, ManualClock};
 use claw_authz::dev::sign::{AgentSigner, Ed25519Signer};
 use claw_authz::httpsig::{Request, SignatureSpec, keys};
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
@@ -450,4 +450,222 @@ fn published_test_keys_are_refused_unless_allowed() {
             .keys
             .contains_key(keys::TEST_KEY_THUMBPRINTS[0])
     );
+}
+
+mod directories {
+    //! Web Bot Auth: `Signature-Agent` names an agent whose key directory is fetched from a real
+    //! HTTP server on loopback (`allow_private_addresses` on, except where a test says).
+
+    use super::*;
+    use support::registry::{FakeEndpoint, Reply};
+
+    const DIRECTORY: &str = "/.well-known/http-message-signatures-directory";
+
+    fn directory_body(keys: &[&AgentSigner]) -> String {
+        let keys: Vec<serde_json::Value> = keys.iter().map(|k| k.jwk()).collect();
+        serde_json::json!({ "keys": keys }).to_string()
+    }
+
+    /// The origin a fake endpoint serves (`http://127.0.0.1:port`).
+    fn origin(endpoint: &FakeEndpoint) -> String {
+        endpoint.url.trim_end_matches(DIRECTORY).to_owned()
+    }
+
+    fn agents_yaml(agents: &[(&str, &str)], extra: &str) -> String {
+        let mut yaml = String::from(
+            "httpsig:\n  allow_private_addresses: true\n  agents:\n",
+        );
+        for (origin, name) in agents {
+            yaml.push_str(&format!(
+                "    - {{origin: \"{origin}\", name: {name}, insecure_http: true}}\n"
+            ));
+        }
+        yaml.push_str(extra);
+        yaml.push_str(
+            "policies:\n  bots:\n    profile: httpsig\n    require_known_agent: false\n    signature_tag: web-bot-auth\n    signature_components: [\"@authority\", \"signature-agent\"]\n",
+        );
+        yaml
+    }
+
+    /// A Web Bot Auth request: `@authority` and the `signature-agent` member `sig1` covered,
+    /// tagged, expiring in a minute.
+    fn bot_request(key: &AgentSigner, agent: &str, nonce: &str, legacy: bool) -> CheckRequest {
+        bot_request_at(key, agent, nonce, legacy, now_secs())
+    }
+
+    fn bot_request_at(
+        key: &AgentSigner,
+        agent: &str,
+        nonce: &str,
+        legacy: bool,
+        created: i64,
+    ) -> CheckRequest {
+        let (header, covered) = match legacy {
+            true => (format!("\"{agent}\""), "signature-agent".to_owned()),
+            false => (
+                format!("sig1=\"{agent}\""),
+                "\"signature-agent\";key=\"sig1\"".to_owned(),
+            ),
+        };
+        let req = request("GET", "/robots-welcome", &[("signature-agent", &header)]);
+        let spec = SignatureSpec {
+            label: "sig1".into(),
+            components: vec!["@authority".into(), covered],
+            created,
+            expires: Some(created + 60),
+            nonce: Some(nonce.into()),
+            tag: Some("web-bot-auth".into()),
+            alg: Some("ed25519".into()),
+            ..SignatureSpec::default()
+        };
+        let signed = key.sign_message(&req, &spec).unwrap();
+        envoy(&req, Some(signed), b"", "bots")
+    }
+
+    #[tokio::test]
+    async fn a_bot_signs_with_a_key_from_its_directory_in_both_forms() {
+        let w = World::new("wba-allow").await;
+        let key = agent_key();
+        let dir = FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&key]))]).await;
+        let agent = origin(&dir);
+        let mut s = start(&w, &agents_yaml(&[(&agent, "good-bot")], "")).await;
+        let r = s.check(bot_request(&key, &agent, "w-1", false)).await;
+        assert_eq!(outcome(&r), SIGNED);
+        let (set, _) = ok_headers(&r);
+        assert!(set.iter().any(|h| h.0 == "x-claw-signature-agent" && h.1 == "good-bot"));
+        let r = s.check(bot_request(&key, &agent, "w-2", true)).await;
+        assert_eq!(outcome(&r), SIGNED, "the legacy string form");
+        let r = s.check(bot_request(&key, &agent, "w-2", true)).await;
+        assert_eq!(outcome(&r), "401 PROXY_AUTH_REPLAY");
+        assert_eq!(dir.calls(), 1, "one fetch, then the cache");
+        s.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_keyid_learned_from_another_directory_url_is_refused() {
+        let w = World::new("wba-other").await;
+        let (a_key, b_key) = (agent_key(), AgentSigner::Ed25519(Ed25519Signer::from_seed([3; 32])));
+        let a = FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&a_key]))]).await;
+        let b = FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&b_key]))]).await;
+        let (a_origin, b_origin) = (origin(&a), origin(&b));
+        let mut s = start(&w, &agents_yaml(&[(&a_origin, "a"), (&b_origin, "b")], "")).await;
+        // B's key, claiming to be agent A.
+        let r = s.check(bot_request(&b_key, &a_origin, "o-1", false)).await;
+        assert_eq!(outcome(&r), "401 PROXY_AUTH_SIGNATURE_INVALID");
+        assert_eq!(reason(&r), "unknown keyid");
+        let r = s.check(bot_request(&b_key, &b_origin, "o-2", false)).await;
+        assert_eq!(outcome(&r), SIGNED);
+        // An agent no one configured.
+        let r = s.check(bot_request(&b_key, "https://stranger.example", "o-3", false)).await;
+        assert_eq!(reason(&r), "unknown signature agent");
+        s.stop().await;
+    }
+
+    async fn fetch_refused(name: &str, reply: Reply, extra: &str) {
+        let w = World::new(name).await;
+        let key = agent_key();
+        let dir = FakeEndpoint::start(DIRECTORY, vec![reply]).await;
+        let agent = origin(&dir);
+        let mut s = start(&w, &agents_yaml(&[(&agent, "bot")], extra)).await;
+        let r = s.check(bot_request(&key, &agent, "f-1", false)).await;
+        assert_eq!(outcome(&r), "503 PROXY_AUTH_DEPENDENCY_UNAVAILABLE");
+        let (_, _, body) = denied(&r);
+        assert!(body.contains("Signature agent keys are unavailable"), "{body}");
+        assert_eq!(dir.calls(), 1);
+        s.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_directory_answering_with_a_redirect_is_not_followed() {
+        let key = agent_key();
+        let good = FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&key]))]).await;
+        fetch_refused("wba-redirect", Reply::Redirect(302, good.url.clone()), "").await;
+        assert_eq!(good.calls(), 0, "the redirect target was never fetched");
+    }
+
+    #[tokio::test]
+    async fn a_directory_answering_non_200_is_refused() {
+        fetch_refused("wba-status", Reply::Status(404), "").await;
+    }
+
+    #[tokio::test]
+    async fn an_oversized_directory_is_refused() {
+        let key = agent_key();
+        let mut doc: serde_json::Value = serde_json::from_str(&directory_body(&[&key])).unwrap();
+        doc["padding"] = serde_json::Value::String("x".repeat(20 * 1024));
+        // limits.jwks_bytes bounds every key document, directories included.
+        let w = "limits:\n  jwks_bytes: 16384\n";
+        fetch_refused("wba-large", Reply::Body(200, doc.to_string()), w).await;
+    }
+
+    #[tokio::test]
+    async fn a_directory_on_a_private_address_is_not_fetched() {
+        let w = World::new("wba-private").await;
+        let key = agent_key();
+        let dir = FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&key]))]).await;
+        // `localhost` resolves to loopback: refused by the resolver when private addresses are off.
+        let agent = origin(&dir).replace("127.0.0.1", "localhost");
+        let yaml = agents_yaml(&[(&agent, "bot")], "").replace(
+            "allow_private_addresses: true",
+            "allow_private_addresses: false",
+        );
+        let mut s = start(&w, &yaml).await;
+        let r = s.check(bot_request(&key, &agent, "p-1", false)).await;
+        assert_eq!(outcome(&r), "503 PROXY_AUTH_DEPENDENCY_UNAVAILABLE");
+        assert_eq!(dir.calls(), 0, "no connection was made");
+        // An address literal is refused when the configuration is loaded.
+        let literal = agents_yaml(&[(&origin(&dir), "bot")], "").replace(
+            "allow_private_addresses: true",
+            "allow_private_addresses: false",
+        );
+        let errors = claw_authz::config::Config::load(&w.yaml(&literal), &Default::default())
+            .unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.starts_with("httpsig.agents[0].directory: names a private")),
+            "{errors:?}"
+        );
+        s.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_keeps_the_keys_and_a_directory_without_the_key_drops_it() {
+        let w = World::new("wba-evict").await;
+        let key = agent_key();
+        let dir = FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&key]))]).await;
+        let agent = origin(&dir);
+        let clock = ManualClock::at(NOW_MS);
+        let mut s = support::server::start(
+            &w.yaml(&agents_yaml(&[(&agent, "bot")], "")),
+            Arc::new(clock.clone()),
+        )
+        .await;
+        s.wait_ready().await;
+        let at = |clock: &ManualClock, nonce: &str| {
+            let created = i64::try_from(clock.now_ms() / 1000).unwrap();
+            bot_request_at(&key, &agent, nonce, false, created)
+        };
+        assert_eq!(outcome(&s.check(at(&clock, "e-1")).await), SIGNED);
+        // The directory fails: past the keys' TTL (an hour) the cached keys are still served
+        // while a background refresh fails.
+        dir.set(vec![Reply::Status(500)]);
+        clock.advance_ms(3_601_000);
+        assert_eq!(outcome(&s.check(at(&clock, "e-2")).await), SIGNED);
+        // The directory drops the key: the next refresh (ten seconds on) replaces the cached
+        // set, and the key is refused from then on.
+        let other = AgentSigner::Ed25519(Ed25519Signer::from_seed([5; 32]));
+        dir.set(vec![Reply::Body(200, directory_body(&[&other]))]);
+        clock.advance_ms(11_000);
+        let mut answers = Vec::new();
+        for i in 0..200 {
+            let r = s.check(at(&clock, &format!("e-3-{i}"))).await;
+            if outcome(&r) != SIGNED {
+                answers.push(reason(&r));
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(answers, ["unknown keyid"]);
+        assert!(dir.calls() >= 3, "{}", dir.calls());
+        s.stop().await;
+    }
 }

@@ -98,6 +98,7 @@ impl App {
         let metrics = telemetry.metrics.clone();
         let reg = wiring::registry(config, &clock, &metrics, parts.registry)?;
         let bearer = wiring::bearer_issuers(config, &clock, &metrics)?;
+        let agents = wiring::signature_agents(config, &clock, &metrics)?;
         let redis = wiring::redis(config)?;
         let trust = wiring::trust(config, &clock, parts.trust, redis.as_ref())?;
         let nonces = wiring::nonces(config, &clock, redis.as_ref())?;
@@ -111,6 +112,7 @@ impl App {
             trust,
             events: Arc::new(Events::new(wiring::size(config.events.capacity))),
             bearer,
+            agents,
             limiter: wiring::limiter(config, redis.as_ref()),
             signature_checks: AtomicU64::new(0),
             metrics,

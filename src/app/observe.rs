@@ -84,7 +84,7 @@ pub(super) fn register(
 }
 
 /// Every breaker: the registry's three, then each bearer issuer's JWKS breaker (labelled with
-/// the configured issuer, a bounded set).
+/// the configured issuer, a bounded set), then each signature agent's directory breaker.
 fn breakers(
     p: &Pipeline,
     registry: &Arc<Guarded>,
@@ -95,11 +95,20 @@ fn breakers(
         .iter()
         .map(|i| (i.jwks.clone(), i.config.issuer.clone()))
         .collect();
+    let agents: Vec<_> = p
+        .agents
+        .iter()
+        .map(|a| (a.directory.clone(), a.config.origin.clone()))
+        .collect();
     Arc::new(move || {
         let ours = [&registry.keys, &registry.crl, &registry.validate];
         let mut all: Vec<_> = ours.into_iter().map(|b| reading(b, None)).collect();
         for (jwks, issuer) in &issuers {
             all.push(reading(jwks.breaker(), Some(issuer.clone())));
+        }
+        // A directory's breaker is labelled with its agent's origin (`issuer` of its keys).
+        for (directory, origin) in &agents {
+            all.push(reading(directory.breaker(), Some(origin.clone())));
         }
         all
     })

@@ -21,7 +21,9 @@ use crate::registry::guard::Guarded;
 use crate::registry::http::{BodyLimits, Endpoints, HttpRegistry};
 use crate::registry::jwks::Jwks;
 use crate::revocation::StreamSettings;
+use crate::registry::directory::Directory;
 use crate::stage::bearer::IssuerKeys;
+use crate::stage::httpsig::AgentKeys;
 use crate::store::nonce::{MemoryNonceStore, NonceStore};
 use crate::store::nonce_file::{FileNonceStore, Fsync};
 use crate::store::redis::{Redis, RedisNonceStore, RedisTrustStore};
@@ -165,6 +167,43 @@ pub(super) fn bearer_issuers(
         });
     }
     Ok(bearer)
+}
+
+/// Each Web Bot Auth agent's key directory: its own endpoint (no redirects, public addresses
+/// only unless allowed) and breaker, the same stale-while-revalidate cache and deadlines as the
+/// registry keys, keyed by thumbprint.
+pub(super) fn signature_agents(
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+) -> Result<Vec<AgentKeys>, String> {
+    let h = &config.httpsig;
+    h.agents
+        .iter()
+        .map(|agent| {
+            let directory = Directory::new(
+                agent.directory.clone(),
+                config.registry.timeout,
+                size(config.limits.jwks_bytes),
+                h.allow_private_addresses,
+                breakers(config),
+                clock.clone(),
+                metrics.clone(),
+            )
+            .map_err(|e| format!("cannot build the directory client: {e}"))?;
+            let directory = Arc::new(directory);
+            Ok(AgentKeys {
+                config: agent.clone(),
+                keys: Arc::new(KeyCache::with_parser(
+                    directory.clone(),
+                    clock.clone(),
+                    key_timing(config),
+                    crate::httpsig::keys::parse_directory,
+                )),
+                directory,
+            })
+        })
+        .collect()
 }
 
 fn redis_target(config: &Config, url: &str) -> crate::store::redis::Target {

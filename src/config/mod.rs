@@ -25,7 +25,7 @@ pub use choices::{
     Choice, FsyncMode, LimitStoreKind, LogFormat, LogLevel, NonceStoreKind, TrustStoreKind,
 };
 use fields::{Reader, set_path};
-pub use httpsig::HttpSigConfig;
+pub use httpsig::{AgentConfig, DIRECTORY_PATH, HttpSigConfig, origin_of};
 pub use registry::{AccessConfig, CrlConfig, RegistryConfig};
 use routes::{read_bearer, read_policies, read_routes};
 pub use service::{

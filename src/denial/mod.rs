@@ -60,6 +60,8 @@ pub enum Denial {
     SignatureMissing {
         accept: String,
     },
+    /// The signature agent's key directory could not be loaded.
+    SignatureKeysUnavailable,
     /// The request's HTTP Message Signature was refused (`reason` is protocol text).
     SignatureInvalid {
         reason: String,
@@ -281,6 +283,12 @@ impl Denial {
                 "PROXY_AUTH_SIGNATURE_MISSING",
                 "Request has no HTTP message signature",
             ),
+            SignatureKeysUnavailable => row(
+                503,
+                Unavailable,
+                UNAVAILABLE,
+                "Signature agent keys are unavailable",
+            ),
             SignatureInvalid { .. } => row(
                 401,
                 Unauthenticated,
@@ -385,6 +393,7 @@ impl Denial {
             | BearerKeysUnavailable
             | ProfileNotAllowed
             | SignatureMissing { .. }
+            | SignatureKeysUnavailable
             | TokenRevoked
             | RateLimited { .. }
             | ClientRateLimited { .. }

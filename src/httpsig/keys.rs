@@ -6,6 +6,7 @@ use std::sync::Arc;
 use sha2::Digest as _;
 
 use crate::crypto::{Ed25519Key, P256Key, PublicKey};
+use crate::protocol::keys::{KeySet, KeysDocError};
 use crate::protocol::b64;
 
 /// The thumbprints of published test keys (RFC 9421 B.1.3 and B.1.4; the Web Bot Auth drafts
@@ -25,7 +26,7 @@ pub struct Known {
 }
 
 /// The configured keys, by thumbprint.
-pub type KeySet = Arc<HashMap<String, Known>>;
+pub type Configured = Arc<HashMap<String, Known>>;
 
 /// The RFC 7638 thumbprint of `key`, base64url without padding.
 pub fn thumbprint(key: &PublicKey) -> String {
@@ -72,6 +73,34 @@ pub fn from_jwk(jwk: &serde_json::Value) -> Result<PublicKey, &'static str> {
         }
         _ => Err("must be an OKP Ed25519 or EC P-256 JWK"),
     }
+}
+
+/// The most keys a directory may hold (the rest are ignored).
+pub const MAX_DIRECTORY_KEYS: usize = 64;
+
+/// A key directory (`{"keys": [JWK, ...]}`, RFC 7517 JWKS), keyed by thumbprint: Web Bot Auth's
+/// `keyid` is the thumbprint, whatever `kid` says. Keys of other types, private keys and
+/// duplicates are skipped; a directory with no usable key is refused.
+pub fn parse_directory(body: &[u8]) -> Result<KeySet, KeysDocError> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| KeysDocError::PayloadInvalid)?;
+    let Some(entries) = doc.get("keys").and_then(serde_json::Value::as_array) else {
+        return Err(KeysDocError::PayloadInvalid);
+    };
+    let mut keys: Vec<(String, PublicKey)> = Vec::new();
+    for entry in entries.iter().take(MAX_DIRECTORY_KEYS) {
+        let Ok(key) = from_jwk(entry) else {
+            continue;
+        };
+        let id = thumbprint(&key);
+        if !keys.iter().any(|(k, _)| *k == id) {
+            keys.push((id, key));
+        }
+    }
+    if keys.is_empty() {
+        return Err(KeysDocError::NoActiveKey);
+    }
+    Ok(KeySet::new(keys))
 }
 
 #[cfg(test)]

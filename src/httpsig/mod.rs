@@ -50,6 +50,8 @@ pub enum Error {
     Algorithm,
     /// No key is known under the signature's `keyid`.
     UnknownKey,
+    /// The covered `Signature-Agent` names no configured agent.
+    UnknownAgent,
     /// `created` missing, in the future or older than allowed; `expires` past.
     Time(&'static str),
     /// The policy requires a `nonce` and there is none.
@@ -74,6 +76,7 @@ impl std::fmt::Display for Error {
             Error::DuplicateComponent => f.write_str("a component is covered twice"),
             Error::Algorithm => f.write_str("the algorithm does not match the key"),
             Error::UnknownKey => f.write_str("unknown keyid"),
+            Error::UnknownAgent => f.write_str("unknown signature agent"),
             Error::Time(what) => write!(f, "{what}"),
             Error::MissingNonce => f.write_str("the signature has no nonce"),
             Error::Digest(what) => write!(f, "content-digest: {what}"),
@@ -348,7 +351,8 @@ impl Message for Request {
 #[derive(Debug, Clone, Default)]
 pub struct SignatureSpec {
     pub label: String,
-    /// Component names (derived or lowercase field names, without parameters).
+    /// Component names (derived or lowercase field names), or whole serialized identifiers
+    /// with parameters (`"signature-agent";key="sig1"`).
     pub components: Vec<String>,
     pub created: i64,
     pub expires: Option<i64>,
@@ -372,7 +376,10 @@ pub fn sign(
         &spec
             .components
             .iter()
-            .map(|c| quoted(c))
+            .map(|c| match c.starts_with('"') {
+                true => c.clone(),
+                false => quoted(c),
+            })
             .collect::<Vec<_>>()
             .join(" "),
     );

@@ -58,6 +58,8 @@ pub enum Endpoint {
     Validate,
     /// A bearer issuer's JWKS.
     Jwks,
+    /// A Web Bot Auth agent's key directory.
+    Directory,
 }
 
 impl Endpoint {
@@ -67,6 +69,7 @@ impl Endpoint {
             Endpoint::Crl => "crl",
             Endpoint::Validate => "validate",
             Endpoint::Jwks => "jwks",
+            Endpoint::Directory => "directory",
         }
     }
 }

@@ -46,9 +46,9 @@ impl Pipeline {
                 Ok(Credential::Bearer(Box::new(claims.await?)))
             }
             (Profile::HttpSig, _) | (Profile::Any, None) if stage::httpsig::present(req) => {
-                self.signature(req, policy)
+                self.signature(req, policy).await
             }
-            (Profile::HttpSig, _) => self.signature(req, policy),
+            (Profile::HttpSig, _) => self.signature(req, policy).await,
             (Profile::Bearer, None) => match req.header("authorization").unwrap_or("") {
                 "" => Err(Denial::MissingToken),
                 _ => Err(Denial::ProfileNotAllowed),
@@ -69,10 +69,12 @@ impl Pipeline {
     }
 
     /// The `httpsig` profile's `token` stage.
-    fn signature(&self, req: &RequestView, policy: &Policy) -> Result<Credential, Denial> {
+    async fn signature(&self, req: &RequestView, policy: &Policy) -> Result<Credential, Denial> {
         let s = &self.settings;
         let now_secs = self.clock.now_secs();
-        let signed = stage::httpsig::select(req, policy, &s.httpsig, now_secs, s.max_skew_secs)?;
+        self.signature_checks.fetch_add(1, Ordering::Relaxed);
+        let (config, agents, skew) = (&s.httpsig, &self.agents, s.max_skew_secs);
+        let signed = stage::httpsig::select(req, policy, config, agents, now_secs, skew).await?;
         Ok(Credential::Signature(Box::new(signed)))
     }
 

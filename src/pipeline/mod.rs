@@ -169,6 +169,8 @@ pub struct Pipeline {
     pub events: Arc<Events>,
     /// Issuers of the bearer profile.
     pub bearer: Vec<IssuerKeys>,
+    /// Web Bot Auth agents and their key directories.
+    pub(crate) agents: Vec<httpsig::AgentKeys>,
     pub(crate) limiter: Arc<dyn Limiter>,
     /// Token signature verifications attempted (a pre-authentication limit spares them).
     pub signature_checks: AtomicU64,

@@ -5,6 +5,7 @@
 //! they mean (a usable key set, a CRL, a valid access token) happens in the caches, over bytes.
 
 pub mod breaker;
+pub mod directory;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod guard;

@@ -2,12 +2,25 @@
 //! requires and its key and checks its times; the `body` and `proof` stages check
 //! `Content-Digest` and the signature over the rebuilt base.
 
-use crate::config::HttpSigConfig;
+use std::sync::Arc;
+
+use sfv::{BareItem, ListEntry, Parser};
+
+use crate::cache::keys::{KeyCache, KeysError};
+use crate::clock::Every;
+use crate::config::{AgentConfig, HttpSigConfig};
 use crate::crypto::PublicKey;
 use crate::denial::Denial;
 use crate::httpsig::{self, Error, Message, Signature};
 use crate::policy::Policy;
 use crate::request::RequestView;
+
+/// A Web Bot Auth agent and its key directory, behind the registry keys' cache machinery.
+pub(crate) struct AgentKeys {
+    pub(crate) config: AgentConfig,
+    pub(crate) keys: Arc<KeyCache>,
+    pub(crate) directory: Arc<crate::registry::directory::Directory>,
+}
 
 /// A signature chosen and checked up to its verification.
 #[derive(Debug, Clone)]
@@ -15,14 +28,19 @@ pub(crate) struct Signed {
     pub(crate) signature: Signature,
     pub(crate) keyid: String,
     pub(crate) key: PublicKey,
-    /// The key's configured name.
+    /// The key's configured name, or its agent's.
     pub(crate) name: String,
+    /// The directory the key came from (`None`: a configured key).
+    pub(crate) directory: Option<String>,
 }
 
 impl Signed {
-    /// Whose nonces: one space per key.
+    /// Whose nonces: one space per key (per directory and key for an agent's).
     pub(crate) fn subject(&self) -> String {
-        format!("httpsig|{}", self.keyid)
+        match &self.directory {
+            Some(d) => format!("httpsig|{d}|{}", self.keyid),
+            None => format!("httpsig|{}", self.keyid),
+        }
     }
 
     /// Until when the nonce must be remembered: the last instant the signature is accepted
@@ -93,11 +111,13 @@ pub(crate) fn accept_signature(
 }
 
 /// The `token` stage: parse both fields, choose the first signature that covers what the route
-/// requires (and carries its tag), find its key, check its times and nonce.
-pub(crate) fn select(
+/// requires (and carries its tag), find its key (a configured one, or in the directory of the
+/// agent its covered `Signature-Agent` names), check its times and nonce.
+pub(crate) async fn select(
     req: &RequestView,
     policy: &Policy,
     config: &HttpSigConfig,
+    agents: &[AgentKeys],
     now_secs: u64,
     max_skew_secs: u64,
 ) -> Result<Signed, Denial> {
@@ -122,12 +142,20 @@ pub(crate) fn select(
         })
         .ok_or_else(|| invalid(Error::NoAcceptableSignature))?;
     let keyid = signature.keyid.clone().unwrap_or_default();
-    let known = config
-        .keys
-        .get(&keyid)
-        .ok_or_else(|| invalid(Error::UnknownKey))?;
+    let (key, name, directory) = match signature_agent(req, &signature, agents).map_err(invalid)? {
+        Some(agent) => {
+            let key = directory_key(agent, &keyid, now_secs).await?;
+            let key = key.ok_or_else(|| invalid(Error::UnknownKey))?;
+            let origin = Some(agent.config.directory.clone());
+            (key, agent.config.name.clone(), origin)
+        }
+        None => {
+            let known = config.keys.get(&keyid).ok_or_else(|| invalid(Error::UnknownKey))?;
+            (known.key.clone(), known.name.clone(), None)
+        }
+    };
     if let Some(alg) = &signature.alg
-        && alg != httpsig::alg_name(&known.key)
+        && alg != httpsig::alg_name(&key)
     {
         return Err(invalid(Error::Algorithm));
     }
@@ -156,10 +184,93 @@ pub(crate) fn select(
     }
     Ok(Signed {
         keyid,
-        key: known.key.clone(),
-        name: known.name.clone(),
+        key,
+        name,
+        directory,
         signature,
     })
+}
+
+/// The agent whose directory holds the signature's key: the one its covered `Signature-Agent`
+/// names (`None`: no such header is covered, the key is a configured one). A covered
+/// `Signature-Agent` naming no configured agent is refused.
+fn signature_agent<'a>(
+    req: &RequestView,
+    signature: &Signature,
+    agents: &'a [AgentKeys],
+) -> Result<Option<&'a AgentKeys>, Error> {
+    let Some(component) = signature
+        .components
+        .iter()
+        .find(|c| c.name == "signature-agent")
+    else {
+        return Ok(None);
+    };
+    let field = req.field_lines("signature-agent").join(", ");
+    if field.is_empty() {
+        return Err(Error::MissingComponent(component.identifier()));
+    }
+    let malformed = || Error::Malformed("Signature-Agent");
+    let named = match component.params.get("key") {
+        // The dictionary form: the member the signature covers.
+        Some(BareItem::String(key)) => dictionary_member(&field, key.as_str()),
+        Some(_) => None,
+        // The legacy form, a lone string; or a dictionary covered whole (one member, or the
+        // member named like the signature's label).
+        None => match Parser::new(&field).parse::<sfv::Item>() {
+            Ok(item) => item.bare_item.as_string().map(|s| s.as_str().to_owned()),
+            Err(_) => {
+                let dict: sfv::Dictionary = Parser::new(&field).parse().map_err(|_| malformed())?;
+                match dict.len() {
+                    1 => dictionary_member(&field, dict.keys().next().map_or("", |k| k.as_str())),
+                    _ => dictionary_member(&field, &signature.label),
+                }
+            }
+        },
+    }
+    .ok_or_else(malformed)?;
+    let origin = crate::config::origin_of(&named, true);
+    agents
+        .iter()
+        .find(|a| Some(&a.config.origin) == origin.as_ref() || a.config.directory == named)
+        .map(Some)
+        .ok_or(Error::UnknownAgent)
+}
+
+/// The string value of member `key` of the dictionary `field`.
+fn dictionary_member(field: &str, key: &str) -> Option<String> {
+    let dict: sfv::Dictionary = Parser::new(field).parse().ok()?;
+    match dict.iter().find(|(k, _)| k.as_str() == key)?.1 {
+        ListEntry::Item(item) => item.bare_item.as_string().map(|s| s.as_str().to_owned()),
+        ListEntry::InnerList(_) => None,
+    }
+}
+
+/// `keyid` in `agent`'s directory: the cached directory, refetched once per cooldown when it
+/// lacks the key. `Ok(None)`: the directory does not hold it.
+async fn directory_key(
+    agent: &AgentKeys,
+    keyid: &str,
+    now_secs: u64,
+) -> Result<Option<PublicKey>, Denial> {
+    let unavailable = |error: KeysError| {
+        static UNAVAILABLE: Every = Every::new();
+        if let Some(skipped) = UNAVAILABLE.due(now_secs.saturating_mul(1000)) {
+            let origin = &agent.config.origin;
+            tracing::warn!(%error, %origin, skipped, "signature agent directory unavailable");
+        }
+        Denial::SignatureKeysUnavailable
+    };
+    let keys = agent.keys.current().await.map_err(unavailable)?;
+    if let Some(key) = keys.get(keyid) {
+        return Ok(Some(key.clone()));
+    }
+    let keys = agent
+        .keys
+        .refresh_for_unknown_kid(keyid)
+        .await
+        .map_err(unavailable)?;
+    Ok(keys.get(keyid).cloned())
 }
 
 /// The request as the signer saw it: `@authority` and `@scheme` from trusted configuration

@@ -1,0 +1,168 @@
+//! A Web Bot Auth agent's key directory (`/.well-known/http-message-signatures-directory`, or a
+//! configured JWKS URL): one configured URL behind its own timeout, size limit and circuit
+//! breaker, fetched with no redirects and, unless allowed, never from a private, loopback or
+//! link-local address.
+//!
+//! Only configured agents' directories are ever fetched: a request's `Signature-Agent` selects
+//! one of them or is refused, so a caller cannot make the sidecar fetch a URL of its choosing.
+//! The resolver below checks every address a name resolves to and hands reqwest only those it
+//! accepted, so a name that resolves to a private address (DNS rebinding included) is refused
+//! at the connection the fetch uses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::breaker::{Breaker, BreakerSettings};
+use super::guard::guarded;
+use super::{BoxFuture, KeySource, Response, TransportError, http};
+use crate::clock::Clock;
+use crate::metrics::{Endpoint, Metrics};
+
+pub struct Directory {
+    client: reqwest::Client,
+    url: String,
+    timeout: Duration,
+    limit: usize,
+    breaker: Breaker,
+    metrics: Arc<Metrics>,
+}
+
+impl Directory {
+    pub(crate) fn new(
+        url: String,
+        timeout: Duration,
+        limit: usize,
+        allow_private: bool,
+        breaker: BreakerSettings,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .user_agent(concat!("claw-authz/", env!("CARGO_PKG_VERSION")))
+            // A redirect is the answer (a failed fetch), never followed.
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(PublicOnly { allow_private }))
+            .build()?;
+        Ok(Directory {
+            client,
+            url,
+            timeout,
+            limit,
+            breaker: Breaker::new(Endpoint::Directory, breaker, clock),
+            metrics,
+        })
+    }
+
+    /// Its breaker (its state is a metric).
+    pub(crate) fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+}
+
+impl KeySource for Directory {
+    fn fetch_keys(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
+        let call = http::get(&self.client, &self.url, self.timeout, self.limit);
+        Box::pin(guarded(
+            &self.breaker,
+            self.timeout,
+            &self.metrics,
+            Box::pin(call),
+            |r| r.status,
+        ))
+    }
+}
+
+/// Resolves with the system resolver and keeps only public addresses (all of them when
+/// `allow_private`, for tests on loopback).
+struct PublicOnly {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| allow_private || is_public(a.ip()))
+                .collect();
+            if found.is_empty() {
+                tracing::warn!(%host, "agent directory host has no public address; not fetched");
+                return Err("no public address".into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Whether `ip` is a global unicast address: not loopback, private (RFC 1918, ULA), link-local,
+/// unspecified, carrier-grade NAT, documentation, benchmarking, multicast or broadcast, nor an
+/// IPv4-mapped or -compatible form of one.
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || (a == 192 && b == 0 && c == 0)
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8
+                || v6.segments()[..6].iter().all(|s| *s == 0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_loopback_and_link_local_addresses_are_not_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+}
