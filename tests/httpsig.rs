@@ -472,9 +472,7 @@ mod directories {
     }
 
     fn agents_yaml(agents: &[(&str, &str)], extra: &str) -> String {
-        let mut yaml = String::from(
-            "httpsig:\n  allow_private_addresses: true\n  agents:\n",
-        );
+        let mut yaml = String::from("httpsig:\n  allow_private_addresses: true\n  agents:\n");
         for (origin, name) in agents {
             yaml.push_str(&format!(
                 "    - {{origin: \"{origin}\", name: {name}, insecure_http: true}}\n"
@@ -526,13 +524,17 @@ mod directories {
     async fn a_bot_signs_with_a_key_from_its_directory_in_both_forms() {
         let w = World::new("wba-allow").await;
         let key = agent_key();
-        let dir = FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&key]))]).await;
+        let dir =
+            FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&key]))]).await;
         let agent = origin(&dir);
         let mut s = start(&w, &agents_yaml(&[(&agent, "good-bot")], "")).await;
         let r = s.check(bot_request(&key, &agent, "w-1", false)).await;
         assert_eq!(outcome(&r), SIGNED);
         let (set, _) = ok_headers(&r);
-        assert!(set.iter().any(|h| h.0 == "x-claw-signature-agent" && h.1 == "good-bot"));
+        assert!(
+            set.iter()
+                .any(|h| h.0 == "x-claw-signature-agent" && h.1 == "good-bot")
+        );
         let r = s.check(bot_request(&key, &agent, "w-2", true)).await;
         assert_eq!(outcome(&r), SIGNED, "the legacy string form");
         let r = s.check(bot_request(&key, &agent, "w-2", true)).await;
@@ -544,9 +546,14 @@ mod directories {
     #[tokio::test]
     async fn a_keyid_learned_from_another_directory_url_is_refused() {
         let w = World::new("wba-other").await;
-        let (a_key, b_key) = (agent_key(), AgentSigner::Ed25519(Ed25519Signer::from_seed([3; 32])));
-        let a = FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&a_key]))]).await;
-        let b = FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&b_key]))]).await;
+        let (a_key, b_key) = (
+            agent_key(),
+            AgentSigner::Ed25519(Ed25519Signer::from_seed([3; 32])),
+        );
+        let a =
+            FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&a_key]))]).await;
+        let b =
+            FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&b_key]))]).await;
         let (a_origin, b_origin) = (origin(&a), origin(&b));
         let mut s = start(&w, &agents_yaml(&[(&a_origin, "a"), (&b_origin, "b")], "")).await;
         // B's key, claiming to be agent A.
@@ -556,7 +563,14 @@ mod directories {
         let r = s.check(bot_request(&b_key, &b_origin, "o-2", false)).await;
         assert_eq!(outcome(&r), SIGNED);
         // An agent no one configured.
-        let r = s.check(bot_request(&b_key, "https://stranger.example", "o-3", false)).await;
+        let r = s
+            .check(bot_request(
+                &b_key,
+                "https://stranger.example",
+                "o-3",
+                false,
+            ))
+            .await;
         assert_eq!(reason(&r), "unknown signature agent");
         s.stop().await;
     }
@@ -570,7 +584,10 @@ mod directories {
         let r = s.check(bot_request(&key, &agent, "f-1", false)).await;
         assert_eq!(outcome(&r), "503 PROXY_AUTH_DEPENDENCY_UNAVAILABLE");
         let (_, _, body) = denied(&r);
-        assert!(body.contains("Signature agent keys are unavailable"), "{body}");
+        assert!(
+            body.contains("Signature agent keys are unavailable"),
+            "{body}"
+        );
         assert_eq!(dir.calls(), 1);
         s.stop().await;
     }
@@ -578,7 +595,8 @@ mod directories {
     #[tokio::test]
     async fn a_directory_answering_with_a_redirect_is_not_followed() {
         let key = agent_key();
-        let good = FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&key]))]).await;
+        let good =
+            FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&key]))]).await;
         fetch_refused("wba-redirect", Reply::Redirect(302, good.url.clone()), "").await;
         assert_eq!(good.calls(), 0, "the redirect target was never fetched");
     }
@@ -602,7 +620,8 @@ mod directories {
     async fn a_directory_on_a_private_address_is_not_fetched() {
         let w = World::new("wba-private").await;
         let key = agent_key();
-        let dir = FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&key]))]).await;
+        let dir =
+            FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&key]))]).await;
         // `localhost` resolves to loopback: refused by the resolver when private addresses are off.
         let agent = origin(&dir).replace("127.0.0.1", "localhost");
         let yaml = agents_yaml(&[(&agent, "bot")], "").replace(
@@ -618,10 +637,12 @@ mod directories {
             "allow_private_addresses: true",
             "allow_private_addresses: false",
         );
-        let errors = claw_authz::config::Config::load(&w.yaml(&literal), &Default::default())
-            .unwrap_err();
+        let errors =
+            claw_authz::config::Config::load(&w.yaml(&literal), &Default::default()).unwrap_err();
         assert!(
-            errors.iter().any(|e| e.starts_with("httpsig.agents[0].directory: names a private")),
+            errors
+                .iter()
+                .any(|e| e.starts_with("httpsig.agents[0].directory: names a private")),
             "{errors:?}"
         );
         s.stop().await;
@@ -631,7 +652,8 @@ mod directories {
     async fn a_failed_fetch_keeps_the_keys_and_a_directory_without_the_key_drops_it() {
         let w = World::new("wba-evict").await;
         let key = agent_key();
-        let dir = FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&key]))]).await;
+        let dir =
+            FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&key]))]).await;
         let agent = origin(&dir);
         let clock = ManualClock::at(NOW_MS);
         let mut s = support::server::start(

@@ -122,12 +122,18 @@ fn read_keys(r: &mut Reader<'_>, allow_test_keys: bool) -> HashMap<String, Known
 fn read_agents(r: &mut Reader<'_>, allow_private: bool) -> Vec<AgentConfig> {
     let mut out: Vec<AgentConfig> = Vec::new();
     let value = r.get("agents").cloned();
-    r.note("agents", value.clone().unwrap_or(Value::Sequence(Vec::new())));
+    r.note(
+        "agents",
+        value.clone().unwrap_or(Value::Sequence(Vec::new())),
+    );
     let Some(value) = value else {
         return out;
     };
     let Value::Sequence(items) = value else {
-        r.error("agents", "must be a list of {origin, directory?, name?, insecure_http?}");
+        r.error(
+            "agents",
+            "must be a list of {origin, directory?, name?, insecure_http?}",
+        );
         return out;
     };
     if items.len() > MAX_AGENTS {
@@ -200,8 +206,13 @@ pub fn origin_of(text: &str, insecure_http: bool) -> Option<String> {
 /// An IP-literal host that is not public, unless private addresses are allowed.
 fn literal_address_problem(url: &reqwest::Url, allow_private: bool) -> Option<&'static str> {
     let host = url.host_str()?;
-    let ip: std::net::IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    let ip: std::net::IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
     let public = crate::registry::directory::is_public(ip);
-    (!public && !allow_private)
-        .then_some("names a private, loopback or link-local address (allow_private_addresses is off)")
+    (!public && !allow_private).then_some(
+        "names a private, loopback or link-local address (allow_private_addresses is off)",
+    )
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use sha2::Digest as _;
 
 use crate::crypto::{Ed25519Key, P256Key, PublicKey};
-use crate::protocol::keys::{KeySet, KeysDocError};
 use crate::protocol::b64;
+use crate::protocol::keys::{KeySet, KeysDocError};
 
 /// The thumbprints of published test keys (RFC 9421 B.1.3 and B.1.4; the Web Bot Auth drafts
 /// use B.1.4): anyone holds their private halves, so they are refused as real keys unless

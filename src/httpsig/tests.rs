@@ -589,3 +589,75 @@ fn limits_hold_before_parsing() {
     assert!(parse(r#"a=("unterminated);created=1"#, "a=:AAAA:").is_err());
     assert!(parse("", "").is_err());
 }
+
+/// Web Bot Auth (draft-meunier-webbotauth-httpsig-protocol, the vectors of its current
+/// revision and of cloudflare/web-bot-auth's test data): `GET https://example.com/path/to/resource`
+/// signed with the B.1.4 key.
+fn web_bot_auth(agent: &'static str, input: &str, signature: &str) -> Result<String, Error> {
+    let request = Fixture {
+        method: "GET",
+        authority: "example.com",
+        target: "/path/to/resource",
+        status: None,
+        fields: vec![("Signature-Agent", agent)],
+    };
+    let sig = one_signature(input, signature);
+    assert_eq!(
+        sig.keyid.as_deref(),
+        Some(crate::httpsig::keys::TEST_KEY_THUMBPRINTS[0])
+    );
+    assert_eq!(sig.tag.as_deref(), Some("web-bot-auth"));
+    let base = base(&request, &sig)?;
+    verify(&ed25519_key(), &sig, &base).map(|()| base)
+}
+
+#[test]
+fn web_bot_auth_dictionary_form() {
+    let base = web_bot_auth(
+        r#"agent2="https://signature-agent.test""#,
+        r#"sig2=("@authority" "signature-agent";key="agent2");created=1735689600;keyid="poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U";alg="ed25519";expires=4889289600;nonce="n9p433xm+NJ3ph3upfBIGmsuwHw387YV7Q/F+6BSpGCVjYCqQw6rznNA8PVVLySrAWsv0hQtFioQb6E1YsauiA==";tag="web-bot-auth""#,
+        "sig2=:RdNFx5Bj6au3YgAMQL/RzmUlZE8QZLIaXGRpw985hWnwPfMxT228NMk6ehRS1PSl4e8PhbNZACSanGdhEwYCCg==:",
+    )
+    .unwrap();
+    assert!(base.starts_with(
+        "\"@authority\": example.com\n\"signature-agent\";key=\"agent2\": \"https://signature-agent.test\"\n"
+    ));
+}
+
+#[test]
+fn web_bot_auth_legacy_string_form() {
+    let base = web_bot_auth(
+        r#""https://signature-agent.test""#,
+        r#"sig2=("@authority" "signature-agent");created=1735689600;keyid="poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U";alg="ed25519";expires=1735693200;nonce="e8N7S2MFd/qrd6T2R3tdfAuuANngKI7LFtKYI/vowzk4lAZYadIX6wW25MwG7DCT9RUKAJ0qVkU0mEeLElW1qg==";tag="web-bot-auth""#,
+        "sig2=:jdq0SqOwHdyHr9+r5jw3iYZH6aNGKijYp/EstF4RQTQdi5N5YYKrD+mCT1HA1nZDsi6nJKuHxUi/5Syp3rLWBA==:",
+    )
+    .unwrap();
+    assert!(base.contains("\n\"signature-agent\": \"https://signature-agent.test\"\n"));
+}
+
+#[test]
+fn web_bot_auth_without_a_signature_agent() {
+    web_bot_auth(
+        r#""https://signature-agent.test""#,
+        r#"sig1=("@authority");created=1735689600;keyid="poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U";alg="ed25519";expires=4889289600;nonce="zIW8+cdmA3vdYagbxojpONwa/l0EKJ/O3/wD486VvsQjO/RxPaSt6ZxvQaMcQzNnqKN/mQ6hpGiFro2L2qkz5A==";tag="web-bot-auth""#,
+        "sig1=:QKN4fTdIYfh82fvoZCQiQA1weuozfCS/Led2zTMbewMMqH8PI2Wsy/5c4ao6B6D09nraNQdBNOADg8aM1MqfCg==:",
+    )
+    .unwrap();
+    // The same signature over another authority does not verify.
+    let request = Fixture {
+        method: "GET",
+        authority: "example.org",
+        target: "/path/to/resource",
+        status: None,
+        fields: vec![],
+    };
+    let sig = one_signature(
+        r#"sig1=("@authority");created=1735689600;keyid="poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U";alg="ed25519";expires=4889289600;nonce="zIW8+cdmA3vdYagbxojpONwa/l0EKJ/O3/wD486VvsQjO/RxPaSt6ZxvQaMcQzNnqKN/mQ6hpGiFro2L2qkz5A==";tag="web-bot-auth""#,
+        "sig1=:QKN4fTdIYfh82fvoZCQiQA1weuozfCS/Led2zTMbewMMqH8PI2Wsy/5c4ao6B6D09nraNQdBNOADg8aM1MqfCg==:",
+    );
+    let base = base(&request, &sig).unwrap();
+    assert_eq!(
+        verify(&ed25519_key(), &sig, &base),
+        Err(Error::BadSignature)
+    );
+}

@@ -150,7 +150,10 @@ pub(crate) async fn select(
             (key, agent.config.name.clone(), origin)
         }
         None => {
-            let known = config.keys.get(&keyid).ok_or_else(|| invalid(Error::UnknownKey))?;
+            let known = config
+                .keys
+                .get(&keyid)
+                .ok_or_else(|| invalid(Error::UnknownKey))?;
             (known.key.clone(), known.name.clone(), None)
         }
     };
