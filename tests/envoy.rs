@@ -412,6 +412,7 @@ fn demo_through_envoy_prints_every_outcome() {
         ("revoked agent", "401", "PROXY_AUTH_REVOKED"),
         ("missing access token", "401", "PROXY_AGENT_ACCESS_REQUIRED"),
         ("health check (bypass)", "200", "-"),
+        ("signed (RFC 9421)", "200", "-"),
     ] {
         let line = table
             .lines()

@@ -691,3 +691,60 @@ mod directories {
         s.stop().await;
     }
 }
+
+/// `claw-authz sign --httpsig` signs a request the server allows (`--check` with `--policy`),
+/// and the same nonce sent again is a replay.
+#[tokio::test]
+async fn the_sign_command_signs_with_http_message_signatures() {
+    let w = World::new("httpsig-cli").await;
+    let key = agent_key();
+    let s = start(&w, &config(&key, "")).await;
+    let seed = claw_authz::protocol::b64::encode(&[7u8; 32]);
+    let grpc = s.grpc.to_string();
+    let run = move |nonce: &'static str| {
+        let (seed, grpc) = (seed.clone(), grpc.clone());
+        let created = now_secs().to_string();
+        move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_claw-authz"))
+                .args([
+                    "sign",
+                    "--httpsig",
+                    "--seed",
+                    &seed,
+                    "--method",
+                    "POST",
+                    "--path",
+                    "/v1/items?x=1",
+                    "--body",
+                    r#"{"a":1}"#,
+                    "--authority",
+                    AUTHORITY,
+                    "--timestamp",
+                    &created,
+                    "--nonce",
+                    nonce,
+                    "--check",
+                    &grpc,
+                    "--policy",
+                    "signed",
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (
+                String::from_utf8(out.stdout).unwrap(),
+                String::from_utf8(out.stderr).unwrap(),
+            )
+        }
+    };
+    let (decision, jwk) = tokio::task::spawn_blocking(run("cli-1")).await.unwrap();
+    assert_eq!(decision, "allow 200 -\n");
+    assert!(jwk.contains(key.jwk()["x"].as_str().unwrap()), "{jwk}");
+    let (decision, _) = tokio::task::spawn_blocking(run("cli-1")).await.unwrap();
+    assert_eq!(decision, "deny 401 PROXY_AUTH_REPLAY\n");
+    s.stop().await;
+}

@@ -488,6 +488,7 @@ fn demo_once_prints_every_listed_outcome() {
             "PROXY_AGENT_ACCESS_REQUIRED",
         ),
         ("health check (bypass)", "allow", "200", "-"),
+        ("signed (RFC 9421)", "allow", "200", "-"),
     ] {
         let line = table
             .lines()

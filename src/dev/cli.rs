@@ -1,5 +1,6 @@
-//! The `sign` command: sign a request as an agent, and print its headers, a curl command, or
-//! send it to a sidecar's `Check` and print the decision. A developer's tool, not the server's.
+//! The `sign` command: sign a request as an agent (a Claw proof with its AIT, or with `--httpsig`
+//! an RFC 9421 signature), and print its headers, a curl command, or send it to a sidecar's
+//! `Check` and print the decision. A developer's tool, not the server's.
 
 use std::process::ExitCode;
 
@@ -8,16 +9,16 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use crate::clock::{Clock, SystemClock};
 use crate::config::EXIT_CONFIG;
 use crate::dev::check::{check_request, outcome};
-use crate::dev::sign::{Ed25519Signer, random_nonce};
+use crate::dev::sign::{AgentSigner, Ed25519Signer, random_nonce};
 
 #[derive(clap::Args)]
 pub struct SignArgs {
     /// The agent's Ed25519 seed, base64url.
     #[arg(long)]
     seed: String,
-    /// The agent's AIT, or @FILE.
-    #[arg(long)]
-    ait: String,
+    /// The agent's AIT, or @FILE (not with --httpsig).
+    #[arg(long, required_unless_present = "httpsig")]
+    ait: Option<String>,
     #[arg(long, default_value = "POST")]
     method: String,
     #[arg(long, default_value = "/")]
@@ -37,6 +38,30 @@ pub struct SignArgs {
     /// Send the request to this sidecar's gRPC address (host:port) and print the decision.
     #[arg(long)]
     check: Option<String>,
+    /// With --check: the named policy to check against, as an Envoy route would select it.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Sign with HTTP Message Signatures (RFC 9421) instead of a Claw proof: `Signature-Input`,
+    /// `Signature`, and `Content-Digest` when there is a body. The keyid is the key's JWK
+    /// thumbprint (its JWK is printed on stderr, for `httpsig.keys`).
+    #[arg(long)]
+    httpsig: bool,
+    /// The authority the request goes to (`@authority`), with --httpsig.
+    #[arg(long, default_value = "localhost")]
+    authority: String,
+    /// Covered components, comma-separated (default: @method, @authority, @path, @query when
+    /// the path has one, content-digest when there is a body).
+    #[arg(long, value_delimiter = ',')]
+    components: Vec<String>,
+    /// The signature's `tag` (`web-bot-auth` for Web Bot Auth).
+    #[arg(long)]
+    tag: Option<String>,
+    /// A `Signature-Agent` to send and cover (its `;key=` member is the label `sig1`).
+    #[arg(long)]
+    signature_agent: Option<String>,
+    /// Seconds until the signature expires (`expires`); none by default.
+    #[arg(long)]
+    expires_in: Option<u64>,
 }
 
 pub async fn sign(a: SignArgs) -> ExitCode {
@@ -47,32 +72,51 @@ pub async fn sign(a: SignArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let ait = match a.ait.strip_prefix('@') {
-        Some(file) => match std::fs::read_to_string(file) {
-            Ok(t) => t.trim().to_owned(),
+    let timestamp = a.timestamp.unwrap_or_else(|| SystemClock.now_secs());
+    let nonce = a.nonce.clone().unwrap_or_else(random_nonce);
+    let headers = if a.httpsig {
+        match message_signature(&a, signer, timestamp, &nonce) {
+            Ok(h) => h,
             Err(e) => {
-                eprintln!("error: --ait: cannot read {file}: {e}");
+                eprintln!("error: {e}");
                 return ExitCode::from(EXIT_CONFIG);
             }
-        },
-        None => a.ait.trim().to_owned(),
+        }
+    } else {
+        let given = a.ait.as_deref().unwrap_or_default();
+        let ait = match given.strip_prefix('@') {
+            Some(file) => match std::fs::read_to_string(file) {
+                Ok(t) => t.trim().to_owned(),
+                Err(e) => {
+                    eprintln!("error: --ait: cannot read {file}: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            },
+            None => given.trim().to_owned(),
+        };
+        let proof = signer.sign_request(&a.method, &a.path, a.body.as_bytes(), timestamp, &nonce);
+        let mut headers: Vec<(String, String)> =
+            vec![("authorization".into(), format!("Claw {ait}"))];
+        headers.extend(
+            proof
+                .pairs()
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        if let Some(t) = &a.access_token {
+            headers.push(("x-claw-agent-access".into(), t.clone()));
+        }
+        headers
     };
-    let timestamp = a.timestamp.unwrap_or_else(|| SystemClock.now_secs());
-    let nonce = a.nonce.unwrap_or_else(random_nonce);
-    let proof = signer.sign_request(&a.method, &a.path, a.body.as_bytes(), timestamp, &nonce);
-    let mut headers: Vec<(String, String)> = vec![("authorization".into(), format!("Claw {ait}"))];
-    headers.extend(
-        proof
-            .pairs()
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    if let Some(t) = &a.access_token {
-        headers.push(("x-claw-agent-access".into(), t.clone()));
-    }
 
-    if let Some(addr) = a.check {
-        return check(&addr, &a.method, &a.path, &headers, a.body.as_bytes()).await;
+    if let Some(addr) = &a.check {
+        let mut sent = headers.clone();
+        if a.httpsig {
+            // The authority Envoy would pass on (`@authority`).
+            sent.push(("host".into(), a.authority.clone()));
+        }
+        let policy = a.policy.as_deref();
+        return check(addr, &a.method, &a.path, &sent, a.body.as_bytes(), policy).await;
     }
     match a.url {
         Some(base) => {
@@ -102,18 +146,80 @@ pub async fn sign(a: SignArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The RFC 9421 headers of `--httpsig`.
+fn message_signature(
+    a: &SignArgs,
+    signer: Ed25519Signer,
+    created: u64,
+    nonce: &str,
+) -> Result<Vec<(String, String)>, String> {
+    use crate::httpsig::{Request, SignatureSpec};
+    use sha2::Digest as _;
+    let key = AgentSigner::Ed25519(signer);
+    eprintln!("# httpsig.keys entry: {}", key.jwk());
+    let mut headers: Vec<(String, String)> = Vec::new();
+    if !a.body.is_empty() {
+        let digest = sha2::Sha256::digest(a.body.as_bytes());
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest);
+        headers.push(("content-digest".into(), format!("sha-256=:{b64}:")));
+    }
+    let mut components = a.components.clone();
+    if components.is_empty() {
+        components = ["@method", "@authority", "@path"]
+            .map(String::from)
+            .to_vec();
+        if a.path.contains('?') {
+            components.push("@query".into());
+        }
+        if !a.body.is_empty() {
+            components.push("content-digest".into());
+        }
+    }
+    if let Some(agent) = &a.signature_agent {
+        headers.push(("signature-agent".into(), format!("sig1=\"{agent}\"")));
+        components.push("\"signature-agent\";key=\"sig1\"".into());
+    }
+    let request = Request {
+        method: a.method.clone(),
+        scheme: "https".into(),
+        authority: a.authority.clone(),
+        target: a.path.clone(),
+        fields: headers.clone(),
+    };
+    let created = i64::try_from(created).map_err(|_| "--timestamp is too large")?;
+    let spec = SignatureSpec {
+        label: "sig1".into(),
+        components,
+        created,
+        expires: a.expires_in.map(|s| created.saturating_add(s as i64)),
+        nonce: Some(nonce.to_owned()),
+        tag: a.tag.clone(),
+        ..SignatureSpec::default()
+    };
+    let (input, signature) = key
+        .sign_message(&request, &spec)
+        .map_err(|e| format!("cannot sign: {e}"))?;
+    headers.push(("signature-input".into(), input));
+    headers.push(("signature".into(), signature));
+    Ok(headers)
+}
+
 async fn check(
     addr: &str,
     method: &str,
     path: &str,
     headers: &[(String, String)],
     body: &[u8],
+    policy: Option<&str>,
 ) -> ExitCode {
     let pairs: Vec<(&str, &str)> = headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let request = check_request(method, path, &pairs, body);
+    let mut request = check_request(method, path, &pairs, body);
+    if let (Some(p), Some(a)) = (policy, request.attributes.as_mut()) {
+        a.context_extensions.insert("claw_policy".into(), p.into());
+    }
     let mut client = match AuthorizationClient::connect(format!("http://{addr}")).await {
         Ok(c) => c,
         Err(e) => {

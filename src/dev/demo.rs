@@ -42,6 +42,7 @@ impl Transport {
             path,
             headers: signed(agent, "POST", path, body, now, true),
             body: body.to_vec(),
+            policy: None,
         };
         self.send(&step).await
     }
@@ -55,7 +56,11 @@ impl Transport {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                let request = check_request(step.method, step.path, &pairs, &step.body);
+                let mut request = check_request(step.method, step.path, &pairs, &step.body);
+                if let (Some(policy), Some(a)) = (step.policy, request.attributes.as_mut()) {
+                    a.context_extensions
+                        .insert("claw_policy".into(), policy.into());
+                }
                 let response = client.check(request).await.map_err(|e| e.to_string())?;
                 Ok(outcome(response.get_ref()))
             }
@@ -89,6 +94,9 @@ struct Step {
     path: &'static str,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// The named policy Envoy's route would select (`context_extensions`); through Envoy, the
+    /// demo's `/signed/` route does.
+    policy: Option<&'static str>,
 }
 
 /// Signs one request for `agent` and returns its headers.
@@ -120,7 +128,9 @@ fn signed(
 /// Runs the demo; with `once`, prints the table and returns, else serves until Ctrl-C.
 pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
     let registry = DevRegistry::start().await.map_err(io)?;
-    let server = DemoServer::start(&registry).await?;
+    // A crawler that signs with HTTP Message Signatures (RFC 9421) by a configured key.
+    let crawler = AgentSigner::Ed25519(crate::dev::sign::Ed25519Signer::random());
+    let server = DemoServer::start(&registry, &crawler).await?;
     let (grpc_addr, admin_addr) = (server.grpc, server.admin);
     let mut transport = connect(through_envoy, grpc_addr, admin_addr).await?;
     println!(
@@ -129,7 +139,11 @@ pub async fn run(once: bool, through_envoy: bool) -> Result<(), String> {
     );
     println!("{:<24} {:<8} {:<7} code", "request", "decision", "status");
     println!("{}", "-".repeat(72));
-    for s in &scripted(&registry) {
+    let authority = match &transport {
+        Transport::Grpc(_) => None,
+        Transport::Envoy { envoy, .. } => Some(envoy.listener.to_string()),
+    };
+    for s in &scripted(&registry, &crawler, authority) {
         let (status, code) = transport.send(s).await?;
         let decision = if status == 200 { "allow" } else { "deny" };
         println!("{:<24} {decision:<8} {status:<7} {code}", s.label);
@@ -161,7 +175,7 @@ struct DemoServer {
 }
 
 impl DemoServer {
-    async fn start(registry: &DevRegistry) -> Result<DemoServer, String> {
+    async fn start(registry: &DevRegistry, crawler: &AgentSigner) -> Result<DemoServer, String> {
         let dir = std::env::temp_dir().join(format!("claw-authz-demo-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(io)?;
         let trust_path: PathBuf = dir.join("trust.yaml");
@@ -171,12 +185,13 @@ impl DemoServer {
         let token = crate::dev::sign::random_nonce();
         std::fs::write(&token_path, token).map_err(io)?;
         let yaml = format!(
-            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  drain_secs: 0\nregistry:\n  url: {}\n  insecure_http: true\n{}trust:\n  file: {}\nnonce:\n  dir: {}\nlog:\n  format: text\nevents:\n  token_file: {}\npolicies:\n  shadow: {{mode: shadow}}\n",
+            "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  drain_secs: 0\nregistry:\n  url: {}\n  insecure_http: true\n{}trust:\n  file: {}\nnonce:\n  dir: {}\nlog:\n  format: text\nevents:\n  token_file: {}\nhttpsig:\n  keys:\n    - {{kty: OKP, crv: Ed25519, x: \"{}\", name: crawler}}\npolicies:\n  shadow: {{mode: shadow}}\n  signed: {{profile: httpsig, require_known_agent: false}}\n",
             registry.url,
             crate::dev::demo_story::DEMO_TIMINGS,
             trust_path.display(),
             dir.join("nonces").display(),
-            token_path.display()
+            token_path.display(),
+            crawler.jwk()["x"].as_str().unwrap_or_default(),
         );
         let config = Config::load(&yaml, &HashMap::new()).map_err(|e| e.join("; "))?;
         let app = Arc::new(App::from_config(&config, Arc::new(SystemClock))?);
@@ -233,6 +248,7 @@ async fn connect(
     )?;
     let upstream = EchoUpstream::start().await.map_err(io)?;
     let config = crate::dev::envoy_process::sidecar_config(grpc_addr, admin_addr, upstream.addr);
+    let config = crate::dev::envoy_process::with_signed_route(&config);
     let envoy = Envoy::start(&bin, &config).await?;
     Ok(Transport::Envoy {
         http: reqwest::Client::new(),
@@ -241,8 +257,9 @@ async fn connect(
     })
 }
 
-/// The scripted requests, signed now: every one but the last a POST to /hooks/message.
-fn scripted(registry: &DevRegistry) -> [Step; 8] {
+/// The scripted requests, signed now: POSTs to /hooks/message, a health check, then one
+/// request signed with HTTP Message Signatures (to `authority`: Envoy's, else `localhost`).
+fn scripted(registry: &DevRegistry, crawler: &AgentSigner, authority: Option<String>) -> [Step; 9] {
     let now = SystemClock.now_secs();
     let body = br#"{"message":"hello from alpha"}"#;
     let hook = |label, agent: &str, timestamp, access, sent: &[u8]| Step {
@@ -258,6 +275,7 @@ fn scripted(registry: &DevRegistry) -> [Step; 8] {
             access,
         ),
         body: sent.to_vec(),
+        policy: None,
     };
     let valid = hook("valid request", "alpha", now, true, body);
     let replayed = Step {
@@ -279,8 +297,53 @@ fn scripted(registry: &DevRegistry) -> [Step; 8] {
             path: "/health",
             headers: Vec::new(),
             body: Vec::new(),
+            policy: None,
         },
+        message_signed(crawler, authority, now),
     ]
+}
+
+/// `GET /signed/report?day=1` signed by the crawler (RFC 9421: `@method`, `@authority`,
+/// `@path`, `@query`, a nonce), on the `signed` policy.
+fn message_signed(crawler: &AgentSigner, authority: Option<String>, now: u64) -> Step {
+    use crate::httpsig::{Request, SignatureSpec};
+    let path = "/signed/report?day=1";
+    let (authority, host) = match authority {
+        Some(a) => (a, None),
+        None => ("localhost".to_owned(), Some("localhost")),
+    };
+    let request = Request {
+        method: "GET".into(),
+        scheme: "http".into(),
+        authority,
+        target: path.into(),
+        fields: Vec::new(),
+    };
+    let spec = SignatureSpec {
+        label: "sig1".into(),
+        components: ["@method", "@authority", "@path", "@query"]
+            .map(String::from)
+            .to_vec(),
+        created: i64::try_from(now).unwrap_or(i64::MAX),
+        nonce: Some(random_nonce()),
+        ..SignatureSpec::default()
+    };
+    let mut headers: Vec<(String, String)> = match crawler.sign_message(&request, &spec) {
+        Ok((input, signature)) => vec![
+            ("signature-input".into(), input),
+            ("signature".into(), signature),
+        ],
+        Err(_) => Vec::new(),
+    };
+    headers.extend(host.map(|h| ("host".to_owned(), h.to_owned())));
+    Step {
+        label: "signed (RFC 9421)",
+        method: "GET",
+        path,
+        headers,
+        body: Vec::new(),
+        policy: Some("signed"),
+    }
 }
 
 /// How to send a request by hand while the demo keeps serving.

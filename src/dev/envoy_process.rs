@@ -78,6 +78,14 @@ pub fn sidecar_unix_config(socket: &Path, claw_admin: SocketAddr, app: SocketAdd
     local_ports(&yaml, unused, claw_admin, app)
 }
 
+/// `config` (the sidecar's) with a `/signed/` route that selects claw-authz's named policy
+/// `signed` (the way a route picks a profile: `context_extensions`), before the catch-all.
+pub fn with_signed_route(config: &str) -> String {
+    let catch_all = "                        - match: { prefix: / }\n";
+    let signed = "                        - match: { prefix: /signed/ }\n                          route: { cluster: app }\n                          typed_per_filter_config:\n                            envoy.filters.http.ext_authz:\n                              \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                              check_settings:\n                                context_extensions: { claw_policy: signed }\n";
+    config.replacen(catch_all, &format!("{signed}{catch_all}"), 1)
+}
+
 /// The claw-authz endpoint's address in `envoy/sidecar.yaml`.
 pub const SIDECAR_GRPC_ADDRESS: &str = "socket_address: { address: 127.0.0.1, port_value: 9001 }";
 
