@@ -62,6 +62,15 @@ fn the_bearer_scenario_is_compared_with_the_p256_floor() {
     assert_beside_floor(&r);
 }
 
+/// Issue 21: every request freshly signed with RFC 9421 by a configured key, all allowed,
+/// compared with the Ed25519 floor.
+#[test]
+fn the_httpsig_scenario_is_compared_with_the_ed25519_floor() {
+    let r = bench(&["--scenario", "httpsig"]);
+    assert_measured(&r, "httpsig");
+    assert_beside_floor(&r);
+}
+
 #[test]
 fn the_instruction_corpus_allows_every_check_and_exports_spans() {
     let out = Command::new(env!("CARGO_BIN_EXE_claw-authz-bench"))

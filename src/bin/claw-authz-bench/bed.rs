@@ -36,13 +36,16 @@ pub enum Scenario {
     Telemetry,
     /// The bearer profile: an ES256 JWT from a configured issuer's JWKS, one P-256 verify.
     Bearer,
+    /// As `hot`, with the httpsig profile: a fresh RFC 9421 Ed25519 signature per request
+    /// (`@method`, `@authority`, `@path`, `content-digest`, a nonce) by a configured key.
+    Httpsig,
     /// The floor server: one `verify_strict` per check and nothing else.
     Floor,
     /// The floor server of the bearer profile: one P-256 verify of the JWT per check.
     FloorP256,
 }
 
-pub const SCENARIOS: [Scenario; 10] = [
+pub const SCENARIOS: [Scenario; 11] = [
     Scenario::Floor,
     Scenario::Default,
     Scenario::Hot,
@@ -53,6 +56,7 @@ pub const SCENARIOS: [Scenario; 10] = [
     Scenario::BreakerOpen,
     Scenario::FloorP256,
     Scenario::Bearer,
+    Scenario::Httpsig,
 ];
 
 impl Scenario {
@@ -133,7 +137,8 @@ impl Bed {
             Scenario::Bearer | Scenario::FloorP256 => Some(Issuer::start(timestamp).await?),
             _ => None,
         };
-        let (extra, redis, sink) = scenario_config(scenario, &dir, issuer.as_ref()).await?;
+        let (extra, redis, sink) =
+            scenario_config(scenario, &dir, issuer.as_ref(), &registry).await?;
         let server = match (scenario, &issuer) {
             (Scenario::Floor, _) => start_floor(&registry).await?,
             (Scenario::FloorP256, Some(issuer)) => start_floor_p256(issuer).await?,
@@ -147,6 +152,7 @@ impl Bed {
         };
         let templates = match &issuer {
             Some(issuer) => vec![issuer.template()],
+            None if scenario == Scenario::Httpsig => httpsig_templates(&registry),
             None => templates(&registry, timestamp),
         };
         Ok(Bed {
@@ -191,6 +197,15 @@ impl Bed {
                                 let agent = i % agents;
                                 let nonce = random_nonce();
                                 let signer = &self.registry.agents[agent].signer;
+                                if self.scenario == Scenario::Httpsig {
+                                    let (input, signature) =
+                                        message_signature(signer, self.timestamp, &nonce);
+                                    return Signed {
+                                        agent,
+                                        nonce: input,
+                                        proof: signature,
+                                    };
+                                }
                                 let proof = signer
                                     .sign_request("POST", PATH, BODY, self.timestamp, &nonce)
                                     .proof;
@@ -223,10 +238,12 @@ impl Bed {
             .and_then(|a| a.request.as_mut())
             .and_then(|r| r.http.as_mut())
         {
-            http.headers
-                .insert("x-claw-nonce".into(), signed.nonce.clone());
-            http.headers
-                .insert("x-claw-proof".into(), signed.proof.clone());
+            let (nonce, proof) = match self.scenario {
+                Scenario::Httpsig => ("signature-input", "signature"),
+                _ => ("x-claw-nonce", "x-claw-proof"),
+            };
+            http.headers.insert(nonce.into(), signed.nonce.clone());
+            http.headers.insert(proof.into(), signed.proof.clone());
         }
         request
     }
@@ -396,6 +413,7 @@ async fn scenario_config(
     scenario: Scenario,
     dir: &Path,
     issuer: Option<&Issuer>,
+    registry: &DevRegistry,
 ) -> Result<(String, Option<Process>, Option<CountingSink>), String> {
     let io = |e: std::io::Error| e.to_string();
     let mut redis = None;
@@ -439,6 +457,13 @@ async fn scenario_config(
                  policies:\n  orders: {{profile: bearer, require_roles: [reader]}}\n",
                 issuer.jwks_url
             ));
+        }
+        Scenario::Httpsig => {
+            extra.push_str("nonce: {store: memory}\nhttpsig:\n  keys:\n");
+            for agent in &registry.agents {
+                extra.push_str(&format!("    - {}\n", agent.signer.jwk()));
+            }
+            extra.push_str("policies:\n  signed: {profile: httpsig}\n");
         }
         Scenario::Floor | Scenario::FloorP256 => {}
     }
@@ -502,6 +527,64 @@ pub fn trust_yaml(registry: &DevRegistry) -> String {
 }
 
 /// One pre-signed Check per agent, signed at `timestamp`.
+/// The authority the httpsig scenario's requests go to.
+const HTTPSIG_AUTHORITY: &str = "api.bench.example";
+
+/// The httpsig scenario's `Signature-Input` and `Signature` for one request of `signer`.
+fn message_signature(signer: &AgentSigner, created: u64, nonce: &str) -> (String, String) {
+    use claw_authz::httpsig::{Request, SignatureSpec};
+    let request = Request {
+        method: "POST".into(),
+        scheme: "https".into(),
+        authority: HTTPSIG_AUTHORITY.into(),
+        target: PATH.into(),
+        fields: vec![("content-digest".into(), content_digest())],
+    };
+    let spec = SignatureSpec {
+        label: "sig1".into(),
+        components: ["@method", "@authority", "@path", "content-digest"]
+            .map(String::from)
+            .to_vec(),
+        created: i64::try_from(created).unwrap_or(i64::MAX),
+        nonce: Some(nonce.to_owned()),
+        ..SignatureSpec::default()
+    };
+    signer
+        .sign_message(&request, &spec)
+        .unwrap_or_else(|e| panic!("the bench's signature: {e}"))
+}
+
+/// `Content-Digest` of [`BODY`].
+fn content_digest() -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(BODY);
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest);
+    format!("sha-256=:{b64}:")
+}
+
+/// Per agent, the httpsig scenario's request without its signature, on the policy `signed`.
+fn httpsig_templates(registry: &DevRegistry) -> Vec<Arc<CheckRequest>> {
+    let digest = content_digest();
+    registry
+        .agents
+        .iter()
+        .map(|_| {
+            let headers = [
+                ("host", HTTPSIG_AUTHORITY),
+                ("content-type", "application/json"),
+                ("content-digest", digest.as_str()),
+                ("x-request-id", "5f0c8a53-3f1e-4a4e-9d36-bench0request"),
+            ];
+            let mut request = check_request("POST", PATH, &headers, BODY);
+            if let Some(a) = request.attributes.as_mut() {
+                a.context_extensions
+                    .insert("claw_policy".into(), "signed".into());
+            }
+            Arc::new(request)
+        })
+        .collect()
+}
+
 pub fn templates(registry: &DevRegistry, timestamp: u64) -> Vec<Arc<CheckRequest>> {
     registry
         .agents
