@@ -300,6 +300,25 @@ async fn no_signature_gets_the_challenge_naming_what_the_route_requires() {
     s.stop().await;
 }
 
+/// Unverified requests: the route's mode decides; `shadow` allows and reports the denial.
+#[tokio::test]
+async fn a_shadow_route_allows_an_unsigned_request_and_reports_it() {
+    let w = World::new("httpsig-shadow").await;
+    let key = agent_key();
+    let mut s = start(&w, &config(&key, "    mode: shadow\n")).await;
+    let req = request("GET", "/v1/items", &[]);
+    let r = s.check(envoy(&req, None, b"", "signed")).await;
+    assert_eq!(outcome(&r), SIGNED);
+    let (set, _) = ok_headers(&r);
+    let shadow = set.iter().find(|h| h.0 == "x-claw-authz-shadow-denial");
+    assert_eq!(
+        shadow.map(|h| h.1.as_str()),
+        Some("PROXY_AUTH_SIGNATURE_MISSING")
+    );
+    assert!(!set.iter().any(|h| h.0 == "x-claw-signature-agent"));
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn unknown_keys_hmac_and_missing_nonces_are_refused() {
     let w = World::new("httpsig-keys").await;
@@ -540,6 +559,42 @@ mod directories {
         let r = s.check(bot_request(&key, &agent, "w-2", true)).await;
         assert_eq!(outcome(&r), "401 PROXY_AUTH_REPLAY");
         assert_eq!(dir.calls(), 1, "one fetch, then the cache");
+        s.stop().await;
+    }
+
+    /// Attackers as tests: random keyids under a real agent's name cost its directory one
+    /// fetch per `kid_miss_cooldown` (not one per request), and the agent is still served.
+    #[tokio::test]
+    async fn random_keyids_cost_the_directory_one_fetch_and_the_agent_is_served() {
+        let w = World::new("wba-flood").await;
+        let key = agent_key();
+        let dir =
+            FakeEndpoint::start(DIRECTORY, vec![Reply::Body(200, directory_body(&[&key]))]).await;
+        let agent = origin(&dir);
+        let mut s = start(&w, &agents_yaml(&[(&agent, "bot")], "")).await;
+        assert_eq!(
+            outcome(&s.check(bot_request(&key, &agent, "fl-0", false)).await),
+            SIGNED
+        );
+        for i in 0..300u32 {
+            let mut seed = [0u8; 32];
+            seed[..4].copy_from_slice(&i.to_be_bytes());
+            seed[31] = 0xa5;
+            let stranger = AgentSigner::Ed25519(Ed25519Signer::from_seed(seed));
+            let r = s
+                .check(bot_request(&stranger, &agent, &format!("fl-x-{i}"), false))
+                .await;
+            assert_eq!(reason(&r), "unknown keyid");
+            if i % 50 == 0 {
+                let legit = bot_request(&key, &agent, &format!("fl-ok-{i}"), false);
+                assert_eq!(outcome(&s.check(legit).await), SIGNED);
+            }
+        }
+        assert_eq!(
+            dir.calls(),
+            2,
+            "the first fetch, then one for the first unknown keyid"
+        );
         s.stop().await;
     }
 

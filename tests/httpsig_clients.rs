@@ -245,3 +245,52 @@ async fn the_web_bot_auth_crate_through_envoy_with_a_directory_on_loopback() {
     let _ = SystemClock.now_secs();
     drop(b.claw);
 }
+
+/// RFC 9421 joins a field's lines with ", " where Envoy's map form joins them with ",": with
+/// `encode_raw_headers` (in `envoy/sidecar.yaml`) real Envoy forwards each line, and a signature
+/// over a header sent on two lines verifies.
+#[tokio::test]
+async fn a_header_sent_on_two_lines_through_envoy_verifies() {
+    let seed = [24u8; 32];
+    let key = AgentSigner::Ed25519(Ed25519Signer::from_seed(seed));
+    let httpsig = format!(
+        "httpsig:\n  keys:\n    - {{kty: OKP, crv: Ed25519, x: \"{}\", name: lines}}\npolicies:\n  signed:\n    profile: httpsig\n    require_known_agent: false\n    signature_components: [\"@method\", \"@path\", \"x-list\"]\n",
+        key.jwk()["x"].as_str().unwrap()
+    );
+    let b = bed("two-lines", &httpsig).await;
+    let request = claw_authz::httpsig::Request {
+        method: "GET".into(),
+        scheme: "http".into(),
+        authority: b.envoy.listener.to_string(),
+        target: "/signed/list".into(),
+        fields: vec![
+            ("x-list".into(), "a, b".into()),
+            ("x-list".into(), "c".into()),
+        ],
+    };
+    let spec = claw_authz::httpsig::SignatureSpec {
+        label: "sig1".into(),
+        components: ["@method", "@path", "x-list"].map(String::from).to_vec(),
+        created: i64::try_from(SystemClock.now_secs()).unwrap(),
+        nonce: Some(uuid::Uuid::new_v4().to_string()),
+        ..Default::default()
+    };
+    let (input, signature) = key.sign_message(&request, &spec).unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.append("x-list", "a, b".parse().unwrap());
+    headers.append("x-list", "c".parse().unwrap());
+    headers.insert("signature-input", input.parse().unwrap());
+    headers.insert("signature", signature.parse().unwrap());
+    let response = reqwest::Client::new()
+        .get(b.envoy.url("/signed/list"))
+        .headers(headers)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    assert_eq!(status, 200, "{}", response.text().await.unwrap());
+    // The upstream got both lines, as sent.
+    let seen = b.upstream.seen();
+    assert_eq!(seen[0].header("x-list"), ["a, b", "c"]);
+    drop(b.claw);
+}
