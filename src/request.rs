@@ -66,6 +66,8 @@ impl RequestView {
                 .collect::<Vec<_>>()
         });
         if let Some(lines) = &lines {
+            // The lines are the whole header set: a map sent beside them is not added twice.
+            http.headers.clear();
             for (name, value) in lines {
                 http.headers
                     .entry(name.clone())

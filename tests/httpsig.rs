@@ -803,3 +803,30 @@ async fn the_sign_command_signs_with_http_message_signatures() {
     assert_eq!(decision, "deny 401 PROXY_AUTH_REPLAY\n");
     s.stop().await;
 }
+
+/// Found in review: a first signature by a key this sidecar does not know (an intermediary's)
+/// does not hide the agent's own signature after it.
+#[tokio::test]
+async fn the_first_signature_with_a_known_key_is_the_one_verified() {
+    let w = World::new("httpsig-two").await;
+    let key = agent_key();
+    let mut s = start(&w, &config(&key, "")).await;
+    let req = request("GET", "/v1/items", &[]);
+    let parts = ["@method", "@authority", "@path"];
+    let proxy = AgentSigner::Ed25519(Ed25519Signer::from_seed([8; 32]));
+    let mut first = spec(&parts, now_secs(), "two-0");
+    first.label = "proxy".into();
+    let (input_a, sig_a) = proxy.sign_message(&req, &first).unwrap();
+    let (input_b, sig_b) = key
+        .sign_message(&req, &spec(&parts, now_secs(), "two-1"))
+        .unwrap();
+    let both = (format!("{input_a}, {input_b}"), format!("{sig_a}, {sig_b}"));
+    let r = s.check(envoy(&req, Some(both), b"", "signed")).await;
+    assert_eq!(outcome(&r), SIGNED);
+    let (set, _) = ok_headers(&r);
+    assert!(
+        set.iter()
+            .any(|h| h.0 == "x-claw-signature-agent" && h.1 == "crawler")
+    );
+    s.stop().await;
+}

@@ -59,7 +59,10 @@ pub(super) fn value(message: &dyn Message, c: &Component) -> Result<String, Erro
     if c.name.starts_with('@') {
         return derived(message, c);
     }
-    if c.name.bytes().any(|b| b.is_ascii_uppercase()) || c.flag("name") {
+    // §2.5: a parameter the verifier does not understand fails the component.
+    let known = |k: &str| matches!(k, "sf" | "key" | "bs");
+    if c.name.bytes().any(|b| b.is_ascii_uppercase()) || !c.params.keys().all(|k| known(k.as_str()))
+    {
         return Err(Error::Component(c.identifier()));
     }
     let lines = message.field_lines(&c.name);

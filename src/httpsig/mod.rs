@@ -136,9 +136,13 @@ pub struct Signature {
 }
 
 impl Signature {
-    /// Whether the signature covers a component named `name` (any parameters).
+    /// Whether the signature covers the component `name`: the field (or derived component)
+    /// itself, re-serialized (`sf`), or one of its dictionary members (`key`, as Web Bot Auth
+    /// covers `signature-agent`); not its lines wrapped as bytes (`bs`).
     pub fn covers(&self, name: &str) -> bool {
-        self.components.iter().any(|c| c.name == name)
+        self.components
+            .iter()
+            .any(|c| c.name == name && c.params.keys().all(|k| matches!(k.as_str(), "sf" | "key")))
     }
 }
 
@@ -150,7 +154,7 @@ pub fn parse(input: &str, signature: &str) -> Result<Vec<Signature>, Error> {
     }
     let raw = members(input).ok_or(Error::Malformed("Signature-Input"))?;
     let sigs = members(signature).ok_or(Error::Malformed("Signature"))?;
-    if raw.len() > MAX_SIGNATURES {
+    if raw.len() > MAX_SIGNATURES || sigs.len() > MAX_SIGNATURES {
         return Err(Error::Malformed("too many signatures"));
     }
     for list in [&raw, &sigs] {
@@ -169,9 +173,26 @@ pub fn parse(input: &str, signature: &str) -> Result<Vec<Signature>, Error> {
     let values: sfv::Dictionary = Parser::new(signature)
         .parse()
         .map_err(|_| Error::Malformed("Signature"))?;
+    // The parsed dictionaries must hold exactly the members the split found (a repeated key
+    // collapses in a parsed dictionary, the last one winning)...
+    let same_labels = |parsed: &sfv::Dictionary, split: &[(&str, &str)]| {
+        parsed.len() == split.len() && parsed.keys().zip(split).all(|(k, (l, _))| k.as_str() == *l)
+    };
+    if !same_labels(&inputs, &raw) || !same_labels(&values, &sigs) {
+        return Err(Error::DuplicateLabel);
+    }
     raw.into_iter()
         .map(|(label, text)| {
             let entry = inputs.get(label).ok_or(Error::UnpairedLabel)?;
+            // ...and each member's text as received (the `@signature-params` line) must parse,
+            // alone, to the very member whose parameters are checked: the signed line and the
+            // parameters judged can never come from different text.
+            let alone: Option<sfv::Dictionary> =
+                Parser::new(&format!("{label}={text}")).parse().ok();
+            match alone {
+                Some(d) if d.len() == 1 && d.get(label) == Some(entry) => {}
+                _ => return Err(Error::Malformed("Signature-Input member")),
+            }
             let value = match values.get(label) {
                 Some(ListEntry::Item(item)) => item.bare_item.as_byte_sequence(),
                 _ => None,
@@ -235,18 +256,23 @@ fn members(field: &str) -> Option<Vec<(&str, &str)>> {
     let bytes = field.as_bytes();
     let mut out = Vec::new();
     let (mut start, mut depth, mut in_string, mut escaped) = (0, 0u32, false, false);
+    // A Display String (`%"..."`) has no backslash escapes: its `\` is a plain character.
+    let mut display = false;
     for (i, &b) in bytes.iter().enumerate() {
         if in_string {
             match (escaped, b) {
                 (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
+                (false, b'\\') if !display => escaped = true,
                 (false, b'"') => in_string = false,
                 _ => {}
             }
             continue;
         }
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                in_string = true;
+                display = i > 0 && bytes[i - 1] == b'%';
+            }
             b'(' => depth += 1,
             b')' => depth = depth.checked_sub(1)?,
             b',' if depth == 0 => {
@@ -275,7 +301,15 @@ pub fn base(message: &dyn Message, signature: &Signature) -> Result<String, Erro
     let mut seen: Vec<String> = Vec::with_capacity(signature.components.len());
     for component in &signature.components {
         let identifier = component.identifier();
-        if seen.contains(&identifier) {
+        // The same name and parameters in any order is the same component.
+        let mut params: Vec<String> = component
+            .params
+            .iter()
+            .map(|(k, v)| format!("{}={:?}", k.as_str(), v))
+            .collect();
+        params.sort();
+        let key = format!("{}|{}", component.name, params.join(";"));
+        if seen.contains(&key) {
             return Err(Error::DuplicateComponent);
         }
         let value = components::value(message, component)?;
@@ -286,7 +320,7 @@ pub fn base(message: &dyn Message, signature: &Signature) -> Result<String, Erro
         out.push_str(": ");
         out.push_str(&value);
         out.push('\n');
-        seen.push(identifier);
+        seen.push(key);
     }
     out.push_str("\"@signature-params\": ");
     out.push_str(&signature.params_text);

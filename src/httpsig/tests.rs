@@ -661,3 +661,40 @@ fn web_bot_auth_without_a_signature_agent() {
         Err(Error::BadSignature)
     );
 }
+
+/// Found in review: a Display String (`%"\"`, whose backslash is a plain character) once hid a
+/// second `sig1` from the member split while the parsed dictionary kept it, so a captured
+/// signature's signed line came with fresh parameters (a new nonce and `created`).
+#[test]
+fn a_member_hidden_from_the_split_is_refused() {
+    let captured = b_2_6_signature();
+    let t = &captured.params_text;
+    let value = base64::engine::general_purpose::STANDARD.encode(&captured.value);
+    let input = format!(
+        r#"sig1={t}, sig2=("@method");d=%"\", sig1=("@method" "@authority" "@path");created=9999999999;keyid="test-key-ed25519";nonce="fresh";e="\"""#
+    );
+    // Structured Fields reads the hidden member (RFC 9651 Display Strings).
+    let parsed: sfv::Dictionary = sfv::Parser::new(&input).parse().unwrap();
+    assert_eq!(parsed.len(), 2);
+    let signature = format!("sig1=:{value}:, sig2=:AAAA:");
+    assert!(parse(&input, &signature).is_err());
+    // A display string elsewhere is fine when nothing hides behind it.
+    let plain = format!(r#"sig1={t};d=%"a\b""#);
+    assert!(parse(&plain, &format!("sig1=:{value}:")).is_ok());
+}
+
+#[test]
+fn unknown_component_parameters_and_reordered_duplicates_are_refused() {
+    let value = |ids: &str| {
+        let sig = one_signature(&format!("s=({ids});created=1"), "s=:AAAA:");
+        base(&test_request(), &sig)
+    };
+    assert!(matches!(
+        value(r#""content-type";foo"#),
+        Err(Error::Component(_))
+    ));
+    assert_eq!(
+        value(r#""content-digest";sf;key="sha-512" "content-digest";key="sha-512";sf"#),
+        Err(Error::DuplicateComponent)
+    );
+}

@@ -43,6 +43,8 @@ impl Directory {
             .user_agent(concat!("claw-authz/", env!("CARGO_PKG_VERSION")))
             // A redirect is the answer (a failed fetch), never followed.
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve the name itself, past the address check below.
+            .no_proxy()
             .dns_resolver(Arc::new(PublicOnly { allow_private }))
             .build()?;
         Ok(Directory {
@@ -120,17 +122,38 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                is_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)))
+            };
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            match seg {
+                // IPv4-translated (SIIT, ::ffff:0:a.b.c.d) and NAT64 (64:ff9b::/96): the IPv4
+                // address they reach decides.
+                [0, 0, 0, 0, 0xffff, 0, hi, lo] | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
+                    return embedded(hi, lo);
+                }
+                // 6to4 (2002:a.b.c.d::/48).
+                [0x2002, hi, lo, ..] => return embedded(hi, lo),
+                _ => {}
+            }
+            let first = seg[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8
-                || v6.segments()[..6].iter().all(|s| *s == 0))
+                || (first & 0xffc0) == 0xfec0
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8)
+                // Teredo (2001::/32), local-use NAT64 (64:ff9b:1::/48), discard-only (100::/64).
+                || (seg[0] == 0x2001 && seg[1] == 0)
+                || (seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1)
+                || (seg[0] == 0x100 && seg[1..4] == [0, 0, 0])
+                || seg[..6].iter().all(|s| *s == 0))
         }
     }
 }
@@ -158,10 +181,23 @@ mod tests {
             "::ffff:10.0.0.1",
             "::127.0.0.1",
             "2001:db8::1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:a00:1::1",
+            "2001:0:4136:e378::1",
+            "fec0::1",
+            "::ffff:0:a00:1",
+            "100::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "64:ff9b::101:101",
+            "2002:101:101::1",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }

@@ -135,62 +135,105 @@ pub(crate) async fn select(
     }
     let signatures = httpsig::parse(&input, &values).map_err(invalid)?;
     let tag = policy.signature_tag.as_deref();
-    let signature = signatures
-        .into_iter()
-        .find(|s| {
-            required.iter().all(|c| s.covers(c)) && (tag.is_none() || s.tag.as_deref() == tag)
-        })
-        .ok_or_else(|| invalid(Error::NoAcceptableSignature))?;
-    let keyid = signature.keyid.clone().unwrap_or_default();
-    let (key, name, directory) = match signature_agent(req, &signature, agents).map_err(invalid)? {
-        Some(agent) => {
-            let key = directory_key(agent, &keyid, now_secs).await?;
-            let key = key.ok_or_else(|| invalid(Error::UnknownKey))?;
-            let origin = Some(agent.config.directory.clone());
-            (key, agent.config.name.clone(), origin)
+    // Every signature that covers what the route requires, carries its tag and passes the
+    // cheap checks (times, nonce, keyid) is a candidate, in order; the first whose key is
+    // known is the one verified. Nothing is fetched for a signature refused here.
+    let mut first_error = None;
+    for signature in signatures {
+        if !(required.iter().all(|c| signature.covers(c))
+            && (tag.is_none() || signature.tag.as_deref() == tag))
+        {
+            continue;
         }
-        None => {
-            let known = config
-                .keys
-                .get(&keyid)
-                .ok_or_else(|| invalid(Error::UnknownKey))?;
-            (known.key.clone(), known.name.clone(), None)
+        if let Err(e) = cheap_checks(&signature, config, now_secs, max_skew_secs) {
+            first_error.get_or_insert(e);
+            continue;
         }
-    };
-    if let Some(alg) = &signature.alg
-        && alg != httpsig::alg_name(&key)
-    {
-        return Err(invalid(Error::Algorithm));
+        match find_key(req, &signature, config, agents, now_secs).await? {
+            Ok((key, name, directory)) => {
+                if let Some(alg) = &signature.alg
+                    && alg != httpsig::alg_name(&key)
+                {
+                    return Err(invalid(Error::Algorithm));
+                }
+                return Ok(Signed {
+                    keyid: signature.keyid.clone().unwrap_or_default(),
+                    key,
+                    name,
+                    directory,
+                    signature,
+                });
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
+    Err(invalid(first_error.unwrap_or(Error::NoAcceptableSignature)))
+}
+
+/// What a signature must be before its key is looked for: `created` within the skew and the
+/// maximum age, `expires` not past, a nonce when required, a `keyid`.
+fn cheap_checks(
+    signature: &Signature,
+    config: &HttpSigConfig,
+    now_secs: u64,
+    max_skew_secs: u64,
+) -> Result<(), Error> {
     let now = i64::try_from(now_secs).unwrap_or(i64::MAX);
     let skew = i64::try_from(max_skew_secs).unwrap_or(i64::MAX);
     let max_age = i64::try_from(config.max_age.as_secs()).unwrap_or(i64::MAX);
     match (signature.created, signature.expires) {
-        (None, _) => return Err(invalid(Error::Time("created is required"))),
+        (None, _) => return Err(Error::Time("created is required")),
         (Some(c), _) if c > now.saturating_add(skew) => {
-            return Err(invalid(Error::Time("created is in the future")));
+            return Err(Error::Time("created is in the future"));
         }
         (Some(c), _) if now.saturating_sub(c) > max_age => {
-            return Err(invalid(Error::Time(
-                "created is older than the maximum age",
-            )));
+            return Err(Error::Time("created is older than the maximum age"));
         }
-        (_, Some(e)) if e <= now => return Err(invalid(Error::Time("the signature expired"))),
+        (_, Some(e)) if e <= now => return Err(Error::Time("the signature expired")),
         _ => {}
     }
     match &signature.nonce {
-        None if config.require_nonce => return Err(invalid(Error::MissingNonce)),
+        None if config.require_nonce => return Err(Error::MissingNonce),
         Some(n) if n.is_empty() || n.len() > 256 || n.chars().any(char::is_control) => {
-            return Err(invalid(Error::Malformed("nonce")));
+            return Err(Error::Malformed("nonce"));
         }
         _ => {}
     }
-    Ok(Signed {
-        keyid,
-        key,
-        name,
-        directory,
-        signature,
+    match signature.keyid.as_deref() {
+        Some(k) if !k.is_empty() && k.len() <= 256 => Ok(()),
+        _ => Err(Error::Malformed("keyid")),
+    }
+}
+
+/// The signature's key: in the directory of the agent its covered `Signature-Agent` names, else
+/// among the configured keys. The outer error is a directory that cannot be loaded (503).
+async fn find_key(
+    req: &RequestView,
+    signature: &Signature,
+    config: &HttpSigConfig,
+    agents: &[AgentKeys],
+    now_secs: u64,
+) -> Result<Result<(PublicKey, String, Option<String>), Error>, Denial> {
+    let keyid = signature.keyid.as_deref().unwrap_or_default();
+    let agent = match signature_agent(req, signature, agents) {
+        Ok(agent) => agent,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(match agent {
+        Some(agent) => match directory_key(agent, keyid, now_secs).await? {
+            Some(key) => Ok((
+                key,
+                agent.config.name.clone(),
+                Some(agent.config.directory.clone()),
+            )),
+            None => Err(Error::UnknownKey),
+        },
+        None => match config.keys.get(keyid) {
+            Some(known) => Ok((known.key.clone(), known.name.clone(), None)),
+            None => Err(Error::UnknownKey),
+        },
     })
 }
 
@@ -221,7 +264,12 @@ fn signature_agent<'a>(
         // The legacy form, a lone string; or a dictionary covered whole (one member, or the
         // member named like the signature's label).
         None => match Parser::new(&field).parse::<sfv::Item>() {
-            Ok(item) => item.bare_item.as_string().map(|s| s.as_str().to_owned()),
+            // A string, or a bare URL (a Token to Structured Fields).
+            Ok(item) => match &item.bare_item {
+                BareItem::String(s) => Some(s.as_str().to_owned()),
+                BareItem::Token(t) => Some(t.as_str().to_owned()),
+                _ => None,
+            },
             Err(_) => {
                 let dict: sfv::Dictionary = Parser::new(&field).parse().map_err(|_| malformed())?;
                 match dict.len() {
