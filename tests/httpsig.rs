@@ -187,27 +187,20 @@ async fn a_changed_method_path_authority_or_body_is_refused() {
         .await;
     assert_eq!(outcome(&r), SIGNED);
 
-    let mut changed = original.clone();
-    changed.method = "PUT".into();
-    let r = s
-        .check(envoy(&changed, Some(sign("b-1")), body, "signed"))
-        .await;
-    assert_eq!(outcome(&r), "401 PROXY_AUTH_SIGNATURE_INVALID");
-    assert_eq!(reason(&r), "the signature does not verify");
-
-    let mut changed = original.clone();
-    changed.target = "/v1/other".into();
-    let r = s
-        .check(envoy(&changed, Some(sign("b-2")), body, "signed"))
-        .await;
-    assert_eq!(reason(&r), "the signature does not verify");
-
-    let mut changed = original.clone();
-    changed.authority = "evil.example.com".into();
-    let r = s
-        .check(envoy(&changed, Some(sign("b-3")), body, "signed"))
-        .await;
-    assert_eq!(reason(&r), "the signature does not verify");
+    type Change = fn(&mut Request);
+    let changes: [(&str, Change); 3] = [
+        ("method", |r| r.method = "PUT".into()),
+        ("path", |r| r.target = "/v1/other".into()),
+        ("authority", |r| r.authority = "evil.example.com".into()),
+    ];
+    for (what, change) in changes {
+        let mut changed = original.clone();
+        change(&mut changed);
+        let signed = sign(&format!("b-{what}"));
+        let r = s.check(envoy(&changed, Some(signed), body, "signed")).await;
+        assert_eq!(outcome(&r), "401 PROXY_AUTH_SIGNATURE_INVALID", "{what}");
+        assert_eq!(reason(&r), "the signature does not verify", "{what}");
+    }
 
     let r = s
         .check(envoy(

@@ -56,13 +56,21 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[tokio::test]
-async fn otlp_gets_the_metrics_and_spans_of_a_breaker_opening_and_closing() {
+/// An in-process OTLP receiver, and the tracer provider and layer exporting spans to it with
+/// `percent` of root traces sampled (as the server's `telemetry` section configures them).
+async fn span_export(
+    percent: u64,
+) -> (
+    Sink,
+    String,
+    opentelemetry_sdk::trace::SdkTracerProvider,
+    impl tracing_subscriber::Layer<tracing_subscriber::Registry>,
+) {
     let (sink, endpoint) = Sink::start().await;
     let telemetry = TelemetryConfig {
         otlp_endpoint: Some(endpoint.clone()),
         export_interval: std::time::Duration::from_secs(3_600),
-        trace_sample_percent: 100,
+        trace_sample_percent: percent,
         service_name: "claw-authz-test".into(),
     };
     let tracer = claw_authz::telemetry::tracer_provider(&telemetry)
@@ -72,6 +80,12 @@ async fn otlp_gets_the_metrics_and_spans_of_a_breaker_opening_and_closing() {
         use opentelemetry::trace::TracerProvider;
         tracing_opentelemetry::layer().with_tracer(tracer.tracer("claw-authz"))
     };
+    (sink, endpoint, tracer, layer)
+}
+
+#[tokio::test]
+async fn otlp_gets_the_metrics_and_spans_of_a_breaker_opening_and_closing() {
+    let (sink, endpoint, tracer, layer) = span_export(100).await;
     // `#[tokio::test]` runs every task on this thread, so a thread default sees them all.
     let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
 
@@ -208,20 +222,7 @@ impl Opened {
 /// Envoy started is exported with its registry call as a child, whatever the percentage.
 #[tokio::test]
 async fn a_check_not_sampled_opens_no_span_and_a_sampled_parent_is_followed() {
-    let (sink, endpoint) = Sink::start().await;
-    let telemetry = TelemetryConfig {
-        otlp_endpoint: Some(endpoint.clone()),
-        export_interval: std::time::Duration::from_secs(3_600),
-        trace_sample_percent: 0,
-        service_name: "claw-authz-test".into(),
-    };
-    let tracer = claw_authz::telemetry::tracer_provider(&telemetry)
-        .unwrap()
-        .unwrap();
-    let layer = {
-        use opentelemetry::trace::TracerProvider;
-        tracing_opentelemetry::layer().with_tracer(tracer.tracer("claw-authz"))
-    };
+    let (sink, endpoint, tracer, layer) = span_export(0).await;
     let opened = Opened::default();
     let _guard = tracing::subscriber::set_default(
         tracing_subscriber::registry()

@@ -17,7 +17,6 @@ use crate::protocol::bearer::parse_jwks;
 use crate::ratelimit::{Limiter, LocalLimiter, RedisLimiter};
 use crate::registry::Registry;
 use crate::registry::breaker::BreakerSettings;
-use crate::registry::directory::Directory;
 use crate::registry::guard::Guarded;
 use crate::registry::http::{BodyLimits, Endpoints, HttpRegistry};
 use crate::registry::jwks::Jwks;
@@ -181,7 +180,7 @@ pub(super) fn signature_agents(
     h.agents
         .iter()
         .map(|agent| {
-            let directory = Directory::new(
+            let directory = crate::registry::directory::endpoint(
                 agent.directory.clone(),
                 config.registry.timeout,
                 size(config.limits.jwks_bytes),

@@ -14,66 +14,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::breaker::{Breaker, BreakerSettings};
-use super::guard::guarded;
-use super::{BoxFuture, KeySource, Response, TransportError, http};
+use super::jwks::Jwks;
 use crate::clock::Clock;
 use crate::metrics::{Endpoint, Metrics};
 
-pub struct Directory {
-    client: reqwest::Client,
+/// An agent's directory endpoint (`endpoint="directory"`): a key set endpoint whose client
+/// follows no redirect, ignores proxy variables and connects to public addresses only (all of
+/// them with `allow_private`).
+pub(crate) fn endpoint(
     url: String,
     timeout: Duration,
     limit: usize,
-    breaker: Breaker,
+    allow_private: bool,
+    breaker: BreakerSettings,
+    clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-}
-
-impl Directory {
-    pub(crate) fn new(
-        url: String,
-        timeout: Duration,
-        limit: usize,
-        allow_private: bool,
-        breaker: BreakerSettings,
-        clock: Arc<dyn Clock>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .user_agent(concat!("claw-authz/", env!("CARGO_PKG_VERSION")))
-            // A redirect is the answer (a failed fetch), never followed.
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy would resolve the name itself, past the address check below.
-            .no_proxy()
-            .dns_resolver(Arc::new(PublicOnly { allow_private }))
-            .build()?;
-        Ok(Directory {
-            client,
-            url,
-            timeout,
-            limit,
-            breaker: Breaker::new(Endpoint::Directory, breaker, clock),
-            metrics,
-        })
-    }
-
-    /// Its breaker (its state is a metric).
-    pub(crate) fn breaker(&self) -> &Breaker {
-        &self.breaker
-    }
-}
-
-impl KeySource for Directory {
-    fn fetch_keys(&self) -> BoxFuture<'_, Result<Response, TransportError>> {
-        let call = http::get(&self.client, &self.url, self.timeout, self.limit);
-        Box::pin(guarded(
-            &self.breaker,
-            self.timeout,
-            &self.metrics,
-            Box::pin(call),
-            |r| r.status,
-        ))
-    }
+) -> Result<Jwks, reqwest::Error> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .user_agent(concat!("claw-authz/", env!("CARGO_PKG_VERSION")))
+        // A redirect is the answer (a failed fetch), never followed.
+        .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve the name itself, past the address check below.
+        .no_proxy()
+        .dns_resolver(Arc::new(PublicOnly { allow_private }))
+        .build()?;
+    let breaker = Breaker::new(Endpoint::Directory, breaker, clock);
+    Ok(Jwks::with_client(
+        client, url, timeout, limit, breaker, metrics,
+    ))
 }
 
 /// Resolves with the system resolver and keeps only public addresses (all of them when

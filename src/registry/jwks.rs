@@ -1,4 +1,5 @@
-//! A bearer issuer's JWKS endpoint: one URL, behind its own timeout and circuit breaker.
+//! A key set endpoint (a bearer issuer's JWKS, a Web Bot Auth agent's directory): one URL,
+//! behind its own timeout, size limit and circuit breaker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub struct Jwks {
 }
 
 impl Jwks {
+    /// A bearer issuer's JWKS (`endpoint="jwks"`), with the registry's HTTP client.
     pub(crate) fn new(
         url: String,
         timeout: Duration,
@@ -28,14 +30,30 @@ impl Jwks {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
-        Ok(Jwks {
-            client: http::client(timeout)?,
+        let client = http::client(timeout)?;
+        let breaker = Breaker::new(Endpoint::Jwks, breaker, clock);
+        Ok(Jwks::with_client(
+            client, url, timeout, limit, breaker, metrics,
+        ))
+    }
+
+    /// An endpoint over `client`, behind `breaker`.
+    pub(crate) fn with_client(
+        client: reqwest::Client,
+        url: String,
+        timeout: Duration,
+        limit: usize,
+        breaker: Breaker,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Jwks {
+            client,
             url,
             timeout,
             limit,
-            breaker: Breaker::new(Endpoint::Jwks, breaker, clock),
+            breaker,
             metrics,
-        })
+        }
     }
 
     /// Its breaker (its state is a metric).

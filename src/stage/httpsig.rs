@@ -19,7 +19,7 @@ use crate::request::RequestView;
 pub(crate) struct AgentKeys {
     pub(crate) config: AgentConfig,
     pub(crate) keys: Arc<KeyCache>,
-    pub(crate) directory: Arc<crate::registry::directory::Directory>,
+    pub(crate) directory: Arc<crate::registry::jwks::Jwks>,
 }
 
 /// A signature chosen and checked up to its verification.
