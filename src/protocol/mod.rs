@@ -7,6 +7,7 @@ pub mod ait;
 pub mod b64;
 pub mod bearer;
 pub mod crl;
+pub mod dpop;
 pub mod events;
 pub mod ids;
 pub mod json;
