@@ -92,6 +92,17 @@ pub struct Policy {
     pub signature_components: Option<Vec<String>>,
     /// ...and the `tag` it must carry.
     pub signature_tag: Option<String>,
+    /// Bearer tokens must come as `DPoP` with a proof (RFC 9449); `Bearer` is refused.
+    pub require_dpop: bool,
+    /// An OAuth protected resource (RFC 9728, the MCP authorization spec): its canonical URI,
+    /// which bearer tokens must carry in `aud` (RFC 8707).
+    pub resource: Option<String>,
+    /// The authorization servers its metadata document names.
+    pub authorization_servers: Vec<String>,
+    /// The scopes its metadata document lists.
+    pub scopes_supported: Vec<String>,
+    /// Bearer tokens must hold every one of these scopes (403 `insufficient_scope`).
+    pub required_scopes: Vec<String>,
 }
 
 impl Policy {
@@ -109,8 +120,42 @@ impl Policy {
             client_rate_limit: None,
             signature_components: None,
             signature_tag: None,
+            require_dpop: false,
+            resource: None,
+            authorization_servers: Vec::new(),
+            scopes_supported: Vec::new(),
+            required_scopes: Vec::new(),
         }
     }
+
+    /// Where the resource's metadata document is (RFC 9728 §3.1): the well-known path inserted
+    /// between the resource's authority and its path.
+    pub fn resource_metadata_url(&self) -> Option<String> {
+        let resource = self.resource.as_deref()?;
+        let (scheme, rest) = resource.split_once("://")?;
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let path = path.trim_end_matches('/');
+        Some(format!(
+            "{scheme}://{authority}/.well-known/oauth-protected-resource{path}"
+        ))
+    }
+}
+
+/// A canonical resource URI (RFC 8707 §2, the MCP authorization spec): `http` or `https`,
+/// lowercase scheme and host, no query, fragment or user info.
+pub(crate) fn is_canonical_resource(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return false;
+    };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    matches!(scheme, "http" | "https")
+        && !authority.is_empty()
+        && !authority.contains('@')
+        && !authority.bytes().any(|b| b.is_ascii_uppercase())
+        && !uri.contains(['?', '#'])
+        && !uri
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"')
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -179,7 +224,7 @@ pub struct RoutePolicies {
 /// What a route selects: a policy, or a name that is not configured.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Selected {
-    Policy(Policy),
+    Policy(Box<Policy>),
     UnknownName(String),
 }
 
@@ -191,11 +236,11 @@ impl RoutePolicies {
     ) -> Selected {
         if let Some(name) = context_extensions.get(CONTEXT_EXTENSION_KEY) {
             return match self.named.get(name) {
-                Some(p) => Selected::Policy(p.clone()),
+                Some(p) => Selected::Policy(Box::new(p.clone())),
                 None => Selected::UnknownName(name.clone()),
             };
         }
-        Selected::Policy(self.for_path(route_path))
+        Selected::Policy(Box::new(self.for_path(route_path)))
     }
 
     pub(crate) fn for_path(&self, path: &str) -> Policy {
@@ -267,7 +312,7 @@ mod tests {
         shadow.mode = Mode::Shadow;
         p.named.insert("canary".into(), shadow.clone());
         let ext = |v: &str| [(CONTEXT_EXTENSION_KEY.to_owned(), v.to_owned())].into();
-        assert_eq!(p.select("/x", &ext("canary")), Selected::Policy(shadow));
+        assert_eq!(p.select("/x", &ext("canary")), Selected::Policy(Box::new(shadow)));
         assert_eq!(
             p.select("/x", &ext("nope")),
             Selected::UnknownName("nope".into())

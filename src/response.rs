@@ -4,7 +4,9 @@
 //! which Envoy turns into a spoofable comma-join) and lose their credentials; every allow also
 //! removes identity headers it does not set, so a client can never pre-set them. Denials carry
 //! the reference's status and JSON envelope byte for byte, `content-type: application/json`,
-//! `x-request-id`, and `www-authenticate: Claw` on 401.
+//! `x-request-id`, and a `www-authenticate` challenge: `Claw` on 401 for Claw routes, RFC 6750
+//! `Bearer` and RFC 9449 `DPoP` challenges (with RFC 9728's `resource_metadata` on resource
+//! routes) for bearer tokens.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +22,9 @@ use envoy_types::pb::google::rpc::Status;
 
 use crate::denial::Denial;
 use crate::pipeline::{BearerIdentity, ClawIdentity, Decision, Identity, SignatureIdentity};
+use crate::policy::{Policy, Profile};
+use crate::protocol::dpop;
+use crate::stage::bearer::Scheme;
 
 /// Unix seconds of the server, on skew denials.
 pub(crate) const SERVER_TIME: &str = "x-claw-server-time";
@@ -96,11 +101,14 @@ fn metadata(entries: &[(&str, &str)]) -> Struct {
 
 /// `server_time_secs` goes out as `x-claw-server-time` on skew denials, so the agent can correct
 /// its clock (the body stays the reference's).
+/// `scheme` is the request's `Authorization` scheme when it is `Bearer` or `DPoP` (it picks the
+/// challenge).
 pub(crate) fn build(
     decision: &Decision,
     request_id: &str,
     credential_headers: &[String],
     server_time_secs: u64,
+    scheme: Option<Scheme>,
 ) -> CheckResponse {
     match decision {
         Decision::Allow { identity, policy } => {
@@ -109,13 +117,95 @@ pub(crate) fn build(
         Decision::ShadowAllow { denial, policy, .. } => {
             allow(None, &policy.name, Some(denial), credential_headers)
         }
-        Decision::Deny { denial, policy, .. } => deny(
-            denial,
-            request_id,
-            policy.as_ref().map_or("none", |p| p.name.as_str()),
-            server_time_secs,
-        ),
+        Decision::Deny { denial, policy, .. } => {
+            let mut response = deny(
+                denial,
+                request_id,
+                policy.as_ref().map_or("none", |p| p.name.as_str()),
+                server_time_secs,
+            );
+            if let Some(HttpResponse::DeniedResponse(denied)) = &mut response.http_response {
+                denied.headers.retain(|h| {
+                    h.header
+                        .as_ref()
+                        .is_none_or(|h| h.key != "www-authenticate")
+                });
+                if let Some(value) = challenge(denial, policy.as_ref(), scheme) {
+                    denied.headers.push(header("www-authenticate", &value));
+                }
+            }
+            response
+        }
     }
+}
+
+/// The `WWW-Authenticate` value of a denial. Claw routes (and requests with another scheme on
+/// `any` routes) keep the reference's `Claw` on 401. Routes that take bearer tokens answer as
+/// RFC 6750 §3 and RFC 9449 §7.1 say: no `error` when no token came, `invalid_token`,
+/// `invalid_dpop_proof`, `use_dpop_nonce`, or `insufficient_scope` on 403 with the scopes
+/// needed; a resource route (RFC 9728 §5.1) adds `resource_metadata`, and `scope` (its
+/// required scopes) to the first challenge.
+fn challenge(denial: &Denial, policy: Option<&Policy>, scheme: Option<Scheme>) -> Option<String> {
+    let status = denial.status();
+    let oauth = policy.filter(|p| {
+        p.profile == Profile::Bearer
+            || p.resource.is_some()
+            || (p.profile == Profile::Any && scheme.is_some())
+    });
+    let Some(policy) = oauth else {
+        return (status == 401).then(|| "Claw".to_owned());
+    };
+    let dpop_error = |d: &str| ("invalid_dpop_proof", d.to_owned());
+    let (error, description) = match denial {
+        Denial::MissingToken | Denial::ProfileNotAllowed => ("", String::new()),
+        Denial::Bearer(e) => ("invalid_token", e.reason().to_owned()),
+        Denial::DpopRequired(reason) => ("invalid_token", (*reason).to_owned()),
+        Denial::Dpop(e) => dpop_error(e.description()),
+        Denial::Replay if scheme == Some(Scheme::Dpop) => {
+            dpop_error("DPoP proof has already been used")
+        }
+        Denial::DpopNonceRequired { .. } => (
+            "use_dpop_nonce",
+            "Resource server requires nonce in DPoP proof".to_owned(),
+        ),
+        Denial::InsufficientScope(_) => ("insufficient_scope", denial.message().to_owned()),
+        _ if status == 401 => ("invalid_token", denial.message().to_owned()),
+        _ => return None,
+    };
+    let mut params: Vec<(&str, String)> = Vec::new();
+    if !error.is_empty() {
+        params.push(("error", error.to_owned()));
+        params.push(("error_description", description));
+    }
+    let scopes = policy.required_scopes.join(" ");
+    if !scopes.is_empty() && (error.is_empty() || error == "insufficient_scope") {
+        params.push(("scope", scopes));
+    }
+    if let Some(url) = policy.resource_metadata_url() {
+        params.push(("resource_metadata", url));
+    }
+    let render = |scheme: &str, params: &[(&str, String)]| {
+        let list: Vec<String> = params.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        match list.is_empty() {
+            true => scheme.to_owned(),
+            false => format!("{scheme} {}", list.join(", ")),
+        }
+    };
+    let algs = ("algs", dpop::ALGORITHMS.to_owned());
+    let dpop_challenge = matches!(
+        denial,
+        Denial::Dpop(_) | Denial::DpopNonceRequired { .. } | Denial::DpopRequired(_)
+    ) || scheme == Some(Scheme::Dpop)
+        || policy.require_dpop;
+    Some(match (dpop_challenge, error.is_empty()) {
+        (true, _) => {
+            params.push(algs);
+            render("DPoP", &params)
+        }
+        // No token: either scheme will do.
+        (false, true) => format!("{}, {}", render("Bearer", &params), render("DPoP", &[algs])),
+        (false, false) => render("Bearer", &params),
+    })
 }
 
 /// An allowed response as it is built: headers set, headers removed, dynamic metadata.
@@ -285,6 +375,7 @@ fn deny(denial: &Denial, request_id: &str, policy: &str, server_time_secs: u64) 
         Denial::SignatureMissing { accept } | Denial::SignatureInvalid { accept, .. } => {
             headers.push(header("accept-signature", accept));
         }
+        Denial::DpopNonceRequired { nonce } => headers.push(header("dpop-nonce", nonce)),
         _ => {}
     }
     CheckResponse {

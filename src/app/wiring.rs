@@ -333,5 +333,6 @@ pub(super) fn settings(config: &Config) -> Settings {
             named: config.policies.clone(),
         },
         httpsig: config.httpsig.clone(),
+        dpop: config.dpop.clone(),
     }
 }

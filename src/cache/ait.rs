@@ -128,6 +128,7 @@ fn same(a: &PublicKey, b: &PublicKey) -> bool {
     match (a, b) {
         (PublicKey::Ed25519(a), PublicKey::Ed25519(b)) => a.as_bytes() == b.as_bytes(),
         (PublicKey::P256(a), PublicKey::P256(b)) => a.sec1_uncompressed() == b.sec1_uncompressed(),
+        (PublicKey::Rsa(a), PublicKey::Rsa(b)) => a == b,
         _ => false,
     }
 }

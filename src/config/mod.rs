@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use crate::policy::{Policy, Rule};
+use crate::policy::{Policy, Profile, Rule};
 
 mod choices;
+mod dpop;
 mod fields;
 mod httpsig;
 mod registry;
@@ -24,6 +25,7 @@ mod stores;
 pub use choices::{
     Choice, FsyncMode, LimitStoreKind, LogFormat, LogLevel, NonceStoreKind, TrustStoreKind,
 };
+pub use dpop::DpopConfig;
 use fields::{Reader, set_path};
 pub use httpsig::{AgentConfig, DIRECTORY_PATH, HttpSigConfig, origin_of};
 pub use registry::{AccessConfig, CrlConfig, RegistryConfig};
@@ -46,8 +48,12 @@ pub(crate) struct Defaults;
 impl Defaults {
     pub(crate) const EVENTS_STREAM: &str = "claw:events";
     pub(crate) const EVENTS_REPLAY_DAYS: u64 = 30;
-    pub(crate) const REMOVE_HEADERS: [&str; 3] =
-        ["authorization", "x-claw-proof", "x-claw-agent-access"];
+    pub(crate) const REMOVE_HEADERS: [&str; 4] = [
+        "authorization",
+        "x-claw-proof",
+        "x-claw-agent-access",
+        "dpop",
+    ];
 }
 
 /// The whole configuration, one typed struct per section; each section's reader sits beside
@@ -72,6 +78,8 @@ pub struct Config {
     pub bearer: Vec<BearerIssuer>,
     /// Keys and rules of the HTTP Message Signatures profile.
     pub httpsig: HttpSigConfig,
+    /// DPoP proofs on the bearer profile.
+    pub dpop: DpopConfig,
     pub headers: HeadersConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
@@ -84,8 +92,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct BearerIssuer {
     pub issuer: String,
-    /// This service's id, required in `aud`.
-    pub audience: String,
+    /// This service's id, required in `aud` (a route's `resource` takes its place there).
+    pub audience: Option<String>,
     pub jwks_url: String,
     /// How far in the future `iat` may be (default 60 s).
     pub(crate) max_iat_skew: Duration,
@@ -109,6 +117,7 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
     let limits = LimitsConfig::read(r);
     let log = LogConfig::read(r);
     let httpsig = HttpSigConfig::read(r);
+    let dpop = DpopConfig::read(r);
     let r = r.section("");
     let routes = read_routes(r);
     let policies = read_policies(r);
@@ -130,6 +139,21 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
             "tls.cert_file",
             "applies to a TCP listen.grpc, not a unix: socket",
         );
+    }
+    // A bearer route needs an audience for every issuer: its own `resource`, or the issuer's.
+    if let Some(issuer) = bearer.iter().find(|i| i.audience.is_none()) {
+        let takes_bearer = |p: &&Policy| matches!(p.profile, Profile::Bearer | Profile::Any);
+        for p in policies.values().filter(takes_bearer) {
+            if p.resource.is_none() {
+                r.error(
+                    &format!("policies.{}", p.name),
+                    &format!(
+                        "accepts bearer tokens but has no resource, and issuer {} has no audience",
+                        issuer.issuer
+                    ),
+                );
+            }
+        }
     }
     let redis_stores = [
         ("nonce.store", nonce.store == NonceStoreKind::Redis),
@@ -180,6 +204,7 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         policies,
         bearer,
         httpsig,
+        dpop,
         headers,
         limits,
         log,

@@ -162,12 +162,58 @@ pub(super) fn read_policies(r: &mut Reader<'_>) -> BTreeMap<String, Policy> {
                     }
                     _ => r.error(&format!("{at}.signature_tag"), "must be a string"),
                 },
+                (Some("require_dpop"), Value::Bool(b)) => policy.require_dpop = *b,
+                (Some("require_dpop"), _) => {
+                    r.error(&format!("{at}.require_dpop"), "must be true or false")
+                }
+                (Some("resource"), v) => match v.as_str() {
+                    Some(uri) if crate::policy::is_canonical_resource(uri) => {
+                        policy.resource = Some(uri.to_owned())
+                    }
+                    _ => r.error(
+                        &format!("{at}.resource"),
+                        "must be the canonical http(s) URI of the resource (lowercase scheme and host, no query or fragment)",
+                    ),
+                },
+                (Some(k @ ("authorization_servers" | "scopes_supported" | "required_scopes")), v) => {
+                    let token = |s: &str| {
+                        !s.is_empty() && !s.contains([' ', ',', '"', '\\']) && !s.chars().any(char::is_control)
+                    };
+                    let list = v.as_sequence().and_then(|items| {
+                        items
+                            .iter()
+                            .map(|i| i.as_str().filter(|s| token(s)).map(str::to_owned))
+                            .collect::<Option<Vec<_>>>()
+                    });
+                    match (list, k) {
+                        (Some(l), "authorization_servers") => policy.authorization_servers = l,
+                        (Some(l), "scopes_supported") => policy.scopes_supported = l,
+                        (Some(l), _) => policy.required_scopes = l,
+                        (None, _) => r.error(
+                            &format!("{at}.{k}"),
+                            "must be a list of strings without spaces, commas or quotes",
+                        ),
+                    }
+                }
                 (Some("min_trust_score"), v) => match v.as_f64().filter(|f| f.is_finite()) {
                     Some(f) => policy.min_trust_score = Some(f),
                     None => r.error(&format!("{at}.min_trust_score"), "must be a number"),
                 },
                 (other, _) => r.error(&at, &format!("unknown key {}", other.unwrap_or("?"))),
             }
+        }
+        let mcp = !policy.authorization_servers.is_empty() || !policy.scopes_supported.is_empty();
+        if mcp && policy.resource.is_none() {
+            r.error(
+                &at,
+                "authorization_servers and scopes_supported describe a resource: set resource",
+            );
+        }
+        if policy.resource.is_some() && policy.authorization_servers.is_empty() {
+            r.error(
+                &format!("{at}.authorization_servers"),
+                "is required with resource (RFC 9728: clients discover the authorization server there)",
+            );
         }
         out.insert(name.to_owned(), policy);
     }
@@ -213,18 +259,20 @@ pub(super) fn read_bearer(r: &mut Reader<'_>) -> Vec<BearerIssuer> {
         if !insecure && text("jwks_url").is_some_and(|u| super::registry::is_plain_http(&u)) {
             r.error(&format!("{at}.jwks_url"), super::registry::PLAIN_HTTP);
         }
-        match (text("issuer"), text("audience"), text("jwks_url"), skew) {
-            (Some(issuer), Some(audience), Some(jwks_url), Some(skew)) if jwks_ok => {
-                out.push(BearerIssuer {
-                    issuer,
-                    audience,
-                    jwks_url,
-                    max_iat_skew: std::time::Duration::from_secs(skew),
-                })
-            }
+        let audience = text("audience");
+        if m.contains_key("audience") && audience.as_deref().is_none_or(str::is_empty) {
+            r.error(&format!("{at}.audience"), "must be a non-empty string");
+        }
+        match (text("issuer"), text("jwks_url"), skew) {
+            (Some(issuer), Some(jwks_url), Some(skew)) if jwks_ok => out.push(BearerIssuer {
+                issuer,
+                audience,
+                jwks_url,
+                max_iat_skew: std::time::Duration::from_secs(skew),
+            }),
             _ => r.error(
                 &at,
-                "needs issuer, audience, an http(s) jwks_url, and max_iat_skew_secs from 0 to 3600",
+                "needs issuer, an http(s) jwks_url, and max_iat_skew_secs from 0 to 3600",
             ),
         }
     }

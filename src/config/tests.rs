@@ -108,13 +108,50 @@ fn bearer_issuers_and_policy_grants_are_read_and_checked() {
     let text = errors.join("\n");
     for needle in [
         "bearer.issuers[0]: unknown key colour",
-        "bearer.issuers[0]: needs issuer, audience, an http(s) jwks_url",
+        "bearer.issuers[0]: needs issuer, an http(s) jwks_url",
         "policies.p.profile: must be claw, bearer, httpsig or any",
         "policies.p.require_roles: must be a list of strings",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
     assert_eq!(errors.len(), 4, "{text}");
+}
+
+#[test]
+fn resource_routes_and_dpop_are_read_and_checked() {
+    let c = Config::load(
+        "registry:\n  url: https://a.example\nbearer:\n  issuers:\n    - {issuer: https://as.example, jwks_url: https://as.example/jwks}\n\
+         dpop: {iat_window_secs: 30, require_nonce: true, authority: mcp.example.com}\n\
+         policies:\n  mcp: {profile: bearer, resource: https://mcp.example.com/mcp, authorization_servers: [https://as.example], scopes_supported: [tools, admin], required_scopes: [tools], require_dpop: true}\n",
+        &env(&[]),
+    )
+    .unwrap();
+    let p = &c.policies["mcp"];
+    assert_eq!(p.resource.as_deref(), Some("https://mcp.example.com/mcp"));
+    assert_eq!(p.required_scopes, ["tools"]);
+    assert!(p.require_dpop);
+    assert_eq!(c.bearer[0].audience, None);
+    assert_eq!(c.dpop.iat_window.as_secs(), 30);
+    assert!(c.dpop.require_nonce);
+    let errors = Config::load(
+        "registry:\n  url: https://a.example\nbearer:\n  issuers:\n    - {issuer: https://as.example, jwks_url: https://as.example/jwks}\n\
+         dpop: {scheme: ftp, nonce_secret_file: /nonexistent/secret}\n\
+         policies:\n  open: {profile: any}\n  mcp: {profile: bearer, resource: \"HTTPS://MCP.example.com/mcp#x\", scopes_supported: [\"a b\"]}\n  meta: {profile: bearer, resource: https://x.example/, require_dpop: yes}\n",
+        &env(&[]),
+    )
+    .unwrap_err();
+    let text = errors.join("\n");
+    for needle in [
+        "dpop.scheme: must be http or https",
+        "dpop.nonce_secret_file: cannot read /nonexistent/secret",
+        "policies.open: accepts bearer tokens but has no resource, and issuer https://as.example has no audience",
+        "policies.mcp.resource: must be the canonical http(s) URI",
+        "policies.mcp.scopes_supported: must be a list of strings without spaces",
+        "policies.meta.authorization_servers: is required with resource",
+        "policies.meta.require_dpop: must be true or false",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
 }
 
 #[test]

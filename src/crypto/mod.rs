@@ -21,6 +21,10 @@ use ed25519_dalek::{Signature, VerifyingKey};
 pub enum Alg {
     EdDSA,
     ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
 }
 
 impl Alg {
@@ -28,6 +32,8 @@ impl Alg {
         match self {
             Alg::EdDSA => "EdDSA",
             Alg::ES256 => "ES256",
+            Alg::RS256 => "RS256",
+            Alg::PS256 => "PS256",
         }
     }
 }
@@ -113,11 +119,80 @@ impl P256Key {
     }
 }
 
+/// An RSA public key of 2048 to 8192 bits and the one algorithm it is used with (`RS256` or
+/// `PS256`: the JWK's `alg`, or the header of a proof that carries its own key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RsaKey {
+    /// The modulus, big-endian, without leading zeros.
+    n: Vec<u8>,
+    /// The public exponent, big-endian, without leading zeros.
+    e: Vec<u8>,
+    alg: Alg,
+}
+
+impl RsaKey {
+    /// From the JWK's `n` and `e`; refuses moduli outside 2048-8192 bits, non-minimal
+    /// encodings, and exponents that are even, below 3 or above 2^32 (as aws-lc-rs does at
+    /// verification, refused here once).
+    pub fn from_components(n: &[u8], e: &[u8], alg: Alg) -> Result<Self, KeyError> {
+        let minimal = |b: &[u8]| b.first().is_some_and(|first| *first != 0);
+        if !matches!(alg, Alg::RS256 | Alg::PS256) || !minimal(n) || !minimal(e) {
+            return Err(KeyError::Invalid);
+        }
+        let bits = n.len() * 8 - n[0].leading_zeros() as usize;
+        let exponent = e.iter().try_fold(0u64, |acc, b| {
+            acc.checked_mul(256).map(|a| a + u64::from(*b))
+        });
+        let exponent_ok = exponent.is_some_and(|x| x >= 3 && x % 2 == 1 && x <= 1 << 32);
+        if !(2048..=8192).contains(&bits) || !exponent_ok {
+            return Err(KeyError::Invalid);
+        }
+        Ok(RsaKey {
+            n: n.to_vec(),
+            e: e.to_vec(),
+            alg,
+        })
+    }
+
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        use aws_lc_rs::signature::{
+            RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256, RsaPublicKeyComponents,
+        };
+        let params = match self.alg {
+            Alg::RS256 => &RSA_PKCS1_2048_8192_SHA256,
+            Alg::PS256 => &RSA_PSS_2048_8192_SHA256,
+            Alg::EdDSA | Alg::ES256 => return false,
+        };
+        // The signature is exactly the modulus' length (RFC 8017 §8.1.2 and §8.2.2 step 1).
+        if signature.len() != self.n.len() {
+            return false;
+        }
+        let key = RsaPublicKeyComponents {
+            n: &self.n[..],
+            e: &self.e[..],
+        };
+        key.verify(params, message, signature).is_ok()
+    }
+
+    pub fn alg(&self) -> Alg {
+        self.alg
+    }
+
+    pub(crate) fn modulus(&self) -> &[u8] {
+        &self.n
+    }
+
+    pub(crate) fn exponent(&self) -> &[u8] {
+        &self.e
+    }
+}
+
 /// A public key and, through its type, the one algorithm it may be used with.
 #[derive(Debug, Clone)]
 pub enum PublicKey {
     Ed25519(Ed25519Key),
     P256(P256Key),
+    Rsa(RsaKey),
 }
 
 impl PublicKey {
@@ -125,6 +200,7 @@ impl PublicKey {
         match self {
             PublicKey::Ed25519(_) => Alg::EdDSA,
             PublicKey::P256(_) => Alg::ES256,
+            PublicKey::Rsa(k) => k.alg,
         }
     }
 
@@ -132,6 +208,7 @@ impl PublicKey {
         match self {
             PublicKey::Ed25519(k) => k.verify(message, signature),
             PublicKey::P256(k) => k.verify(message, signature),
+            PublicKey::Rsa(k) => k.verify(message, signature),
         }
     }
 }

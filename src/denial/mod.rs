@@ -10,6 +10,7 @@
 use serde_json::{Value, json};
 
 use crate::protocol::bearer::BearerError;
+use crate::protocol::dpop::DpopError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Denial {
@@ -54,6 +55,18 @@ pub enum Denial {
     Bearer(BearerError),
     /// The bearer issuer's keys could not be loaded.
     BearerKeysUnavailable,
+    /// The `DPoP` proof was refused (RFC 9449 `invalid_dpop_proof`).
+    Dpop(DpopError),
+    /// The proof lacks a current server nonce (`use_dpop_nonce`); `nonce` goes out as
+    /// `DPoP-Nonce`.
+    DpopNonceRequired {
+        nonce: String,
+    },
+    /// The scheme does not fit the token's binding or the route (`invalid_token`): a
+    /// DPoP-bound token as `Bearer`, an unbound one as `DPoP`, `Bearer` where DPoP is required.
+    DpopRequired(&'static str),
+    /// The token lacks scopes the route requires (`insufficient_scope`); these are the route's.
+    InsufficientScope(Vec<String>),
     /// The credential's kind is not one the route's `profile` accepts.
     ProfileNotAllowed,
     /// An `httpsig` route got no `Signature-Input`; `accept` is the `Accept-Signature` challenge.
@@ -271,6 +284,30 @@ impl Denial {
                 UNAVAILABLE,
                 "Bearer token issuer keys are unavailable",
             ),
+            Dpop(_) => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_DPOP_INVALID",
+                "DPoP proof verification failed",
+            ),
+            DpopNonceRequired { .. } => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_DPOP_NONCE_REQUIRED",
+                "DPoP proof must carry the nonce this server issued",
+            ),
+            DpopRequired(_) => row(
+                401,
+                Unauthenticated,
+                "PROXY_AUTH_DPOP_BINDING",
+                "Token and authorization scheme do not match",
+            ),
+            InsufficientScope(_) => row(
+                403,
+                PermissionDenied,
+                "PROXY_AUTH_INSUFFICIENT_SCOPE",
+                "Token lacks a scope this route requires",
+            ),
             ProfileNotAllowed => row(
                 401,
                 Unauthenticated,
@@ -370,6 +407,9 @@ impl Denial {
                 Some(json!({ "agentDid": agent_did }))
             }
             Bearer(e) => Some(json!({ "reason": e.reason() })),
+            Dpop(e) => Some(json!({ "reason": e.description() })),
+            DpopRequired(reason) => Some(json!({ "reason": reason })),
+            InsufficientScope(scopes) => Some(json!({ "requiredScopes": scopes })),
             SignatureInvalid { reason, .. } => Some(json!({ "reason": reason })),
             MissingRoles(missing) => Some(json!({ "missingRoles": missing })),
             MissingPermissions(missing) => Some(json!({ "missingPermissions": missing })),
@@ -391,6 +431,7 @@ impl Denial {
             | InvalidPath
             | UnknownPolicy
             | BearerKeysUnavailable
+            | DpopNonceRequired { .. }
             | ProfileNotAllowed
             | SignatureMissing { .. }
             | SignatureKeysUnavailable

@@ -199,6 +199,73 @@ impl AgentSigner {
     }
 }
 
+/// An RSA key (2048 bits) of an OAuth authorization server or a DPoP client: `RS256` or
+/// `PS256`.
+pub struct RsaSigner {
+    pair: aws_lc_rs::rsa::KeyPair,
+    pss: bool,
+}
+
+impl RsaSigner {
+    /// A fresh key; `pss` picks `PS256` over `RS256`.
+    pub fn random(pss: bool) -> Self {
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            .expect("the system random source works");
+        RsaSigner { pair, pss }
+    }
+
+    pub fn alg(&self) -> &'static str {
+        if self.pss { "PS256" } else { "RS256" }
+    }
+
+    /// `{kty: RSA, n, e}`.
+    pub fn jwk(&self) -> serde_json::Value {
+        let c = aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(self.pair.public_key());
+        json!({"kty": "RSA", "n": b64::encode(&c.n), "e": b64::encode(&c.e)})
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RSA_PSS_SHA256};
+        let padding = if self.pss {
+            &RSA_PSS_SHA256
+        } else {
+            &RSA_PKCS1_SHA256
+        };
+        let mut signature = vec![0; self.pair.public_modulus_len()];
+        self.pair
+            .sign(padding, &SystemRandom::new(), message, &mut signature)
+            .expect("RSA signing works");
+        signature
+    }
+}
+
+/// A compact JWS of `header` and `claims`, signed by `sign`.
+pub fn compact_jws(
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+    sign: impl Fn(&[u8]) -> Vec<u8>,
+) -> String {
+    let input = format!(
+        "{}.{}",
+        b64::encode(header.to_string().as_bytes()),
+        b64::encode(claims.to_string().as_bytes())
+    );
+    let signature = sign(input.as_bytes());
+    format!("{input}.{}", b64::encode(&signature))
+}
+
+/// A `DPoP` proof (RFC 9449 §4.2) by the key `jwk` under `alg`, with these claims (`jti`,
+/// `htm`, `htu`, `iat`, and `ath`, `nonce` when the request needs them).
+pub fn dpop_proof(
+    jwk: &serde_json::Value,
+    alg: &str,
+    claims: &serde_json::Value,
+    sign: impl Fn(&[u8]) -> Vec<u8>,
+) -> String {
+    let header = json!({"typ": "dpop+jwt", "alg": alg, "jwk": jwk});
+    compact_jws(&header, claims, sign)
+}
+
 /// A registry's signing key: mints AITs and CRLs and publishes its keys document.
 #[derive(Clone)]
 pub struct RegistrySigner {

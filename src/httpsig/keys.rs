@@ -44,6 +44,11 @@ pub fn thumbprint(key: &PublicKey) -> String {
                 b64::encode(&sec1[33..])
             )
         }
+        PublicKey::Rsa(k) => format!(
+            r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+            b64::encode(k.exponent()),
+            b64::encode(k.modulus())
+        ),
     };
     b64::encode(&sha2::Sha256::digest(json.as_bytes()))
 }
@@ -123,7 +128,20 @@ mod tests {
         assert_eq!(thumbprint(&p256), TEST_KEY_THUMBPRINTS[1]);
     }
 
-    /// RFC 7638 §3.1's example is an RSA key; RFC 8037 Appendix A.3 gives an Ed25519 one.
+    /// RFC 7638 §3.1's example, an RSA key (DPoP proofs and bearer JWKS may carry one).
+    #[test]
+    fn rfc_7638_thumbprint() {
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        let n = b64::decode(n).unwrap();
+        let e = b64::decode("AQAB").unwrap();
+        let key = crate::crypto::RsaKey::from_components(&n, &e, crate::crypto::Alg::RS256);
+        assert_eq!(
+            thumbprint(&PublicKey::Rsa(key.unwrap())),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    /// RFC 8037 Appendix A.3 gives an Ed25519 thumbprint.
     #[test]
     fn rfc_8037_thumbprint() {
         let key = from_jwk(&serde_json::json!({

@@ -16,7 +16,7 @@ pub mod keys;
 
 use sfv::{BareItem, FieldType, ListEntry, Parser};
 
-use crate::crypto::PublicKey;
+use crate::crypto::{Alg, PublicKey};
 
 pub use components::Message;
 
@@ -447,6 +447,9 @@ pub fn alg_name(key: &PublicKey) -> &'static str {
     match key {
         PublicKey::Ed25519(_) => "ed25519",
         PublicKey::P256(_) => "ecdsa-p256-sha256",
+        // RS256 is RFC 9421's `rsa-v1_5-sha256`; PS256 (SHA-256) has no name there.
+        PublicKey::Rsa(k) if k.alg() == Alg::RS256 => "rsa-v1_5-sha256",
+        PublicKey::Rsa(_) => "(none)",
     }
 }
 
@@ -456,6 +459,11 @@ pub fn verify(key: &PublicKey, signature: &Signature, base: &str) -> Result<(), 
     if let Some(alg) = &signature.alg
         && alg != alg_name(key)
     {
+        return Err(Error::Algorithm);
+    }
+    // Configured and directory keys are Ed25519 or P-256 (`keys::from_jwk`); an RSA key never
+    // verifies a message signature.
+    if matches!(key, PublicKey::Rsa(_)) {
         return Err(Error::Algorithm);
     }
     match key.verify(base.as_bytes(), &signature.value) {

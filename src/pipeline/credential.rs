@@ -39,11 +39,15 @@ impl Pipeline {
     ) -> Result<Credential, Denial> {
         let s = &self.settings;
         match (policy.profile, stage::bearer::token(req)) {
-            (Profile::Bearer | Profile::Any, Some(token)) => {
+            (Profile::Bearer | Profile::Any, Some((scheme, token))) => {
                 self.signature_checks.fetch_add(1, Ordering::Relaxed);
                 let now_secs = self.clock.now_secs();
-                let claims = stage::bearer::verify(token, s.token_bytes, &self.bearer, now_secs);
-                Ok(Credential::Bearer(Box::new(claims.await?)))
+                let resource = policy.resource.as_deref();
+                let claims =
+                    stage::bearer::verify(token, s.token_bytes, &self.bearer, resource, now_secs)
+                        .await?;
+                stage::bearer::check_binding(scheme, &claims, policy)?;
+                Ok(Credential::Bearer(Box::new(claims)))
             }
             (Profile::HttpSig, _) | (Profile::Any, None) if stage::httpsig::present(req) => {
                 self.signature(req, policy).await

@@ -154,6 +154,8 @@ pub struct Settings {
     pub policies: RoutePolicies,
     /// The `httpsig` profile's keys and rules.
     pub(crate) httpsig: crate::config::HttpSigConfig,
+    /// DPoP proofs on the bearer profile.
+    pub(crate) dpop: crate::config::DpopConfig,
 }
 
 pub struct Pipeline {
@@ -224,7 +226,7 @@ impl Pipeline {
         let path = req.path.as_ref().ok_or(Denial::InvalidPath)?;
         let policies = &self.settings.policies;
         match policies.select(&path.route_path, &req.context_extensions) {
-            Selected::Policy(p) => Ok(p),
+            Selected::Policy(p) => Ok(*p),
             Selected::UnknownName(name) => {
                 tracing::error!(policy = %name, "route selects a policy that is not configured");
                 Err(Denial::UnknownPolicy)
@@ -248,8 +250,15 @@ impl Pipeline {
         let credential = self.credential(req, policy).await?;
         rec.agent(credential.agent());
         let now_ms = self.clock.now_ms();
+        // A DPoP proof's replay key is its `jti`; the other profiles' nonces are in the request.
+        let mut dpop_jti = None;
         let proof = match (&credential, credential.proof_key()) {
             (Credential::Signature(signed), _) => self.prove_signature(req, signed, policy, rec)?,
+            (Credential::Bearer(claims), _) if claims.jkt.is_some() => {
+                let (expires_ms, jti) = self.prove_dpop(req, claims, rec)?;
+                dpop_jti = Some(jti);
+                Some(expires_ms)
+            }
             (_, Some(key)) => Some(self.prove(req, &credential, &key, now_ms, rec)?),
             (_, None) => None,
         };
@@ -264,14 +273,14 @@ impl Pipeline {
         let recorded = proof.is_some();
         if let Some(expires_ms) = proof {
             rec.enter(Stage::Replay);
-            let nonce = credential.nonce(req);
+            let nonce = dpop_jti.as_deref().unwrap_or_else(|| credential.nonce(req));
             self.replay(&subject, nonce, expires_ms, now_ms).await?;
         }
         if let Some(limit) = &policy.agent_rate_limit {
             rec.enter(Stage::RateLimit);
             let limited = self.limit(LimitKind::Agent, &subject, limit, policy).await;
             if limited.is_err() && recorded {
-                let nonce = credential.nonce(req);
+                let nonce = dpop_jti.as_deref().unwrap_or_else(|| credential.nonce(req));
                 self.nonces.forget(&subject, nonce).await;
             }
             limited?;
@@ -300,6 +309,26 @@ impl Pipeline {
         self.observe_skew(credential.agent(), proof.timestamp, now_ms);
         let (skew, margin) = (s.max_skew_secs, s.nonce_margin_ms);
         Ok(record_expiry_ms(proof.timestamp, now_ms, skew, margin))
+    }
+
+    /// The `proof` stage of a DPoP-bound token: the `DPoP` proof (RFC 9449). Returns until when
+    /// its `jti` must be remembered (its `iat` stops being accepted then), and the `jti`.
+    fn prove_dpop(
+        &self,
+        req: &RequestView,
+        claims: &crate::protocol::bearer::BearerClaims,
+        rec: &mut Recorder<'_>,
+    ) -> Result<(u64, String), Denial> {
+        let s = &self.settings;
+        rec.enter(Stage::Proof);
+        let (_, token) = crate::stage::bearer::token(req).ok_or(Denial::MissingToken)?;
+        let jkt = claims.jkt.as_deref().unwrap_or_default();
+        let now_secs = self.clock.now_secs();
+        let proof = crate::stage::bearer::prove(req, token, jkt, &s.dpop, now_secs)?;
+        self.observe_skew(&claims.sub, proof.iat, self.clock.now_ms());
+        let until_secs = proof.iat.saturating_add(s.dpop.iat_window.as_secs());
+        let expires_ms = until_secs.saturating_mul(1000) + s.nonce_margin_ms;
+        Ok((expires_ms, proof.jti))
     }
 
     /// The `body` and `proof` stages of a message signature: `Content-Digest` against the exact

@@ -1,15 +1,16 @@
-//! The second token profile: `Authorization: Bearer <JWT>` issued by an agent authentication
-//! service after a P-256 challenge-response (the ClawAuth model), verified as strictly as the
-//! Claw AIT: `ES256` only, the key chosen by `kid` from the issuer's JWKS, 64-byte `r||s`
-//! signatures, header members limited to `alg`, `typ`, `kid`, no duplicate JSON members,
-//! canonical base64url, `iss` and `aud` checked, `exp` required, `iat` at most `max_iat_skew`
-//! in the future.
+//! The second token profile: `Authorization: Bearer <JWT>` (or `DPoP <JWT>`) issued by an
+//! agent authentication service (the ClawAuth model) or an OAuth authorization server, verified
+//! as strictly as the Claw AIT: the key chosen by `kid` from the issuer's JWKS decides the
+//! algorithm (`ES256` with 64-byte `r||s` signatures for P-256; `RS256` or `PS256` for RSA, as
+//! the JWK's `alg` says), header members limited to `alg`, `typ`, `kid`, no duplicate JSON
+//! members, canonical base64url, `iss` and `aud` checked, `exp` required, `iat` at most
+//! `max_iat_skew` in the future.
 
 use super::b64;
 use super::json::{Json, JsonError, Object};
 use super::jws::is_allowed_kid;
 use super::keys::{KeySet, KeysDocError};
-use crate::crypto::{P256Key, PublicKey};
+use crate::crypto::{Alg, P256Key, PublicKey, RsaKey};
 
 /// The ceiling whatever `limits.token_bytes` says; the stage applies the configured limit.
 pub(crate) const MAX_TOKEN_LEN: usize = super::jws::MAX_TOKEN_LEN;
@@ -18,7 +19,7 @@ pub(crate) const MAX_TOKEN_LEN: usize = super::jws::MAX_TOKEN_LEN;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BearerError {
     Malformed(&'static str),
-    /// `alg` other than `ES256` (`none`, `HS256`, `EdDSA`, ...).
+    /// `alg` other than the key's (`none`, `HS256`, `EdDSA`, `RS256` for a P-256 key, ...).
     Algorithm,
     UnknownKey,
     Signature,
@@ -51,7 +52,7 @@ impl BearerError {
         use BearerError::*;
         match self {
             Malformed(m) | Claims(m) => m,
-            Algorithm => "Bearer token must use alg=ES256",
+            Algorithm => "Bearer token alg is not the algorithm of its key",
             UnknownKey => "Bearer token kid is not in the issuer's key set",
             Signature => "Bearer token signature verification failed",
             Issuer => "Bearer token issuer is not accepted",
@@ -71,6 +72,7 @@ impl BearerError {
 #[derive(Debug, Clone, Copy)]
 pub struct BearerExpect<'a> {
     pub issuer: &'a str,
+    /// Required in `aud`: the route's `resource` (RFC 8707) or the issuer's `audience`.
     pub audience: &'a str,
     pub now_secs: u64,
     pub max_iat_skew_secs: u64,
@@ -88,6 +90,11 @@ pub struct BearerClaims {
     pub trust_score: Option<f64>,
     /// The confirmation key (`cnf.jwk`, P-256): the request must then carry a proof by it.
     pub cnf: Option<P256Key>,
+    /// The DPoP key's RFC 7638 thumbprint (`cnf.jkt`, RFC 9449 §6.1): the token is then only
+    /// accepted with a `DPoP` proof by that key.
+    pub jkt: Option<String>,
+    /// OAuth scopes: `scope` (space-separated, RFC 9068 §2.2.3) or `scp` (an array).
+    pub scopes: Vec<String>,
 }
 
 /// The unverified `iss`, to pick the issuer whose keys verify the token.
@@ -129,7 +136,8 @@ pub fn verify(
             "Bearer token header has an unsupported member",
         ));
     }
-    if header.get("alg").and_then(Json::as_str) != Some("ES256") {
+    let alg = header.get("alg").and_then(Json::as_str);
+    if !matches!(alg, Some("ES256" | "RS256" | "PS256")) {
         return Err(BearerError::Algorithm);
     }
     if header
@@ -146,9 +154,12 @@ pub fn verify(
             ));
         }
     };
-    let Some(PublicKey::P256(key)) = keys.get(kid) else {
+    let Some(key) = keys.get(kid) else {
         return Err(BearerError::UnknownKey);
     };
+    if alg != Some(key.alg().as_str()) {
+        return Err(BearerError::Algorithm);
+    }
     let signature = b64::decode(signature_b64).map_err(|_| BearerError::Signature)?;
     let input = &token[..header_b64.len() + 1 + payload_b64.len()];
     if !key.verify(input.as_bytes(), &signature) {
@@ -234,11 +245,36 @@ fn claims(c: &Object, expect: BearerExpect<'_>) -> Result<BearerClaims, BearerEr
                 ))?,
         ),
     };
-    let cnf = match c.get("cnf") {
-        None => None,
-        Some(v) => Some(confirmation_key(v).ok_or(BearerError::Claims(
-            "Bearer token cnf.jwk must be a P-256 public key",
-        ))?),
+    let (cnf, jkt) = match c.get("cnf") {
+        None => (None, None),
+        Some(v) => confirmation(v).ok_or(BearerError::Claims(
+            "Bearer token cnf must hold one of jwk (a P-256 public key) or jkt (a thumbprint)",
+        ))?,
+    };
+    let scopes = match (c.get("scope"), c.get("scp")) {
+        (None, None) => Some(Vec::new()),
+        (Some(Json::String(s)), None) => Some(
+            s.split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        (None, Some(Json::Array(items))) => items
+            .iter()
+            .map(|i| i.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
+            .collect::<Option<Vec<_>>>(),
+        _ => None,
+    };
+    let scopes = scopes.filter(|list| {
+        list.len() <= 64
+            && list
+                .iter()
+                .all(|s| !s.contains([' ', ',', '"', '\\']) && header_safe(s))
+    });
+    let Some(scopes) = scopes else {
+        return Err(BearerError::Claims(
+            "Bearer token scope must be space-separated tokens",
+        ));
     };
     Ok(BearerClaims {
         sub: sub.to_owned(),
@@ -250,6 +286,8 @@ fn claims(c: &Object, expect: BearerExpect<'_>) -> Result<BearerClaims, BearerEr
         permissions: list("permissions")?,
         trust_score,
         cnf,
+        jkt,
+        scopes,
     })
 }
 
@@ -258,9 +296,19 @@ fn header_safe(value: &str) -> bool {
     !value.chars().any(char::is_control)
 }
 
-fn confirmation_key(cnf: &Json) -> Option<P256Key> {
-    let jwk = cnf.as_object()?.get("jwk")?.as_object()?;
-    ec_key(jwk)
+/// `cnf`: exactly one of `jwk` (a P-256 key, proven with `X-Claw-Proof`) and `jkt` (a DPoP
+/// key's thumbprint: 43 base64url characters of a SHA-256).
+fn confirmation(cnf: &Json) -> Option<(Option<P256Key>, Option<String>)> {
+    let cnf = cnf.as_object()?;
+    match (cnf.get("jwk"), cnf.get("jkt")) {
+        (Some(jwk), None) => Some((Some(ec_key(jwk.as_object()?)?), None)),
+        (None, Some(jkt)) => {
+            let jkt = jkt.as_str()?;
+            b64::decode_array::<32>(jkt).ok()?;
+            Some((None, Some(jkt.to_owned())))
+        }
+        _ => None,
+    }
 }
 
 /// A JWK `{kty: EC, crv: P-256, x, y}`.
@@ -274,9 +322,21 @@ fn ec_key(jwk: &Object) -> Option<P256Key> {
     P256Key::from_coordinates(&x, &y).ok()
 }
 
-/// A standard JWKS: the P-256 signing keys (`kty: EC`, `crv: P-256`, `alg` absent or `ES256`,
-/// `use` absent or `sig`, an allowed `kid`). Other keys are skipped, as a JWKS may serve several
-/// purposes; no usable key at all is an error.
+/// An RSA JWK `{kty: RSA, n, e}` of 2048 to 8192 bits, for `alg`.
+pub(crate) fn rsa_key(jwk: &Object, alg: Alg) -> Option<RsaKey> {
+    let text = |name| jwk.get(name).and_then(Json::as_str);
+    if text("kty")? != "RSA" {
+        return None;
+    }
+    let n = b64::decode(text("n")?).ok()?;
+    let e = b64::decode(text("e")?).ok()?;
+    RsaKey::from_components(&n, &e, alg).ok()
+}
+
+/// A standard JWKS: the signing keys (`use` absent or `sig`, an allowed `kid`) that are P-256
+/// (`kty: EC`, `alg` absent or `ES256`) or RSA (`kty: RSA`, `alg` `RS256`, `PS256`, or absent
+/// for `RS256`: the one algorithm the key is then used with). Other keys are skipped, as a JWKS
+/// may serve several purposes; no usable key at all is an error.
 pub fn parse_jwks(body: &[u8]) -> Result<KeySet, KeysDocError> {
     let doc = Json::parse_standard(body).map_err(|_| KeysDocError::PayloadInvalid)?;
     let Some(Json::Array(entries)) = doc.as_object().and_then(|o| o.get("keys")) else {
@@ -285,16 +345,21 @@ pub fn parse_jwks(body: &[u8]) -> Result<KeySet, KeysDocError> {
     let mut keys: Vec<(String, PublicKey)> = Vec::new();
     for entry in entries.iter().filter_map(Json::as_object) {
         let text = |name| entry.get(name).and_then(Json::as_str);
-        let usable =
-            text("alg").is_none_or(|a| a == "ES256") && text("use").is_none_or(|u| u == "sig");
+        let usable = text("use").is_none_or(|u| u == "sig");
         let Some(kid) = text("kid").filter(|k| is_allowed_kid(k)) else {
             continue;
         };
         if !usable || keys.iter().any(|(k, _)| k == kid) {
             continue;
         }
-        if let Some(key) = ec_key(entry) {
-            keys.push((kid.to_owned(), PublicKey::P256(key)));
+        let key = match (text("kty"), text("alg")) {
+            (Some("EC"), None | Some("ES256")) => ec_key(entry).map(PublicKey::P256),
+            (Some("RSA"), None | Some("RS256")) => rsa_key(entry, Alg::RS256).map(PublicKey::Rsa),
+            (Some("RSA"), Some("PS256")) => rsa_key(entry, Alg::PS256).map(PublicKey::Rsa),
+            _ => None,
+        };
+        if let Some(key) = key {
+            keys.push((kid.to_owned(), key));
         }
     }
     if keys.is_empty() {

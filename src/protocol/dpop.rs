@@ -2,9 +2,9 @@
 //! (§4.3 and §7.1), as a pure function of the proof and what the request must match.
 //!
 //! The proof is a compact JWS whose header carries the public key (`jwk`) it is signed with;
-//! the key decides the algorithm (`ES256` for P-256, `EdDSA` or `Ed25519` for Ed25519), private
-//! key members
-//! are refused, and only `typ`, `alg` and `jwk` may appear in the header. The caller records
+//! the key decides the algorithm (`ES256` for P-256, `EdDSA` or `Ed25519` for Ed25519, `RS256`
+//! or `PS256` for RSA of 2048 bits or more), private key members are refused, and only `typ`,
+//! `alg` and `jwk` may appear in the header. The caller records
 //! `jti` in the nonce store (replay) and compares the key's thumbprint with the token's
 //! `cnf.jkt` through [`DpopExpect::jkt`].
 
@@ -12,7 +12,7 @@ use sha2::Digest as _;
 
 use super::b64;
 use super::json::{Json, JsonError, Object};
-use crate::crypto::{Ed25519Key, P256Key, PublicKey};
+use crate::crypto::{Alg, Ed25519Key, P256Key, PublicKey};
 use crate::httpsig::keys::thumbprint;
 
 /// The longest proof read (a P-256 proof is about 500 bytes).
@@ -111,17 +111,8 @@ pub fn verify(proof: &str, expect: DpopExpect<'_>) -> Result<VerifiedDpop, DpopE
         .get("jwk")
         .and_then(Json::as_object)
         .ok_or(malformed("DPoP proof header has no jwk"))?;
-    let key = public_key(jwk)?;
-    let alg = header.get("alg").and_then(Json::as_str);
-    // RFC 9864's fully specified `Ed25519` beside the older `EdDSA` (npm `dpop` sends the
-    // former).
-    let admitted = matches!(
-        (&key, alg),
-        (PublicKey::Ed25519(_), Some("EdDSA" | "Ed25519")) | (PublicKey::P256(_), Some("ES256"))
-    );
-    if !admitted {
-        return Err(DpopError::Algorithm);
-    }
+    let alg = header.get("alg").and_then(Json::as_str).unwrap_or_default();
+    let key = public_key(jwk, alg)?;
     let signature = b64::decode(signature_b64).map_err(|_| DpopError::Signature)?;
     let input = &proof[..header_b64.len() + 1 + claims_b64.len()];
     if !key.verify(input.as_bytes(), &signature) {
@@ -184,15 +175,40 @@ fn object(segment: &str) -> Result<Object, DpopError> {
     }
 }
 
-/// The proof's public key: `EC`/`P-256` or `OKP`/`Ed25519`, with no private member.
-fn public_key(jwk: &Object) -> Result<PublicKey, DpopError> {
-    let refused = DpopError::Malformed("DPoP proof jwk must be a public P-256 or Ed25519 key");
+/// The algorithms a proof may use, for the `algs` of a `DPoP` challenge.
+pub const ALGORITHMS: &str = "ES256 EdDSA Ed25519 RS256 PS256";
+
+/// The proof's public key for `alg`: `EC`/`P-256` for `ES256`, `OKP`/`Ed25519` for `EdDSA` (or
+/// RFC 9864's `Ed25519`, which npm `dpop` sends), `RSA` for `RS256` and `PS256`; no private
+/// member. Any other pairing is [`DpopError::Algorithm`].
+fn public_key(jwk: &Object, alg: &str) -> Result<PublicKey, DpopError> {
+    let refused = DpopError::Malformed("DPoP proof jwk must be a public P-256, Ed25519 or RSA key");
     let private = ["d", "p", "q", "dp", "dq", "qi", "k"];
     if jwk.names().any(|n| private.contains(&n)) {
         return Err(DpopError::Malformed("DPoP proof jwk holds a private key"));
     }
     let text = |name| jwk.get(name).and_then(Json::as_str);
-    match (text("kty"), text("crv")) {
+    let kty = text("kty");
+    let admitted = matches!(
+        (kty, alg),
+        (Some("EC"), "ES256")
+            | (Some("OKP"), "EdDSA" | "Ed25519")
+            | (Some("RSA"), "RS256" | "PS256")
+    );
+    if !admitted {
+        return Err(DpopError::Algorithm);
+    }
+    if kty == Some("RSA") {
+        let alg = if alg == "RS256" {
+            Alg::RS256
+        } else {
+            Alg::PS256
+        };
+        return super::bearer::rsa_key(jwk, alg)
+            .map(PublicKey::Rsa)
+            .ok_or(refused);
+    }
+    match (kty, text("crv")) {
         (Some("EC"), Some("P-256")) => {
             let x = text("x").and_then(|x| b64::decode_array::<32>(x).ok());
             let y = text("y").and_then(|y| b64::decode_array::<32>(y).ok());
@@ -235,6 +251,8 @@ fn normalized_uri(uri: &str) -> Option<String> {
     let authority = authority.strip_suffix(default).unwrap_or(&authority);
     Some(format!("{scheme}://{authority}{path}"))
 }
+
+pub mod nonce;
 
 #[cfg(test)]
 mod tests;

@@ -33,6 +33,7 @@ use crate::response;
 use crate::telemetry::MetadataExtractor;
 
 mod limits;
+mod resource;
 pub(crate) mod tls;
 
 /// The reflection data built from `envoy-types`' descriptor set (see `build.rs`).
@@ -99,6 +100,7 @@ impl Authorization for CheckService {
             &request_id,
             &self.app.remove_headers,
             self.app.pipeline.clock.now_secs(),
+            crate::stage::bearer::Scheme::of(&view),
         )))
     }
 }
@@ -301,13 +303,19 @@ async fn health_service(
     (reporter, health)
 }
 
-/// The admin listener: liveness, readiness, server time, metrics and pushed events.
+/// The admin listener: liveness, readiness, server time, metrics, pushed events and the
+/// protected-resource metadata of resource routes.
 fn admin_routes(app: Arc<App>) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/time", get(time))
         .route("/metrics", get(metrics))
+        .route(resource::WELL_KNOWN, get(resource::metadata))
+        .route(
+            &format!("{}/{{*path}}", resource::WELL_KNOWN),
+            get(resource::metadata),
+        )
         .route(
             "/v1/events",
             post(event).layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),

@@ -1,15 +1,17 @@
-//! The bearer profile: `Authorization: Bearer <JWT>` from a configured issuer, its keys from the
-//! issuer's JWKS (its own endpoint and breaker) through the same stale-while-revalidate cache
-//! and deadlines as the registry keys; then the route's roles, permissions and trust score.
+//! The bearer profile: `Authorization: Bearer <JWT>` (or `DPoP <JWT>` with a `DPoP` proof, RFC
+//! 9449) from a configured issuer, its keys from the issuer's JWKS (its own endpoint and
+//! breaker) through the same stale-while-revalidate cache and deadlines as the registry keys;
+//! then the route's scopes, roles, permissions and trust score.
 
 use std::sync::Arc;
 
 use crate::cache::keys::{KeyCache, KeysError};
 use crate::clock::Every;
-use crate::config::BearerIssuer;
+use crate::config::{BearerIssuer, DpopConfig};
 use crate::denial::Denial;
 use crate::policy::Policy;
 use crate::protocol::bearer::{self, BearerClaims, BearerError, BearerExpect};
+use crate::protocol::dpop::{self, DpopError, DpopExpect, VerifiedDpop};
 use crate::registry::jwks::Jwks;
 use crate::request::RequestView;
 
@@ -21,19 +23,44 @@ pub struct IssuerKeys {
     pub jwks: Arc<Jwks>,
 }
 
-/// The token of `Authorization: Bearer <token>`, if that is the scheme.
-pub(crate) fn token(req: &RequestView) -> Option<&str> {
-    let rest = req.header("authorization")?.strip_prefix("Bearer")?;
-    let token = rest.strip_prefix(char::is_whitespace)?.trim_start();
-    Some(token).filter(|t| !t.is_empty() && !t.contains(char::is_whitespace))
+/// How an access token came (the `Authorization` scheme, case-insensitive as RFC 9110 §11.1
+/// says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Bearer,
+    /// A DPoP-bound token, with its proof in the `DPoP` header (RFC 9449 §7.1).
+    Dpop,
+}
+
+impl Scheme {
+    /// The scheme of the request's `Authorization`, when it is one of these.
+    pub(crate) fn of(req: &RequestView) -> Option<Scheme> {
+        let value = req.header("authorization")?;
+        let name = value.split(char::is_whitespace).next()?;
+        match name {
+            n if n.eq_ignore_ascii_case("bearer") => Some(Scheme::Bearer),
+            n if n.eq_ignore_ascii_case("dpop") => Some(Scheme::Dpop),
+            _ => None,
+        }
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` or `Authorization: DPoP <token>`.
+pub(crate) fn token(req: &RequestView) -> Option<(Scheme, &str)> {
+    let scheme = Scheme::of(req)?;
+    let value = req.header("authorization")?;
+    let rest = value.split_once(char::is_whitespace)?.1.trim_start();
+    Some((scheme, rest)).filter(|(_, t)| !t.is_empty() && !t.contains(char::is_whitespace))
 }
 
 /// Verifies `token` (at most `max_len` bytes, checked before anything reads it) against the
-/// keys of the issuer it names.
+/// keys of the issuer it names; `aud` must hold `resource` when the route is one, else the
+/// issuer's audience.
 pub(crate) async fn verify(
     token: &str,
     max_len: usize,
     issuers: &[IssuerKeys],
+    resource: Option<&str>,
     now_secs: u64,
 ) -> Result<BearerClaims, Denial> {
     let refused = |e: BearerError| Denial::Bearer(e);
@@ -45,9 +72,11 @@ pub(crate) async fn verify(
         .iter()
         .find(|i| Some(&i.config.issuer) == iss.as_ref())
         .ok_or(refused(BearerError::Issuer))?;
+    let audience = resource.or(issuer.config.audience.as_deref());
+    let audience = audience.ok_or(refused(BearerError::Audience))?;
     let expect = BearerExpect {
         issuer: &issuer.config.issuer,
-        audience: &issuer.config.audience,
+        audience,
         now_secs,
         max_iat_skew_secs: issuer.config.max_iat_skew.as_secs(),
     };
@@ -74,7 +103,78 @@ pub(crate) async fn verify(
     }
 }
 
-/// The route's requirements: every role, every permission, the minimum trust score.
+/// The scheme against the token's binding and the route: a DPoP-bound token (`cnf.jkt`) only
+/// as `DPoP`, `DPoP` only with a bound token, and only `DPoP` where the route requires it.
+pub(crate) fn check_binding(
+    scheme: Scheme,
+    claims: &BearerClaims,
+    policy: &Policy,
+) -> Result<(), Denial> {
+    match (scheme, &claims.jkt) {
+        (Scheme::Bearer, Some(_)) => Err(Denial::DpopRequired("DPoP-bound token sent as Bearer")),
+        (Scheme::Bearer, None) if policy.require_dpop => Err(Denial::DpopRequired(
+            "This resource requires a DPoP-bound token",
+        )),
+        (Scheme::Dpop, None) => Err(Denial::DpopRequired("Token is not DPoP-bound")),
+        _ => Ok(()),
+    }
+}
+
+/// The `DPoP` proof of a request whose token is bound to `jkt` (RFC 9449 §4.3 and §7.1):
+/// exactly one `DPoP` field line holding one proof (Envoy joins repeated lines with a comma,
+/// and a compact JWS never holds one), `htu` from the configured or observed scheme and
+/// authority with the request's path, `ath` of `token`, and the server nonce when required.
+pub(crate) fn prove(
+    req: &RequestView,
+    token: &str,
+    jkt: &str,
+    config: &DpopConfig,
+    now_secs: u64,
+) -> Result<VerifiedDpop, Denial> {
+    let refused = |e| Denial::Dpop(e);
+    let lines = req.field_lines("dpop");
+    let proof = match (lines.len(), req.header("dpop")) {
+        (0 | 1, Some(p)) if !p.contains(',') => p,
+        (_, None) => return Err(refused(DpopError::Malformed("DPoP proof is required"))),
+        _ => {
+            return Err(refused(DpopError::Malformed(
+                "Exactly one DPoP proof is allowed",
+            )));
+        }
+    };
+    let scheme = config
+        .scheme
+        .as_deref()
+        .unwrap_or(match req.scheme.as_str() {
+            "http" => "http",
+            _ => "https",
+        });
+    let authority = config.authority.as_deref().unwrap_or(&req.authority);
+    let path = req.raw_path.split(['?', '#']).next().unwrap_or("/");
+    let htu = format!("{scheme}://{authority}{path}");
+    let expect = DpopExpect {
+        method: &req.method,
+        htu: &htu,
+        now_secs,
+        iat_window_secs: config.iat_window.as_secs(),
+        access_token: Some(token),
+        jkt: Some(jkt),
+    };
+    let verified = dpop::verify(proof, expect).map_err(refused)?;
+    if config.require_nonce
+        && !verified
+            .nonce
+            .as_deref()
+            .is_some_and(|n| config.nonces.accepts(n, now_secs))
+    {
+        let nonce = config.nonces.issue(now_secs);
+        return Err(Denial::DpopNonceRequired { nonce });
+    }
+    Ok(verified)
+}
+
+/// The route's requirements: every scope, every role, every permission, the minimum trust
+/// score.
 pub(crate) fn authorize(claims: &BearerClaims, policy: &Policy) -> Result<(), Denial> {
     let missing = |required: &[String], held: &[String]| -> Vec<String> {
         required
@@ -83,6 +183,9 @@ pub(crate) fn authorize(claims: &BearerClaims, policy: &Policy) -> Result<(), De
             .cloned()
             .collect()
     };
+    if !missing(&policy.required_scopes, &claims.scopes).is_empty() {
+        return Err(Denial::InsufficientScope(policy.required_scopes.clone()));
+    }
     let roles = missing(&policy.require_roles, &claims.roles);
     if !roles.is_empty() {
         return Err(Denial::MissingRoles(roles));
