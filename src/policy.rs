@@ -312,7 +312,10 @@ mod tests {
         shadow.mode = Mode::Shadow;
         p.named.insert("canary".into(), shadow.clone());
         let ext = |v: &str| [(CONTEXT_EXTENSION_KEY.to_owned(), v.to_owned())].into();
-        assert_eq!(p.select("/x", &ext("canary")), Selected::Policy(Box::new(shadow)));
+        assert_eq!(
+            p.select("/x", &ext("canary")),
+            Selected::Policy(Box::new(shadow))
+        );
         assert_eq!(
             p.select("/x", &ext("nope")),
             Selected::UnknownName("nope".into())

@@ -68,6 +68,7 @@ async fn allow_overwrites_identity_headers_and_removes_credentials() {
             "authorization",
             "x-claw-proof",
             "x-claw-agent-access",
+            "dpop",
             "x-claw-agent-id",
             "x-claw-agent-roles",
             "x-claw-agent-permissions",
