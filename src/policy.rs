@@ -103,6 +103,8 @@ pub struct Policy {
     pub scopes_supported: Vec<String>,
     /// Bearer tokens must hold every one of these scopes (403 `insufficient_scope`).
     pub required_scopes: Vec<String>,
+    /// ...and for a `tools/call` of one of these tools, its scopes too (`stage/mcp.rs`).
+    pub tool_scopes: BTreeMap<String, Vec<String>>,
 }
 
 impl Policy {
@@ -125,6 +127,7 @@ impl Policy {
             authorization_servers: Vec::new(),
             scopes_supported: Vec::new(),
             required_scopes: Vec::new(),
+            tool_scopes: BTreeMap::new(),
         }
     }
 

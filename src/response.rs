@@ -177,8 +177,12 @@ fn challenge(denial: &Denial, policy: Option<&Policy>, scheme: Option<Scheme>) -
         params.push(("error", error.to_owned()));
         params.push(("error_description", description));
     }
-    let scopes = policy.required_scopes.join(" ");
-    if !scopes.is_empty() && (error.is_empty() || error == "insufficient_scope") {
+    let scopes = match denial {
+        Denial::InsufficientScope(needed) => needed.join(" "),
+        _ if error.is_empty() => policy.required_scopes.join(" "),
+        _ => String::new(),
+    };
+    if !scopes.is_empty() {
         params.push(("scope", scopes));
     }
     if let Some(url) = policy.resource_metadata_url() {

@@ -169,7 +169,8 @@ async fn bed(name: &str, issuer: &Issuer, dpop_yaml: &str) -> Bed {
          nonce:\n  store: memory\n\
          {dpop_yaml}\
          policies:\n  mcp: {{profile: bearer, {resource}, required_scopes: [\"tools:read\"]}}\n\
-         \x20 bound: {{profile: bearer, {resource}, require_dpop: true}}\n",
+         \x20 bound: {{profile: bearer, {resource}, require_dpop: true}}\n\
+         \x20 tools: {{profile: bearer, {resource}, required_scopes: [\"tools:read\"], tool_scopes: {{delete_repo: [\"repo:admin\"]}}}}\n",
         jwks.url
     );
     let clock = Arc::new(ManualClock::at(NOW_MS));
@@ -738,5 +739,88 @@ async fn a_resource_route_serves_its_metadata_and_checks_audience_and_scope() {
         body["error"]["details"],
         json!({"requiredScopes": ["tools:read"]})
     );
+    b.s.stop().await;
+}
+
+#[tokio::test]
+async fn a_tool_call_needs_its_tool_scopes_and_headers_must_match_the_body() {
+    let issuer = Issuer::new();
+    let mut b = bed("mcp-tools", &issuer, "").await;
+    let token = issuer.token(&claims(None));
+    let auth = format!("Bearer {token}");
+    let call = |tool: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
+        )
+    };
+    let send = |headers: Vec<(&'static str, String)>, body: String| {
+        let mut all: Vec<(&str, &str)> =
+            vec![("host", "mcp.example.com"), ("authorization", &auth)];
+        all.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
+        support::world::on_policy(
+            "tools",
+            check_request("POST", "/mcp", &all, body.as_bytes()),
+        )
+    };
+    let sep = |method: &str, name: &str| {
+        vec![
+            ("mcp-method", method.to_owned()),
+            ("mcp-name", name.to_owned()),
+        ]
+    };
+    // A tool without its own scopes, and a listing: the route's scope is enough.
+    let r =
+        b.s.check(send(sep("tools/call", "read_file"), call("read_file")))
+            .await;
+    assert_eq!(outcome(&r), "200");
+    let list = r#"{"jsonrpc":"2.0","id":8,"method":"tools/list"}"#.to_owned();
+    let r =
+        b.s.check(send(vec![("mcp-method", "tools/list".into())], list))
+            .await;
+    assert_eq!(outcome(&r), "200");
+    // The guarded tool needs repo:admin beside tools:read: 403 naming both.
+    let r =
+        b.s.check(send(sep("tools/call", "delete_repo"), call("delete_repo")))
+            .await;
+    assert_eq!(
+        challenge(&r),
+        (
+            "403 PROXY_AUTH_INSUFFICIENT_SCOPE".to_owned(),
+            format!(
+                "Bearer error=\"insufficient_scope\", error_description=\"Token lacks a scope this route requires\", scope=\"tools:read repo:admin\", resource_metadata=\"{METADATA}\""
+            )
+        )
+    );
+    // Headers naming a harmless tool over a body calling the guarded one: refused, 400.
+    let r =
+        b.s.check(send(sep("tools/call", "read_file"), call("delete_repo")))
+            .await;
+    assert_eq!(outcome(&r), "400 PROXY_AUTH_MCP_MISMATCH");
+    let (_, _, body) = denied(&r);
+    assert!(
+        body.contains("Mcp-Name does not match the body's tool or resource"),
+        "{body}"
+    );
+    // A batch cannot hide the call either.
+    let r =
+        b.s.check(send(vec![], format!("[{}]", call("delete_repo"))))
+            .await;
+    assert_eq!(outcome(&r), "400 PROXY_AUTH_MCP_MISMATCH");
+    // With the scope, the call is allowed.
+    let mut admin = claims(None);
+    admin["scope"] = json!("tools:read repo:admin");
+    let auth = format!("Bearer {}", issuer.token(&admin));
+    let all = [
+        ("host", "mcp.example.com"),
+        ("authorization", auth.as_str()),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "delete_repo"),
+    ];
+    let body = call("delete_repo");
+    let req = support::world::on_policy(
+        "tools",
+        check_request("POST", "/mcp", &all, body.as_bytes()),
+    );
+    assert_eq!(outcome(&b.s.check(req).await), "200");
     b.s.stop().await;
 }

@@ -195,6 +195,31 @@ pub(super) fn read_policies(r: &mut Reader<'_>) -> BTreeMap<String, Policy> {
                         ),
                     }
                 }
+                (Some("tool_scopes"), v) => {
+                    let token = |s: &str| {
+                        !s.is_empty()
+                            && !s.contains([' ', ',', '"', '\\'])
+                            && !s.chars().any(char::is_control)
+                    };
+                    let map = v.as_mapping().and_then(|m| {
+                        m.iter()
+                            .map(|(tool, scopes)| {
+                                let tool = tool.as_str().filter(|t| !t.is_empty())?.to_owned();
+                                let scopes = scopes.as_sequence()?.iter().map(|s| {
+                                    s.as_str().filter(|s| token(s)).map(str::to_owned)
+                                });
+                                Some((tool, scopes.collect::<Option<Vec<_>>>()?))
+                            })
+                            .collect::<Option<BTreeMap<_, _>>>()
+                    });
+                    match map {
+                        Some(m) => policy.tool_scopes = m,
+                        None => r.error(
+                            &format!("{at}.tool_scopes"),
+                            "must map tool names to lists of scopes",
+                        ),
+                    }
+                }
                 (Some("min_trust_score"), v) => match v.as_f64().filter(|f| f.is_finite()) {
                     Some(f) => policy.min_trust_score = Some(f),
                     None => r.error(&format!("{at}.min_trust_score"), "must be a number"),

@@ -65,8 +65,12 @@ pub enum Denial {
     /// The scheme does not fit the token's binding or the route (`invalid_token`): a
     /// DPoP-bound token as `Bearer`, an unbound one as `DPoP`, `Bearer` where DPoP is required.
     DpopRequired(&'static str),
-    /// The token lacks scopes the route requires (`insufficient_scope`); these are the route's.
+    /// The token lacks scopes the request requires (`insufficient_scope`); these are all the
+    /// scopes it requires.
     InsufficientScope(Vec<String>),
+    /// An MCP request whose `Mcp-Method`/`Mcp-Name` headers disagree with its JSON-RPC body, or
+    /// whose body is not one JSON-RPC message, on a route with `tool_scopes`.
+    McpMismatch(&'static str),
     /// The credential's kind is not one the route's `profile` accepts.
     ProfileNotAllowed,
     /// An `httpsig` route got no `Signature-Input`; `accept` is the `Accept-Signature` challenge.
@@ -308,6 +312,12 @@ impl Denial {
                 "PROXY_AUTH_INSUFFICIENT_SCOPE",
                 "Token lacks a scope this route requires",
             ),
+            McpMismatch(_) => row(
+                400,
+                InvalidArgument,
+                "PROXY_AUTH_MCP_MISMATCH",
+                "MCP request headers do not match its JSON-RPC body",
+            ),
             ProfileNotAllowed => row(
                 401,
                 Unauthenticated,
@@ -408,7 +418,7 @@ impl Denial {
             }
             Bearer(e) => Some(json!({ "reason": e.reason() })),
             Dpop(e) => Some(json!({ "reason": e.description() })),
-            DpopRequired(reason) => Some(json!({ "reason": reason })),
+            DpopRequired(reason) | McpMismatch(reason) => Some(json!({ "reason": reason })),
             InsufficientScope(scopes) => Some(json!({ "requiredScopes": scopes })),
             SignatureInvalid { reason, .. } => Some(json!({ "reason": reason })),
             MissingRoles(missing) => Some(json!({ "missingRoles": missing })),

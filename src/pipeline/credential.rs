@@ -136,7 +136,7 @@ impl Pipeline {
             }
             Credential::Bearer(claims) => {
                 rec.enter(super::Stage::Authorization);
-                stage::bearer::authorize(claims, policy)
+                stage::bearer::authorize(req, claims, policy)
             }
             Credential::Signature(_) => Ok(()),
         }

@@ -173,9 +173,13 @@ pub(crate) fn prove(
     Ok(verified)
 }
 
-/// The route's requirements: every scope, every role, every permission, the minimum trust
-/// score.
-pub(crate) fn authorize(claims: &BearerClaims, policy: &Policy) -> Result<(), Denial> {
+/// The route's requirements: every scope (the tool's too, on MCP routes with `tool_scopes`),
+/// every role, every permission, the minimum trust score.
+pub(crate) fn authorize(
+    req: &RequestView,
+    claims: &BearerClaims,
+    policy: &Policy,
+) -> Result<(), Denial> {
     let missing = |required: &[String], held: &[String]| -> Vec<String> {
         required
             .iter()
@@ -183,8 +187,13 @@ pub(crate) fn authorize(claims: &BearerClaims, policy: &Policy) -> Result<(), De
             .cloned()
             .collect()
     };
-    if !missing(&policy.required_scopes, &claims.scopes).is_empty() {
-        return Err(Denial::InsufficientScope(policy.required_scopes.clone()));
+    let scopes = super::mcp::required_scopes(req, policy)?;
+    if scopes
+        .iter()
+        .any(|s| !claims.scopes.iter().any(|held| held == s))
+    {
+        let scopes = scopes.into_iter().map(str::to_owned).collect();
+        return Err(Denial::InsufficientScope(scopes));
     }
     let roles = missing(&policy.require_roles, &claims.roles);
     if !roles.is_empty() {

@@ -4,6 +4,7 @@
 pub(crate) mod access;
 pub(crate) mod bearer;
 pub(crate) mod httpsig;
+pub(crate) mod mcp;
 pub(crate) mod pop;
 pub(crate) mod replay;
 pub(crate) mod revocation;
