@@ -1,12 +1,15 @@
 //! Token parsing: raw AIT/CRL strings, claims signed by a known key (so the schema is reached),
-//! and keys documents. The first byte picks the mode.
+//! keys documents and JWKS, and DPoP proofs (raw, and claims signed by the key their header
+//! carries). The first byte picks the mode.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use claw_authz::protocol::ait::verify_ait;
 use claw_authz::protocol::b64;
+use claw_authz::protocol::bearer::parse_jwks;
 use claw_authz::protocol::crl::verify_crl;
+use claw_authz::protocol::dpop::{self, DpopExpect};
 use claw_authz::protocol::jws::Expectations;
 use claw_authz::protocol::keys::{KeySet, parse_keys_document};
 use ed25519_dalek::{Signer, SigningKey};
@@ -33,11 +36,20 @@ fn keys() -> &'static KeySet {
     })
 }
 
+const DPOP: DpopExpect<'static> = DpopExpect {
+    method: "POST",
+    htu: "https://mcp.example.com/mcp",
+    now_secs: 1_767_225_600,
+    iat_window_secs: 60,
+    access_token: Some("token"),
+    jkt: None,
+};
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 3 {
+    match mode % 6 {
         0 => {
             let token = String::from_utf8_lossy(rest);
             let _ = verify_ait(&token, keys(), EXPECT);
@@ -54,8 +66,25 @@ fuzz_target!(|data: &[u8]| {
             let _ = verify_ait(&token, keys(), EXPECT);
             let _ = verify_crl(&token, keys(), EXPECT);
         }
-        _ => {
+        2 => {
             let _ = parse_keys_document(rest);
+        }
+        3 => {
+            let _ = parse_jwks(rest);
+        }
+        4 => {
+            let _ = dpop::verify(&String::from_utf8_lossy(rest), DPOP);
+        }
+        _ => {
+            // rest = the proof's claims, under a header carrying the known key.
+            let x = b64::encode(signer().verifying_key().as_bytes());
+            let header = format!(
+                r#"{{"typ":"dpop+jwt","alg":"EdDSA","jwk":{{"kty":"OKP","crv":"Ed25519","x":"{x}"}}}}"#
+            );
+            let input = format!("{}.{}", b64::encode(header.as_bytes()), b64::encode(rest));
+            let sig = signer().sign(input.as_bytes());
+            let proof = format!("{input}.{}", b64::encode(&sig.to_bytes()));
+            let _ = dpop::verify(&proof, DPOP);
         }
     }
 });
