@@ -338,6 +338,11 @@ async fn each_bad_proof_or_binding_is_refused_with_the_rfc_error() {
             hmac::sign(&key, m).as_ref().to_vec()
         })
     };
+    // An RSA key under ES256 (algorithm confusion the other way round).
+    let rsa_as_es = {
+        let rsa = RsaSigner::random(false);
+        dpop_proof(&rsa.jwk(), "ES256", &good("rsa-es"), |m| holder.sign(m))
+    };
     let jwt_typ = {
         let h = json!({"typ": "JWT", "alg": "ES256", "jwk": holder.jwk()});
         compact_jws(&h, &good("typ"), |m| holder.sign(m))
@@ -434,6 +439,12 @@ async fn each_bad_proof_or_binding_is_refused_with_the_rfc_error() {
         (
             "HS256",
             dpop("bound", &token, &hs256),
+            "PROXY_AUTH_DPOP_INVALID",
+            invalid_proof("DPoP proof alg does not match its key"),
+        ),
+        (
+            "an RSA key under ES256",
+            dpop("bound", &token, &rsa_as_es),
             "PROXY_AUTH_DPOP_INVALID",
             invalid_proof("DPoP proof alg does not match its key"),
         ),
@@ -543,6 +554,12 @@ async fn each_bad_proof_or_binding_is_refused_with_the_rfc_error() {
         b.s.check(dpop("bound", &token, &proof(good("fresh"))))
             .await;
     assert_eq!(outcome(&r), "200");
+    // The window's edges (60 s) are inside it.
+    for (jti, iat) in [("edge-past", NOW - 60), ("edge-future", NOW + 60)] {
+        let r =
+            b.s.check(dpop("bound", &token, &proof(edit(jti, "iat", json!(iat)))));
+        assert_eq!(outcome(&r.await), "200", "{jti}");
+    }
     b.s.stop().await;
 }
 

@@ -53,6 +53,12 @@ impl DpopConfig {
             },
         };
         let authority = r.opt_string("authority");
+        if authority
+            .as_deref()
+            .is_some_and(|a| !crate::stage::bearer::is_authority(a))
+        {
+            r.error("authority", "must be host[:port]");
+        }
         let scheme = r.opt_string("scheme");
         if scheme
             .as_deref()

@@ -234,6 +234,18 @@ pub(super) fn read_policies(r: &mut Reader<'_>) -> BTreeMap<String, Policy> {
                 "authorization_servers and scopes_supported describe a resource: set resource",
             );
         }
+        let oauth_only = policy.resource.is_some()
+            || policy.require_dpop
+            || !policy.required_scopes.is_empty()
+            || !policy.tool_scopes.is_empty();
+        if oauth_only && policy.profile != Profile::Bearer {
+            // Other credentials carry no audience, scopes or DPoP binding: on `any` they would
+            // pass these checks by not being checked.
+            r.error(
+                &at,
+                "resource, require_dpop, required_scopes and tool_scopes need profile: bearer",
+            );
+        }
         if policy.resource.is_some() && policy.authorization_servers.is_empty() {
             r.error(
                 &format!("{at}.authorization_servers"),

@@ -136,7 +136,7 @@ fn resource_routes_and_dpop_are_read_and_checked() {
     let errors = Config::load(
         "registry:\n  url: https://a.example\nbearer:\n  issuers:\n    - {issuer: https://as.example, jwks_url: https://as.example/jwks}\n\
          dpop: {scheme: ftp, nonce_secret_file: /nonexistent/secret}\n\
-         policies:\n  open: {profile: any}\n  mcp: {profile: bearer, resource: \"HTTPS://MCP.example.com/mcp#x\", scopes_supported: [\"a b\"]}\n  meta: {profile: bearer, resource: https://x.example/, require_dpop: yes}\n",
+         policies:\n  open: {profile: any}\n  mixed: {profile: any, required_scopes: [a]}\n  mcp: {profile: bearer, resource: \"HTTPS://MCP.example.com/mcp#x\", scopes_supported: [\"a b\"]}\n  meta: {profile: bearer, resource: https://x.example/, require_dpop: yes}\n",
         &env(&[]),
     )
     .unwrap_err();
@@ -149,6 +149,7 @@ fn resource_routes_and_dpop_are_read_and_checked() {
         "policies.mcp.scopes_supported: must be a list of strings without spaces",
         "policies.meta.authorization_servers: is required with resource",
         "policies.meta.require_dpop: must be true or false",
+        "policies.mixed: resource, require_dpop, required_scopes and tool_scopes need profile: bearer",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }

@@ -178,7 +178,7 @@ impl RsaKey {
         self.alg
     }
 
-    pub(crate) fn modulus(&self) -> &[u8] {
+    pub fn modulus(&self) -> &[u8] {
         &self.n
     }
 

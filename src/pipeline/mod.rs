@@ -255,7 +255,7 @@ impl Pipeline {
         let proof = match (&credential, credential.proof_key()) {
             (Credential::Signature(signed), _) => self.prove_signature(req, signed, policy, rec)?,
             (Credential::Bearer(claims), _) if claims.jkt.is_some() => {
-                let (expires_ms, jti) = self.prove_dpop(req, claims, rec)?;
+                let (expires_ms, jti) = self.prove_dpop(req, claims, policy, rec)?;
                 dpop_jti = Some(jti);
                 Some(expires_ms)
             }
@@ -317,6 +317,7 @@ impl Pipeline {
         &self,
         req: &RequestView,
         claims: &crate::protocol::bearer::BearerClaims,
+        policy: &Policy,
         rec: &mut Recorder<'_>,
     ) -> Result<(u64, String), Denial> {
         let s = &self.settings;
@@ -324,7 +325,8 @@ impl Pipeline {
         let (_, token) = crate::stage::bearer::token(req).ok_or(Denial::MissingToken)?;
         let jkt = claims.jkt.as_deref().unwrap_or_default();
         let now_secs = self.clock.now_secs();
-        let proof = crate::stage::bearer::prove(req, token, jkt, &s.dpop, now_secs)?;
+        let resource = policy.resource.as_deref();
+        let proof = crate::stage::bearer::prove(req, token, jkt, &s.dpop, resource, now_secs)?;
         self.observe_skew(&claims.sub, proof.iat, self.clock.now_ms());
         let until_secs = proof.iat.saturating_add(s.dpop.iat_window.as_secs());
         let expires_ms = until_secs.saturating_mul(1000) + s.nonce_margin_ms;

@@ -113,6 +113,11 @@ pub fn verify(proof: &str, expect: DpopExpect<'_>) -> Result<VerifiedDpop, DpopE
         .ok_or(malformed("DPoP proof header has no jwk"))?;
     let alg = header.get("alg").and_then(Json::as_str).unwrap_or_default();
     let key = public_key(jwk, alg)?;
+    // The cheap comparison first: a proof by another key costs no signature verification.
+    let jkt = thumbprint(&key);
+    if expect.jkt.is_some_and(|bound| bound != jkt) {
+        return Err(DpopError::KeyMismatch);
+    }
     let signature = b64::decode(signature_b64).map_err(|_| DpopError::Signature)?;
     let input = &proof[..header_b64.len() + 1 + claims_b64.len()];
     if !key.verify(input.as_bytes(), &signature) {
@@ -133,13 +138,15 @@ pub fn verify(proof: &str, expect: DpopExpect<'_>) -> Result<VerifiedDpop, DpopE
         return Err(DpopError::Method);
     }
     let htu = text("htu").ok_or(malformed("DPoP proof htu is required"))?;
-    if normalized_uri(htu).as_deref() != normalized_uri(expect.htu).as_deref() {
-        return Err(DpopError::Uri);
+    match (normalized_uri(htu), normalized_uri(expect.htu)) {
+        (Some(sent), Some(expected)) if sent == expected => {}
+        _ => return Err(DpopError::Uri),
     }
+    // A NumericDate (RFC 7519 §2) may have a fraction; whole seconds are compared.
     let iat = claims
         .get("iat")
         .and_then(Json::as_f64)
-        .filter(|t| t.is_finite() && *t >= 0.0 && t.fract() == 0.0)
+        .filter(|t| t.is_finite() && *t >= 0.0 && *t < 1e15)
         .ok_or(malformed("DPoP proof iat is required"))? as u64;
     if iat.abs_diff(expect.now_secs) > expect.iat_window_secs {
         return Err(DpopError::Time);
@@ -148,10 +155,6 @@ pub fn verify(proof: &str, expect: DpopExpect<'_>) -> Result<VerifiedDpop, DpopE
         && text("ath") != Some(access_token_hash(token).as_str())
     {
         return Err(DpopError::AccessTokenHash);
-    }
-    let jkt = thumbprint(&key);
-    if expect.jkt.is_some_and(|bound| bound != jkt) {
-        return Err(DpopError::KeyMismatch);
     }
     Ok(VerifiedDpop {
         jti: jti.to_owned(),
@@ -204,7 +207,9 @@ fn public_key(jwk: &Object, alg: &str) -> Result<PublicKey, DpopError> {
         } else {
             Alg::PS256
         };
+        // A client's key needs no more than 4096 bits; larger ones only cost verification time.
         return super::bearer::rsa_key(jwk, alg)
+            .filter(|k| k.modulus().len() <= 512)
             .map(PublicKey::Rsa)
             .ok_or(refused);
     }

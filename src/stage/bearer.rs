@@ -122,13 +122,18 @@ pub(crate) fn check_binding(
 
 /// The `DPoP` proof of a request whose token is bound to `jkt` (RFC 9449 §4.3 and §7.1):
 /// exactly one `DPoP` field line holding one proof (Envoy joins repeated lines with a comma,
-/// and a compact JWS never holds one), `htu` from the configured or observed scheme and
-/// authority with the request's path, `ath` of `token`, and the server nonce when required.
+/// and a compact JWS never holds one), `htu` of the request's path under the scheme and
+/// authority the client used, `ath` of `token`, and the server nonce when required.
+///
+/// The scheme and authority are trusted configuration where there is one: the route's
+/// `resource`, else `dpop.scheme` and `dpop.authority`; only then the request's own (so a
+/// `Host` chosen by the client cannot move a proof made for another server here).
 pub(crate) fn prove(
     req: &RequestView,
     token: &str,
     jkt: &str,
     config: &DpopConfig,
+    resource: Option<&str>,
     now_secs: u64,
 ) -> Result<VerifiedDpop, Denial> {
     let refused = |e| Denial::Dpop(e);
@@ -142,14 +147,27 @@ pub(crate) fn prove(
             )));
         }
     };
-    let scheme = config
-        .scheme
-        .as_deref()
-        .unwrap_or(match req.scheme.as_str() {
-            "http" => "http",
-            _ => "https",
-        });
-    let authority = config.authority.as_deref().unwrap_or(&req.authority);
+    let from_resource = resource
+        .and_then(|r| r.split_once("://"))
+        .map(|(scheme, rest)| (scheme, &rest[..rest.find('/').unwrap_or(rest.len())]));
+    let (scheme, authority) = match from_resource {
+        Some(trusted) => trusted,
+        None => (
+            config
+                .scheme
+                .as_deref()
+                .unwrap_or(match req.scheme.as_str() {
+                    "http" => "http",
+                    _ => "https",
+                }),
+            config.authority.as_deref().unwrap_or(&req.authority),
+        ),
+    };
+    if !is_authority(authority) {
+        return Err(refused(DpopError::Malformed(
+            "Request authority is invalid",
+        )));
+    }
     let path = req.raw_path.split(['?', '#']).next().unwrap_or("/");
     let htu = format!("{scheme}://{authority}{path}");
     let expect = DpopExpect {
@@ -209,4 +227,14 @@ pub(crate) fn authorize(
         }
         _ => Ok(()),
     }
+}
+
+/// A `host[:port]` that cannot change the meaning of the URI it is placed in.
+pub(crate) fn is_authority(authority: &str) -> bool {
+    !authority.is_empty()
+        && authority.len() <= 255
+        && !authority.contains(['/', '?', '#', '@', '\\'])
+        && !authority
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
 }

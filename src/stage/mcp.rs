@@ -1,10 +1,15 @@
 //! Per-tool scopes on MCP routes: the JSON-RPC method and tool of a request, from the
 //! `Mcp-Method` and `Mcp-Name` headers the Streamable HTTP transport sets (MCP SEP-2243) and
-//! from the body when Envoy forwards it; the two must agree, so a scope cannot be dodged by a
+//! from the body, which Envoy must forward; the two must agree, so a scope cannot be dodged by a
 //! header that names another tool than the body calls.
+//!
+//! The body is read so that no MCP server can read it differently: repeated members are
+//! refused, and so are members of the message or its `params` that a case-insensitive decoder
+//! (Go's `encoding/json`) would take for `method`, `name` or `uri` (CVE-2026-27896).
 
 use crate::denial::Denial;
 use crate::policy::Policy;
+use crate::protocol::json::{Json, Object};
 use crate::request::RequestView;
 
 /// The method whose `Mcp-Name` is a tool name.
@@ -46,20 +51,28 @@ fn call(req: &RequestView) -> Result<(Option<String>, Option<String>), Denial> {
         false => &[][..],
     };
     if body.is_empty() {
+        // A POST always carries its JSON-RPC message: an empty one was not forwarded (an
+        // HTTP/2 request announces no length), and the headers alone cannot be trusted.
+        if req.method == "POST" {
+            return Err(Denial::BodyNotForwarded);
+        }
         return Ok((header_method, header_name));
     }
-    let message: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|_| mismatch("The body of an MCP request must be one JSON-RPC message"))?;
-    let Some(message) = message.as_object() else {
+    let not_one = "The body of an MCP request must be one JSON-RPC message";
+    let message = Json::parse_standard(body).map_err(|_| mismatch(not_one))?;
+    let message = message.as_object().ok_or(mismatch(not_one))?;
+    let params = message.get("params").and_then(Json::as_object);
+    if ambiguous(message, &["jsonrpc", "id", "method", "params"])
+        || params.is_some_and(|p| ambiguous(p, &["name", "uri"]))
+    {
         return Err(mismatch(
-            "The body of an MCP request must be one JSON-RPC message",
+            "The JSON-RPC message has members a server could read differently",
         ));
-    };
-    let body_method = message.get("method").and_then(|m| m.as_str());
-    let params = message.get("params");
+    }
+    let body_method = message.get("method").and_then(Json::as_str);
     let body_name = params
         .and_then(|p| p.get("name").or_else(|| p.get("uri")))
-        .and_then(|n| n.as_str());
+        .and_then(Json::as_str);
     if header_method.is_some() && header_method.as_deref() != body_method {
         return Err(mismatch("Mcp-Method does not match the body's method"));
     }
@@ -69,6 +82,16 @@ fn call(req: &RequestView) -> Result<(Option<String>, Option<String>), Denial> {
         ));
     }
     Ok((body_method.map(str::to_owned), body_name.map(str::to_owned)))
+}
+
+/// Whether `object` has a member that is not one of `names` but a case-insensitive or
+/// Unicode-folding decoder could take for one: the same letters in another case, or any
+/// non-ASCII name (Go folds `ſ` to `s` and the Kelvin sign to `k`).
+fn ambiguous(object: &Object, names: &[&str]) -> bool {
+    object.names().any(|member| {
+        !names.contains(&member)
+            && (!member.is_ascii() || names.iter().any(|n| n.eq_ignore_ascii_case(member)))
+    })
 }
 
 /// An `Mcp-Name` value: as sent, or `=?base64?<standard base64>?=` for a name a header cannot
@@ -118,13 +141,9 @@ mod tests {
             required_scopes(&request(&headers, CALL), &p).unwrap(),
             ["mcp", "repo:admin"]
         );
-        // From the body alone, and from the headers alone.
+        // From the body alone (a client without SEP-2243 headers).
         assert_eq!(
             required_scopes(&request(&[], CALL), &p).unwrap(),
-            ["mcp", "repo:admin"]
-        );
-        assert_eq!(
-            required_scopes(&request(&headers, ""), &p).unwrap(),
             ["mcp", "repo:admin"]
         );
         // Base64-encoded names (SEP-2243): "delete_repo".
@@ -160,5 +179,35 @@ mod tests {
         assert!(mismatch(&[], &format!("[{CALL}]")));
         assert!(mismatch(&[], "not json"));
         assert!(mismatch(&[("mcp-name", "=?base64?!!!?=")], CALL));
+    }
+
+    #[test]
+    fn members_a_go_server_would_read_differently_are_refused() {
+        let p = policy();
+        let headers = [("mcp-method", "tools/call"), ("mcp-name", "read_file")];
+        // A second name in another case, a repeated member, another-case method, and a name
+        // with the Kelvin sign (Go folds it to `k`): each could make a case-insensitive
+        // decoder call delete_repo while the headers name read_file.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","Name":"delete_repo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","name":"delete_repo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","Method":"tools/list","params":{"name":"read_file"}}"#,
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"read_file\",\"\u{212a}ind\":\"x\"}}",
+        ] {
+            let r = required_scopes(&request(&headers, body), &p);
+            assert!(matches!(r, Err(Denial::McpMismatch(_))), "{body}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn a_post_without_its_body_is_refused_on_a_tool_scoped_route() {
+        let headers = [("mcp-method", "tools/list")];
+        let req = RequestView::new("POST", "/mcp", &headers, b"");
+        assert_eq!(
+            required_scopes(&req, &policy()),
+            Err(Denial::BodyNotForwarded)
+        );
+        let get = RequestView::new("GET", "/mcp", &[], b"");
+        assert_eq!(required_scopes(&get, &policy()).unwrap(), ["mcp"]);
     }
 }

@@ -91,6 +91,40 @@ fn htu_is_compared_without_query_fragment_case_or_default_port() {
     // The path is compared as it is.
     e.htu = "https://resource.example.org/ProtectedResource";
     assert_eq!(verify(FIGURE_13, e), Err(DpopError::Uri));
+    // Neither side a URI: no match (two failed normalizations are not equal).
+    e.htu = "resource";
+    assert_eq!(verify(FIGURE_13, e), Err(DpopError::Uri));
+}
+
+#[test]
+fn the_iat_window_holds_to_its_second_either_way() {
+    let iat = 1_562_262_618;
+    for (now, ok) in [
+        (iat + 60, true),
+        (iat - 60, true),
+        (iat + 61, false),
+        (iat - 61, false),
+    ] {
+        let mut e = resource_request();
+        e.now_secs = now;
+        let got = verify(FIGURE_13, e).map(|_| ());
+        assert_eq!(
+            got,
+            if ok { Ok(()) } else { Err(DpopError::Time) },
+            "now {now}"
+        );
+    }
+}
+
+#[test]
+fn a_proof_by_another_key_is_refused_before_its_signature_is_checked() {
+    let mut e = resource_request();
+    e.jkt = Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    // The signature is broken too: the key comparison answers first.
+    let mut broken = FIGURE_13.to_owned();
+    broken.truncate(broken.len() - 4);
+    broken.push_str("AAAA");
+    assert_eq!(verify(&broken, e), Err(DpopError::KeyMismatch));
 }
 
 /// `FIGURE_13` with its header replaced (the signature no longer matters for these).
