@@ -173,6 +173,9 @@ impl Bed {
     }
 }
 
+/// Header lines of one request (a name may repeat).
+type Headers<'a> = Vec<(&'a str, String)>;
+
 fn claims_counter() -> u64 {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -274,7 +277,7 @@ async fn the_npm_dpop_client_through_envoy() {
     let bearer = format!("Bearer {token}");
     let proof_case =
         |proof: &str| vec![("authorization", auth.clone()), ("dpop", proof.to_owned())];
-    let cases: Vec<(&str, Vec<(&str, String)>, u16, &str, &str)> = vec![
+    let cases: Vec<(&str, Headers, u16, &str, &str)> = vec![
         (
             "replayed",
             vec![],
