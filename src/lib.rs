@@ -45,6 +45,7 @@ pub mod registry;
 pub mod request;
 pub(crate) mod response;
 pub mod revocation;
+pub mod security;
 pub mod server;
 pub(crate) mod stage;
 pub mod store;

@@ -117,6 +117,7 @@ impl App {
             signature_checks: AtomicU64::new(0),
             metrics,
             nonces: nonces.clone(),
+            security: Arc::new(crate::security::Monitor::new(&config.security)),
         };
         observe::register(telemetry.meter(), &pipeline, &reg.guarded, &nonces);
         Ok(App {
@@ -163,6 +164,10 @@ impl App {
             let p = &self.pipeline;
             spawn_consumer(&p.events, settings.clone(), p.clock.clone(), p.crl.clone());
         }
+        let p = &self.pipeline;
+        let reading = observe::security_reading(p, &self.registry);
+        p.security
+            .start(p.clock.clone(), reading, self.redis.clone());
         load_until_ok(&self.pipeline.keys, "registry signing keys");
         for issuer in &self.pipeline.bearer {
             load_until_ok(&issuer.keys, "bearer issuer keys");

@@ -122,3 +122,19 @@ fn reading(b: &Breaker, issuer: Option<String>) -> BreakerReading {
         transitions: BreakerState::ALL.map(|s| b.transitions_to(s)),
     }
 }
+
+/// What the security detectors read on their own: every breaker, and the keys' and CRL's ages.
+pub(super) fn security_reading(
+    p: &Pipeline,
+    registry: &Arc<Guarded>,
+) -> Box<dyn Fn() -> crate::security::Reading + Send> {
+    let read_breakers = breakers(p, registry);
+    let (keys, crl, clock) = (p.keys.clone(), p.crl.clone(), p.clock.clone());
+    Box::new(move || {
+        let now = clock.now_ms();
+        crate::security::Reading {
+            breakers: read_breakers(),
+            ages_ms: vec![(Data::Keys, keys.age_ms(now)), (Data::Crl, crl.age_ms(now))],
+        }
+    })
+}

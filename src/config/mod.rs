@@ -19,6 +19,7 @@ mod fields;
 mod httpsig;
 mod registry;
 mod routes;
+mod security;
 mod service;
 mod stores;
 
@@ -30,6 +31,9 @@ use fields::{Reader, set_path};
 pub use httpsig::{AgentConfig, DIRECTORY_PATH, HttpSigConfig, origin_of};
 pub use registry::{AccessConfig, CrlConfig, RegistryConfig};
 use routes::{read_bearer, read_policies, read_routes};
+#[cfg(test)]
+pub(crate) use security::decode_secret;
+pub use security::{DeliveryConfig, SecurityConfig, Threshold, WebhookConfig};
 pub use service::{
     HEADERS_BUDGET, HeadersConfig, LimitsConfig, Listen, ListenAddr, LogConfig, ProofConfig,
     TelemetryConfig, TlsConfig,
@@ -80,6 +84,8 @@ pub struct Config {
     pub httpsig: HttpSigConfig,
     /// DPoP proofs on the bearer profile.
     pub dpop: DpopConfig,
+    /// Anomaly detection and where its events go.
+    pub security: SecurityConfig,
     pub headers: HeadersConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
@@ -118,6 +124,7 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
     let log = LogConfig::read(r);
     let httpsig = HttpSigConfig::read(r);
     let dpop = DpopConfig::read(r);
+    let security = SecurityConfig::read(r);
     let r = r.section("");
     let routes = read_routes(r);
     let policies = read_policies(r);
@@ -205,6 +212,7 @@ fn read(r: &mut Reader<'_>) -> Option<Config> {
         bearer,
         httpsig,
         dpop,
+        security,
         headers,
         limits,
         log,

@@ -92,6 +92,17 @@ pub struct ClawIdentity {
     pub(crate) public_key: String,
 }
 
+impl Identity {
+    /// Who, in one string: the agent DID, the bearer subject, or the signature's agent.
+    pub fn agent(&self) -> &str {
+        match self {
+            Identity::Claw(c) => &c.agent_did,
+            Identity::Bearer(b) => &b.sub,
+            Identity::Signature(s) => &s.agent,
+        }
+    }
+}
+
 impl ClawIdentity {
     fn from_claims(c: &AitClaims) -> Self {
         ClawIdentity {
@@ -178,11 +189,48 @@ pub struct Pipeline {
     pub signature_checks: AtomicU64,
     pub metrics: Arc<Metrics>,
     pub nonces: Arc<dyn NonceStore>,
+    /// The security detectors' intake (a bounded channel, never waited on).
+    pub security: Arc<crate::security::Monitor>,
 }
 
 impl Pipeline {
     pub async fn check(&self, req: &RequestView) -> Decision {
-        self.check_traced(req).await.0
+        let decision = self.check_traced(req).await.0;
+        self.report(req, &decision);
+        decision
+    }
+
+    /// Offers the detectors what this check showed: a denial they count, or an agent allowed
+    /// from an address.
+    fn report(&self, req: &RequestView, decision: &Decision) {
+        use crate::security::{Observation, detect};
+        if !self.security.enabled() {
+            return;
+        }
+        let at_ms = self.clock.now_ms();
+        let client = || Some(self.client(req).to_owned()).filter(|c| c != "unknown");
+        let observation = match decision {
+            Decision::Deny { denial, at, .. } | Decision::ShadowAllow { denial, at, .. }
+                if detect::counts(denial.code()) =>
+            {
+                Observation::Denied {
+                    code: denial.code(),
+                    agent: at.agent_did.clone(),
+                    client: client(),
+                    at_ms,
+                }
+            }
+            Decision::Allow {
+                identity: Some(identity),
+                ..
+            } => Observation::Allowed {
+                agent: identity.agent().to_owned(),
+                client: client(),
+                at_ms,
+            },
+            _ => return,
+        };
+        self.security.observe(observation);
     }
 
     /// Like [`Pipeline::check`], with the stages the check entered.
@@ -434,6 +482,14 @@ impl Pipeline {
         let skew = u64::try_from(skew).unwrap_or(u64::MAX);
         let warned = skew >= self.settings.skew_warning_secs;
         self.metrics.skew(skew, warned);
+        if warned {
+            self.security.observe(crate::security::Observation::Skew {
+                agent: agent.to_owned(),
+                skew_secs: skew,
+                max_skew_secs: self.settings.max_skew_secs,
+                at_ms: now_ms,
+            });
+        }
         if warned {
             tracing::warn!(
                 agent_did = %agent,

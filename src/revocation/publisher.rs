@@ -68,7 +68,7 @@ pub async fn publish(
 }
 
 /// `2026-01-01T00:00:00.000Z`.
-fn iso_utc(ms: u64) -> String {
+pub(crate) fn iso_utc(ms: u64) -> String {
     let secs = ms / 1000;
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
