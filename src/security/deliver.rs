@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::Counters;
 use super::event::Kind;
+use crate::clock::Clock as _;
 use crate::config::{DeliveryConfig, SecurityConfig, WebhookConfig};
 use crate::store::redis::Redis;
 
@@ -163,9 +164,9 @@ impl Worker {
 
     /// One attempt: any 2xx is delivered.
     async fn send(&self, client: &reqwest::Client, d: &Delivery) -> bool {
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |t| t.as_secs());
+        // The wall clock, not the injected one: receivers compare it with their own to refuse
+        // replayed deliveries.
+        let timestamp = crate::clock::SystemClock.now_secs();
         let signed = signature(&self.webhook.secret, &d.id, timestamp, &d.body);
         let answer = client
             .post(&self.webhook.url)
