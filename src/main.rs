@@ -1,4 +1,4 @@
-//! The `claw-authz` command: `serve`, `demo`, `sign`, `revoke`, `check-config`. (The benchmark
+//! The `claw-authz` command: `serve`, `demo`, `sign`, `revoke`, `events tail`, `check-config`. (The benchmark
 //! is its own binary, `claw-authz-bench`, behind the `bench` feature.)
 
 use std::collections::HashMap;
@@ -62,10 +62,35 @@ enum Command {
         #[arg(long, env = "CLAW_AUTHZ_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Security events of a running server.
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
+    },
     /// Validate a config file (and CLAW_AUTHZ_* variables) and print the effective config.
     CheckConfig {
         #[arg(long, env = "CLAW_AUTHZ_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsAction {
+    /// Show security events as they arrive (from `GET /v1/security/events` on the admin
+    /// listener).
+    Tail {
+        /// The admin listener.
+        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// The events token (`events.token_file`), when the listener needs one.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the CloudEvents as JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
     },
 }
 
@@ -106,6 +131,26 @@ fn main() -> ExitCode {
             report(runtime.block_on(claw_authz::dev::demo::run(once, envoy)))
         }
         Command::Sign(args) => runtime.block_on(claw_authz::dev::cli::sign(args)),
+        Command::Events {
+            action:
+                EventsAction::Tail {
+                    admin,
+                    token_file,
+                    json,
+                    count,
+                },
+        } => {
+            let token = match token_file.map(std::fs::read_to_string) {
+                None => None,
+                Some(Ok(t)) => Some(t.trim().to_owned()),
+                Some(Err(e)) => {
+                    eprintln!("error: cannot read the token file: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let tail = claw_authz::dev::tail::tail(&admin, token.as_deref(), json, count);
+            ExitCode::from(runtime.block_on(tail))
+        }
         Command::Revoke {
             agent,
             jti,

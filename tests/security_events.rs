@@ -306,6 +306,20 @@ async fn a_failing_receiver_gets_retries_then_a_dead_letter_record() {
             .load(std::sync::atomic::Ordering::Relaxed),
         3
     );
+    // And on /metrics.
+    let metrics = reqwest::get(format!("http://{}/metrics", b.s.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"claw_authz_security_deliveries_total{result="dead_letter"} 1"#,
+        r#"claw_authz_security_deliveries_total{result="failed_attempt"} 3"#,
+        r#"claw_authz_security_events_total{type="claw.security.replay_detected"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l.starts_with(line)), "{line} missing");
+    }
     b.s.stop().await;
 }
 
@@ -407,5 +421,43 @@ async fn a_flood_of_client_addresses_saturates_a_detector_and_serves_the_agent()
     assert_eq!(e["data"]["count"], 16);
     let c = &b.s.app.pipeline.security.counters;
     assert_eq!(c.events_of(Kind::DetectorSaturated), 1);
+    b.s.stop().await;
+}
+
+#[tokio::test]
+async fn events_tail_shows_an_event_as_it_arrives() {
+    let r = Receiver::start("ok").await;
+    let mut b = bed(
+        "sec-tail",
+        &r.url,
+        "events:\n  admin_unauthenticated: true\n",
+    )
+    .await;
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_claw-authz"))
+        .args(["events", "tail", "--count", "1", "--admin"])
+        .arg(format!("http://{}", b.s.admin))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let monitor = b.s.app.pipeline.security.clone();
+    wait_for(|| (monitor.subscribers() > 0).then_some(())).await;
+    let captured = from("192.0.2.10", b.signed(&b.w.alpha, "tail-nonce"));
+    for _ in 0..3 {
+        b.s.check(captured.clone()).await;
+    }
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let want = format!(
+        "  replay_detected  agent={}  client=192.0.2.10  count=2/300s  risk=80  codes=[\"PROXY_AUTH_REPLAY\"]",
+        did(&b.w.alpha)
+    );
+    assert!(line.ends_with(&want), "{line}");
+    assert!(line.starts_with("2026-01-01T00:00:00.000Z"), "{line}");
+    assert!(tail.wait().await.unwrap().success());
     b.s.stop().await;
 }

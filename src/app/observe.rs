@@ -81,6 +81,44 @@ pub(super) fn register(
         }),
     }
     .register(meter);
+    security(meter, p.security.counters.clone());
+}
+
+/// The security events' counters: events by type, observations dropped, deliveries by result.
+fn security(meter: &Meter, c: Arc<crate::security::Counters>) {
+    use opentelemetry::KeyValue;
+    use std::sync::atomic::Ordering::Relaxed;
+    let events = c.clone();
+    meter
+        .u64_observable_counter("claw_authz_security_events")
+        .with_description("Security events made, by CloudEvents type")
+        .with_callback(move |o| {
+            for kind in crate::security::Kind::ALL {
+                o.observe(
+                    events.events_of(kind),
+                    &[KeyValue::new("type", kind.as_str())],
+                );
+            }
+        })
+        .build();
+    meter
+        .u64_observable_counter("claw_authz_security_deliveries")
+        .with_description(
+            "Security event deliveries: delivered, failed attempts, dead-lettered, dropped (a full sink queue), streamed to Redis, and observations dropped (a full detector queue)",
+        )
+        .with_callback(move |o| {
+            for (result, n) in [
+                ("delivered", &c.delivered),
+                ("failed_attempt", &c.failed_attempts),
+                ("dead_letter", &c.dead_lettered),
+                ("dropped", &c.events_dropped),
+                ("streamed", &c.streamed),
+                ("observation_dropped", &c.observations_dropped),
+            ] {
+                o.observe(n.load(Relaxed), &[KeyValue::new("result", result)]);
+            }
+        })
+        .build();
 }
 
 /// Every breaker: the registry's three, then each bearer issuer's JWKS breaker (labelled with

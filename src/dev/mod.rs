@@ -20,3 +20,4 @@ pub mod memory;
 pub mod process;
 pub mod registry;
 pub mod sign;
+pub mod tail;

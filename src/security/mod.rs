@@ -95,6 +95,11 @@ impl Monitor {
         self.tail.subscribe()
     }
 
+    /// Readers of [`Monitor::subscribe`] now (`events tail` sessions).
+    pub fn subscribers(&self) -> usize {
+        self.tail.receiver_count()
+    }
+
     /// Starts the detectors' task and the sinks' workers; `read` gives the breakers and data
     /// ages every `poll_ms`. Only the first call starts anything.
     pub fn start(

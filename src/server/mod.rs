@@ -311,6 +311,7 @@ fn admin_routes(app: Arc<App>) -> axum::Router {
         .route("/readyz", get(readyz))
         .route("/v1/time", get(time))
         .route("/metrics", get(metrics))
+        .route("/v1/security/events", get(security_events))
         .route(resource::WELL_KNOWN, get(resource::metadata))
         .route(
             &format!("{}/{{*path}}", resource::WELL_KNOWN),
@@ -437,6 +438,61 @@ async fn time(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "unixSeconds": ms / 1000, "unixMillis": ms }))
 }
 
+/// Whether `headers` may use the events endpoints (`POST /v1/events`, `GET
+/// /v1/security/events`): the configured bearer token, or a loopback listener opened on purpose.
+fn admitted(app: &App, headers: &HeaderMap) -> Result<(), (StatusCode, Json<serde_json::Value>)> {
+    use crate::app::EventsEndpoint;
+    use serde_json::json;
+    let refused = |error: &str| Err((StatusCode::UNAUTHORIZED, Json(json!({ "error": error }))));
+    match &app.events_endpoint {
+        EventsEndpoint::Off => Err((StatusCode::NOT_FOUND, Json(json!({"error": "not enabled"})))),
+        EventsEndpoint::NoToken => refused("no token is configured: set events.token_file"),
+        EventsEndpoint::Unauthenticated => Ok(()),
+        EventsEndpoint::Token(token) => {
+            let presented = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            match same(presented.as_bytes(), token.as_bytes()) {
+                true => Ok(()),
+                false => refused("a valid bearer token is required"),
+            }
+        }
+    }
+}
+
+/// `GET /v1/security/events`: security events as they are made, one CloudEvent JSON per line
+/// (`claw-authz events tail`), with the events endpoint's authentication. A reader too slow
+/// for the stream skips what it missed.
+async fn security_events(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Err(refused) = admitted(&app, &headers) {
+        return refused.into_response();
+    }
+    let rx = app.pipeline.security.subscribe();
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(event) => {
+                    let line = bytes::Bytes::from(format!("{event}\n"));
+                    return Some((Ok::<_, std::convert::Infallible>(line), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    (
+        [("content-type", "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response()
+}
+
 /// `POST /v1/events`: one registry event envelope, applied like a stream entry (for a single
 /// replica without Redis). Answers 200 with what it did, 400 for a malformed envelope, 401 without
 /// the configured bearer token, 404 when the endpoint is off, 503 when the overlay is full.
@@ -445,28 +501,10 @@ async fn event(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> (StatusCode, Json<serde_json::Value>) {
-    use crate::app::EventsEndpoint;
     use crate::revocation::Applied;
     use serde_json::json;
-    let refused = |error: &str| (StatusCode::UNAUTHORIZED, Json(json!({ "error": error })));
-    match &app.events_endpoint {
-        EventsEndpoint::Off => {
-            return (StatusCode::NOT_FOUND, Json(json!({"error": "not enabled"})));
-        }
-        EventsEndpoint::NoToken => {
-            return refused("no token is configured: set events.token_file");
-        }
-        EventsEndpoint::Unauthenticated => {}
-        EventsEndpoint::Token(token) => {
-            let presented = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or_default();
-            if !same(presented.as_bytes(), token.as_bytes()) {
-                return refused("a valid bearer token is required");
-            }
-        }
+    if let Err(refused) = admitted(&app, &headers) {
+        return refused;
     }
     let now = app.pipeline.clock.now_ms();
     // Ended revocations go on this server's clock (never on a time an event carries).
