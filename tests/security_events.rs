@@ -318,7 +318,10 @@ async fn a_failing_receiver_gets_retries_then_a_dead_letter_record() {
         r#"claw_authz_security_deliveries_total{result="failed_attempt"} 3"#,
         r#"claw_authz_security_events_total{type="claw.security.replay_detected"} 1"#,
     ] {
-        assert!(metrics.lines().any(|l| l.starts_with(line)), "{line} missing");
+        assert!(
+            metrics.lines().any(|l| l.starts_with(line)),
+            "{line} missing"
+        );
     }
     b.s.stop().await;
 }
@@ -459,5 +462,25 @@ async fn events_tail_shows_an_event_as_it_arrives() {
     assert!(line.ends_with(&want), "{line}");
     assert!(line.starts_with("2026-01-01T00:00:00.000Z"), "{line}");
     assert!(tail.wait().await.unwrap().success());
+    b.s.stop().await;
+}
+
+#[tokio::test]
+async fn events_reach_the_redis_stream() {
+    let redis = support::redis::RedisServer::start().await;
+    let r = Receiver::start("ok").await;
+    // Redis is configured (here for the nonces): events go to its stream too.
+    let extra = format!("nonce:\n  store: redis\nredis:\n  url: {}\n", redis.url());
+    let mut b = bed("sec-redis", &r.url, &extra).await;
+    let captured = from("192.0.2.10", b.signed(&b.w.alpha, "stream-nonce"));
+    for _ in 0..3 {
+        b.s.check(captured.clone()).await;
+    }
+    let entries = wait_for(|| Some(redis.entries("claw:security")).filter(|e| !e.is_empty())).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["type"], Kind::ReplayDetected.as_str());
+    let event: Value = serde_json::from_str(&entries[0]["event"]).unwrap();
+    assert_eq!(event["data"]["agent"], did(&b.w.alpha));
+    assert_eq!(event["data"]["count"], 2);
     b.s.stop().await;
 }
