@@ -22,6 +22,8 @@ use crate::metrics::Metrics;
 /// The meter provider of one app: Prometheus always, OTLP when configured.
 pub struct Telemetry {
     provider: SdkMeterProvider,
+    /// OTLP log records (security events), when an endpoint is set.
+    logs: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
     registry: prometheus::Registry,
     meter: Meter,
     pub metrics: Arc<Metrics>,
@@ -55,10 +57,28 @@ impl Telemetry {
             builder = builder.with_reader(reader);
         }
         let provider = builder.build();
+        let logs = match &config.otlp_endpoint {
+            None => None,
+            Some(endpoint) => {
+                use opentelemetry_otlp::WithExportConfig;
+                let exporter = opentelemetry_otlp::LogExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .with_timeout(Duration::from_secs(5))
+                    .build()
+                    .map_err(|e| format!("telemetry.otlp_endpoint: {e}"))?;
+                let logs = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource(config))
+                    .build();
+                Some(logs)
+            }
+        };
         let meter = provider.meter("claw-authz");
         let metrics = Arc::new(Metrics::new(&meter));
         Ok(Telemetry {
             provider,
+            logs,
             registry,
             meter,
             metrics,
@@ -68,6 +88,13 @@ impl Telemetry {
 
     pub(crate) fn meter(&self) -> &Meter {
         &self.meter
+    }
+
+    /// The logger security events are exported through as OTLP log records, when an endpoint
+    /// is set.
+    pub(crate) fn security_logger(&self) -> Option<opentelemetry_sdk::logs::SdkLogger> {
+        use opentelemetry::logs::LoggerProvider as _;
+        self.logs.as_ref().map(|p| p.logger("claw-authz.security"))
     }
 
     /// The Prometheus text exposition of every instrument.
@@ -86,12 +113,18 @@ impl Telemetry {
         if let Err(e) = self.provider.force_flush() {
             tracing::warn!(error = %e, "metrics flush failed");
         }
+        if let Some(Err(e)) = self.logs.as_ref().map(|l| l.force_flush()) {
+            tracing::warn!(error = %e, "log records flush failed");
+        }
     }
 }
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
         let _ = self.provider.shutdown();
+        if let Some(logs) = &self.logs {
+            let _ = logs.shutdown();
+        }
     }
 }
 

@@ -484,3 +484,34 @@ async fn events_reach_the_redis_stream() {
     assert_eq!(event["data"]["count"], 2);
     b.s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_exported_as_otlp_log_records() {
+    let (sink, endpoint) = support::otlp::Sink::start().await;
+    let r = Receiver::start("ok").await;
+    let extra = format!("telemetry:\n  otlp_endpoint: {endpoint}\n");
+    let mut b = bed("sec-otlp", &r.url, &extra).await;
+    let captured = from("192.0.2.10", b.signed(&b.w.alpha, "otlp-nonce"));
+    for _ in 0..3 {
+        b.s.check(captured.clone()).await;
+    }
+    // The batch exporter sends on its own schedule; a flush (off the runtime's threads: it
+    // blocks until the export is done) hurries it.
+    let app = b.s.app.clone();
+    tokio::task::spawn_blocking(move || app.telemetry.flush())
+        .await
+        .unwrap();
+    let record = wait_for(|| sink.logs().into_iter().next()).await;
+    assert_eq!(record.event_name, Kind::ReplayDetected.as_str());
+    assert_eq!(record.severity_text, "WARN");
+    let body = match record.body.and_then(|b| b.value) {
+        Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => s,
+        other => panic!("a string body, got {other:?}"),
+    };
+    let event: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["type"], Kind::ReplayDetected.as_str());
+    assert_eq!(event["data"]["agent"], did(&b.w.alpha));
+    let agent = record.attributes.iter().find(|a| a.key == "claw.agent");
+    assert!(agent.is_some(), "{:?}", record.attributes);
+    b.s.stop().await;
+}

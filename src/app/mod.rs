@@ -166,8 +166,9 @@ impl App {
         }
         let p = &self.pipeline;
         let reading = observe::security_reading(p, &self.registry);
+        let logger = self.telemetry.security_logger();
         p.security
-            .start(p.clock.clone(), reading, self.redis.clone());
+            .start(p.clock.clone(), reading, self.redis.clone(), logger);
         load_until_ok(&self.pipeline.keys, "registry signing keys");
         for issuer in &self.pipeline.bearer {
             load_until_ok(&issuer.keys, "bearer issuer keys");

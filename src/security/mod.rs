@@ -107,6 +107,7 @@ impl Monitor {
         clock: Arc<dyn Clock>,
         read: Box<dyn Fn() -> Reading + Send>,
         redis: Option<Redis>,
+        logger: Option<opentelemetry_sdk::logs::SdkLogger>,
     ) {
         let Some(mut rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else {
             return;
@@ -142,6 +143,9 @@ impl Monitor {
                         risk = e.risk,
                         "security event"
                     );
+                    if let Some(logger) = &logger {
+                        log_record(logger, &e, &id, &text);
+                    }
                     let _ = tail.send(text.clone());
                     sinks.offer(&deliver::Delivery {
                         id,
@@ -152,6 +156,32 @@ impl Monitor {
             }
         });
     }
+}
+
+/// The event as an OpenTelemetry log record: severity WARN, event name its type, the CloudEvent
+/// as the body, and the agent, client and risk as attributes.
+fn log_record(
+    logger: &opentelemetry_sdk::logs::SdkLogger,
+    e: &SecurityEvent,
+    id: &str,
+    text: &str,
+) {
+    use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+    let mut record = logger.create_log_record();
+    record.set_event_name(e.kind.as_str());
+    record.set_severity_number(Severity::Warn);
+    record.set_severity_text("WARN");
+    record.set_body(AnyValue::from(text.to_owned()));
+    record.add_attribute("event.id", id.to_owned());
+    record.add_attribute("claw.security.type", e.kind.as_str());
+    if let Some(agent) = &e.agent {
+        record.add_attribute("claw.agent", agent.clone());
+    }
+    if let Some(client) = &e.client {
+        record.add_attribute("client.address", client.clone());
+    }
+    record.add_attribute("claw.security.risk", e.risk as i64);
+    logger.emit(record);
 }
 
 /// The CloudEvents `source`: this replica (`HOSTNAME` is the pod's name in Kubernetes).

@@ -1,10 +1,16 @@
-//! An in-process OTLP/gRPC receiver (metrics and traces) on loopback port 0: what a collector
-//! would get, kept for assertions.
+//! An in-process OTLP/gRPC receiver (metrics, traces and logs) on loopback port 0: what a
+//! collector would get, kept for assertions.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -18,6 +24,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -26,6 +33,23 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 pub struct Sink {
     metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
     spans: Arc<Mutex<Vec<Span>>>,
+    logs: Arc<Mutex<Vec<LogRecord>>>,
+}
+
+#[tonic::async_trait]
+impl LogsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let mut logs = self.logs.lock().unwrap();
+        for rl in request.into_inner().resource_logs {
+            for sl in rl.scope_logs {
+                logs.extend(sl.log_records);
+            }
+        }
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
 }
 
 #[tonic::async_trait]
@@ -64,6 +88,7 @@ impl Sink {
         let server = tonic::transport::Server::builder()
             .add_service(MetricsServiceServer::new(sink.clone()))
             .add_service(TraceServiceServer::new(sink.clone()))
+            .add_service(LogsServiceServer::new(sink.clone()))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
         tokio::spawn(server);
         (sink, format!("http://{addr}"))
@@ -125,5 +150,9 @@ impl Sink {
 
     pub fn spans(&self) -> Vec<Span> {
         self.spans.lock().unwrap().clone()
+    }
+
+    pub fn logs(&self) -> Vec<LogRecord> {
+        self.logs.lock().unwrap().clone()
     }
 }
