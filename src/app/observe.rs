@@ -172,7 +172,10 @@ pub(super) fn security_reading(
         let now = clock.now_ms();
         crate::security::Reading {
             breakers: read_breakers(),
-            ages_ms: vec![(Data::Keys, keys.age_ms(now)), (Data::Crl, crl.age_ms(now))],
+            stale_for_ms: vec![
+                (Data::Keys, keys.stale_for_ms(now)),
+                (Data::Crl, crl.stale_for_ms(now)),
+            ],
         }
     })
 }

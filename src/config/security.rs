@@ -122,11 +122,27 @@ const MAX_WEBHOOKS: usize = 16;
 fn read_webhooks(r: &mut Reader<'_>) -> Vec<WebhookConfig> {
     let mut out = Vec::new();
     let value = r.get("webhooks").cloned();
-    // Printed by check-config without the secrets (the files' paths are what was read).
-    r.note(
-        "webhooks",
-        value.clone().unwrap_or(Value::Sequence(Vec::new())),
-    );
+    // Printed by check-config without secrets: the files' paths are what was read, and a URL's
+    // user info and query (where receivers often put a token) are left out.
+    let shown = match &value {
+        Some(Value::Sequence(items)) => Value::Sequence(
+            items
+                .iter()
+                .map(|item| {
+                    let mut item = item.clone();
+                    if let Value::Mapping(m) = &mut item
+                        && let Some(Value::String(url)) = m.get_mut("url")
+                    {
+                        *url = without_secrets(url);
+                    }
+                    item
+                })
+                .collect(),
+        ),
+        Some(other) => other.clone(),
+        None => Value::Sequence(Vec::new()),
+    };
+    r.note("webhooks", shown);
     let Some(value) = value else {
         return out;
     };
@@ -206,4 +222,18 @@ pub(crate) fn decode_secret(text: &str) -> Option<Vec<u8>> {
         .decode(encoded)
         .ok()?;
     (24..=64).contains(&bytes.len()).then_some(bytes)
+}
+
+/// `url` without user info, query or fragment.
+fn without_secrets(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
 }

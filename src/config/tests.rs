@@ -258,3 +258,30 @@ fn the_grpc_listener_takes_a_unix_socket_path_without_tls() {
         ["tls.cert_file: applies to a TCP listen.grpc, not a unix: socket"]
     );
 }
+
+#[test]
+fn webhook_urls_are_printed_without_their_secrets() {
+    let dir = std::env::temp_dir().join(format!("claw-webhook-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("s");
+    std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let yaml = format!(
+        "registry:\n  url: https://a.example\nsecurity_events:\n  webhooks:\n    - {{url: \"https://user:pw@soc.example/hook?token=t0p\", secret_file: {}}}\n",
+        secret.display()
+    );
+    let c = Config::load(&yaml, &env(&[])).unwrap();
+    assert_eq!(
+        c.security.webhooks[0].url,
+        "https://user:pw@soc.example/hook?token=t0p"
+    );
+    assert_eq!(c.security.webhooks[0].secret.len(), 24);
+    let printed = serde_yaml_ng::to_string(&c.effective).unwrap();
+    assert!(printed.contains("https://soc.example/hook"), "{printed}");
+    assert!(!printed.contains("t0p") && !printed.contains("pw@") && !printed.contains("whsec_"));
+    let bad = yaml.replace(&secret.display().to_string(), "/nonexistent");
+    let errors = Config::load(&bad, &env(&[])).unwrap_err().join("\n");
+    assert!(
+        errors.contains("security_events.webhooks[0].secret_file: cannot read /nonexistent"),
+        "{errors}"
+    );
+}

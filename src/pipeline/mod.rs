@@ -210,8 +210,11 @@ impl Pipeline {
         let at_ms = self.clock.now_ms();
         let client = || Some(self.client(req).to_owned()).filter(|c| c != "unknown");
         let observation = match decision {
+            // A trust store that failed says nothing about the agent (it shares the code of an
+            // unknown agent).
             Decision::Deny { denial, at, .. } | Decision::ShadowAllow { denial, at, .. }
-                if detect::counts(denial.code()) =>
+                if detect::counts(denial.code())
+                    && !matches!(denial, Denial::TrustUnconfirmed { .. }) =>
             {
                 Observation::Denied {
                     code: denial.code(),

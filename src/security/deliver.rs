@@ -92,6 +92,19 @@ pub fn signature(secret: &[u8], id: &str, timestamp: u64, body: &str) -> String 
     )
 }
 
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Delivered,
+    /// Worth another attempt (no answer, 5xx, 408, 429).
+    Failed,
+    /// The receiver refused the event itself (a 4xx): no retry.
+    Refused,
+}
+
+/// The dead-letter file stops growing here (64 MiB); later records go to the log only.
+const DEAD_LETTER_MAX_BYTES: u64 = 64 << 20;
+
 struct Worker {
     webhook: WebhookConfig,
     delivery: DeliveryConfig,
@@ -118,19 +131,20 @@ impl Worker {
                 continue;
             }
             let mut attempts = 0;
-            let mut delivered = false;
-            while attempts < self.delivery.attempts && !delivered {
+            let mut outcome = Attempt::Failed;
+            while attempts < self.delivery.attempts && outcome == Attempt::Failed {
                 if attempts > 0 {
                     tokio::time::sleep(self.backoff(attempts)).await;
                 }
                 attempts += 1;
-                delivered = self.send(&client, &d).await;
-                if !delivered {
+                outcome = self.send(&client, &d).await;
+                if outcome != Attempt::Delivered {
                     self.counters
                         .failed_attempts
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }
+            let delivered = outcome == Attempt::Delivered;
             if delivered {
                 failed_in_a_row = 0;
                 open_until = None;
@@ -146,7 +160,11 @@ impl Worker {
                     "webhook breaker opened: events go to the dead letter without a call"
                 );
             }
-            self.dead_letter(&d, attempts, "attempts exhausted").await;
+            let reason = match outcome {
+                Attempt::Refused => "refused by the receiver",
+                _ => "attempts exhausted",
+            };
+            self.dead_letter(&d, attempts, reason).await;
         }
     }
 
@@ -162,8 +180,9 @@ impl Worker {
         Duration::from_millis(rand::random::<u64>() % (ms + 1))
     }
 
-    /// One attempt: any 2xx is delivered.
-    async fn send(&self, client: &reqwest::Client, d: &Delivery) -> bool {
+    /// One attempt: any 2xx is delivered; a 4xx other than 408 and 429 is the receiver
+    /// refusing this event, which retries cannot change.
+    async fn send(&self, client: &reqwest::Client, d: &Delivery) -> Attempt {
         // The wall clock, not the injected one: receivers compare it with their own to refuse
         // replayed deliveries.
         let timestamp = crate::clock::SystemClock.now_secs();
@@ -178,12 +197,27 @@ impl Worker {
             .send()
             .await;
         match answer {
-            Ok(a) if a.status().is_success() => true,
+            Ok(a) if a.status().is_success() => Attempt::Delivered,
             Ok(a) => {
-                tracing::debug!(webhook = %self.webhook.name, status = a.status().as_u16(), "webhook refused an event");
-                false
+                let status = a.status().as_u16();
+                tracing::debug!(webhook = %self.webhook.name, status, "webhook refused an event");
+                match (400..500).contains(&status) && status != 408 && status != 429 {
+                    true => Attempt::Refused,
+                    false => Attempt::Failed,
+                }
             }
-            Err(_) => false,
+            Err(error) => {
+                // The kind only (timeout, connect, ...): the error's text may hold the URL.
+                let kind = if error.is_timeout() {
+                    "timeout"
+                } else if error.is_connect() {
+                    "connect"
+                } else {
+                    "transport"
+                };
+                tracing::debug!(webhook = %self.webhook.name, kind, "webhook attempt failed");
+                Attempt::Failed
+            }
         }
     }
 
@@ -210,9 +244,18 @@ impl Worker {
         });
         let write = async {
             use tokio::io::AsyncWriteExt as _;
+            // Agent ids and client addresses: readable by this user only. Bounded, so an event
+            // storm with a dead receiver cannot fill the disk.
+            let full = tokio::fs::metadata(path)
+                .await
+                .is_ok_and(|m| m.len() >= DEAD_LETTER_MAX_BYTES);
+            if full {
+                return Err(std::io::Error::other("the dead-letter file is full"));
+            }
             let mut file = tokio::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(path)
                 .await?;
             file.write_all(format!("{line}\n").as_bytes()).await

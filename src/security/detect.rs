@@ -7,10 +7,10 @@
 //! | `replay_detected` | agent | `replay_threshold` replays within `replay_window_secs` |
 //! | `invalid_credentials_burst` | client address | `invalid_threshold` invalid proofs, signatures or tokens within `invalid_window_secs` |
 //! | `revoked_agent_retrying` | agent | `revoked_threshold` attempts of a revoked or unknown agent within `revoked_window_secs` |
-//! | `agent_network_changed` | agent | an allow from another network (IPv4 /24, IPv6 /48) within `network_window_secs` of the last |
+//! | `agent_network_changed` | agent | an allow from another network (IPv4 /24, IPv6 /48) within `network_window_secs` of the last, once per window |
 //! | `clock_skew_drift` | agent | an accepted request at or past `proof.skew_warning_secs`, once per `skew_window_secs` |
-//! | `breaker_opened` | breaker | a breaker moved to open |
-//! | `stale_data_served` | keys, CRL | their age passed `stale_after_secs` (again only after they were fresh) |
+//! | `breaker_opened` | breaker | a breaker moved to open (once until it closes again) |
+//! | `stale_data_served` | keys, CRL | held `stale_after_secs` past their freshness (the keys' TTL, `crl.max_age_secs`), again only after they were fresh |
 //! | `detector_saturated` | detector | a detector held `max_tracked` keys and could not track a new one (once per window) |
 //!
 //! Each window fires once, at its threshold, so a flood makes one event, not thousands.
@@ -22,7 +22,9 @@ use serde_json::json;
 
 use super::event::{Kind, SecurityEvent};
 use crate::config::SecurityConfig;
-use crate::metrics::{BreakerReading, BreakerState, Data};
+#[cfg(test)]
+use crate::metrics::BreakerState;
+use crate::metrics::{BreakerReading, Data};
 
 /// What the request path hands over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +81,9 @@ pub fn counts(code: &str) -> bool {
 /// What the monitor reads on its own, every `poll_ms`.
 pub struct Reading {
     pub breakers: Vec<BreakerReading>,
-    /// Keys and CRL ages (none when never loaded).
-    pub ages_ms: Vec<(Data, Option<u64>)>,
+    /// How long the keys and the CRL have been past their freshness (their TTL, `crl.max_age`):
+    /// 0 while fresh, none when never loaded.
+    pub stale_for_ms: Vec<(Data, Option<u64>)>,
 }
 
 /// A count over a window that starts with its first observation.
@@ -180,16 +183,24 @@ impl<V: Default> Tracked<V> {
     }
 }
 
+/// An agent's last network and when its last network event fired.
+#[derive(Debug, Default)]
+struct Seen {
+    network: Option<String>,
+    reported_ms: Option<u64>,
+}
+
 /// Every detector's state.
 pub struct Detectors {
     config: SecurityConfig,
     replays: Tracked<Window>,
     invalid: Tracked<Window>,
     revoked: Tracked<Window>,
-    networks: Tracked<Option<String>>,
+    networks: Tracked<Seen>,
     skew: Tracked<u64>,
-    /// Transitions into open seen so far, per breaker.
-    breakers: HashMap<(String, Option<String>), u64>,
+    /// Per breaker: transitions into open seen so far, and into closed when its last event
+    /// fired.
+    breakers: HashMap<(String, Option<String>), (u64, Option<u64>)>,
     /// Whether keys and the CRL were past the threshold at the last reading.
     stale: HashMap<&'static str, bool>,
 }
@@ -269,11 +280,8 @@ impl Detectors {
         let (kind, threshold, key) = if code == REPLAY {
             (Kind::ReplayDetected, self.config.replay, agent.clone()?)
         } else if INVALID.contains(&code) {
-            (
-                Kind::InvalidCredentialsBurst,
-                self.config.invalid,
-                client.clone()?,
-            )
+            let key = client_key(client.as_deref()?);
+            (Kind::InvalidCredentialsBurst, self.config.invalid, key)
         } else if REVOKED.contains(&code) {
             (
                 Kind::RevokedAgentRetrying,
@@ -334,10 +342,16 @@ impl Detectors {
             Ok(state) => state,
             Err(saturated) => return saturated,
         };
-        let previous = seen.replace(net.clone());
+        let previous = seen.network.replace(net.clone());
         let recent = before.is_some_and(|t| at_ms.saturating_sub(t) <= window_ms);
+        // Once per window: an agent behind several egress addresses (dual stack, a NAT pool)
+        // alternates all day, and that is one fact, not a stream of them.
+        let quiet = seen
+            .reported_ms
+            .is_none_or(|t| at_ms.saturating_sub(t) >= window_ms);
         match previous {
-            Some(p) if p != net && recent => {
+            Some(p) if p != net && recent && quiet => {
+                seen.reported_ms = Some(at_ms);
                 let mut e = SecurityEvent::new(Kind::AgentNetworkChanged, at_ms);
                 e.agent = Some(agent);
                 e.client = Some(client);
@@ -355,12 +369,19 @@ impl Detectors {
     pub fn poll(&mut self, reading: &Reading, now_ms: u64) -> Vec<SecurityEvent> {
         let mut out = Vec::new();
         for b in &reading.breakers {
-            let opened = b.transitions[1];
+            // Any opening since the last reading counts, whatever the state now (it may have
+            // gone half-open between readings); a failed probe's reopening during the same
+            // outage does not, until the breaker has closed.
+            let (opened, closed) = (b.transitions[1], b.transitions[0]);
             let key = (b.endpoint.as_str().to_owned(), b.issuer.clone());
-            let before = self.breakers.insert(key, opened).unwrap_or(0);
-            if opened > before && b.state == BreakerState::Open {
+            let seen = self.breakers.entry(key).or_insert((0, None));
+            let opened_before = std::mem::replace(&mut seen.0, opened);
+            // `seen.1`: the closings counted when the last event fired.
+            let first_of_outage = seen.1.is_none_or(|closed_then| closed > closed_then);
+            if opened > opened_before && first_of_outage {
+                seen.1 = Some(closed);
                 let mut e = SecurityEvent::new(Kind::BreakerOpened, now_ms);
-                e.count = opened - before;
+                e.count = opened - opened_before;
                 e.detail
                     .insert("endpoint".into(), json!(b.endpoint.as_str()));
                 e.detail.insert("issuer".into(), json!(b.issuer));
@@ -368,7 +389,7 @@ impl Detectors {
             }
         }
         let limit = u64::try_from(self.config.stale_after.as_millis()).unwrap_or(u64::MAX);
-        for (data, age) in &reading.ages_ms {
+        for (data, age) in &reading.stale_for_ms {
             let name = match data {
                 Data::Keys => "keys",
                 Data::Crl => "crl",
@@ -381,7 +402,7 @@ impl Detectors {
                 e.window_secs = limit / 1000;
                 e.detail.insert("data".into(), json!(name));
                 e.detail
-                    .insert("ageSecs".into(), json!(age.unwrap_or(0) / 1000));
+                    .insert("staleForSecs".into(), json!(age.unwrap_or(0) / 1000));
                 out.push(e);
             }
         }
@@ -389,9 +410,30 @@ impl Detectors {
     }
 }
 
+/// What a client address is counted under: an IPv4 address, an IPv6 /64 (one host's block:
+/// spreading attempts over it changes nothing), or at most 64 bytes of anything else (a
+/// `client_header` value).
+fn client_key(client: &str) -> String {
+    match client.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Err(_) => {
+            let end = (0..=client.len().min(64))
+                .rev()
+                .find(|i| client.is_char_boundary(*i))
+                .unwrap_or(0);
+            client[..end].to_owned()
+        }
+    }
+}
+
 /// The client's network: IPv4 /24, IPv6 /48, or the text itself when it is not an address.
 pub(crate) fn network(client: &str) -> String {
-    match client.parse::<IpAddr>() {
+    // `::ffff:a.b.c.d` is the IPv4 address it maps (a dual-stack listener's view).
+    match client.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
         Ok(IpAddr::V4(v4)) => {
             let [a, b, c, _] = v4.octets();
             format!("{a}.{b}.{c}.0/24")

@@ -191,3 +191,44 @@ fn source() -> String {
         _ => "claw-authz".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_intake_drops_and_counts_without_waiting() {
+        let yaml = "registry:\n  url: https://r.example\nsecurity_events:\n  queue: 16\n";
+        let config = crate::config::Config::load(yaml, &Default::default()).unwrap();
+        // No task drains it: the 17th observation on finds the queue full.
+        let monitor = Monitor::new(&config.security);
+        for i in 0..20 {
+            monitor.observe(Observation::Allowed {
+                agent: "did:a".into(),
+                client: None,
+                at_ms: i,
+            });
+        }
+        let dropped = monitor
+            .counters
+            .observations_dropped
+            .load(Ordering::Relaxed);
+        assert_eq!(dropped, 4);
+        let off = "registry:\n  url: https://r.example\nsecurity_events:\n  enabled: false\n";
+        let config = crate::config::Config::load(off, &Default::default()).unwrap();
+        let monitor = Monitor::new(&config.security);
+        assert!(!monitor.enabled());
+        monitor.observe(Observation::Allowed {
+            agent: "did:a".into(),
+            client: None,
+            at_ms: 0,
+        });
+        assert_eq!(
+            monitor
+                .counters
+                .observations_dropped
+                .load(Ordering::Relaxed),
+            0
+        );
+    }
+}

@@ -107,12 +107,18 @@ async fn security_events(
         return refused.into_response();
     }
     let rx = app.pipeline.security.subscribe();
-    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+    let lines = futures_util::stream::unfold((rx, app), |(mut rx, app)| async move {
         loop {
-            match rx.recv().await {
+            // The stream ends when shutdown begins, so a connected tail never holds the drain.
+            if app.draining.load(Ordering::SeqCst) {
+                return None;
+            }
+            let next = tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv());
+            let Ok(next) = next.await else { continue };
+            match next {
                 Ok(event) => {
                     let line = bytes::Bytes::from(format!("{event}\n"));
-                    return Some((Ok::<_, std::convert::Infallible>(line), rx));
+                    return Some((Ok::<_, std::convert::Infallible>(line), (rx, app)));
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,

@@ -27,6 +27,9 @@ def emit(record):
 
 
 class Handler(BaseHTTPRequestHandler):
+    # Keep-alive, as a production receiver does (HTTP/1.0 would close every connection).
+    protocol_version = "HTTP/1.1"
+
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         headers = {k.lower(): v for k, v in self.headers.items()}

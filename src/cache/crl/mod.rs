@@ -193,6 +193,13 @@ impl CrlCache {
     }
 
     /// Age of the held list (since the last successful refresh), if any.
+    /// How long the held list has been past `crl.max_age` (0 while fresh; `None` before any
+    /// load).
+    pub(crate) fn stale_for_ms(&self, now_ms: u64) -> Option<u64> {
+        self.age_ms(now_ms)
+            .map(|age| age.saturating_sub(self.timing.max_age_ms))
+    }
+
     pub(crate) fn age_ms(&self, now_ms: u64) -> Option<u64> {
         self.state
             .load()

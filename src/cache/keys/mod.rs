@@ -202,6 +202,12 @@ impl KeyCache {
     }
 
     /// Age of the held key set, if any.
+    /// How long the held keys have been past their TTL (0 while fresh; `None` before any load).
+    pub(crate) fn stale_for_ms(&self, now_ms: u64) -> Option<u64> {
+        self.age_ms(now_ms)
+            .map(|age| age.saturating_sub(self.timing.ttl_ms))
+    }
+
     pub(crate) fn age_ms(&self, now_ms: u64) -> Option<u64> {
         self.state
             .load()

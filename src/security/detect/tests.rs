@@ -76,9 +76,13 @@ fn a_second_network_soon_after_the_first_is_reported() {
     assert_eq!(e.kind, Kind::AgentNetworkChanged);
     assert_eq!(e.detail["previousNetwork"], json!("192.0.2.0/24"));
     assert_eq!(e.detail["network"], json!("198.51.100.0/24"));
-    // Back after the window: a move, not a jump.
+    // Alternating between the two within the window: no further event.
+    assert_eq!(d.observe(allowed("192.0.2.10", 3_000)), None);
+    assert_eq!(d.observe(allowed("198.51.100.7", 4_000)), None);
+    // Back after a quiet window: a move, not a jump.
     assert_eq!(d.observe(allowed("192.0.2.10", 700_000)), None);
     assert_eq!(network("2001:db8:1:2::7"), "2001:db8:1::/48");
+    assert_eq!(network("::ffff:192.0.2.10"), "192.0.2.0/24");
 }
 
 #[test]
@@ -107,35 +111,50 @@ fn a_flood_of_new_keys_is_capped_and_reported_once() {
 fn breakers_opening_and_data_going_stale_are_read_from_polls() {
     use crate::metrics::Endpoint;
     let mut d = Detectors::new(&config("  stale_after_secs: 60\n"));
-    let reading = |opened: u64, state, crl_age: u64| Reading {
+    let reading = |opened: u64, closed: u64, state, crl_stale: u64| Reading {
         breakers: vec![BreakerReading {
             endpoint: Endpoint::Crl,
             issuer: None,
             state,
-            transitions: [0, opened, 0],
+            transitions: [closed, opened, 0],
         }],
-        ages_ms: vec![(Data::Keys, Some(1_000)), (Data::Crl, Some(crl_age))],
+        stale_for_ms: vec![(Data::Keys, Some(0)), (Data::Crl, Some(crl_stale))],
     };
     assert!(
-        d.poll(&reading(0, BreakerState::Closed, 1_000), 0)
+        d.poll(&reading(0, 0, BreakerState::Closed, 0), 0)
             .is_empty()
     );
-    let events = d.poll(&reading(1, BreakerState::Open, 61_000), 1);
+    let events = d.poll(&reading(1, 0, BreakerState::Open, 61_000), 1);
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, [Kind::BreakerOpened, Kind::StaleDataServed]);
     assert_eq!(events[0].detail["endpoint"], json!("crl"));
     assert_eq!(events[1].detail["data"], json!("crl"));
-    // Still open and still stale: nothing new; fresh, then stale again: a new event.
+    // Still stale, and a failed probe reopened it: the same outage, nothing new.
     assert!(
-        d.poll(&reading(1, BreakerState::Open, 62_000), 2)
+        d.poll(&reading(2, 0, BreakerState::Open, 62_000), 2)
             .is_empty()
     );
+    // Closed and fresh; then open again and gone half-open before the reading, and stale
+    // again: both reported.
     assert!(
-        d.poll(&reading(1, BreakerState::Closed, 1_000), 3)
+        d.poll(&reading(2, 1, BreakerState::Closed, 0), 3)
             .is_empty()
     );
     assert_eq!(
-        d.poll(&reading(1, BreakerState::Closed, 90_000), 4).len(),
-        1
+        d.poll(&reading(3, 1, BreakerState::HalfOpen, 90_000), 4)
+            .len(),
+        2
     );
+}
+
+#[test]
+fn addresses_of_one_ipv6_block_count_together() {
+    let mut d = Detectors::new(&config("  invalid_threshold: 3\n"));
+    let bad = |client, at| denied("PROXY_AUTH_INVALID_PROOF", "", client, at);
+    assert_eq!(d.observe(bad("2001:db8:1:2::1", 1)), None);
+    assert_eq!(d.observe(bad("2001:db8:1:2:ffff::9", 2)), None);
+    let e = d.observe(bad("2001:db8:1:2:abcd::5", 3)).expect("one /64");
+    assert_eq!(e.client.as_deref(), Some("2001:db8:1:2:abcd::5"));
+    assert_eq!(client_key("::ffff:192.0.2.7"), "192.0.2.7");
+    assert_eq!(client_key(&"é".repeat(100)).len(), 64);
 }
