@@ -132,6 +132,16 @@ impl Bed {
     fn signed(&self, agent: &Agent, nonce: &str) -> CheckRequest {
         self.w.signed(agent, "POST", "/v1/echo", b"{}", nonce, &[])
     }
+
+    /// Alpha's request with another body than the one signed: the proof does not verify.
+    fn forged(&self, nonce: &str) -> CheckRequest {
+        let mut req = self.signed(&self.w.alpha, nonce);
+        let attributes = req.attributes.as_mut().unwrap();
+        let http = attributes.request.as_mut().unwrap().http.as_mut().unwrap();
+        http.raw_body = b"{\"x\":1}".to_vec();
+        http.headers.insert("content-length".into(), "7".into());
+        req
+    }
 }
 
 #[tokio::test]
@@ -166,21 +176,7 @@ async fn a_burst_of_invalid_proofs_from_one_address_is_reported() {
     let mut r = Receiver::start("ok").await;
     let mut b = bed("sec-invalid", &r.url, "").await;
     for i in 0..5 {
-        // Signed over another body: the proof does not verify.
-        let mut req =
-            b.w.signed(&b.w.alpha, "POST", "/v1/echo", b"{}", &format!("n{i}"), &[]);
-        let http = req
-            .attributes
-            .as_mut()
-            .unwrap()
-            .request
-            .as_mut()
-            .unwrap()
-            .http
-            .as_mut()
-            .unwrap();
-        http.raw_body = b"{\"x\":1}".to_vec();
-        http.headers.insert("content-length".into(), "7".into());
+        let req = b.forged(&format!("n{i}"));
         let got = b.s.check(from("203.0.113.66", req)).await;
         assert_eq!(outcome(&got), "401 PROXY_AUTH_INVALID_PROOF");
     }
@@ -416,20 +412,7 @@ async fn a_flood_of_client_addresses_saturates_a_detector_and_serves_the_agent()
     let mut r = Receiver::start("ok").await;
     let mut b = bed("sec-flood", &r.url, "  max_tracked: 16\n").await;
     for i in 0..300u32 {
-        let mut req =
-            b.w.signed(&b.w.alpha, "POST", "/v1/echo", b"{}", &format!("f{i}"), &[]);
-        let http = req
-            .attributes
-            .as_mut()
-            .unwrap()
-            .request
-            .as_mut()
-            .unwrap()
-            .http
-            .as_mut()
-            .unwrap();
-        http.raw_body = b"{\"x\":1}".to_vec();
-        http.headers.insert("content-length".into(), "7".into());
+        let req = b.forged(&format!("f{i}"));
         let ip = format!("10.9.{}.{}", i / 256, i % 256);
         assert_eq!(
             outcome(&b.s.check(from(&ip, req)).await),
