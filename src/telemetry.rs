@@ -75,7 +75,8 @@ impl Telemetry {
             }
         };
         let meter = provider.meter("claw-authz");
-        let metrics = Arc::new(Metrics::new(&meter));
+        let stages = crate::pipeline::Stage::ALL.map(crate::pipeline::Stage::as_str);
+        let metrics = Arc::new(Metrics::new(&meter, &stages));
         Ok(Telemetry {
             provider,
             logs,

@@ -17,6 +17,9 @@ use crate::clock::{Clock, Every};
 use crate::store::StoreError;
 use crate::store::trust::TrustStore;
 
+/// A revocation answer the store repeats is written to the fallback cache at most this often.
+const FALLBACK_REFRESH_MS: u64 = 1_000;
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TrustTiming {
     pub(crate) ttl_ms: u64,
@@ -138,7 +141,13 @@ impl TrustCache {
         let outcome = self.store.is_revoked(agent_did, now_ms).await;
         let held = self.revoked.get(agent_did);
         let (op, answer) = self.settle(held, agent_did, outcome, "revocation");
-        if let Op::Put(e) = op {
+        // Rewriting the same answer on every check is a cache write per check; once a second
+        // keeps the fallback as good (its age counts against `stale_if_error`, in seconds).
+        if let Op::Put(e) = op
+            && held.is_none_or(|h| {
+                h.answer != e.answer || e.at_ms.saturating_sub(h.at_ms) >= FALLBACK_REFRESH_MS
+            })
+        {
             self.revoked.insert(agent_did.to_owned(), e);
         }
         answer
@@ -254,6 +263,23 @@ mod tests {
         store.revoked.store(true, Ordering::SeqCst);
         assert_eq!(c.is_revoked("a", 0).await, Ok(true));
         assert_eq!(store.lookups.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_revocation_answer_refreshes_the_fallback_once_a_second() {
+        let (c, store, clock) = cache();
+        assert_eq!(c.is_revoked("a", 0).await, Ok(false));
+        let written = |c: &TrustCache| c.revoked.get("a").map(|e| (e.answer, e.at_ms));
+        assert_eq!(written(&c), Some((false, 1_000_000)));
+        clock.advance_ms(999);
+        assert_eq!(c.is_revoked("a", 0).await, Ok(false));
+        assert_eq!(written(&c), Some((false, 1_000_000)), "the same answer within a second");
+        store.revoked.store(true, Ordering::SeqCst);
+        assert_eq!(c.is_revoked("a", 0).await, Ok(true));
+        assert_eq!(written(&c), Some((true, 1_000_999)), "a changed answer at once");
+        clock.advance_ms(1_000);
+        assert_eq!(c.is_revoked("a", 0).await, Ok(true));
+        assert_eq!(written(&c), Some((true, 1_001_999)), "refreshed after a second");
     }
 
     #[tokio::test]

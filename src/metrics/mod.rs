@@ -12,10 +12,13 @@
 mod observe;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider};
+use opentelemetry::metrics::{
+    BoundCounter, BoundHistogram, Counter, Histogram, Meter, MeterProvider,
+};
 
 pub use observe::{BreakerReading, BreakerState, Cache, Data, EventCounts, Observed};
 
@@ -207,6 +210,36 @@ impl LimitResult {
     }
 }
 
+/// The series of one instrument for each value of one label from a closed set, each bound on
+/// its first measurement: a bound series skips the SDK's per-measurement attribute sort, hash
+/// and lookup. Bound lazily because a series bound before it is measured is exported at zero.
+struct Bound<B> {
+    key: &'static str,
+    values: Box<[&'static str]>,
+    series: Box<[OnceLock<B>]>,
+}
+
+impl<B> Bound<B> {
+    fn new(key: &'static str, values: &[&'static str]) -> Self {
+        Bound {
+            key,
+            values: values.into(),
+            series: values.iter().map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The series for `value`, bound by `bind` the first time; `None` for a value outside the set.
+    fn get(&self, value: &'static str, bind: impl FnOnce(&[KeyValue]) -> B) -> Option<&B> {
+        let i = self.values.iter().position(|v| *v == value)?;
+        let series = self.series.get(i)?;
+        Some(series.get_or_init(|| bind(&[KeyValue::new(self.key, value)])))
+    }
+}
+
+/// Policies whose allowed checks have a bound `decisions` series, at most this many (the rest
+/// are counted unbound).
+const BOUND_POLICIES: usize = 256;
+
 /// The instruments recorded on the request path; see the module doc.
 #[derive(Clone)]
 pub struct Metrics {
@@ -232,10 +265,26 @@ pub struct Metrics {
     load_shed: Counter<u64>,
     /// `claw_authz_tls_handshakes_total{result}`
     tls_handshakes: Counter<u64>,
+    /// The series every check records, bound.
+    bound: Arc<BoundSeries>,
+}
+
+/// See [`Bound`].
+struct BoundSeries {
+    /// `stage_duration` by stage.
+    stages: Bound<BoundHistogram<f64>>,
+    /// `check_duration` by decision.
+    checks: Bound<BoundHistogram<f64>>,
+    /// `decisions{decision="allow", code="none"}` by policy.
+    allowed: RwLock<Vec<(Box<str>, BoundCounter<u64>)>>,
+    /// `nonce_operations` by result, for the first store label recorded (one per server).
+    nonces: Bound<(&'static str, BoundCounter<u64>)>,
 }
 
 impl Metrics {
-    pub(crate) fn new(meter: &Meter) -> Self {
+    /// The instruments; `stages` are the `stage` label's values (`pipeline::Stage`), the series
+    /// bound for speed.
+    pub(crate) fn new(meter: &Meter, stages: &[&'static str]) -> Self {
         let seconds = |name: &'static str, help: &'static str, buckets: &[f64]| {
             meter
                 .f64_histogram(name)
@@ -279,12 +328,33 @@ impl Metrics {
                 "claw_authz_tls_handshakes",
                 "TLS handshakes on the gRPC listener, by result",
             ),
+            bound: Arc::new(BoundSeries {
+                stages: Bound::new("stage", stages),
+                checks: Bound::new(
+                    "decision",
+                    &[Outcome::Allow, Outcome::Deny, Outcome::ShadowAllow].map(Outcome::as_str),
+                ),
+                allowed: RwLock::new(Vec::new()),
+                nonces: Bound::new(
+                    "result",
+                    &[
+                        NonceResult::Fresh,
+                        NonceResult::Replay,
+                        NonceResult::OverQuota,
+                        NonceResult::Error,
+                    ]
+                    .map(NonceResult::as_str),
+                ),
+            }),
         }
     }
 
     /// Instruments that go nowhere (for parts built without an app).
     pub fn noop() -> Self {
-        Metrics::new(&opentelemetry::metrics::NoopMeterProvider::new().meter("noop"))
+        Metrics::new(
+            &opentelemetry::metrics::NoopMeterProvider::new().meter("noop"),
+            &[],
+        )
     }
 
     /// A Check answered: `code` is the denial's (`none` when allowed), `policy` the configured
@@ -296,20 +366,55 @@ impl Metrics {
         policy: &str,
         spent: Duration,
     ) {
+        if outcome != Outcome::Allow || !self.allowed(policy) {
+            let labels = [
+                KeyValue::new("decision", outcome.as_str()),
+                KeyValue::new("code", code),
+                KeyValue::new("policy", policy.to_owned()),
+            ];
+            self.decisions.add(1, &labels);
+        }
+        let spent = spent.as_secs_f64();
+        let histogram = &self.check_duration;
+        match self.bound.checks.get(outcome.as_str(), |l| histogram.bind(l)) {
+            Some(series) => series.record(spent),
+            None => histogram.record(spent, &[KeyValue::new("decision", outcome.as_str())]),
+        }
+    }
+
+    /// Counts an allowed check on `policy` on its bound series; false when there is none.
+    fn allowed(&self, policy: &str) -> bool {
+        let held = self.bound.allowed.read().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, series)) = held.iter().find(|(p, _)| &**p == policy) {
+            series.add(1);
+            return true;
+        }
+        let full = held.len() >= BOUND_POLICIES;
+        drop(held);
+        if full {
+            return false;
+        }
         let labels = [
-            KeyValue::new("decision", outcome.as_str()),
-            KeyValue::new("code", code),
+            KeyValue::new("decision", Outcome::Allow.as_str()),
+            KeyValue::new("code", "none"),
             KeyValue::new("policy", policy.to_owned()),
         ];
-        self.decisions.add(1, &labels);
-        let label = [KeyValue::new("decision", outcome.as_str())];
-        self.check_duration.record(spent.as_secs_f64(), &label);
+        let series = self.decisions.bind(&labels);
+        series.add(1);
+        let mut held = self.bound.allowed.write().unwrap_or_else(|p| p.into_inner());
+        if !held.iter().any(|(p, _)| &**p == policy) {
+            held.push((policy.into(), series));
+        }
+        true
     }
 
     /// One pipeline stage passed, in `spent`; `stage` is a `pipeline::Stage` label.
     pub(crate) fn stage(&self, stage: &'static str, spent: Duration) {
-        let labels = [KeyValue::new("stage", stage)];
-        self.stage_duration.record(spent.as_secs_f64(), &labels);
+        let histogram = &self.stage_duration;
+        match self.bound.stages.get(stage, |l| histogram.bind(l)) {
+            Some(series) => series.record(spent.as_secs_f64()),
+            None => histogram.record(spent.as_secs_f64(), &[KeyValue::new("stage", stage)]),
+        }
     }
 
     /// A call to `endpoint` ended with `outcome` after `spent` (`None`: refused by its breaker,
@@ -331,11 +436,19 @@ impl Metrics {
 
     /// A nonce recorded in `store` (`memory`, `file` or `redis`).
     pub(crate) fn nonce(&self, store: &'static str, result: NonceResult) {
-        let labels = [
-            KeyValue::new("store", store),
-            KeyValue::new("result", result.as_str()),
-        ];
-        self.nonce_operations.add(1, &labels);
+        let labels = |result: &[KeyValue]| {
+            let mut labels = vec![KeyValue::new("store", store)];
+            labels.extend_from_slice(result);
+            labels
+        };
+        let counter = &self.nonce_operations;
+        let bound = self.bound.nonces.get(result.as_str(), |result| {
+            (store, counter.bind(&labels(result)))
+        });
+        match bound {
+            Some((bound_store, series)) if *bound_store == store => series.add(1),
+            _ => counter.add(1, &labels(&[KeyValue::new("result", result.as_str())])),
+        }
     }
 
     /// A request on `policy` over a `kind` limit, or the limit store failing.
