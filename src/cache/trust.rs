@@ -273,13 +273,25 @@ mod tests {
         assert_eq!(written(&c), Some((false, 1_000_000)));
         clock.advance_ms(999);
         assert_eq!(c.is_revoked("a", 0).await, Ok(false));
-        assert_eq!(written(&c), Some((false, 1_000_000)), "the same answer within a second");
+        assert_eq!(
+            written(&c),
+            Some((false, 1_000_000)),
+            "the same answer within a second"
+        );
         store.revoked.store(true, Ordering::SeqCst);
         assert_eq!(c.is_revoked("a", 0).await, Ok(true));
-        assert_eq!(written(&c), Some((true, 1_000_999)), "a changed answer at once");
+        assert_eq!(
+            written(&c),
+            Some((true, 1_000_999)),
+            "a changed answer at once"
+        );
         clock.advance_ms(1_000);
         assert_eq!(c.is_revoked("a", 0).await, Ok(true));
-        assert_eq!(written(&c), Some((true, 1_001_999)), "refreshed after a second");
+        assert_eq!(
+            written(&c),
+            Some((true, 1_001_999)),
+            "refreshed after a second"
+        );
     }
 
     #[tokio::test]

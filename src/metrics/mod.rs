@@ -376,7 +376,11 @@ impl Metrics {
         }
         let spent = spent.as_secs_f64();
         let histogram = &self.check_duration;
-        match self.bound.checks.get(outcome.as_str(), |l| histogram.bind(l)) {
+        match self
+            .bound
+            .checks
+            .get(outcome.as_str(), |l| histogram.bind(l))
+        {
             Some(series) => series.record(spent),
             None => histogram.record(spent, &[KeyValue::new("decision", outcome.as_str())]),
         }
@@ -401,7 +405,11 @@ impl Metrics {
         ];
         let series = self.decisions.bind(&labels);
         series.add(1);
-        let mut held = self.bound.allowed.write().unwrap_or_else(|p| p.into_inner());
+        let mut held = self
+            .bound
+            .allowed
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if !held.iter().any(|(p, _)| &**p == policy) {
             held.push((policy.into(), series));
         }

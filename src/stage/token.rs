@@ -22,10 +22,20 @@ pub(crate) fn authorization(req: &RequestView) -> Result<&str, Denial> {
         return Err(Denial::InvalidScheme);
     }
     let token = rest.trim_start();
-    if token.is_empty() || token.contains(char::is_whitespace) {
+    if token.is_empty() || has_whitespace(token) {
         return Err(Denial::InvalidScheme);
     }
     Ok(token)
+}
+
+/// Whether `s` holds any Unicode whitespace; an ASCII token (every real one) is scanned by bytes.
+fn has_whitespace(s: &str) -> bool {
+    match s.is_ascii() {
+        true => s
+            .bytes()
+            .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r')),
+        false => s.contains(char::is_whitespace),
+    }
 }
 
 /// Keys first (a keys outage is a 503 even for a garbage token), then the AIT, refused unread
@@ -107,6 +117,25 @@ mod tests {
         assert_eq!(auth("Claw"), Err(Denial::InvalidScheme));
         let none = RequestView::new("GET", "/", &[], b"");
         assert_eq!(authorization(&none), Err(Denial::MissingToken));
+    }
+
+    #[test]
+    fn every_unicode_whitespace_inside_a_token_is_refused() {
+        for space in [
+            '\u{0B}', '\u{0C}', '\u{85}', '\u{A0}', '\u{2028}', '\u{3000}',
+        ] {
+            let token = format!("Claw ab{space}cd");
+            assert_eq!(auth(&token), Err(Denial::InvalidScheme), "{space:?}");
+            assert_eq!(
+                has_whitespace(&token[5..]),
+                token[5..].contains(char::is_whitespace)
+            );
+        }
+        assert_eq!(
+            auth("Claw ab\u{E9}cd"),
+            Ok("ab\u{E9}cd".into()),
+            "not whitespace"
+        );
     }
 
     /// Issue 18, finding 8: while no keys are held, a token without a readable `kid` is answered
