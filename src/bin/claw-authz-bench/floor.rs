@@ -37,7 +37,18 @@ impl Authorization for Floor {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
         let ok = http.is_some_and(|h| {
-            let header = |k: &str| h.headers.get(k).map_or("", String::as_str);
+            // Envoy with `encode_raw_headers: true` (the bench's) sends `header_map` instead.
+            let header = |k: &str| match h.headers.get(k) {
+                Some(value) => value.as_str(),
+                None => h
+                    .header_map
+                    .as_ref()
+                    .and_then(|m| m.headers.iter().find(|line| line.key == k))
+                    .map_or("", |line| match line.raw_value.is_empty() {
+                        true => line.value.as_str(),
+                        false => std::str::from_utf8(&line.raw_value).unwrap_or(""),
+                    }),
+            };
             let key = match self {
                 Floor::Proof(key) => key,
                 Floor::Bearer(key) => {
