@@ -1,19 +1,22 @@
 //! Security events: detectors fed by every Check, and the events they make delivered to
 //! signed webhooks, the Redis stream, the log and `claw-authz events tail`.
 //!
-//! The request path only offers an [`Observation`] to a bounded channel ([`Monitor::observe`]):
-//! a full channel drops it and counts, so detection and delivery never add latency to a Check.
-//! One task runs the detectors (`detect.rs`) and hands each event to the sinks, each with its
+//! The request path only pushes an [`Observation`] onto a bounded queue ([`Monitor::observe`]),
+//! waking no one: a full queue drops it and counts, so detection and delivery never add latency
+//! to a Check. One task drains the queue every [`DRAIN`] (at once when it is half full), runs the
+//! detectors (`detect.rs`) and hands each event to the sinks, each with its
 //! own bounded queue and worker (`deliver.rs`): a dead receiver costs its own worker only.
 
 pub mod deliver;
 pub mod detect;
 pub mod event;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
 
 pub use detect::{Observation, Reading};
 pub use event::{Kind, SecurityEvent};
@@ -46,10 +49,31 @@ impl Counters {
     }
 }
 
-/// The request path's handle, and the detectors' channel until [`Monitor::start`] takes it.
+/// How long an observation may wait in the intake. Detector windows are seconds long; waking
+/// the detectors' task per Check instead cost a worker thread's futex wake and park per Check
+/// at low rates.
+pub const DRAIN: Duration = Duration::from_millis(50);
+
+/// Observations waiting for the detectors, at most `capacity`.
+struct Intake {
+    queue: Mutex<VecDeque<Observation>>,
+    capacity: usize,
+    /// Signalled when the queue reaches half its capacity, so a burst is drained before it fills.
+    half_full: Notify,
+}
+
+impl Intake {
+    fn take(&self) -> VecDeque<Observation> {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *queue)
+    }
+}
+
+/// The request path's handle, and the detectors' intake.
 pub struct Monitor {
-    tx: Option<mpsc::Sender<Observation>>,
-    rx: Mutex<Option<mpsc::Receiver<Observation>>>,
+    intake: Option<Arc<Intake>>,
+    /// Whether [`Monitor::start`] ran.
+    started: Mutex<bool>,
     config: SecurityConfig,
     /// Every event as its CloudEvent text, for `GET /v1/security/events`.
     tail: broadcast::Sender<Arc<str>>,
@@ -58,16 +82,16 @@ pub struct Monitor {
 
 impl Monitor {
     pub fn new(config: &SecurityConfig) -> Monitor {
-        let (tx, rx) = match config.enabled {
-            true => {
-                let (tx, rx) = mpsc::channel(config.queue);
-                (Some(tx), Some(rx))
-            }
-            false => (None, None),
-        };
+        let intake = config.enabled.then(|| {
+            Arc::new(Intake {
+                queue: Mutex::new(VecDeque::new()),
+                capacity: config.queue,
+                half_full: Notify::new(),
+            })
+        });
         Monitor {
-            tx,
-            rx: Mutex::new(rx),
+            intake,
+            started: Mutex::new(false),
             config: config.clone(),
             tail: broadcast::channel(256).0,
             counters: Arc::new(Counters::default()),
@@ -76,17 +100,26 @@ impl Monitor {
 
     /// Whether observations are taken at all.
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.intake.is_some()
     }
 
-    /// Offers `o` to the detectors without waiting.
+    /// Offers `o` to the detectors, without waiting or waking anyone (unless the queue just
+    /// reached half full).
     pub fn observe(&self, o: Observation) {
-        if let Some(tx) = &self.tx
-            && tx.try_send(o).is_err()
-        {
+        let Some(intake) = &self.intake else { return };
+        let mut queue = intake.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.len() >= intake.capacity {
+            drop(queue);
             self.counters
                 .observations_dropped
                 .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        queue.push_back(o);
+        let half_full = queue.len() == intake.capacity.div_ceil(2);
+        drop(queue);
+        if half_full {
+            intake.half_full.notify_one();
         }
     }
 
@@ -109,9 +142,16 @@ impl Monitor {
         redis: Option<Redis>,
         logger: Option<opentelemetry_sdk::logs::SdkLogger>,
     ) {
-        let Some(mut rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else {
-            return;
-        };
+        let Some(intake) = &self.intake else { return };
+        {
+            let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+            if *started {
+                return;
+            }
+            *started = true;
+        }
+        // The task ends once the monitor (the intake's owner) is gone.
+        let intake: Weak<Intake> = Arc::downgrade(intake);
         let sinks = deliver::Sinks::start(&self.config, redis, self.counters.clone());
         let mut detectors = detect::Detectors::new(&self.config);
         let (tail, counters, poll) = (self.tail.clone(), self.counters.clone(), self.config.poll);
@@ -119,14 +159,20 @@ impl Monitor {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(poll);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut drain = tokio::time::interval(DRAIN);
+            drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let events = tokio::select! {
-                    o = rx.recv() => match o {
-                        Some(o) => detectors.observe(o).into_iter().collect(),
-                        None => break,
-                    },
-                    _ = tick.tick() => detectors.poll(&read(), clock.now_ms()),
-                };
+                let Some(held) = intake.upgrade() else { break };
+                let mut events = Vec::new();
+                tokio::select! {
+                    _ = held.half_full.notified() => {}
+                    _ = drain.tick() => {}
+                    _ = tick.tick() => events = detectors.poll(&read(), clock.now_ms()),
+                }
+                for o in held.take() {
+                    events.extend(detectors.observe(o));
+                }
+                drop(held);
                 for e in events {
                     let i = Kind::ALL.iter().position(|k| *k == e.kind).unwrap_or(0);
                     counters.events[i].fetch_add(1, Ordering::Relaxed);
