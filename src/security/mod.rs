@@ -161,8 +161,7 @@ impl Monitor {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut drain = tokio::time::interval(DRAIN);
             drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let Some(held) = intake.upgrade() else { break };
+            while let Some(held) = intake.upgrade() {
                 let mut events = Vec::new();
                 tokio::select! {
                     _ = held.half_full.notified() => {}
