@@ -10,7 +10,7 @@ use super::fields::{Reader, yaml_text};
 /// The `security_events` section.
 #[derive(Debug, Clone)]
 pub struct SecurityConfig {
-    /// Detection on (it costs the request path one channel send per check).
+    /// Detection on (it costs the request path one push onto a queue per check).
     pub enabled: bool,
     /// Observations waiting for the detectors; beyond this, dropped and counted.
     pub queue: usize,
