@@ -8,8 +8,6 @@
 //! `Bearer` and RFC 9449 `DPoP` challenges (with RFC 9728's `resource_metadata` on resource
 //! routes) for bearer tokens.
 
-use std::collections::BTreeMap;
-
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
@@ -93,8 +91,6 @@ fn metadata(entries: &[(&str, &str)]) -> Struct {
         fields: entries
             .iter()
             .map(|(k, v)| ((*k).to_owned(), string_value(v)))
-            .collect::<BTreeMap<_, _>>()
-            .into_iter()
             .collect(),
     }
 }
