@@ -241,6 +241,57 @@ fn source() -> String {
 mod tests {
     use super::*;
 
+    fn allowed(at_ms: u64) -> Observation {
+        Observation::Allowed {
+            agent: "did:a".into(),
+            client: None,
+            at_ms,
+        }
+    }
+
+    fn waiting(monitor: &Monitor) -> usize {
+        let intake = monitor.intake.as_ref().expect("enabled");
+        intake.queue.lock().unwrap().len()
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Observations wait for the drain (no wake per check) until the queue is half full, which
+    /// drains it at once; otherwise the next drain tick takes them.
+    #[tokio::test(start_paused = true)]
+    async fn the_intake_is_drained_every_tick_and_at_once_when_half_full() {
+        let yaml = "registry:\n  url: https://r.example\nsecurity_events:\n  queue: 16\n";
+        let config = crate::config::Config::load(yaml, &Default::default()).unwrap();
+        let monitor = Monitor::new(&config.security);
+        let clock = Arc::new(crate::clock::ManualClock::at(0));
+        let read = Box::new(|| Reading {
+            breakers: Vec::new(),
+            stale_for_ms: Vec::new(),
+        });
+        monitor.start(clock, read, None, None);
+        settle().await;
+        for i in 0..7 {
+            monitor.observe(allowed(i));
+        }
+        settle().await;
+        assert_eq!(waiting(&monitor), 7, "below half: no wake");
+        monitor.observe(allowed(7));
+        settle().await;
+        assert_eq!(waiting(&monitor), 0, "half full: drained at once");
+        for i in 0..3 {
+            monitor.observe(allowed(i));
+        }
+        settle().await;
+        assert_eq!(waiting(&monitor), 3);
+        tokio::time::advance(DRAIN).await;
+        settle().await;
+        assert_eq!(waiting(&monitor), 0, "drained by the tick");
+    }
+
     #[test]
     fn a_full_intake_drops_and_counts_without_waiting() {
         let yaml = "registry:\n  url: https://r.example\nsecurity_events:\n  queue: 16\n";
@@ -248,11 +299,7 @@ mod tests {
         // No task drains it: the 17th observation on finds the queue full.
         let monitor = Monitor::new(&config.security);
         for i in 0..20 {
-            monitor.observe(Observation::Allowed {
-                agent: "did:a".into(),
-                client: None,
-                at_ms: i,
-            });
+            monitor.observe(allowed(i));
         }
         let dropped = monitor
             .counters
@@ -263,11 +310,7 @@ mod tests {
         let config = crate::config::Config::load(off, &Default::default()).unwrap();
         let monitor = Monitor::new(&config.security);
         assert!(!monitor.enabled());
-        monitor.observe(Observation::Allowed {
-            agent: "did:a".into(),
-            client: None,
-            at_ms: 0,
-        });
+        monitor.observe(allowed(0));
         assert_eq!(
             monitor
                 .counters
