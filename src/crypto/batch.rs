@@ -253,6 +253,73 @@ mod tests {
         assert_eq!((accepted, refused), (60 * 12, 60 * 14));
     }
 
+    /// ed25519-dalek's own strict verifier, the reference for `Ed25519Key::verify`.
+    fn dalek_strict(key: &Ed25519Key, message: &[u8], signature: &[u8]) -> bool {
+        let key = ed25519_dalek::VerifyingKey::from_bytes(key.as_bytes()).unwrap();
+        <&[u8; 64]>::try_from(signature).is_ok_and(|bytes| {
+            key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(bytes))
+                .is_ok()
+        })
+    }
+
+    /// Every encoding of a small-order point, 14 in all: the 8 canonical ones, the sign bit set
+    /// on the two with `x = 0` (flipping it on the others gives their negations, also in the
+    /// set), and `y + p`, either sign, for the two `y` below 19 (0 and 1).
+    fn small_order_encodings() -> Vec<[u8; 32]> {
+        let mut out = Vec::new();
+        for point in EIGHT_TORSION {
+            let canonical = point.compress().to_bytes();
+            let mut flipped = canonical;
+            flipped[31] ^= 0x80;
+            out.extend([canonical, flipped]);
+            let y_is_small = canonical[1..31].iter().all(|b| *b == 0) && canonical[0] < 19;
+            if y_is_small && canonical[31] & 0x7f == 0 {
+                // y + p, p = 2^255 - 19, with either sign bit
+                let mut plus_p = [0xffu8; 32];
+                plus_p[0] = 0xed + canonical[0];
+                plus_p[31] = 0x7f | (canonical[31] & 0x80);
+                let mut other_sign = plus_p;
+                other_sign[31] ^= 0x80;
+                out.extend([plus_p, other_sign]);
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn the_verifier_answers_exactly_what_verify_strict_answers() {
+        let signers: Vec<Signer> = (0..12).map(Signer::new).collect();
+        let mut tally = [0usize; 2];
+        let mut check = |key: &Ed25519Key, message: &[u8], signature: &[u8], what: &str| {
+            let verdict = key.verify(message, signature);
+            assert_eq!(verdict, dalek_strict(key, message, signature), "{what}");
+            tally[usize::from(verdict)] += 1;
+        };
+        for round in 0..20 {
+            for (n, message, signature) in corner_cases(&signers, round) {
+                check(&signers[n].key, &message, &signature, "corner case");
+            }
+            for (what, forged) in refused_but_balanced(&signers[0], round, b"m") {
+                check(&signers[0].key, b"m", &forged, what);
+            }
+        }
+        // R any small-order encoding, with the s that balances the equation for R = the
+        // identity and for R = that point.
+        let encodings = small_order_encodings();
+        for (i, r_bytes) in encodings.iter().enumerate() {
+            let signer = &signers[i % signers.len()];
+            for r in [Scalar::ZERO, scalar("nonce", i)] {
+                let signature = signer.sign_with(r, *r_bytes, b"small order");
+                check(&signer.key, b"small order", &signature, "small-order R");
+            }
+        }
+        // 12 valid signatures in each round's corner cases; nothing else passes.
+        assert_eq!(tally, [20 * (14 + 4) + 2 * encodings.len(), 20 * 12]);
+        assert_eq!(encodings.len(), 14);
+    }
+
     /// Signatures whose equation holds but which `verify_strict` refuses: only the batch's own
     /// conditions keep them out, so each is tried alone among valid ones (a failed combination
     /// would otherwise hand every verdict to `verify_strict`).
