@@ -18,10 +18,15 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::Status;
 
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use prost::Message;
+
 use crate::denial::Denial;
 use crate::pipeline::{BearerIdentity, ClawIdentity, Decision, Identity, SignatureIdentity};
 use crate::policy::{Policy, Profile};
 use crate::protocol::dpop;
+use crate::server::Answer;
 use crate::stage::bearer::Scheme;
 
 /// Unix seconds of the server, on skew denials.
@@ -92,6 +97,80 @@ fn metadata(entries: &[(&str, &str)]) -> Struct {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), string_value(v)))
             .collect(),
+    }
+}
+
+/// How many policies' answers one agent keeps encoded; past it, answers are built per check.
+/// Policies are the operator's (never the caller's), so this is only a guard.
+const SHARED_POLICIES: usize = 16;
+
+/// One Claw agent's encoded allow answers, by policy name. An allow answer is built from the
+/// agent's identity, the policy's name and the server's fixed credential headers, nothing of
+/// the request (no request id, no time), so all the checks of one AIT on one policy share it:
+/// built and encoded once, then sent as bytes (`server::Answer::Shared`).
+#[derive(Default)]
+pub(crate) struct SharedAnswers(ArcSwap<Vec<(Box<str>, Bytes)>>);
+
+impl SharedAnswers {
+    /// The answer for `policy`, from `build` the first time.
+    pub(crate) fn get_or_build(&self, policy: &str, build: impl FnOnce() -> Bytes) -> Bytes {
+        let current = self.0.load();
+        if let Some((_, bytes)) = current.iter().find(|(name, _)| **name == *policy) {
+            return bytes.clone();
+        }
+        let bytes = build();
+        if current.len() < SHARED_POLICIES {
+            self.0.rcu(|answers| {
+                let mut answers = Vec::clone(answers);
+                if !answers.iter().any(|(name, _)| **name == *policy) {
+                    answers.push((policy.into(), bytes.clone()));
+                }
+                answers
+            });
+        }
+        bytes
+    }
+}
+
+/// A cache, not part of the identity.
+impl PartialEq for SharedAnswers {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SharedAnswers {}
+
+impl std::fmt::Debug for SharedAnswers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedAnswers({} policies)", self.0.load().len())
+    }
+}
+
+/// The encoded answer to a check: shared by the agent's checks on the policy when the check is
+/// an allowed Claw request (`SharedAnswers`), built for this check otherwise.
+pub(crate) fn encoded(
+    decision: &Decision,
+    request_id: &str,
+    credential_headers: &[String],
+    server_time_secs: u64,
+    scheme: Option<Scheme>,
+) -> Answer {
+    match decision {
+        Decision::Allow {
+            identity: identity @ Some(Identity::Claw(id)),
+            policy,
+        } => Answer::Shared(id.answers.get_or_build(&policy.name, || {
+            let response = allow(identity.as_ref(), &policy.name, None, credential_headers);
+            Bytes::from(response.encode_to_vec())
+        })),
+        _ => Answer::Built(Box::new(build(
+            decision,
+            request_id,
+            credential_headers,
+            server_time_secs,
+            scheme,
+        ))),
     }
 }
 
@@ -402,6 +481,31 @@ fn deny(denial: &Denial, request_id: &str, policy: &str, server_time_secs: u64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_is_built_once_per_policy_and_past_the_guard_built_every_time() {
+        let answers = SharedAnswers::default();
+        let builds = std::cell::Cell::new(0);
+        let get = |policy: &str| {
+            answers.get_or_build(policy, || {
+                builds.set(builds.get() + 1);
+                Bytes::from(format!("answer for {policy}"))
+            })
+        };
+        assert_eq!(get("default"), "answer for default");
+        assert_eq!(get("default"), "answer for default");
+        assert_eq!(get("admin"), "answer for admin");
+        assert_eq!(builds.get(), 2);
+        for i in 2..SHARED_POLICIES {
+            get(&format!("p{i}"));
+        }
+        assert_eq!(builds.get(), SHARED_POLICIES);
+        // Full: a new policy's answer is built for each check, the kept ones still shared.
+        assert_eq!(get("one more"), "answer for one more");
+        assert_eq!(get("one more"), "answer for one more");
+        assert_eq!(get("admin"), "answer for admin");
+        assert_eq!(builds.get(), SHARED_POLICIES + 2);
+    }
 
     #[test]
     fn envelope_is_byte_exact_in_reference_order() {

@@ -587,3 +587,47 @@ async fn concurrent_identical_validations_share_one_registry_call() {
     );
     s.stop().await;
 }
+
+/// An allowed agent's answer is encoded once per policy and then shared by its checks: each
+/// answer still names its own agent and its own policy, whatever was answered before it.
+#[tokio::test]
+async fn shared_allow_answers_carry_each_agents_identity_and_each_policys_name() {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let w = World::new("shared").await;
+    let policies = "policies:\n  partners:\n    mode: enforce\n";
+    let mut s = support::server::start(&w.yaml(policies), Arc::new(ManualClock::at(NOW_MS))).await;
+    let mut n = 0;
+    for _round in 0..3 {
+        for agent in [&w.alpha, &w.beta] {
+            // The route's own rule, and a named policy chosen by Envoy's context extensions.
+            for policy in ["/hooks/message", "partners"] {
+                n += 1;
+                let access = [("x-claw-agent-access", "clw_agt_token")];
+                let nonce = format!("n-{n}");
+                let mut req = w.signed(agent, "POST", "/hooks/message", b"{}", &nonce, &access);
+                if policy == "partners" {
+                    req.attributes
+                        .as_mut()
+                        .unwrap()
+                        .context_extensions
+                        .insert("claw_policy".into(), policy.into());
+                }
+                let r = s.check(req).await;
+                assert_eq!(r.status.as_ref().unwrap().code, 0, "check {n}");
+                let (headers, removed) = ok_headers(&r);
+                assert_eq!(headers[0].0, "x-claw-agent-did");
+                assert_eq!(headers[0].1, w.registry.agent_did(&agent.ulid), "check {n}");
+                assert_eq!(headers[4].1, agent.key.public_b64(), "check {n}");
+                assert_eq!(removed[..2], ["authorization", "x-claw-proof"]);
+                let meta = r.dynamic_metadata.unwrap().fields;
+                let text = |k: &str| match &meta[k].kind {
+                    Some(Kind::StringValue(v)) => v.clone(),
+                    other => panic!("{k}: {other:?}"),
+                };
+                assert_eq!(text("policy"), policy, "check {n}");
+                assert_eq!(text("agent_did"), headers[0].1, "check {n}");
+            }
+        }
+    }
+    s.stop().await;
+}

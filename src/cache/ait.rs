@@ -19,12 +19,15 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::PublicKey;
 use crate::metrics::CacheCounts;
+use crate::pipeline::ClawIdentity;
 use crate::protocol::ait::AitClaims;
 use crate::protocol::keys::KeySet;
 
 /// A verified token and the registry key that verified it.
 pub struct VerifiedAit {
     pub claims: AitClaims,
+    /// The agent as allowed checks name it, built once for all the token's checks.
+    pub(crate) identity: Arc<ClawIdentity>,
     kid: String,
     key: PublicKey,
 }
@@ -32,7 +35,13 @@ pub struct VerifiedAit {
 impl VerifiedAit {
     /// `claims` of a token verified by `key`, named `kid` in the registry's key set.
     pub(crate) fn new(claims: AitClaims, kid: String, key: PublicKey) -> Self {
-        VerifiedAit { claims, kid, key }
+        let identity = Arc::new(ClawIdentity::from_claims(&claims));
+        VerifiedAit {
+            claims,
+            identity,
+            kid,
+            key,
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{BearerIdentity, ClawIdentity, Identity, Pipeline, SignatureIdentity};
+use super::{BearerIdentity, Identity, Pipeline, SignatureIdentity};
 use crate::cache::ait::VerifiedAit;
 use crate::crypto::PublicKey;
 use crate::denial::Denial;
@@ -190,7 +190,7 @@ impl Credential {
 
     pub(super) fn identity(self) -> Identity {
         match self {
-            Credential::Claw(ait) => Identity::Claw(ClawIdentity::from_claims(&ait.claims)),
+            Credential::Claw(ait) => Identity::Claw(ait.identity.clone()),
             Credential::Bearer(claims) => Identity::Bearer(BearerIdentity::from(*claims)),
             Credential::Signature(signed) => Identity::Signature(SignatureIdentity {
                 components: signed

@@ -45,6 +45,7 @@ use crate::policy::{Mode, Policy, RoutePolicies, Selected};
 use crate::protocol::ait::AitClaims;
 use crate::ratelimit::{Limit, Limiter, Verdict};
 use crate::request::RequestView;
+use crate::response::SharedAnswers;
 use crate::revocation::Events;
 use crate::stage::bearer::IssuerKeys;
 use crate::stage::{httpsig, pop, replay};
@@ -56,7 +57,8 @@ use record::Recorder;
 /// Who the caller is, once authenticated, by profile.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Identity {
-    Claw(ClawIdentity),
+    /// Built once per verified AIT (`VerifiedAit::identity`), shared by its checks.
+    Claw(Arc<ClawIdentity>),
     Bearer(BearerIdentity),
     Signature(SignatureIdentity),
 }
@@ -83,7 +85,7 @@ pub struct BearerIdentity {
 }
 
 /// A Claw AIT's agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ClawIdentity {
     pub agent_did: String,
     pub owner_did: String,
@@ -91,6 +93,8 @@ pub struct ClawIdentity {
     pub issuer: String,
     /// `cnf.jwk.x` (for a P-256 key, `x.y`).
     pub(crate) public_key: String,
+    /// The agent's encoded allow answers, by policy.
+    pub(crate) answers: SharedAnswers,
 }
 
 impl Identity {
@@ -105,7 +109,7 @@ impl Identity {
 }
 
 impl ClawIdentity {
-    fn from_claims(c: &AitClaims) -> Self {
+    pub(crate) fn from_claims(c: &AitClaims) -> Self {
         ClawIdentity {
             agent_did: c.sub.clone(),
             owner_did: c.owner_did.clone(),
@@ -115,6 +119,7 @@ impl ClawIdentity {
                 Some(y) => format!("{}.{y}", c.cnf.x),
                 None => c.cnf.x.clone(),
             },
+            answers: SharedAnswers::default(),
         }
     }
 }

@@ -9,12 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
-    Authorization, AuthorizationServer,
-};
-use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use tokio::net::TcpListener;
-use tonic::{Request, Response, Status};
+use tonic::Request;
 use tonic_health::ServingStatus;
 
 use tracing::Instrument;
@@ -28,6 +25,8 @@ use crate::response;
 use crate::telemetry::MetadataExtractor;
 
 mod admin;
+mod check;
+pub use check::Answer;
 mod limits;
 mod resource;
 pub(crate) mod tls;
@@ -49,12 +48,9 @@ impl CheckService {
     }
 }
 
-#[tonic::async_trait]
-impl Authorization for CheckService {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
+impl CheckService {
+    /// `Check`: the pipeline's decision, as Envoy receives it.
+    pub async fn answer(&self, request: Request<CheckRequest>) -> Answer {
         // Registry calls on this path end at the configured request timeout, or sooner when
         // Envoy's `grpc-timeout` (less a margin for the answer to get back) is nearer.
         let now = tokio::time::Instant::now();
@@ -91,13 +87,13 @@ impl Authorization for CheckService {
         let label = record(&self.app, &decision, now.elapsed());
         span.record("decision", label);
         log_decision(&decision, &view, &request_id);
-        Ok(Response::new(response::build(
+        response::encoded(
             &decision,
             &request_id,
             &self.app.remove_headers,
             self.app.pipeline.clock.now_secs(),
             crate::stage::bearer::Scheme::of(&view),
-        )))
+        )
     }
 }
 
@@ -218,8 +214,8 @@ pub async fn serve(
              encrypts the hop"
         );
     }
-    let check = AuthorizationServer::new(CheckService { app: app.clone() })
-        .max_decoding_message_size(app.limits.message_bytes);
+    let check =
+        check::CheckServer::new(CheckService { app: app.clone() }, app.limits.message_bytes);
     let grpc_server = tonic::transport::Server::builder()
         // Past this many Checks in flight on one connection the client queues (Envoy opens
         // another connection): an overloaded server otherwise falls behind reading requests

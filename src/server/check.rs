@@ -1,0 +1,163 @@
+//! The `envoy.service.auth.v3.Authorization` gRPC service, written out rather than taken from
+//! envoy-types' generated server: that one encodes every answer with prost from a
+//! `CheckResponse`, and an allowed agent's answer here is usually bytes encoded once and shared
+//! (`response::SharedAnswers`). Requests are decoded with prost as before.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{Body, BoxFuture, StdError};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Code, Status};
+
+use super::{AUTHORIZATION_SERVICE, CheckService};
+
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// A Check's answer.
+#[derive(Debug)]
+pub enum Answer {
+    /// Built for this check.
+    Built(Box<CheckResponse>),
+    /// An allow answer shared by the agent's checks on its policy, already encoded.
+    Shared(Bytes),
+}
+
+impl Answer {
+    /// Whether the check was allowed (gRPC status OK; shared answers are all allow answers).
+    pub fn is_ok(&self) -> bool {
+        match self {
+            Answer::Built(response) => response.status.as_ref().is_some_and(|s| s.code == 0),
+            Answer::Shared(_) => true,
+        }
+    }
+
+    /// The answer as Envoy receives it.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        match self {
+            Answer::Built(response) => response.encode_to_vec(),
+            Answer::Shared(bytes) => bytes.to_vec(),
+        }
+    }
+
+    /// The answer as a message (a shared one decoded), for in-process callers.
+    pub fn into_response(self) -> CheckResponse {
+        match self {
+            Answer::Built(response) => *response,
+            // Encoded here from a `CheckResponse`, so it decodes.
+            Answer::Shared(bytes) => CheckResponse::decode(bytes).unwrap_or_default(),
+        }
+    }
+}
+
+/// The service as tonic's router takes it.
+#[derive(Clone)]
+pub(crate) struct CheckServer {
+    service: Arc<CheckService>,
+    max_decoding_bytes: usize,
+}
+
+impl CheckServer {
+    /// Checks larger than `max_decoding_bytes` are refused before they are decoded.
+    pub(crate) fn new(service: CheckService, max_decoding_bytes: usize) -> Self {
+        CheckServer {
+            service: Arc::new(service),
+            max_decoding_bytes,
+        }
+    }
+}
+
+impl NamedService for CheckServer {
+    const NAME: &'static str = AUTHORIZATION_SERVICE;
+}
+
+impl<B> tower_service::Service<http::Request<B>> for CheckServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != CHECK_PATH {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let unary = Unary(self.service.clone());
+        let limit = self.max_decoding_bytes;
+        Box::pin(async move {
+            let mut grpc = Grpc::new(AnswerCodec).apply_max_message_size_config(Some(limit), None);
+            Ok(grpc.unary(unary, request).await)
+        })
+    }
+}
+
+struct Unary(Arc<CheckService>);
+
+impl UnaryService<CheckRequest> for Unary {
+    type Response = Answer;
+    type Future = BoxFuture<tonic::Response<Answer>, Status>;
+
+    fn call(&mut self, request: tonic::Request<CheckRequest>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { Ok(tonic::Response::new(service.answer(request).await)) })
+    }
+}
+
+/// Decodes `CheckRequest`s with prost; encodes answers, copying shared ones as they are.
+#[derive(Clone, Copy, Default)]
+struct AnswerCodec;
+
+impl Codec for AnswerCodec {
+    type Encode = Answer;
+    type Decode = CheckRequest;
+    type Encoder = AnswerCodec;
+    type Decoder = AnswerCodec;
+
+    fn encoder(&mut self) -> AnswerCodec {
+        AnswerCodec
+    }
+
+    fn decoder(&mut self) -> AnswerCodec {
+        AnswerCodec
+    }
+}
+
+impl Encoder for AnswerCodec {
+    type Item = Answer;
+    type Error = Status;
+
+    fn encode(&mut self, answer: Answer, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        match answer {
+            Answer::Built(response) => response
+                .encode(dst)
+                .map_err(|_| Status::internal("the answer could not be encoded")),
+            Answer::Shared(bytes) => {
+                dst.put_slice(&bytes);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Decoder for AnswerCodec {
+    type Item = CheckRequest;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<CheckRequest>, Status> {
+        // The code prost's own codec gives; its error text (fields, offsets) stays out.
+        CheckRequest::decode(src)
+            .map(Some)
+            .map_err(|_| Status::new(Code::Internal, "malformed CheckRequest"))
+    }
+}
