@@ -6,11 +6,15 @@
 //! on it survives the process dying, whatever the signal. Surviving a machine crash or power loss
 //! also needs the page cache flushed, and `nonce.fsync` chooses how:
 //!
-//! - `interval` (default): the check writes its own 28-byte record (one `write(2)` under a short
-//!   lock, no hand-off to another thread and no wake-up), and a syncer thread calls `fdatasync`
-//!   every `fsync_interval_ms` when something was written, and flushes the directory after a new
-//!   segment (a machine crash can forget up to that much, plus the flush's own duration). Handing every record to a writer thread cost more CPU per check than the rest of the
-//!   store (BENCHMARKS.md).
+//! - `interval` (default): the checks write their records themselves, in turns, with no writer
+//!   thread (handing every record to one cost more CPU per check than the rest of the store,
+//!   BENCHMARKS.md). A check that finds no write under way takes the turn: it lets the checks
+//!   already running on its thread add their records (one `yield`), then writes every record
+//!   waiting in one `write(2)`, answers their checks, and hands the next turn to the first check
+//!   that arrived meanwhile. Under load one write serves several checks; alone, a check writes
+//!   its own record at once. A syncer thread calls `fdatasync` every `fsync_interval_ms` when
+//!   something was written, and flushes the directory after a new segment (a machine crash can
+//!   forget up to that much, plus the flush's own duration).
 //! - `always`: records go to a writer thread, and every record queued while it is writing goes out
 //!   in the next single write and `fdatasync` (group commit), before the checks are answered.
 //!
@@ -63,8 +67,8 @@ pub struct FileNonceStore {
 
 /// Where a fresh record goes, by `nonce.fsync`.
 enum Log {
-    /// `interval`: written by the check itself; the syncer thread flushes.
-    Direct(Arc<Mutex<Segments>>),
+    /// `interval`: written by the checks in turns; the syncer thread flushes.
+    Direct(Direct),
     /// `always`: queued for the writer thread's group commit.
     Queued(mpsc::Sender<Pending>),
 }
@@ -127,7 +131,12 @@ impl FileNonceStore {
                     .name("nonce-log-sync".into())
                     .spawn(move || sync_every(&weak, every))
                     .map_err(|e| format!("cannot start the nonce log syncer: {e}"))?;
-                Log::Direct(segments)
+                Log::Direct(Direct {
+                    segments,
+                    batch: Mutex::default(),
+                    failures: write_failures.clone(),
+                    writes: AtomicU64::new(0),
+                })
             }
             Fsync::Always => {
                 let (queue, rx) = mpsc::channel();
@@ -174,19 +183,7 @@ impl FileNonceStore {
         // Recorded in memory first, so a concurrent duplicate is already a replay; the answer
         // waits until the record is in the log. If the write fails, the nonce stays burned.
         let written = match &self.log {
-            Log::Direct(segments) => {
-                let mut record = Vec::with_capacity(RECORD);
-                encode(key, expires_at_ms, &mut record);
-                let mut segments = segments.lock().unwrap_or_else(|p| p.into_inner());
-                let written = segments.append(&record, now_ms, expires_at_ms);
-                if let Err(e) = &written {
-                    segments.close_segment();
-                    drop(segments);
-                    self.write_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "nonce log write failed");
-                }
-                written
-            }
+            Log::Direct(direct) => direct.append(key, expires_at_ms, now_ms).await,
             Log::Queued(queue) => {
                 let (done, written) = tokio::sync::oneshot::channel();
                 let pending = Pending {
@@ -214,9 +211,169 @@ impl FileNonceStore {
 impl Drop for FileNonceStore {
     /// The last records are flushed (`interval`; the writer thread does it for `always`).
     fn drop(&mut self) {
-        if let Log::Direct(segments) = &self.log {
-            let mut segments = segments.lock().unwrap_or_else(|p| p.into_inner());
+        if let Log::Direct(direct) = &self.log {
+            let mut segments = lock(&direct.segments);
             segments.sync();
+        }
+    }
+}
+
+/// `interval`'s log: records written by the checks, in turns.
+struct Direct {
+    segments: Arc<Mutex<Segments>>,
+    batch: Mutex<Batch>,
+    failures: Arc<AtomicU64>,
+    /// `write(2)` calls made, one per turn.
+    writes: AtomicU64,
+}
+
+/// Records waiting for the next write.
+#[derive(Default)]
+struct Batch {
+    records: Vec<u8>,
+    now_ms: u64,
+    max_expiry: u64,
+    /// The checks whose records wait here, but the one whose turn it is.
+    waiting: std::collections::VecDeque<tokio::sync::oneshot::Sender<Turn>>,
+    /// A check has the turn: new records wait for it.
+    taken: bool,
+}
+
+/// What a waiting check is told.
+enum Turn {
+    /// Its record was written (or the write failed).
+    Written(Result<(), String>),
+    /// Its record is still waiting, and it writes next.
+    Yours,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Direct {
+    /// Answers once the record is in the kernel's hands.
+    async fn append(&self, key: u128, expires_at_ms: u64, now_ms: u64) -> Result<(), String> {
+        let waiting = {
+            let mut batch = lock(&self.batch);
+            encode(key, expires_at_ms, &mut batch.records);
+            batch.now_ms = batch.now_ms.max(now_ms);
+            batch.max_expiry = batch.max_expiry.max(expires_at_ms);
+            match std::mem::replace(&mut batch.taken, true) {
+                true => {
+                    let (tell, told) = tokio::sync::oneshot::channel();
+                    batch.waiting.push_back(tell);
+                    Some(told)
+                }
+                false => None,
+            }
+        };
+        let mut turn = match waiting {
+            None => {
+                let turn = WriteTurn {
+                    log: self,
+                    done: false,
+                };
+                // The checks already running on this thread add their records first.
+                tokio::task::yield_now().await;
+                turn
+            }
+            Some(told) => {
+                let mut waiting = Waiting { log: self, told };
+                match (&mut waiting.told).await {
+                    Ok(Turn::Written(result)) => return result,
+                    Ok(Turn::Yours) => WriteTurn {
+                        log: self,
+                        done: false,
+                    },
+                    Err(_) => return Err("nonce log writer stopped".into()),
+                }
+            }
+        };
+        turn.take()
+    }
+}
+
+/// A check waiting for its record to be written. Dropped (Envoy gave up on it) after it was
+/// handed the turn but before it saw so, it takes the turn all the same.
+struct Waiting<'a> {
+    log: &'a Direct,
+    told: tokio::sync::oneshot::Receiver<Turn>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Ok(Turn::Yours) = self.told.try_recv() {
+            let _ = WriteTurn {
+                log: self.log,
+                done: false,
+            }
+            .take();
+        }
+    }
+}
+
+/// A check's turn to write. Taken even when the check is dropped (Envoy gave up on it): the
+/// records of the checks waiting for it are written all the same.
+struct WriteTurn<'a> {
+    log: &'a Direct,
+    done: bool,
+}
+
+impl WriteTurn<'_> {
+    /// Writes every waiting record, answers their checks, and hands on the turn.
+    fn take(&mut self) -> Result<(), String> {
+        self.done = true;
+        let mut own = None;
+        loop {
+            let (records, now, max_expiry, waiting) = {
+                let mut batch = lock(&self.log.batch);
+                let records = std::mem::take(&mut batch.records);
+                let waiting = std::mem::take(&mut batch.waiting);
+                (records, batch.now_ms, batch.max_expiry, waiting)
+            };
+            let result = self.write(&records, now, max_expiry);
+            for tell in waiting {
+                let _ = tell.send(Turn::Written(result.clone()));
+            }
+            let own = own.get_or_insert(result).clone();
+            // The checks that arrived during the write wait for the next turn: the first one
+            // still waiting takes it. None left (all dropped): their records are written here.
+            let mut batch = lock(&self.log.batch);
+            if batch.records.is_empty() {
+                batch.taken = false;
+                return own;
+            }
+            while let Some(next) = batch.waiting.pop_front() {
+                if next.send(Turn::Yours).is_ok() {
+                    return own;
+                }
+            }
+        }
+    }
+
+    fn write(&self, records: &[u8], now: u64, max_expiry: u64) -> Result<(), String> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.log.writes.fetch_add(1, Ordering::Relaxed);
+        let mut segments = lock(&self.log.segments);
+        let written = segments.append(records, now, max_expiry);
+        if let Err(e) = &written {
+            segments.close_segment();
+            drop(segments);
+            let failed = (records.len() / RECORD) as u64;
+            self.log.failures.fetch_add(failed, Ordering::Relaxed);
+            tracing::error!(error = %e, "nonce log write failed");
+        }
+        written
+    }
+}
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.take();
         }
     }
 }
@@ -483,6 +640,101 @@ mod tests {
         let store = FileNonceStore::open(&d, 100, 100, Fsync::Always, 50_000).unwrap();
         assert_eq!(store.restored(), 0);
         assert_eq!(segments(&d).unwrap().len(), 0);
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    fn direct(store: &FileNonceStore) -> &Direct {
+        match &store.log {
+            Log::Direct(direct) => direct,
+            Log::Queued(_) => panic!("fsync: interval writes directly"),
+        }
+    }
+
+    /// Polls `future` once.
+    async fn poll_once<F: std::future::Future + Unpin>(
+        future: &mut F,
+    ) -> std::task::Poll<F::Output> {
+        std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(cx)))
+            .await
+    }
+
+    #[tokio::test]
+    async fn records_of_checks_running_together_go_out_in_one_write() {
+        let d = dir("together");
+        let store =
+            Arc::new(FileNonceStore::open(&d, 100, 100, Fsync::Interval(1000), 1_000).unwrap());
+        let checks: Vec<_> = (0..10)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .check_and_record("did", &format!("n{i}"), 50_000, 1_000)
+                        .await
+                })
+            })
+            .collect();
+        for check in checks {
+            assert_eq!(check.await.unwrap(), Ok(NonceOutcome::Fresh));
+        }
+        // The first check took the turn and yielded; the other nine added their records.
+        assert_eq!(direct(&store).writes.load(Ordering::Relaxed), 1);
+        // Alone, a check writes its own record.
+        assert_eq!(
+            store.check_and_record("did", "alone", 50_000, 1_000).await,
+            Ok(NonceOutcome::Fresh)
+        );
+        assert_eq!(direct(&store).writes.load(Ordering::Relaxed), 2);
+        drop(store);
+        let store = FileNonceStore::open(&d, 100, 100, Fsync::Interval(1000), 2_000).unwrap();
+        assert_eq!(store.restored(), 11);
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Envoy may give up on a check (its future is dropped) while it has the turn, or after it
+    /// was handed the turn: the records waiting for it are written all the same, and the turn
+    /// goes on.
+    #[tokio::test]
+    async fn a_check_dropped_with_the_turn_still_writes_the_waiting_records() {
+        let d = dir("dropped");
+        let store = FileNonceStore::open(&d, 100, 100, Fsync::Interval(1000), 1_000).unwrap();
+        let mut first = Box::pin(store.check_and_record("did", "a", 50_000, 1_000));
+        assert!(
+            poll_once(&mut first).await.is_pending(),
+            "yields with the turn"
+        );
+        let mut second = Box::pin(store.check_and_record("did", "b", 50_000, 1_000));
+        assert!(
+            poll_once(&mut second).await.is_pending(),
+            "waits for the turn"
+        );
+        drop(first);
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(10), second).await;
+        assert_eq!(
+            answered.expect("the waiting check is answered"),
+            Ok(NonceOutcome::Fresh)
+        );
+        let log = direct(&store);
+        assert_eq!(log.writes.load(Ordering::Relaxed), 1);
+        // Handed the turn, then dropped before it saw so: it writes on its way out.
+        let (tell, told) = tokio::sync::oneshot::channel();
+        {
+            let mut batch = lock(&log.batch);
+            encode(record_key("did", "c"), 50_000, &mut batch.records);
+            batch.taken = true;
+        }
+        tell.send(Turn::Yours).ok().unwrap();
+        drop(Waiting { log, told });
+        assert_eq!(log.writes.load(Ordering::Relaxed), 2);
+        assert!(!lock(&log.batch).taken, "the turn is free again");
+        assert_eq!(
+            store.check_and_record("did", "d", 50_000, 1_000).await,
+            Ok(NonceOutcome::Fresh)
+        );
+        drop(store);
+        let store = FileNonceStore::open(&d, 100, 100, Fsync::Interval(1000), 2_000).unwrap();
+        assert_eq!(store.restored(), 4);
         drop(store);
         std::fs::remove_dir_all(&d).unwrap();
     }
