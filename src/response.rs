@@ -18,6 +18,8 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::Status;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use prost::Message;
@@ -104,6 +106,14 @@ fn metadata(entries: &[(&str, &str)]) -> Struct {
 /// Policies are the operator's (never the caller's), so this is only a guard.
 const SHARED_POLICIES: usize = 16;
 
+/// How many encoded answers the process keeps, all agents together (about 1.1 KiB each with
+/// the longest identities: 4.4 MiB, in the memory budget). Past it, a new agent's answers are
+/// built per check until an agent's token leaves the AIT cache and gives its answers back.
+pub(crate) const SHARED_MAX: usize = 4_096;
+
+/// Encoded answers held, all agents together.
+static SHARED_HELD: AtomicUsize = AtomicUsize::new(0);
+
 /// One Claw agent's encoded allow answers, by policy name. An allow answer is built from the
 /// agent's identity, the policy's name and the server's fixed credential headers, nothing of
 /// the request (no request id, no time), so all the checks of one AIT on one policy share it:
@@ -119,16 +129,40 @@ impl SharedAnswers {
             return bytes.clone();
         }
         let bytes = build();
-        if current.len() < SHARED_POLICIES {
+        let reserved = SHARED_HELD
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < SHARED_MAX).then_some(n + 1)
+            })
+            .is_ok();
+        if current.len() < SHARED_POLICIES && reserved {
+            let mut added = false;
             self.0.rcu(|answers| {
                 let mut answers = Vec::clone(answers);
-                if !answers.iter().any(|(name, _)| **name == *policy) {
+                added = !answers.iter().any(|(name, _)| **name == *policy);
+                if added {
                     answers.push((policy.into(), bytes.clone()));
                 }
                 answers
             });
+            if !added {
+                SHARED_HELD.fetch_sub(1, Ordering::Relaxed);
+            }
+        } else if reserved {
+            SHARED_HELD.fetch_sub(1, Ordering::Relaxed);
         }
         bytes
+    }
+}
+
+/// Encoded answers held now, all agents together.
+pub(crate) fn shared_held() -> usize {
+    SHARED_HELD.load(Ordering::Relaxed)
+}
+
+/// Gives the process's allowance back.
+impl Drop for SharedAnswers {
+    fn drop(&mut self) {
+        SHARED_HELD.fetch_sub(self.0.load().len(), Ordering::Relaxed);
     }
 }
 

@@ -165,12 +165,28 @@ fn aits(n: usize) -> Box<dyn Any> {
         jti: ulid(i),
     };
     let cache = AitCache::new(n as u64);
+    // Each agent has had a check allowed: its encoded answer is kept with it (one policy; the
+    // default credential headers).
+    let policy = crate::policy::Policy::default_enforce();
+    let remove = crate::config::Defaults::REMOVE_HEADERS.map(String::from);
     for i in 0..n {
         let verified = VerifiedAit::new(claims(i), "reg-key-2026".into(), key());
+        let allowed = crate::pipeline::Decision::Allow {
+            identity: Some(crate::pipeline::Identity::Claw(verified.identity.clone())),
+            policy: policy.clone(),
+        };
+        let answer = crate::response::encoded(&allowed, "", &remove, 0, None);
+        assert!(answer.is_ok() && matches!(answer, crate::server::Answer::Shared(_)));
         let digest = AitCache::digest(&format!("token {i}"));
         cache.insert(digest, verified, NOW_MS / 1000);
     }
     assert_eq!(cache.len(), n, "every token held");
+    let shared = crate::response::shared_held();
+    assert_eq!(
+        shared,
+        n.min(crate::response::SHARED_MAX),
+        "encoded answers kept"
+    );
     Box::new(cache)
 }
 
