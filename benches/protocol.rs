@@ -4,7 +4,8 @@
 //! `cargo bench --bench protocol` ends with a table of ns/op and the ratio the issue tracks:
 //! PoP verify / raw Ed25519 verify (goal: within 1.1). Issue 20: the exact batch verification
 //! (`crypto::batch`) per signature at 8 and 32 signatures a batch, and the torsion check each
-//! signature in a batch needs, beside `verify_strict` alone.
+//! signature in a batch needs, beside `verify_strict` alone; and claw-authz's own verifier
+//! (`Ed25519Key::verify`: `verify_strict`'s verdicts without decompressing `R`) beside it.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -69,6 +70,12 @@ fn benches(c: &mut Criterion) {
                 .verify_strict(black_box(canonical.as_bytes()), black_box(&sig))
                 .unwrap()
         })
+    });
+    // The same verdicts without decompressing R (`Ed25519Key::verify`).
+    let claw_key = Ed25519Key::from_bytes(signer.verifying_key().as_bytes()).unwrap();
+    let sig_bytes = sig.to_bytes();
+    g.bench_function("ed25519_verify_claw_authz", |b| {
+        b.iter(|| assert!(claw_key.verify(black_box(canonical.as_bytes()), black_box(&sig_bytes))))
     });
     // 32 agents' signatures over their own messages, for the batch verifier.
     let batch_keys: Vec<(Ed25519Key, Vec<u8>, Vec<u8>)> = (0..32u8)
@@ -164,6 +171,7 @@ fn main() {
 
     let ids = [
         "ed25519_verify_strict_raw",
+        "ed25519_verify_claw_authz",
         "ed25519_batch_exact_8",
         "ed25519_batch_exact_32",
         "ed25519_r_torsion_check",
@@ -183,6 +191,15 @@ fn main() {
         println!(
             "\nratio pop_verify / ed25519_verify_strict_raw = {:.3}",
             pop / raw
+        );
+    }
+    if let (Some(ours), Some(raw)) = (
+        mean_ns("ed25519_verify_claw_authz"),
+        mean_ns("ed25519_verify_strict_raw"),
+    ) {
+        println!(
+            "ratio ed25519_verify_claw_authz / ed25519_verify_strict_raw = {:.3}",
+            ours / raw
         );
     }
     if let Some(raw) = mean_ns("ed25519_verify_strict_raw") {

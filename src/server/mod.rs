@@ -26,10 +26,11 @@ use crate::telemetry::MetadataExtractor;
 
 mod admin;
 mod check;
-pub use check::Answer;
 mod limits;
 mod resource;
 pub(crate) mod tls;
+
+pub use check::Answer;
 
 /// The reflection data built from `envoy-types`' descriptor set (see `build.rs`).
 const EXT_AUTHZ_DESCRIPTOR: &[u8] =

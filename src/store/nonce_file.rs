@@ -8,11 +8,11 @@
 //!
 //! - `interval` (default): the checks write their records themselves, in turns, with no writer
 //!   thread (handing every record to one cost more CPU per check than the rest of the store,
-//!   BENCHMARKS.md). A check that finds no write under way takes the turn: it lets the checks
-//!   already running on its thread add their records (one `yield`), then writes every record
-//!   waiting in one `write(2)`, answers their checks, and hands the next turn to the first check
-//!   that arrived meanwhile. Under load one write serves several checks; alone, a check writes
-//!   its own record at once. A syncer thread calls `fdatasync` every `fsync_interval_ms` when
+//!   BENCHMARKS.md). A check that finds no write under way takes the turn: under load (the last
+//!   write ended less than 100 us before) it lets the checks already running on its thread add
+//!   their records (one `yield`), then it writes every record waiting in one `write(2)`, answers
+//!   their checks, and hands the next turn to the first check that arrived meanwhile. Under load
+//!   one write serves several checks; alone, a check writes its own record at once. A syncer thread calls `fdatasync` every `fsync_interval_ms` when
 //!   something was written, and flushes the directory after a new segment (a machine crash can
 //!   forget up to that much, plus the flush's own duration).
 //! - `always`: records go to a writer thread, and every record queued while it is writing goes out
@@ -237,7 +237,12 @@ struct Batch {
     waiting: std::collections::VecDeque<tokio::sync::oneshot::Sender<Turn>>,
     /// A check has the turn: new records wait for it.
     taken: bool,
+    /// When the last write ended.
+    last_write: Option<tokio::time::Instant>,
 }
+
+/// A turn taken this soon after the last write yields first (see `Direct::append`).
+const BUSY: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// What a waiting check is told.
 enum Turn {
@@ -263,22 +268,26 @@ impl Direct {
                 true => {
                     let (tell, told) = tokio::sync::oneshot::channel();
                     batch.waiting.push_back(tell);
-                    Some(told)
+                    Err(told)
                 }
-                false => None,
+                false => Ok(batch.last_write.is_some_and(|t| t.elapsed() < BUSY)),
             }
         };
         let mut turn = match waiting {
-            None => {
+            Ok(busy) => {
                 let turn = WriteTurn {
                     log: self,
                     done: false,
                 };
-                // The checks already running on this thread add their records first.
-                tokio::task::yield_now().await;
+                // Under load, the checks already running on this thread add their records
+                // first. Alone, the check writes at once: a yield would cost more than the
+                // write (an idle worker woken, then parked again).
+                if busy {
+                    tokio::task::yield_now().await;
+                }
                 turn
             }
-            Some(told) => {
+            Err(told) => {
                 let mut waiting = Waiting { log: self, told };
                 match (&mut waiting.told).await {
                     Ok(Turn::Written(result)) => return result,
@@ -340,6 +349,7 @@ impl WriteTurn<'_> {
             // The checks that arrived during the write wait for the next turn: the first one
             // still waiting takes it. None left (all dropped): their records are written here.
             let mut batch = lock(&self.log.batch);
+            batch.last_write = Some(tokio::time::Instant::now());
             if batch.records.is_empty() {
                 batch.taken = false;
                 return own;
@@ -651,6 +661,8 @@ mod tests {
         }
     }
 
+    use std::task::Poll;
+
     /// Polls `future` once.
     async fn poll_once<F: std::future::Future + Unpin>(
         future: &mut F,
@@ -659,11 +671,15 @@ mod tests {
             .await
     }
 
-    #[tokio::test]
+    /// Paused time: every turn comes within `BUSY` of the last write, as under load.
+    #[tokio::test(start_paused = true)]
     async fn records_of_checks_running_together_go_out_in_one_write() {
         let d = dir("together");
         let store =
             Arc::new(FileNonceStore::open(&d, 100, 100, Fsync::Interval(1000), 1_000).unwrap());
+        let first = store.check_and_record("did", "first", 50_000, 1_000).await;
+        assert_eq!(first, Ok(NonceOutcome::Fresh));
+        assert_eq!(direct(&store).writes.load(Ordering::Relaxed), 1);
         let checks: Vec<_> = (0..10)
             .map(|i| {
                 let store = store.clone();
@@ -678,27 +694,55 @@ mod tests {
             assert_eq!(check.await.unwrap(), Ok(NonceOutcome::Fresh));
         }
         // The first check took the turn and yielded; the other nine added their records.
-        assert_eq!(direct(&store).writes.load(Ordering::Relaxed), 1);
+        assert_eq!(direct(&store).writes.load(Ordering::Relaxed), 2);
         // Alone, a check writes its own record.
         assert_eq!(
             store.check_and_record("did", "alone", 50_000, 1_000).await,
             Ok(NonceOutcome::Fresh)
         );
-        assert_eq!(direct(&store).writes.load(Ordering::Relaxed), 2);
+        assert_eq!(direct(&store).writes.load(Ordering::Relaxed), 3);
         drop(store);
         let store = FileNonceStore::open(&d, 100, 100, Fsync::Interval(1000), 2_000).unwrap();
-        assert_eq!(store.restored(), 11);
+        assert_eq!(store.restored(), 12);
+        drop(store);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A check with no write in the last `BUSY` writes at once: it is answered on its first poll.
+    #[tokio::test(start_paused = true)]
+    async fn a_check_alone_writes_at_once() {
+        let d = dir("alone");
+        let store = FileNonceStore::open(&d, 100, 100, Fsync::Interval(1000), 1_000).unwrap();
+        let mut first = Box::pin(store.check_and_record("did", "a", 50_000, 1_000));
+        assert_eq!(
+            poll_once(&mut first).await,
+            Poll::Ready(Ok(NonceOutcome::Fresh))
+        );
+        tokio::time::advance(BUSY).await;
+        let mut later = Box::pin(store.check_and_record("did", "b", 50_000, 1_000));
+        assert_eq!(
+            poll_once(&mut later).await,
+            Poll::Ready(Ok(NonceOutcome::Fresh))
+        );
+        // Within `BUSY` of a write, the turn yields first.
+        let mut busy = Box::pin(store.check_and_record("did", "c", 50_000, 1_000));
+        assert!(poll_once(&mut busy).await.is_pending());
+        assert_eq!(busy.await, Ok(NonceOutcome::Fresh));
+        assert_eq!(direct(&store).writes.load(Ordering::Relaxed), 3);
+        drop((first, later));
         drop(store);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
     /// Envoy may give up on a check (its future is dropped) while it has the turn, or after it
     /// was handed the turn: the records waiting for it are written all the same, and the turn
-    /// goes on.
-    #[tokio::test]
+    /// goes on. (Paused time, so the turn yields as under load.)
+    #[tokio::test(start_paused = true)]
     async fn a_check_dropped_with_the_turn_still_writes_the_waiting_records() {
         let d = dir("dropped");
         let store = FileNonceStore::open(&d, 100, 100, Fsync::Interval(1000), 1_000).unwrap();
+        let warm = store.check_and_record("did", "warm", 50_000, 1_000).await;
+        assert_eq!(warm, Ok(NonceOutcome::Fresh));
         let mut first = Box::pin(store.check_and_record("did", "a", 50_000, 1_000));
         assert!(
             poll_once(&mut first).await.is_pending(),
@@ -716,7 +760,7 @@ mod tests {
             Ok(NonceOutcome::Fresh)
         );
         let log = direct(&store);
-        assert_eq!(log.writes.load(Ordering::Relaxed), 1);
+        assert_eq!(log.writes.load(Ordering::Relaxed), 2);
         // Handed the turn, then dropped before it saw so: it writes on its way out.
         let (tell, told) = tokio::sync::oneshot::channel();
         {
@@ -726,7 +770,7 @@ mod tests {
         }
         tell.send(Turn::Yours).ok().unwrap();
         drop(Waiting { log, told });
-        assert_eq!(log.writes.load(Ordering::Relaxed), 2);
+        assert_eq!(log.writes.load(Ordering::Relaxed), 3);
         assert!(!lock(&log.batch).taken, "the turn is free again");
         assert_eq!(
             store.check_and_record("did", "d", 50_000, 1_000).await,
@@ -734,7 +778,7 @@ mod tests {
         );
         drop(store);
         let store = FileNonceStore::open(&d, 100, 100, Fsync::Interval(1000), 2_000).unwrap();
-        assert_eq!(store.restored(), 4);
+        assert_eq!(store.restored(), 5);
         drop(store);
         std::fs::remove_dir_all(&d).unwrap();
     }
