@@ -44,15 +44,6 @@ impl Answer {
             Answer::Shared(bytes) => bytes.to_vec(),
         }
     }
-
-    /// The answer as a message (a shared one decoded), for in-process callers.
-    pub fn into_response(self) -> CheckResponse {
-        match self {
-            Answer::Built(response) => *response,
-            // Encoded here from a `CheckResponse`, so it decodes.
-            Answer::Shared(bytes) => CheckResponse::decode(bytes).unwrap_or_default(),
-        }
-    }
 }
 
 /// The service as tonic's router takes it.
