@@ -185,3 +185,49 @@ fn a_torn_or_corrupt_record_is_skipped_not_fatal() {
     drop(store);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Two threads of checks, a third of them given up on after their first poll (Envoy's
+/// deadline, a reset stream): every other check is answered, none waits forever on a turn a
+/// dropped check held, and every record, the dropped checks' included, is in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_given_up_on_never_hold_up_the_others() {
+    let d = dir("given-up");
+    let store = FileNonceStore::open(&d, 10_000, 10_000, Fsync::Interval(1000), 1_000).unwrap();
+    let store = Arc::new(store);
+    let mut checks = tokio::task::JoinSet::new();
+    for i in 0..3_000 {
+        let store = store.clone();
+        checks.spawn(async move {
+            let nonce = format!("n{i}");
+            let mut check = store.check_and_record("did", &nonce, 50_000, 1_000);
+            match i % 3 {
+                // Polled once, then dropped unless answered.
+                0 => match poll_once(&mut check).await {
+                    Poll::Ready(outcome) => Some(outcome),
+                    Poll::Pending => None,
+                },
+                _ => Some(check.await),
+            }
+        });
+    }
+    let all = async {
+        let mut answered = 0;
+        while let Some(outcome) = checks.join_next().await {
+            if let Some(outcome) = outcome.unwrap() {
+                assert_eq!(outcome, Ok(NonceOutcome::Fresh));
+                answered += 1;
+            }
+        }
+        answered
+    };
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(60), all)
+        .await
+        .expect("every check that was not given up on is answered");
+    assert!(answered >= 2_000, "{answered}");
+    let writes = direct(&store).writes.load(Ordering::Relaxed);
+    drop(store);
+    let store = FileNonceStore::open(&d, 10_000, 10_000, Fsync::Interval(1000), 2_000).unwrap();
+    assert_eq!(store.restored(), 3_000, "in {writes} writes");
+    drop(store);
+    std::fs::remove_dir_all(&d).unwrap();
+}
