@@ -22,7 +22,8 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::denial::Denial;
-use crate::pipeline::{BearerIdentity, ClawIdentity, Decision, Identity, SignatureIdentity};
+use crate::pipeline::{ClawIdentity, Decision, Identity, SignatureIdentity};
+use crate::protocol::bearer::BearerClaims;
 use crate::policy::{Policy, Profile};
 use crate::protocol::dpop;
 use crate::server::Answer;
@@ -103,8 +104,9 @@ fn metadata(entries: &[(&str, &str)]) -> Struct {
     }
 }
 
-/// The encoded answer to a check: shared by the agent's checks on the policy when the check is
-/// an allowed Claw request (`SharedAnswers`), built for this check otherwise.
+/// The encoded answer to a check: shared by the agent's (or the bearer token's) checks on the
+/// policy when the check is an allowed Claw or bearer request (`SharedAnswers`), built for this
+/// check otherwise.
 pub(crate) fn encoded(
     decision: &Decision,
     request_id: &str,
@@ -115,6 +117,13 @@ pub(crate) fn encoded(
     match decision {
         Decision::Allow {
             identity: identity @ Some(Identity::Claw(id)),
+            policy,
+        } => Answer::Shared(id.answers.get_or_build(&policy.name, || {
+            let response = allow(identity.as_ref(), &policy.name, None, credential_headers);
+            Bytes::from(response.encode_to_vec())
+        })),
+        Decision::Allow {
+            identity: identity @ Some(Identity::Bearer(id)),
             policy,
         } => Answer::Shared(id.answers.get_or_build(&policy.name, || {
             let response = allow(identity.as_ref(), &policy.name, None, credential_headers);
@@ -278,7 +287,8 @@ fn allow(
     };
     match identity {
         Some(Identity::Claw(id)) => claw(&mut a, id),
-        Some(Identity::Bearer(id)) => {
+        Some(Identity::Bearer(token)) => {
+            let id = &token.claims;
             grants = Grants {
                 roles: id.roles.join(","),
                 permissions: id.permissions.join(","),
@@ -337,13 +347,13 @@ fn claw<'a>(a: &mut Allowed<'a>, id: &'a ClawIdentity) {
 }
 
 /// A bearer token's identity headers and metadata.
-fn bearer<'a>(a: &mut Allowed<'a>, id: &'a BearerIdentity, grants: &'a Grants) {
+fn bearer<'a>(a: &mut Allowed<'a>, id: &'a BearerClaims, grants: &'a Grants) {
     for (name, value) in [
         (AGENT_ID, &id.sub),
         (AGENT_ROLES, &grants.roles),
         (AGENT_PERMISSIONS, &grants.permissions),
         (TOKEN_ID, &id.jti),
-        (ISSUER, &id.issuer),
+        (ISSUER, &id.iss),
     ] {
         a.headers.push(header(name, value));
     }
@@ -360,7 +370,7 @@ fn bearer<'a>(a: &mut Allowed<'a>, id: &'a BearerIdentity, grants: &'a Grants) {
         ("roles", &grants.roles),
         ("permissions", &grants.permissions),
         ("token_id", &id.jti),
-        ("issuer", &id.issuer),
+        ("issuer", &id.iss),
     ]);
 }
 

@@ -221,6 +221,7 @@ mod server {
         w: World,
         jwks: FakeEndpoint,
         s: Running,
+        clock: Arc<ManualClock>,
     }
 
     async fn setup(name: &str) -> Setup {
@@ -243,6 +244,7 @@ mod server {
              \x20 admin: {{profile: bearer, require_roles: [admin]}}\n\
              \x20 scored: {{profile: bearer, min_trust_score: 0.9}}\n\
              \x20 either: {{profile: any}}\n\
+             \x20 elsewhere: {{profile: bearer, resource: \"https://other.example/api\", authorization_servers: [\"{ISS}\"]}}\n\
              \x20 full_claw: {{require_known_agent: true, require_access_token: true, {LIMITS}}}\n\
              \x20 full_bearer: {{profile: bearer, require_roles: [reader], {LIMITS}}}\n\
              \x20 full_httpsig: {{profile: httpsig, {LIMITS}}}\n\
@@ -253,9 +255,10 @@ mod server {
             token_file.display()
         );
         let yaml = w.yaml_with(registry_extra, &extra);
-        let s = super::support::server::start(&yaml, Arc::new(ManualClock::at(NOW_MS))).await;
+        let clock = Arc::new(ManualClock::at(NOW_MS));
+        let s = super::support::server::start(&yaml, clock.clone()).await;
         s.wait_ready().await;
-        Setup { w, jwks, s }
+        Setup { w, jwks, s, clock }
     }
 
     /// The key of the `full_httpsig` route.
@@ -307,6 +310,85 @@ mod server {
             "a client cannot supply it"
         );
         assert_eq!(t.jwks.calls(), 1);
+        t.s.stop().await;
+    }
+
+    /// The answer's `policy` metadata.
+    fn policy_of(r: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> String {
+        use envoy_types::pb::google::protobuf::value::Kind;
+        let meta = &r.dynamic_metadata.as_ref().unwrap().fields;
+        match &meta["policy"].kind {
+            Some(Kind::StringValue(v)) => v.clone(),
+            other => panic!("policy: {other:?}"),
+        }
+    }
+
+    /// `claw_authz_cache_results_total{cache="bearer"}`: hits and misses.
+    fn bearer_cache(t: &Setup) -> (u64, u64) {
+        let metrics = t.s.app.telemetry.prometheus_text();
+        let count = |result: &str| {
+            let line = format!(
+                r#"claw_authz_cache_results_total{{cache="bearer",result="{result}"}} "#
+            );
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(line.as_str()).map(|n| n.parse().unwrap()))
+                .unwrap_or_else(|| panic!("no {result} count in:\n{metrics}"))
+        };
+        (count("hit"), count("miss"))
+    }
+
+    /// A token is verified once, then answers from the cache; what can change after it was
+    /// verified is checked on every request all the same: the route's audience, its `exp`, its
+    /// key in the issuer's JWKS, a revocation of its `jti`; and the answers, shared by its
+    /// checks, carry each route's name.
+    #[tokio::test]
+    async fn a_cached_bearer_token_still_meets_its_audience_exp_key_and_revocation() {
+        let mut t = setup("bearer-cache").await;
+        let good = token(&claims());
+        for _ in 0..3 {
+            let r = t.s.check(bearer("orders", &good)).await;
+            assert_eq!(outcome(&r), "200");
+            assert_eq!(policy_of(&r), "orders");
+        }
+        let r = t.s.check(bearer("either", &good)).await;
+        assert_eq!(outcome(&r), "200");
+        assert_eq!(policy_of(&r), "either");
+        assert_eq!(bearer_cache(&t), (3, 1));
+        // Another route's audience: verified again in full, and refused as such.
+        let r = t.s.check(bearer("elsewhere", &good)).await;
+        assert_eq!(outcome(&r), "401 PROXY_AUTH_BEARER_AUDIENCE");
+        assert_eq!(bearer_cache(&t), (3, 2));
+        // Its `exp` (an hour ahead) reached.
+        t.clock.advance_ms(3_600_000);
+        let r = t.s.check(bearer("orders", &good)).await;
+        assert_eq!(outcome(&r), "401 PROXY_AUTH_BEARER_EXPIRED");
+        t.clock.set_ms(NOW_MS);
+        assert_eq!(outcome(&t.s.check(bearer("orders", &good)).await), "200");
+        // Its `jti` revoked.
+        let envelope = claw_authz::revocation::token_revocation_envelope("tok-1", NOW_MS);
+        let answer = reqwest::Client::new()
+            .post(format!("http://{}/v1/events", t.s.admin))
+            .bearer_auth("t0ken")
+            .body(envelope)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let r = t.s.check(bearer("orders", &good)).await;
+        assert_eq!(outcome(&r), "401 PROXY_AUTH_TOKEN_REVOKED");
+        // Its key rotated out of the JWKS: a token under the new key makes the server fetch it.
+        let other = token(&with("jti", json!("tok-2")));
+        assert_eq!(outcome(&t.s.check(bearer("orders", &other)).await), "200");
+        t.jwks.set(vec![Reply::Body(200, jwks(&[("k2", "issuer-k2")]))]);
+        let rotated = sign_jws_es(
+            r#"{"alg":"ES256","typ":"JWT","kid":"k2"}"#,
+            &with("jti", json!("tok-3")).to_string(),
+            &p256_signer("issuer-k2"),
+        );
+        assert_eq!(outcome(&t.s.check(bearer("orders", &rotated)).await), "200");
+        let r = t.s.check(bearer("orders", &other)).await;
+        assert_eq!(outcome(&r), "401 PROXY_AUTH_BEARER_UNKNOWN_KEY");
         t.s.stop().await;
     }
 

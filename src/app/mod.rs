@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::cache::ait::AitCache;
+use crate::cache::bearer::BearerCache;
 use crate::cache::keys::KeyCache;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -112,6 +113,7 @@ impl App {
             trust,
             events: Arc::new(Events::new(wiring::size(config.events.capacity))),
             bearer,
+            bearer_tokens: Arc::new(BearerCache::new(config.limits.bearer_cache_capacity)),
             agents,
             limiter: wiring::limiter(config, redis.as_ref()),
             signature_checks: AtomicU64::new(0),

@@ -18,12 +18,14 @@ pub(super) fn register(
     registry: &Arc<Guarded>,
     nonces: &Arc<dyn NonceStore>,
 ) {
-    let (keys, access, trust, aits) = (
+    let (keys, access, trust, aits, bearer) = (
         p.keys.clone(),
         p.access.clone(),
         p.trust.clone(),
         p.aits.clone(),
+        p.bearer_tokens.clone(),
     );
+    let held_bearer = bearer.clone();
     let (crl, clock, events) = (p.crl.clone(), p.clock.clone(), p.events.clone());
     let held_events = events.clone();
     let (held_aits, held_access, held_trust) = (aits.clone(), access.clone(), trust.clone());
@@ -36,6 +38,7 @@ pub(super) fn register(
             vec![
                 (Cache::Keys, keys.counts.get()),
                 (Cache::Ait, aits.counts.get()),
+                (Cache::Bearer, bearer.counts.get()),
                 (Cache::Access, access.counts.get()),
                 (Cache::Trust, trust.counts.get()),
             ]
@@ -43,6 +46,7 @@ pub(super) fn register(
         entries: Arc::new(move || {
             vec![
                 (Cache::Ait, held_aits.len() as u64),
+                (Cache::Bearer, held_bearer.len() as u64),
                 (Cache::Access, held_access.len() as u64),
                 (Cache::Trust, held_trust.len() as u64),
             ]

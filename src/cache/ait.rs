@@ -88,7 +88,7 @@ impl AitCache {
             let c = &v.claims;
             c.nbf <= now_secs
                 && now_secs < c.exp
-                && keys.get(&v.kid).is_some_and(|k| same(k, &v.key))
+                && keys.get(&v.kid).is_some_and(|k| super::same_key(k, &v.key))
         });
         match valid {
             Some(v) => {
@@ -130,15 +130,6 @@ impl AitCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-fn same(a: &PublicKey, b: &PublicKey) -> bool {
-    match (a, b) {
-        (PublicKey::Ed25519(a), PublicKey::Ed25519(b)) => a.as_bytes() == b.as_bytes(),
-        (PublicKey::P256(a), PublicKey::P256(b)) => a.sec1_uncompressed() == b.sec1_uncompressed(),
-        (PublicKey::Rsa(a), PublicKey::Rsa(b)) => a == b,
-        _ => false,
     }
 }
 

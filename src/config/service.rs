@@ -189,6 +189,9 @@ pub struct LimitsConfig {
     pub token_bytes: u64,
     /// Verified AITs held (one per agent token in use).
     pub ait_cache_capacity: u64,
+    /// Verified bearer tokens held (one per access token in use); 0 verifies every token on
+    /// every request.
+    pub bearer_cache_capacity: u64,
     /// The request body a Check may carry; with [`HEADERS_BUDGET`], the largest gRPC message
     /// accepted (a larger one gets `RESOURCE_EXHAUSTED` unread).
     pub body_bytes: u64,
@@ -218,6 +221,7 @@ impl LimitsConfig {
         let limits = LimitsConfig {
             token_bytes: r.u64("token_bytes", token, KIB, max_token),
             ait_cache_capacity: r.u64("ait_cache_capacity", 16_000, 1, 1 << 32),
+            bearer_cache_capacity: r.u64("bearer_cache_capacity", 2_048, 0, 1 << 32),
             body_bytes: r.u64("body_bytes", MIB, 0, 64 * MIB),
             concurrent_checks: r.u64("concurrent_checks", 1_024, 1, 100_000),
             in_flight_bytes: r.u64("in_flight_bytes", 32 * MIB, 64 * KIB, 1 << 34),

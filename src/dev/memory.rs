@@ -11,11 +11,13 @@ use std::sync::Arc;
 
 use crate::cache::access::{AccessCache, AccessTiming, Subject};
 use crate::cache::ait::{AitCache, VerifiedAit};
+use crate::cache::bearer::{BearerCache, VerifiedBearer};
 use crate::cache::trust::{TrustCache, TrustTiming};
 use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
 use crate::crypto::{Ed25519Key, PublicKey};
 use crate::protocol::ait::{AgentKey, AitClaims};
+use crate::protocol::bearer::BearerClaims;
 use crate::ratelimit::{Limit, Limiter, LocalLimiter};
 use crate::registry::{BoxFuture, KeySource, Registry, Response, TransportError};
 use crate::revocation::Events;
@@ -70,6 +72,13 @@ pub fn structures(config: &Config) -> Vec<Structure> {
             capacity: config.limits.ait_cache_capacity,
             when_full: "evicts (TinyLFU); an evicted token is verified again",
             fill: aits,
+        },
+        Structure {
+            name: "verified bearer tokens",
+            setting: "limits.bearer_cache_capacity",
+            capacity: config.limits.bearer_cache_capacity,
+            when_full: "evicts (TinyLFU); an evicted token is verified again",
+            fill: bearer_tokens,
         },
         Structure {
             name: "access answers, valid (+ the agent's budget)",
@@ -187,6 +196,42 @@ fn aits(n: usize) -> Box<dyn Any> {
         n.min(crate::response::SHARED_MAX),
         "encoded answers kept"
     );
+    Box::new(cache)
+}
+
+/// Bearer tokens with generous grants: 4 roles, 8 permissions, 8 scopes, 2 audiences. Their
+/// encoded answers share the process's 4,096 with the agents' and are counted in the AIT row.
+fn bearer_tokens(n: usize) -> Box<dyn Any> {
+    let jwk = crate::dev::sign::P256Signer::random().jwk();
+    let coordinate = |c: &str| crate::protocol::b64::decode_array::<32>(jwk[c].as_str().unwrap());
+    let (x, y) = (coordinate("x").unwrap(), coordinate("y").unwrap());
+    let key = PublicKey::P256(crate::crypto::P256Key::from_coordinates(&x, &y).unwrap());
+    let list = |prefix: &str, n: usize, len: usize| -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i:0>len$}")).collect()
+    };
+    let claims = |i: usize| BearerClaims {
+        sub: agent_did(i),
+        iss: "https://auth.example.com/tenant-0001".into(),
+        jti: ulid(i),
+        iat: NOW_MS / 1000,
+        exp: NOW_MS / 1000 + 3_600,
+        nbf: Some(NOW_MS / 1000),
+        audiences: list("https://api.example.com/service-", 2, 8),
+        kid: "issuer-key-2026-01".into(),
+        roles: list("role-", 4, 11),
+        permissions: list("orders:", 8, 17),
+        trust_score: Some(0.82),
+        cnf: None,
+        jkt: None,
+        scopes: list("scope:", 8, 10),
+    };
+    let cache = BearerCache::new(n as u64);
+    for i in 0..n {
+        let verified = VerifiedBearer::new(claims(i), 0, key.clone());
+        let digest = cache.digest(&format!("token {i}"));
+        cache.insert(digest, verified, NOW_MS / 1000);
+    }
+    assert_eq!(cache.len(), n, "every token held");
     Box::new(cache)
 }
 

@@ -57,6 +57,7 @@ pub struct BreakerReading {
 pub enum Cache {
     Keys,
     Ait,
+    Bearer,
     Access,
     Trust,
 }
@@ -66,6 +67,7 @@ impl Cache {
         match self {
             Cache::Keys => "keys",
             Cache::Ait => "ait",
+            Cache::Bearer => "bearer",
             Cache::Access => "access",
             Cache::Trust => "trust",
         }

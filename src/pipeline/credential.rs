@@ -7,13 +7,13 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{BearerIdentity, Identity, Pipeline, SignatureIdentity};
+use super::{Identity, Pipeline, SignatureIdentity};
 use crate::cache::ait::VerifiedAit;
+use crate::cache::bearer::VerifiedBearer;
 use crate::crypto::PublicKey;
 use crate::denial::Denial;
 use crate::metrics::{LimitKind, LimitResult};
 use crate::policy::{Policy, Profile};
-use crate::protocol::bearer::BearerClaims;
 use crate::protocol::jws::Expectations;
 use crate::request::RequestView;
 use crate::stage::httpsig::Signed;
@@ -24,7 +24,7 @@ pub(super) enum Credential {
     /// `Authorization: Claw <AIT>`, verified by the registry's keys.
     Claw(Arc<VerifiedAit>),
     /// `Authorization: Bearer <JWT>`, verified by its issuer's JWKS.
-    Bearer(Box<BearerClaims>),
+    Bearer(Arc<VerifiedBearer>),
     /// An HTTP Message Signature by a configured key: chosen and timed here, verified in the
     /// `proof` stage.
     Signature(Box<Signed>),
@@ -43,11 +43,12 @@ impl Pipeline {
                 self.signature_checks.fetch_add(1, Ordering::Relaxed);
                 let now_secs = self.clock.now_secs();
                 let resource = policy.resource.as_deref();
-                let claims =
-                    stage::bearer::verify(token, s.token_bytes, &self.bearer, resource, now_secs)
+                let issuers = (&*self.bearer, &*self.bearer_tokens);
+                let verified =
+                    stage::bearer::verify(token, s.token_bytes, issuers, resource, now_secs)
                         .await?;
-                stage::bearer::check_binding(scheme, &claims, policy)?;
-                Ok(Credential::Bearer(Box::new(claims)))
+                stage::bearer::check_binding(scheme, &verified.claims, policy)?;
+                Ok(Credential::Bearer(verified))
             }
             (Profile::HttpSig, _) | (Profile::Any, None) if stage::httpsig::present(req) => {
                 self.signature(req, policy).await
@@ -90,7 +91,7 @@ impl Pipeline {
                 let claims = &ait.claims;
                 revocation::check(&self.events, &self.trust, &self.crl, claims, now_ms).await
             }
-            Credential::Bearer(claims) => match self.events.is_token_revoked(&claims.jti, now_ms) {
+            Credential::Bearer(token) => match self.events.is_token_revoked(&token.claims.jti, now_ms) {
                 true => Err(Denial::TokenRevoked),
                 false => Ok(()),
             },
@@ -134,9 +135,9 @@ impl Pipeline {
                 }
                 validated
             }
-            Credential::Bearer(claims) => {
+            Credential::Bearer(token) => {
                 rec.enter(super::Stage::Authorization);
-                stage::bearer::authorize(req, claims, policy)
+                stage::bearer::authorize(req, &token.claims, policy)
             }
             Credential::Signature(_) => Ok(()),
         }
@@ -148,7 +149,7 @@ impl Credential {
     pub(super) fn agent(&self) -> &str {
         match self {
             Credential::Claw(ait) => &ait.claims.sub,
-            Credential::Bearer(claims) => &claims.sub,
+            Credential::Bearer(token) => &token.claims.sub,
             Credential::Signature(signed) => &signed.name,
         }
     }
@@ -157,8 +158,8 @@ impl Credential {
     pub(super) fn subject(&self) -> Cow<'_, str> {
         match self {
             Credential::Claw(ait) => Cow::Borrowed(&ait.claims.sub),
-            Credential::Bearer(claims) => {
-                Cow::Owned(format!("bearer|{}|{}", claims.iss, claims.sub))
+            Credential::Bearer(token) => {
+                Cow::Owned(format!("bearer|{}|{}", token.claims.iss, token.claims.sub))
             }
             Credential::Signature(signed) => Cow::Owned(signed.subject()),
         }
@@ -179,8 +180,8 @@ impl Credential {
     pub(super) fn proof_key(&self) -> Option<Cow<'_, PublicKey>> {
         match self {
             Credential::Claw(ait) => Some(Cow::Borrowed(&ait.claims.cnf.key)),
-            Credential::Bearer(claims) => {
-                let key = claims.cnf.as_ref()?;
+            Credential::Bearer(token) => {
+                let key = token.claims.cnf.as_ref()?;
                 Some(Cow::Owned(PublicKey::P256(key.clone())))
             }
             // The signature is the proof (`Pipeline::prove_signature`).
@@ -191,7 +192,7 @@ impl Credential {
     pub(super) fn identity(self) -> Identity {
         match self {
             Credential::Claw(ait) => Identity::Claw(ait.identity.clone()),
-            Credential::Bearer(claims) => Identity::Bearer(BearerIdentity::from(*claims)),
+            Credential::Bearer(token) => Identity::Bearer(token),
             Credential::Signature(signed) => Identity::Signature(SignatureIdentity {
                 components: signed
                     .signature
@@ -203,19 +204,6 @@ impl Credential {
                 agent: signed.name,
                 keyid: signed.keyid,
             }),
-        }
-    }
-}
-
-impl From<BearerClaims> for BearerIdentity {
-    fn from(claims: BearerClaims) -> Self {
-        BearerIdentity {
-            sub: claims.sub,
-            issuer: claims.iss,
-            jti: claims.jti,
-            roles: claims.roles,
-            permissions: claims.permissions,
-            trust_score: claims.trust_score,
         }
     }
 }

@@ -35,6 +35,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::cache::access::AccessCache;
 use crate::cache::ait::AitCache;
+use crate::cache::bearer::{BearerCache, VerifiedBearer};
 use crate::cache::crl::CrlCache;
 use crate::cache::keys::KeyCache;
 use crate::cache::trust::TrustCache;
@@ -59,7 +60,8 @@ use record::Recorder;
 pub enum Identity {
     /// Built once per verified AIT (`VerifiedAit::identity`), shared by its checks.
     Claw(Arc<ClawIdentity>),
-    Bearer(BearerIdentity),
+    /// The verified token itself, shared by its checks.
+    Bearer(Arc<VerifiedBearer>),
     Signature(SignatureIdentity),
 }
 
@@ -71,17 +73,6 @@ pub struct SignatureIdentity {
     pub keyid: String,
     /// The covered components' identifiers, space-separated, in the signature's order.
     pub components: String,
-}
-
-/// A bearer JWT's subject and grants.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BearerIdentity {
-    pub sub: String,
-    pub issuer: String,
-    pub jti: String,
-    pub roles: Vec<String>,
-    pub permissions: Vec<String>,
-    pub trust_score: Option<f64>,
 }
 
 /// A Claw AIT's agent.
@@ -102,7 +93,7 @@ impl Identity {
     pub fn agent(&self) -> &str {
         match self {
             Identity::Claw(c) => &c.agent_did,
-            Identity::Bearer(b) => &b.sub,
+            Identity::Bearer(b) => &b.claims.sub,
             Identity::Signature(s) => &s.agent,
         }
     }
@@ -188,6 +179,8 @@ pub struct Pipeline {
     pub events: Arc<Events>,
     /// Issuers of the bearer profile.
     pub bearer: Vec<IssuerKeys>,
+    /// Bearer tokens verified before, until their `exp`.
+    pub bearer_tokens: Arc<BearerCache>,
     /// Web Bot Auth agents and their key directories.
     pub(crate) agents: Vec<httpsig::AgentKeys>,
     pub(crate) limiter: Arc<dyn Limiter>,
@@ -275,8 +268,8 @@ impl Pipeline {
         let mut dpop_jti = None;
         let proof = match (&credential, credential.proof_key()) {
             (Credential::Signature(signed), _) => self.prove_signature(req, signed, policy, rec)?,
-            (Credential::Bearer(claims), _) if claims.jkt.is_some() => {
-                let (expires_ms, jti) = self.prove_dpop(req, claims, policy, rec)?;
+            (Credential::Bearer(token), _) if token.claims.jkt.is_some() => {
+                let (expires_ms, jti) = self.prove_dpop(req, &token.claims, policy, rec)?;
                 dpop_jti = Some(jti);
                 Some(expires_ms)
             }

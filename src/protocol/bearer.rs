@@ -85,6 +85,12 @@ pub struct BearerClaims {
     pub jti: String,
     pub iat: u64,
     pub exp: u64,
+    /// `nbf`, when the token has one.
+    pub nbf: Option<u64>,
+    /// Every audience of `aud` (a string or an array of strings).
+    pub audiences: Vec<String>,
+    /// The header's `kid`: the issuer's key that verified the token.
+    pub kid: String,
     pub roles: Vec<String>,
     pub permissions: Vec<String>,
     pub trust_score: Option<f64>,
@@ -165,7 +171,7 @@ pub fn verify(
     if !key.verify(input.as_bytes(), &signature) {
         return Err(BearerError::Signature);
     }
-    claims(&object(payload_b64)?, expect)
+    claims(&object(payload_b64)?, kid, expect)
 }
 
 fn object(segment: &str) -> Result<Object, BearerError> {
@@ -182,7 +188,7 @@ fn object(segment: &str) -> Result<Object, BearerError> {
     }
 }
 
-fn claims(c: &Object, expect: BearerExpect<'_>) -> Result<BearerClaims, BearerError> {
+fn claims(c: &Object, kid: &str, expect: BearerExpect<'_>) -> Result<BearerClaims, BearerError> {
     let text = |name: &str| c.get(name).and_then(Json::as_str).filter(|s| !s.is_empty());
     let time = |name: &str| {
         c.get(name)
@@ -194,12 +200,12 @@ fn claims(c: &Object, expect: BearerExpect<'_>) -> Result<BearerClaims, BearerEr
     if iss != expect.issuer {
         return Err(BearerError::Issuer);
     }
-    let audience_ok = match c.get("aud") {
-        Some(Json::String(a)) => a == expect.audience,
-        Some(Json::Array(list)) => list.iter().any(|a| a.as_str() == Some(expect.audience)),
-        _ => false,
+    let audiences: Vec<String> = match c.get("aud") {
+        Some(Json::String(a)) => vec![a.clone()],
+        Some(Json::Array(list)) => list.iter().filter_map(Json::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
     };
-    if !audience_ok {
+    if !audiences.iter().any(|a| a == expect.audience) {
         return Err(BearerError::Audience);
     }
     let exp = time("exp").ok_or(BearerError::Claims("Bearer token exp is required"))?;
@@ -208,7 +214,8 @@ fn claims(c: &Object, expect: BearerExpect<'_>) -> Result<BearerClaims, BearerEr
     }
     let iat = time("iat").ok_or(BearerError::Claims("Bearer token iat is required"))?;
     let latest = expect.now_secs.saturating_add(expect.max_iat_skew_secs);
-    if iat > latest || time("nbf").is_some_and(|nbf| nbf > latest) {
+    let nbf = time("nbf");
+    if iat > latest || nbf.is_some_and(|nbf| nbf > latest) {
         return Err(BearerError::NotYetValid);
     }
     // These reach the upstream as header values: no control characters (CR/LF would split a
@@ -282,6 +289,9 @@ fn claims(c: &Object, expect: BearerExpect<'_>) -> Result<BearerClaims, BearerEr
         jti: jti.to_owned(),
         iat,
         exp,
+        nbf,
+        audiences,
+        kid: kid.to_owned(),
         roles: list("roles")?,
         permissions: list("permissions")?,
         trust_score,

@@ -1,4 +1,5 @@
-//! Allowed Claw answers, encoded once per agent and policy and shared by their checks.
+//! Allowed Claw and bearer answers, encoded once per agent (or token) and policy and shared by
+//! their checks.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::cache::bearer::{BearerCache, Expect, VerifiedBearer};
 use crate::cache::keys::{KeyCache, KeysError};
 use crate::clock::Every;
 use crate::config::{BearerIssuer, DpopConfig};
@@ -55,30 +56,39 @@ pub(crate) fn token(req: &RequestView) -> Option<(Scheme, &str)> {
 
 /// Verifies `token` (at most `max_len` bytes, checked before anything reads it) against the
 /// keys of the issuer it names; `aud` must hold `resource` when the route is one, else the
-/// issuer's audience.
+/// issuer's audience. A token verified before answers from `tokens` while it still holds there.
 pub(crate) async fn verify(
     token: &str,
     max_len: usize,
-    issuers: &[IssuerKeys],
+    (issuers, tokens): (&[IssuerKeys], &BearerCache),
     resource: Option<&str>,
     now_secs: u64,
-) -> Result<BearerClaims, Denial> {
+) -> Result<Arc<VerifiedBearer>, Denial> {
     let refused = |e: BearerError| Denial::Bearer(e);
     if token.len() > max_len {
         return Err(refused(BearerError::Malformed("Bearer token is too large")));
     }
-    let iss = bearer::peek_issuer(token);
-    let issuer = issuers
-        .iter()
-        .find(|i| Some(&i.config.issuer) == iss.as_ref())
+    let digest = tokens.digest(token);
+    let cached = digest.as_ref().and_then(|d| tokens.entry(d));
+    let index = match &cached {
+        Some(held) => Some(held.issuer()),
+        None => {
+            let iss = bearer::peek_issuer(token);
+            let named = |i: &IssuerKeys| Some(&i.config.issuer) == iss.as_ref();
+            issuers.iter().position(named)
+        }
+    };
+    let (index, issuer) = index
+        .and_then(|i| Some((i, issuers.get(i)?)))
         .ok_or(refused(BearerError::Issuer))?;
     let audience = resource.or(issuer.config.audience.as_deref());
     let audience = audience.ok_or(refused(BearerError::Audience))?;
+    let max_skew_secs = issuer.config.max_iat_skew.as_secs();
     let expect = BearerExpect {
         issuer: &issuer.config.issuer,
         audience,
         now_secs,
-        max_iat_skew_secs: issuer.config.max_iat_skew.as_secs(),
+        max_iat_skew_secs: max_skew_secs,
     };
     let unavailable = |error: KeysError| {
         static UNAVAILABLE: Every = Every::new();
@@ -89,7 +99,20 @@ pub(crate) async fn verify(
         Denial::BearerKeysUnavailable
     };
     let keys = issuer.keys.current().await.map_err(unavailable)?;
-    match bearer::verify(token, &keys, expect) {
+    if let Some(held) = cached {
+        let expect = Expect {
+            keys: &keys,
+            audience,
+            now_secs,
+            max_skew_secs,
+        };
+        if tokens.holds(&held, expect) {
+            return Ok(held);
+        }
+    } else if digest.is_some() {
+        tokens.counts.miss();
+    }
+    let (claims, keys) = match bearer::verify(token, &keys, expect) {
         Err(e) if e.is_unknown_key() => {
             let kid = bearer::peek_kid(token).unwrap_or_default();
             let keys = issuer
@@ -97,10 +120,14 @@ pub(crate) async fn verify(
                 .refresh_for_unknown_kid(&kid)
                 .await
                 .map_err(unavailable)?;
-            bearer::verify(token, &keys, expect).map_err(refused)
+            (bearer::verify(token, &keys, expect).map_err(refused)?, keys)
         }
-        other => other.map_err(refused),
-    }
+        other => (other.map_err(refused)?, keys),
+    };
+    let key = keys.get(&claims.kid).cloned();
+    let key = key.ok_or(refused(BearerError::UnknownKey))?;
+    let verified = VerifiedBearer::new(claims, index, key);
+    Ok(tokens.insert(digest, verified, now_secs))
 }
 
 /// The scheme against the token's binding and the route: a DPoP-bound token (`cnf.jkt`) only
