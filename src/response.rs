@@ -23,8 +23,8 @@ use prost::Message;
 
 use crate::denial::Denial;
 use crate::pipeline::{ClawIdentity, Decision, Identity, SignatureIdentity};
-use crate::protocol::bearer::BearerClaims;
 use crate::policy::{Policy, Profile};
+use crate::protocol::bearer::BearerClaims;
 use crate::protocol::dpop;
 use crate::server::Answer;
 use crate::stage::bearer::Scheme;

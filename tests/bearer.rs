@@ -327,9 +327,8 @@ mod server {
     fn bearer_cache(t: &Setup) -> (u64, u64) {
         let metrics = t.s.app.telemetry.prometheus_text();
         let count = |result: &str| {
-            let line = format!(
-                r#"claw_authz_cache_results_total{{cache="bearer",result="{result}"}} "#
-            );
+            let line =
+                format!(r#"claw_authz_cache_results_total{{cache="bearer",result="{result}"}} "#);
             metrics
                 .lines()
                 .find_map(|l| l.strip_prefix(line.as_str()).map(|n| n.parse().unwrap()))
@@ -380,7 +379,8 @@ mod server {
         // Its key rotated out of the JWKS: a token under the new key makes the server fetch it.
         let other = token(&with("jti", json!("tok-2")));
         assert_eq!(outcome(&t.s.check(bearer("orders", &other)).await), "200");
-        t.jwks.set(vec![Reply::Body(200, jwks(&[("k2", "issuer-k2")]))]);
+        t.jwks
+            .set(vec![Reply::Body(200, jwks(&[("k2", "issuer-k2")]))]);
         let rotated = sign_jws_es(
             r#"{"alg":"ES256","typ":"JWT","kid":"k2"}"#,
             &with("jti", json!("tok-3")).to_string(),

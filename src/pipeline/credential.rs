@@ -91,10 +91,12 @@ impl Pipeline {
                 let claims = &ait.claims;
                 revocation::check(&self.events, &self.trust, &self.crl, claims, now_ms).await
             }
-            Credential::Bearer(token) => match self.events.is_token_revoked(&token.claims.jti, now_ms) {
-                true => Err(Denial::TokenRevoked),
-                false => Ok(()),
-            },
+            Credential::Bearer(token) => {
+                match self.events.is_token_revoked(&token.claims.jti, now_ms) {
+                    true => Err(Denial::TokenRevoked),
+                    false => Ok(()),
+                }
+            }
             // A configured key is withdrawn by removing it from the configuration.
             Credential::Signature(_) => Ok(()),
         }

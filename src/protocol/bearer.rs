@@ -202,7 +202,11 @@ fn claims(c: &Object, kid: &str, expect: BearerExpect<'_>) -> Result<BearerClaim
     }
     let audiences: Vec<String> = match c.get("aud") {
         Some(Json::String(a)) => vec![a.clone()],
-        Some(Json::Array(list)) => list.iter().filter_map(Json::as_str).map(str::to_owned).collect(),
+        Some(Json::Array(list)) => list
+            .iter()
+            .filter_map(Json::as_str)
+            .map(str::to_owned)
+            .collect(),
         _ => Vec::new(),
     };
     if !audiences.iter().any(|a| a == expect.audience) {

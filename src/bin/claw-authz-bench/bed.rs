@@ -41,8 +41,12 @@ pub enum Scenario {
     BreakerOpen,
     /// As `default`, exporting every span (100 % sampling).
     Telemetry,
-    /// The bearer profile: an ES256 JWT from a configured issuer's JWKS, one P-256 verify.
+    /// The bearer profile: an ES256 JWT from a configured issuer's JWKS, sent with every
+    /// request as clients do, so verified once and then answered from the verified-token cache.
     Bearer,
+    /// As `bearer` with that cache off (`limits.bearer_cache_capacity: 0`): one P-256 verify
+    /// per check, as if every request brought a new token.
+    BearerUncached,
     /// As `hot`, with the httpsig profile: a fresh RFC 9421 Ed25519 signature per request
     /// (`@method`, `@authority`, `@path`, `content-digest`, a nonce) by a configured key.
     Httpsig,
@@ -52,7 +56,7 @@ pub enum Scenario {
     FloorP256,
 }
 
-pub const SCENARIOS: [Scenario; 11] = [
+pub const SCENARIOS: [Scenario; 12] = [
     Scenario::Floor,
     Scenario::Default,
     Scenario::Hot,
@@ -63,6 +67,7 @@ pub const SCENARIOS: [Scenario; 11] = [
     Scenario::BreakerOpen,
     Scenario::FloorP256,
     Scenario::Bearer,
+    Scenario::BearerUncached,
     Scenario::Httpsig,
 ];
 
@@ -70,7 +75,9 @@ impl Scenario {
     /// The floor server this scenario's CPU per check is compared with.
     pub fn floor(self) -> Scenario {
         match self {
-            Scenario::Bearer | Scenario::P256 | Scenario::FloorP256 => Scenario::FloorP256,
+            Scenario::Bearer | Scenario::BearerUncached | Scenario::P256 | Scenario::FloorP256 => {
+                Scenario::FloorP256
+            }
             _ => Scenario::Floor,
         }
     }
@@ -141,7 +148,9 @@ impl Bed {
 
         let timestamp = claw_authz::clock::Clock::now_secs(&claw_authz::clock::SystemClock);
         let issuer = match scenario {
-            Scenario::Bearer | Scenario::FloorP256 => Some(Issuer::start(timestamp).await?),
+            Scenario::Bearer | Scenario::BearerUncached | Scenario::FloorP256 => {
+                Some(Issuer::start(timestamp).await?)
+            }
             _ => None,
         };
         let (extra, redis, sink) =
@@ -362,8 +371,11 @@ async fn scenario_config(
              access: {{ttl_secs: 1}}\ncrl: {{refresh_interval_secs: 1}}\n\
              registry: {{url: {REGISTRY_URL}, insecure_http: true, breaker_failures: 1, timeout_ms: 100, request_timeout_ms: 100}}\n"
         )),
-        Scenario::Bearer => {
+        Scenario::Bearer | Scenario::BearerUncached => {
             let issuer = issuer.ok_or("the bearer scenario needs its issuer")?;
+            if scenario == Scenario::BearerUncached {
+                extra.push_str("limits: {bearer_cache_capacity: 0}\n");
+            }
             extra.push_str(&format!(
                 "bearer:\n  issuers:\n    - {{issuer: \"{BEARER_ISSUER}\", audience: {BEARER_AUDIENCE}, jwks_url: \"{}\", insecure_http: true}}\n\
                  policies:\n  orders: {{profile: bearer, require_roles: [reader]}}\n",

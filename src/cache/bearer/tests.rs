@@ -56,12 +56,22 @@ fn a_token_holds_for_its_audiences_until_exp_and_only_under_the_key_that_verifie
     assert!(held(&cache, &digest, expect(&keys, "svc-orders", 150)));
     assert!(held(&cache, &digest, expect(&keys, "svc-billing", 199)));
     assert!(!held(&cache, &digest, expect(&keys, "svc-other", 150)));
-    assert!(!held(&cache, &digest, expect(&keys, "svc-orders", 200)), "exp == now is expired");
+    assert!(
+        !held(&cache, &digest, expect(&keys, "svc-orders", 200)),
+        "exp == now is expired"
+    );
     // `iat` and `nbf` within the skew, as verified: 130 - 60 = 70 is the earliest.
     assert!(held(&cache, &digest, expect(&keys, "svc-orders", 70)));
-    assert!(!held(&cache, &digest, expect(&keys, "svc-orders", 69)), "nbf past the skew");
+    assert!(
+        !held(&cache, &digest, expect(&keys, "svc-orders", 69)),
+        "nbf past the skew"
+    );
     let rotated_out = KeySet::new(vec![("k2".into(), k1)]);
-    assert!(!held(&cache, &digest, expect(&rotated_out, "svc-orders", 150)));
+    assert!(!held(
+        &cache,
+        &digest,
+        expect(&rotated_out, "svc-orders", 150)
+    ));
     let replaced = KeySet::new(vec![("k1".into(), key())]);
     assert!(!held(&cache, &digest, expect(&replaced, "svc-orders", 150)));
     assert!(cache.entry(&cache.digest("other").unwrap()).is_none());
@@ -83,7 +93,10 @@ fn one_off_tokens_stay_within_capacity_and_leave_a_token_in_use_cached() {
         assert!(cache.entry(&digest).is_none());
         cache.insert(Some(digest), verified(), 150);
         if i % 10 == 0 {
-            assert!(held(&cache, &in_use, expect(&keys, "svc-orders", 150)), "after {i}");
+            assert!(
+                held(&cache, &in_use, expect(&keys, "svc-orders", 150)),
+                "after {i}"
+            );
         }
     }
     assert!(cache.len() <= 32, "{} entries", cache.len());
