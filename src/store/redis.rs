@@ -293,8 +293,15 @@ fn nonce_digest(agent_did: &str, nonce: &str) -> String {
     hex(&digest)
 }
 
+/// Lowercase hex, in one allocation (it is on every check's path).
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 pub(crate) struct RedisNonceStore {

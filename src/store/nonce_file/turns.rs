@@ -114,6 +114,10 @@ pub(super) struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
+        // Closed first: a turn handed on from here fails to send (and goes to the next check),
+        // or was sent before and is read here. Read first, a turn sent between the read and
+        // the receiver's drop would be lost with it, and every later check would wait forever.
+        self.told.close();
         if let Ok(Turn::Yours) = self.told.try_recv() {
             let _ = WriteTurn {
                 log: self.log,
