@@ -114,22 +114,28 @@ pub(crate) fn encoded(
     server_time_secs: u64,
     scheme: Option<Scheme>,
 ) -> Answer {
-    match decision {
+    let shared = match decision {
         Decision::Allow {
-            identity: identity @ Some(Identity::Claw(id)),
+            identity: Some(identity),
             policy,
-        } => Answer::Shared(id.answers.get_or_build(&policy.name, || {
-            let response = allow(identity.as_ref(), &policy.name, None, credential_headers);
-            Bytes::from(response.encode_to_vec())
-        })),
-        Decision::Allow {
-            identity: identity @ Some(Identity::Bearer(id)),
-            policy,
-        } => Answer::Shared(id.answers.get_or_build(&policy.name, || {
-            let response = allow(identity.as_ref(), &policy.name, None, credential_headers);
-            Bytes::from(response.encode_to_vec())
-        })),
-        _ => Answer::Built(Box::new(build(
+        } => {
+            let answers = match identity {
+                Identity::Claw(id) => Some(&id.answers),
+                Identity::Bearer(token) => token.answers.as_ref(),
+                Identity::Signature(_) => None,
+            };
+            answers.map(|answers| (answers, identity, policy))
+        }
+        _ => None,
+    };
+    match shared {
+        Some((answers, identity, policy)) => {
+            Answer::Shared(answers.get_or_build(&policy.name, || {
+                let response = allow(Some(identity), &policy.name, None, credential_headers);
+                Bytes::from(response.encode_to_vec())
+            }))
+        }
+        None => Answer::Built(Box::new(build(
             decision,
             request_id,
             credential_headers,

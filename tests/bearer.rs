@@ -378,7 +378,17 @@ mod server {
         assert_eq!(outcome(&r), "401 PROXY_AUTH_TOKEN_REVOKED");
         // Its key rotated out of the JWKS: a token under the new key makes the server fetch it.
         let other = token(&with("jti", json!("tok-2")));
-        assert_eq!(outcome(&t.s.check(bearer("orders", &other)).await), "200");
+        // Verified, then from the cache: each time its own answer, not the first token's.
+        for _ in 0..2 {
+            let r = t.s.check(bearer("orders", &other)).await;
+            assert_eq!(outcome(&r), "200");
+            let (headers, _) = ok_headers(&r);
+            assert_eq!(
+                header(&headers, "x-claw-token-id"),
+                Some(expected),
+                "its own answer"
+            );
+        }
         t.jwks
             .set(vec![Reply::Body(200, jwks(&[("k2", "issuer-k2")]))]);
         let rotated = sign_jws_es(

@@ -32,8 +32,9 @@ pub struct VerifiedBearer {
     /// The issuer's place in the configuration (`bearer.issuers`).
     issuer: usize,
     key: PublicKey,
-    /// The token's encoded allow answers, by policy.
-    pub(crate) answers: SharedAnswers,
+    /// The token's encoded allow answers, by policy: kept only while the token is cached (a
+    /// token verified for one check has nothing to share them with).
+    pub(crate) answers: Option<SharedAnswers>,
 }
 
 /// The same identity: the same issuer, subject and token id.
@@ -51,7 +52,7 @@ impl VerifiedBearer {
             claims,
             issuer,
             key,
-            answers: SharedAnswers::default(),
+            answers: None,
         }
     }
 
@@ -147,8 +148,12 @@ impl BearerCache {
         now_secs: u64,
     ) -> Arc<VerifiedBearer> {
         let left = verified.claims.exp.saturating_sub(now_secs);
-        let token = Arc::new(verified);
-        if let Some(digest) = digest.filter(|_| left > 0) {
+        let digest = digest.filter(|_| left > 0);
+        let token = Arc::new(VerifiedBearer {
+            answers: digest.map(|_| SharedAnswers::default()),
+            ..verified
+        });
+        if let Some(digest) = digest {
             let lifetime = Duration::from_secs(left);
             let held = Held {
                 token: token.clone(),
