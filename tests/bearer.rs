@@ -230,6 +230,11 @@ mod server {
 
     /// Like [`setup`], with `registry_extra` (indented lines) added to `registry:`.
     async fn setup_with(name: &str, registry_extra: &str) -> Setup {
+        setup_more(name, registry_extra, "").await
+    }
+
+    /// Like [`setup_with`], with the top-level sections `more` added.
+    async fn setup_more(name: &str, registry_extra: &str, more: &str) -> Setup {
         let w = World::new(name).await;
         let jwks = FakeEndpoint::start(
             "/jwks.json",
@@ -249,7 +254,7 @@ mod server {
              \x20 full_bearer: {{profile: bearer, require_roles: [reader], {LIMITS}}}\n\
              \x20 full_httpsig: {{profile: httpsig, {LIMITS}}}\n\
              httpsig:\n  keys:\n    - {{kty: OKP, crv: Ed25519, x: \"{}\"}}\n\
-             events:\n  token_file: {}\n",
+             events:\n  token_file: {}\n{more}",
             jwks.url,
             signature_key().jwk()["x"].as_str().unwrap(),
             token_file.display()
@@ -395,6 +400,38 @@ mod server {
         assert_eq!(outcome(&t.s.check(bearer("orders", &rotated)).await), "200");
         let r = t.s.check(bearer("orders", &other)).await;
         assert_eq!(outcome(&r), "401 PROXY_AUTH_BEARER_UNKNOWN_KEY");
+        t.s.stop().await;
+    }
+
+    /// Memory under attack: tokens minted by the issuer for many subjects (a client with an
+    /// account can mint as many as it likes) fill the verified-token cache to its bound, no
+    /// further, while a client that keeps using its token is served from the cache throughout.
+    #[tokio::test]
+    async fn many_tokens_cannot_grow_the_bearer_cache_past_its_bound() {
+        const CAPACITY: usize = 32;
+        let more = format!("limits:\n  bearer_cache_capacity: {CAPACITY}\n");
+        let mut t = setup_more("bearer-cache-bound", "", &more).await;
+        let in_use = token(&claims());
+        for i in 0..400 {
+            let one_off = token(&with("jti", json!(format!("one-off-{i}"))));
+            assert_eq!(outcome(&t.s.check(bearer("orders", &one_off)).await), "200");
+            if i % 10 == 0 {
+                let r = t.s.check(bearer("orders", &in_use)).await;
+                assert_eq!(outcome(&r), "200", "after {i} one-off tokens");
+            }
+        }
+        let cache = &t.s.app.pipeline.bearer_tokens;
+        assert!(cache.len() <= CAPACITY, "{} tokens held", cache.len());
+        let page = t.s.app.telemetry.prometheus_text();
+        let entries = format!(
+            "claw_authz_cache_entries{{cache=\"bearer\"}} {}\n",
+            cache.len()
+        );
+        assert!(page.contains(&entries), "{page}");
+        // The token in use is still cached after 400 one-off ones (TinyLFU).
+        let (hits, _) = bearer_cache(&t);
+        assert_eq!(outcome(&t.s.check(bearer("orders", &in_use)).await), "200");
+        assert_eq!(bearer_cache(&t).0, hits + 1);
         t.s.stop().await;
     }
 
