@@ -318,6 +318,19 @@ mod server {
         t.s.stop().await;
     }
 
+    /// Revokes the token id `jti`, pushed through the admin endpoint.
+    async fn revoke(t: &Setup, jti: &str) {
+        let envelope = claw_authz::revocation::token_revocation_envelope(jti, NOW_MS);
+        let answer = reqwest::Client::new()
+            .post(format!("http://{}/v1/events", t.s.admin))
+            .bearer_auth("t0ken")
+            .body(envelope)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+
     /// The answer's `policy` metadata.
     fn policy_of(r: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> String {
         use envoy_types::pb::google::protobuf::value::Kind;
@@ -370,15 +383,7 @@ mod server {
         t.clock.set_ms(NOW_MS);
         assert_eq!(outcome(&t.s.check(bearer("orders", &good)).await), "200");
         // Its `jti` revoked.
-        let envelope = claw_authz::revocation::token_revocation_envelope("tok-1", NOW_MS);
-        let answer = reqwest::Client::new()
-            .post(format!("http://{}/v1/events", t.s.admin))
-            .bearer_auth("t0ken")
-            .body(envelope)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
+        revoke(&t, "tok-1").await;
         let r = t.s.check(bearer("orders", &good)).await;
         assert_eq!(outcome(&r), "401 PROXY_AUTH_TOKEN_REVOKED");
         // Its key rotated out of the JWKS: a token under the new key makes the server fetch it.
@@ -535,15 +540,7 @@ mod server {
         // A revoked token id, pushed through the admin endpoint, is refused at once.
         let good = token(&with("jti", json!("tok-revoked")));
         assert_eq!(outcome(&t.s.check(bearer("orders", &good)).await), "200");
-        let envelope = claw_authz::revocation::token_revocation_envelope("tok-revoked", NOW_MS);
-        let answer = reqwest::Client::new()
-            .post(format!("http://{}/v1/events", t.s.admin))
-            .bearer_auth("t0ken")
-            .body(envelope)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
+        revoke(&t, "tok-revoked").await;
         let r = t.s.check(bearer("orders", &good)).await;
         assert_eq!(outcome(&r), "401 PROXY_AUTH_TOKEN_REVOKED");
         t.s.stop().await;

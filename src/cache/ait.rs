@@ -13,10 +13,8 @@
 //! (TinyLFU) keeps the tokens in steady use when one-off tokens crowd in.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
+use super::by_digest::ByDigest;
 use crate::crypto::PublicKey;
 use crate::metrics::CacheCounts;
 use crate::pipeline::ClawIdentity;
@@ -45,24 +43,8 @@ impl VerifiedAit {
     }
 }
 
-/// An entry, and how long it may be held (until the token's `exp`).
-#[derive(Clone)]
-struct Held {
-    ait: Arc<VerifiedAit>,
-    lifetime: Duration,
-}
-
-/// Each entry expires when its token does.
-struct UntilExp;
-
-impl moka::Expiry<[u8; 32], Held> for UntilExp {
-    fn expire_after_create(&self, _: &[u8; 32], held: &Held, _: Instant) -> Option<Duration> {
-        Some(held.lifetime)
-    }
-}
-
 pub struct AitCache {
-    tokens: moka::sync::Cache<[u8; 32], Held>,
+    tokens: ByDigest<VerifiedAit>,
     pub counts: CacheCounts,
 }
 
@@ -70,21 +52,18 @@ impl AitCache {
     /// Holds at most `capacity` tokens.
     pub(crate) fn new(capacity: u64) -> Self {
         AitCache {
-            tokens: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(UntilExp)
-                .build(),
+            tokens: ByDigest::new(capacity),
             counts: CacheCounts::default(),
         }
     }
 
     pub(crate) fn digest(token: &str) -> [u8; 32] {
-        Sha256::digest(token.as_bytes()).into()
+        ByDigest::<VerifiedAit>::digest(token)
     }
 
     /// The cached token, if it is still valid at `now_secs` under `keys`.
     pub fn get(&self, digest: &[u8; 32], keys: &KeySet, now_secs: u64) -> Option<Arc<VerifiedAit>> {
-        let valid = self.tokens.get(digest).map(|h| h.ait).filter(|v| {
+        let valid = self.tokens.get(digest).filter(|v| {
             let c = &v.claims;
             c.nbf <= now_secs
                 && now_secs < c.exp
@@ -111,21 +90,13 @@ impl AitCache {
     ) -> Arc<VerifiedAit> {
         let left = verified.claims.exp.saturating_sub(now_secs);
         let ait = Arc::new(verified);
-        if left > 0 {
-            let lifetime = Duration::from_secs(left);
-            let held = Held {
-                ait: ait.clone(),
-                lifetime,
-            };
-            self.tokens.insert(digest, held);
-        }
+        self.tokens.insert(digest, ait.clone(), left);
         ait
     }
 
     /// Tokens held (after pending evictions are applied).
     pub fn len(&self) -> usize {
-        self.tokens.run_pending_tasks();
-        usize::try_from(self.tokens.entry_count()).unwrap_or(usize::MAX)
+        self.tokens.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -16,8 +16,8 @@
 //! steady use when one-off tokens crowd in.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+use super::by_digest::ByDigest;
 use crate::crypto::PublicKey;
 use crate::metrics::CacheCounts;
 use crate::protocol::bearer::BearerClaims;
@@ -74,22 +74,6 @@ impl VerifiedBearer {
     }
 }
 
-/// An entry, and how long it may be held (until the token's `exp`).
-#[derive(Clone)]
-struct Held {
-    token: Arc<VerifiedBearer>,
-    lifetime: Duration,
-}
-
-/// Each entry expires when its token does.
-struct UntilExp;
-
-impl moka::Expiry<[u8; 32], Held> for UntilExp {
-    fn expire_after_create(&self, _: &[u8; 32], held: &Held, _: Instant) -> Option<Duration> {
-        Some(held.lifetime)
-    }
-}
-
 /// What a cached token is checked against on its way out.
 pub(crate) struct Expect<'a> {
     /// Its issuer's current keys.
@@ -100,7 +84,7 @@ pub(crate) struct Expect<'a> {
 }
 
 pub struct BearerCache {
-    tokens: moka::sync::Cache<[u8; 32], Held>,
+    tokens: ByDigest<VerifiedBearer>,
     /// Zero: nothing is kept (and no digest computed).
     capacity: u64,
     pub counts: CacheCounts,
@@ -110,10 +94,7 @@ impl BearerCache {
     /// Holds at most `capacity` tokens; none at 0.
     pub(crate) fn new(capacity: u64) -> Self {
         BearerCache {
-            tokens: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(UntilExp)
-                .build(),
+            tokens: ByDigest::new(capacity),
             capacity,
             counts: CacheCounts::default(),
         }
@@ -121,12 +102,12 @@ impl BearerCache {
 
     /// The token's key in the cache, unless the cache is off.
     pub(crate) fn digest(&self, token: &str) -> Option<[u8; 32]> {
-        (self.capacity > 0).then(|| super::ait::AitCache::digest(token))
+        (self.capacity > 0).then(|| ByDigest::<VerifiedBearer>::digest(token))
     }
 
     /// The token as it was verified, whether or not it still holds.
     pub(crate) fn entry(&self, digest: &[u8; 32]) -> Option<Arc<VerifiedBearer>> {
-        self.tokens.get(digest).map(|h| h.token)
+        self.tokens.get(digest)
     }
 
     /// Whether `cached` (from [`BearerCache::entry`]) still holds as `expect` says; counted as
@@ -154,20 +135,14 @@ impl BearerCache {
             ..verified
         });
         if let Some(digest) = digest {
-            let lifetime = Duration::from_secs(left);
-            let held = Held {
-                token: token.clone(),
-                lifetime,
-            };
-            self.tokens.insert(digest, held);
+            self.tokens.insert(digest, token.clone(), left);
         }
         token
     }
 
     /// Tokens held (after pending evictions are applied).
     pub fn len(&self) -> usize {
-        self.tokens.run_pending_tasks();
-        usize::try_from(self.tokens.entry_count()).unwrap_or(usize::MAX)
+        self.tokens.len()
     }
 
     pub fn is_empty(&self) -> bool {

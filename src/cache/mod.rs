@@ -18,6 +18,7 @@
 pub mod access;
 pub mod ait;
 pub mod bearer;
+mod by_digest;
 pub mod crl;
 pub mod keys;
 pub mod trust;
