@@ -188,9 +188,19 @@ impl Redis {
         args: &[u64],
     ) -> Result<T, StoreError> {
         self.ops.fetch_add(1, Ordering::Relaxed);
+        // Sized up front: this runs on every check, and growing the buffers cost more than
+        // the command's own encoding.
+        let bytes = keys.iter().map(|k| k.len()).sum::<usize>() + 20 * (args.len() + 1);
         let call = |command: &str, body: &str| {
-            let mut cmd = redis::cmd(command);
-            cmd.arg(body).arg(keys.len()).arg(keys).arg(args);
+            let mut cmd = redis::Cmd::with_capacity(
+                3 + keys.len() + args.len(),
+                command.len() + body.len() + bytes,
+            );
+            cmd.arg(command)
+                .arg(body)
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args);
             cmd
         };
         let answered = async {
@@ -255,12 +265,20 @@ impl Redis {
 /// A nonce's record key and its agent's set, both tagged with the agent (`{<hex>}`), so a
 /// cluster keeps them in one slot and one script can touch both.
 fn nonce_keys(r: &Redis, agent_did: &str, nonce: &str) -> (String, String) {
-    let agent = hex(&Sha256::digest(agent_did.as_bytes()));
-    let record = format!("{{{agent}}}:{}", nonce_digest(agent_did, nonce));
-    (
-        r.key("nonce", &record),
-        r.key("nonces", &format!("{{{agent}}}")),
-    )
+    // `<prefix><kind>:{<agent hex>}`, built in place: this runs on every check.
+    let tagged = |kind: &str, extra: usize| {
+        let mut key = String::with_capacity(r.prefix.len() + kind.len() + 68 + extra);
+        key.push_str(&r.prefix);
+        key.push_str(kind);
+        key.push_str(":{");
+        push_hex(&mut key, &Sha256::digest(agent_did.as_bytes()));
+        key.push('}');
+        key
+    };
+    let mut record = tagged("nonce", 65);
+    record.push(':');
+    push_hex(&mut record, &nonce_digest(agent_did, nonce));
+    (record, tagged("nonces", 0))
 }
 
 /// A Lua script and its SHA-1, computed once.
@@ -283,25 +301,23 @@ impl LuaScript {
     }
 }
 
-/// `hex(sha256(agentDid "|" nonce))`: a DID cannot contain `|`, so the pair is unambiguous.
-fn nonce_digest(agent_did: &str, nonce: &str) -> String {
-    let digest = Sha256::new()
+/// `sha256(agentDid "|" nonce)`: a DID cannot contain `|`, so the pair is unambiguous.
+fn nonce_digest(agent_did: &str, nonce: &str) -> [u8; 32] {
+    Sha256::new()
         .chain_update(agent_did.as_bytes())
         .chain_update(b"|")
         .chain_update(nonce.as_bytes())
-        .finalize();
-    hex(&digest)
+        .finalize()
+        .into()
 }
 
-/// Lowercase hex, in one allocation (it is on every check's path).
-fn hex(bytes: &[u8]) -> String {
+/// Appends `bytes` as lowercase hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
         out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
-    out
 }
 
 pub(crate) struct RedisNonceStore {
@@ -407,9 +423,35 @@ mod tests {
     #[test]
     fn nonce_keys_are_the_hex_sha256_of_did_bar_nonce() {
         // printf 'did:cdi:a:agent:X|n-1' | sha256sum
+        let mut hex = String::new();
+        push_hex(&mut hex, &nonce_digest("did:cdi:a:agent:X", "n-1"));
         assert_eq!(
-            nonce_digest("did:cdi:a:agent:X", "n-1"),
+            hex,
             "d943fa7217d801028b92eef405cabd703930fdba4c212884ba27edb8f77f34ce"
+        );
+    }
+
+    #[tokio::test]
+    async fn nonce_keys_share_the_agents_hash_tag() {
+        let redis = Redis::connect(
+            &Target {
+                url: "redis://127.0.0.1:1/0".into(),
+                ca: None,
+                cluster: false,
+            },
+            Duration::from_millis(50),
+            "p:",
+        )
+        .unwrap();
+        let (record, agent) = nonce_keys(&redis, "did:cdi:a:agent:X", "n-1");
+        // printf 'did:cdi:a:agent:X' | sha256sum
+        let tag = "{daa5cc4ae97db80d526cd14b4c3809e307d09dfbe74d2f2113d890105ed9b0c0}";
+        assert_eq!(agent, format!("p:nonces:{tag}"));
+        assert_eq!(
+            record,
+            format!(
+                "p:nonce:{tag}:d943fa7217d801028b92eef405cabd703930fdba4c212884ba27edb8f77f34ce"
+            )
         );
     }
 }
