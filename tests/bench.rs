@@ -56,6 +56,38 @@ fn the_main_figure_is_the_default_configuration_beside_the_floor() {
 }
 
 #[test]
+fn a_scenario_and_its_floor_are_loaded_in_turns() {
+    let out = Command::new(env!("CARGO_BIN_EXE_claw-authz-bench"))
+        .args(["--server", env!("CARGO_BIN_EXE_claw-authz")])
+        .args(["--json", "--duration", "2", "--concurrency", "8"])
+        .args(["--scenario", "hot"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let [floor, hot] = &lines[..] else {
+        panic!("the floor's report, then the scenario's: {stdout}");
+    };
+    assert_measured(floor, "floor");
+    assert_measured(hot, "hot");
+    // One-second turns, two each: a drift of the machine's speed weighs on both alike.
+    assert_eq!(
+        (floor["turns"].as_u64(), hot["turns"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(hot["floor_cpu_us_per_check"], floor["cpu_us_per_check"]);
+    assert_beside_floor(hot);
+}
+
+#[test]
 fn the_bearer_scenario_is_compared_with_the_p256_floor() {
     let r = bench(&["--scenario", "bearer"]);
     assert_measured(&r, "bearer");

@@ -7,6 +7,7 @@
 //! is a child process, so its CPU time per check comes from `/proc` alone; the same run measures
 //! the CPU time of one raw signature verification, and the key figure is their ratio.
 
+mod arm;
 mod bed;
 mod envoy_compare;
 mod floor;
@@ -28,7 +29,7 @@ use tonic::transport::Channel;
 
 pub use bed::Scenario;
 use bed::{Bed, SCENARIOS};
-use report::{Report, print_report, report, table};
+use report::{Report, print_report, table};
 
 #[derive(Parser)]
 #[command(
@@ -99,7 +100,8 @@ fn main() -> ExitCode {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// What to measure (beside its floor server, measured in the same run).
+    /// What to measure, in turns with its floor server (one second each, until each has had
+    /// --duration).
     #[arg(long, value_enum, default_value = "default")]
     pub scenario: Scenario,
     /// Requests per second, open loop; 0: maximum throughput (closed loop).
@@ -157,135 +159,25 @@ async fn run(args: BenchArgs, server: Option<PathBuf>) -> Result<(), String> {
     } else {
         vec![args.scenario]
     };
-    // Every scenario is compared with its floor server measured in the same run, so the floors
-    // go first.
-    let mut scenarios: Vec<Scenario> = Vec::new();
-    for s in requested
-        .iter()
-        .map(|s| s.floor())
-        .chain(requested.iter().copied())
-    {
-        if !scenarios.contains(&s) {
-            scenarios.push(s);
-        }
-    }
     let mut reports: Vec<Report> = Vec::new();
-    for scenario in scenarios {
-        let mut report = measure(&binary, scenario, &args, args.rate).await?;
-        let floor = scenario.floor().name();
-        if let Some(f) = reports.iter().find(|r| r.scenario == floor) {
-            report.floor_cpu_us_per_check = f.cpu_us_per_check;
-            report.vs_floor =
-                report::round(report.cpu_us_per_check / f.cpu_us_per_check.max(1e-9), 2);
+    for scenario in requested {
+        if scenario.is_floor() {
+            // In a table every row carries its own floor, measured in turns with it.
+            if !args.all {
+                let report = arm::single(&binary, scenario, &args, args.rate).await?;
+                print_report(&report, args.json);
+            }
+            continue;
         }
+        let (floor, report) = arm::pair(&binary, scenario, &args, args.rate).await?;
+        print_report(&floor, args.json);
         print_report(&report, args.json);
         reports.push(report);
     }
     if args.all {
-        again(&binary, &args, &mut reports).await?;
         println!("\n{}", table(&reports));
     }
     Ok(())
-}
-
-/// `--all` runs for minutes, and this shared machine's speed drifts within that: each floor is
-/// measured again after the scenarios (the row `<floor> again`), and every ratio is taken over
-/// the mean of its floor's two measurements.
-async fn again(
-    binary: &std::path::Path,
-    args: &BenchArgs,
-    reports: &mut Vec<Report>,
-) -> Result<(), String> {
-    for floor in [Scenario::Floor, Scenario::FloorP256] {
-        let Some(first) = reports.iter().find(|r| r.scenario == floor.name()) else {
-            continue;
-        };
-        let first = first.cpu_us_per_check;
-        let mut second = measure(binary, floor, args, args.rate).await?;
-        second.scenario = format!("{} again", floor.name());
-        let mean = (first + second.cpu_us_per_check) / 2.0;
-        for r in reports.iter_mut().chain(std::iter::once(&mut second)) {
-            let own = SCENARIOS
-                .iter()
-                .find(|s| r.scenario.split(' ').next() == Some(s.name().as_str()));
-            if own.is_some_and(|s| s.floor() == floor) {
-                r.floor_cpu_us_per_check = report::round(mean, 1);
-                r.vs_floor = report::round(r.cpu_us_per_check / mean.max(1e-9), 2);
-            }
-        }
-        print_report(&second, args.json);
-        reports.push(second);
-    }
-    Ok(())
-}
-
-/// Starts a bed for `scenario`, warms it up, and measures one run at `rate` (0: maximum).
-pub async fn measure(
-    binary: &std::path::Path,
-    scenario: Scenario,
-    args: &BenchArgs,
-    rate: u32,
-) -> Result<Report, String> {
-    let bed = std::sync::Arc::new(Bed::start(binary, scenario).await?);
-    let duration = Duration::from_secs(args.duration.max(1));
-    let warmup = 2_000usize;
-    let clients = connect(bed.server.grpc, args.connections).await?;
-    let warm_signed = std::sync::Arc::new(bed.sign(warmup));
-    let send = sender(bed.clone(), warm_signed, clients, 0);
-    let warm = load::closed_loop(args.concurrency, Duration::from_secs(60), warmup, send).await;
-    if warm.errors > 0 {
-        return Err(format!(
-            "{scenario:?}: {} of {warmup} warm-up requests were not allowed",
-            warm.errors
-        ));
-    }
-    // Enough for the run: the rate times the duration, or for a closed loop twice what the
-    // warm-up reached (a run that uses them all ends early, and says so).
-    let per_sec = if rate > 0 {
-        f64::from(rate)
-    } else {
-        (warm.rate() * 2.0).clamp(5_000.0, 50_000.0)
-    };
-    let timed = (per_sec * duration.as_secs_f64()) as usize + 1;
-    let signed = std::sync::Arc::new(bed.sign(timed));
-    let mut notes = String::new();
-    if scenario == Scenario::BreakerOpen {
-        notes = open_breakers(&bed).await?;
-    }
-    let verify = tokio::task::block_in_place(|| bed.cpu_per_verify(Duration::from_secs(1)));
-    let rss_before = bed.server.rss_kib();
-    let cpu_before = bed.server.cpu();
-    let clients = connect(bed.server.grpc, args.connections).await?;
-    let send = sender(bed.clone(), signed.clone(), clients, 0);
-    let mut sample = if rate > 0 {
-        load::open_loop(rate, duration, timed, send).await
-    } else {
-        load::closed_loop(args.concurrency, duration, timed, send).await
-    };
-    let cpu = bed.server.cpu() - cpu_before;
-    let rss_after = bed.server.rss_kib();
-    // The baseline is measured before and after the run: this shared machine's speed drifts.
-    let verify_after = tokio::task::block_in_place(|| bed.cpu_per_verify(Duration::from_secs(1)));
-    let verify = (verify + verify_after) / 2;
-    if let Some(sink) = &bed.sink {
-        notes = format!(
-            "{} spans exported over OTLP",
-            sink.spans.load(std::sync::atomic::Ordering::Relaxed)
-        );
-    }
-    if scenario == Scenario::BreakerOpen {
-        notes = format!("{notes}; after: {}", breaker_states(&bed).await);
-    }
-    Ok(report(
-        scenario,
-        rate,
-        &mut sample,
-        cpu,
-        verify,
-        rss_before,
-        rss_after,
-        notes,
-    ))
 }
 
 async fn connect(

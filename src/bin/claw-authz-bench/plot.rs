@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::bed::Scenario;
-use super::{BenchArgs, Report, measure};
+use super::{BenchArgs, Report, arm};
 
 const RATES: [u32; 7] = [1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 12_000];
 
@@ -14,7 +14,7 @@ pub async fn sweep(binary: &Path, args: &BenchArgs, out: &Path) -> Result<(), St
     for scenario in [Scenario::Default, Scenario::Floor] {
         let mut reports = Vec::new();
         for rate in RATES {
-            let report = measure(binary, scenario, args, rate).await?;
+            let report = arm::single(binary, scenario, args, rate).await?;
             super::print_report(&report, args.json);
             reports.push(report);
         }

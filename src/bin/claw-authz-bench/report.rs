@@ -30,6 +30,9 @@ pub struct Report {
     pub rss_kib_per_1000_nonces: f64,
     /// Scenario facts checked during the run (breaker states, spans exported).
     pub notes: String,
+    /// The slices of load this server had: one alone, or one a second in turns with its
+    /// floor server (`arm.rs`).
+    pub turns: u32,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -79,6 +82,7 @@ pub(crate) fn report(
             0.0
         },
         notes,
+        turns: 1,
     }
 }
 
@@ -125,11 +129,11 @@ pub(crate) fn print_report(r: &Report, json: bool) {
 
 pub(crate) fn table(reports: &[Report]) -> String {
     let mut out = String::from(
-        "| scenario | checks/s | errors | p50 µs | p99 µs | p99.9 µs | CPU µs/check | / floor | verify µs | ratio | notes |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | checks/s | errors | p50 µs | p99 µs | p99.9 µs | CPU µs/check | floor µs/check | / floor | verify µs | ratio | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in reports {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.scenario,
             r.rate,
             r.errors,
@@ -137,6 +141,7 @@ pub(crate) fn table(reports: &[Report]) -> String {
             r.p99_us,
             r.p999_us,
             r.cpu_us_per_check,
+            r.floor_cpu_us_per_check,
             r.vs_floor,
             r.cpu_us_per_verify,
             r.ratio,
