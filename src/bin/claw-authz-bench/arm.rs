@@ -116,11 +116,16 @@ impl Arm {
         self.turns += 1;
         // Every request handed out was sent and answered (a worker past the deadline takes an
         // index but sends nothing, and that request stays unused).
-        self.used += (part.completed() + part.errors) as usize;
+        let sent = (part.completed() + part.errors) as usize;
+        self.used += sent;
         self.sample.latencies_us.extend(part.latencies_us);
         self.sample.errors += part.errors;
-        // At least the slice: the next turn's length is what is left of the duration.
-        self.sample.elapsed += part.elapsed.max(length);
+        // At least the slice (the next turn's length is what is left of the duration), unless
+        // the requests ran out: that turn ended early, and its own time counts.
+        self.sample.elapsed += match sent < available {
+            true => part.elapsed.max(length),
+            false => part.elapsed,
+        };
     }
 
     /// The report: CPU during the slices, over the checks answered.

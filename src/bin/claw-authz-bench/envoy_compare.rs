@@ -70,9 +70,37 @@ pub async fn compare(binary: &Path, args: &BenchArgs) -> Result<(), String> {
     let app = start_app().await?;
     let mut runs = Vec::new();
     for rep in 0..args.repetitions.max(1) {
+        // Every setup of the repetition runs at once (their Envoys and servers idle but for
+        // their own turns): the fixed rate one after the other, maximum throughput in turns.
+        let mut setups = Vec::new();
         for k in 0..SETUPS.len() {
             let setup = SETUPS[(k + rep as usize) % SETUPS.len()];
-            let run = run_setup(binary, &envoy_bin, app, setup, rep, rate, args).await?;
+            setups.push(Prepared::start(binary, &envoy_bin, app, setup, rate, args).await?);
+        }
+        let duration = Duration::from_secs(args.duration.max(1));
+        let mut at_rate = Vec::new();
+        for s in &setups {
+            at_rate.push(s.at_rate(rate, duration).await);
+        }
+        at_max(&mut setups, max_duration(args)).await;
+        for (s, (mut sample, envoy_cpu, server_cpu)) in setups.iter().zip(at_rate) {
+            let handled = (sample.completed() + sample.errors).max(1) as f64;
+            let p = Percentiles::of(&mut sample.latencies_us);
+            let per_request =
+                |cpu: Duration| crate::report::round(cpu.as_secs_f64() * 1e6 / handled, 1);
+            let run = Run {
+                setup: s.setup.name(),
+                repetition: rep,
+                rate: crate::report::round(sample.rate(), 1),
+                errors: sample.errors,
+                p50_us: p.p50_us,
+                p99_us: p.p99_us,
+                p999_us: p.p999_us,
+                envoy_cpu_us: per_request(envoy_cpu),
+                server_cpu_us: per_request(server_cpu),
+                max_rps: crate::report::round(s.max.rate(), 0),
+                max_errors: s.max.errors,
+            };
             if args.json {
                 println!("{}", serde_json::to_string(&run).unwrap_or_default());
             } else {
@@ -94,94 +122,159 @@ pub async fn compare(binary: &Path, args: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_setup(
-    binary: &Path,
-    envoy_bin: &Path,
-    app: std::net::SocketAddr,
+/// Each setup's maximum-throughput time: half the fixed-rate duration, at least 2 s.
+fn max_duration(args: &BenchArgs) -> Duration {
+    (Duration::from_secs(args.duration.max(1)) / 2).max(Duration::from_secs(2))
+}
+
+/// Maximum throughput for every setup, in one-second turns until each has had `duration`:
+/// this shared machine's speed drifts within minutes, and in turns the drift weighs on every
+/// setup alike (as the scenarios and their floor, `arm.rs`).
+async fn at_max(setups: &mut [Prepared], duration: Duration) {
+    let mut turn = 0usize;
+    let wants = |s: &Prepared| s.max.elapsed < duration && s.next < s.requests.len();
+    while setups.iter().any(wants) {
+        let n = setups.len();
+        for k in 0..n {
+            // Each round starts one setup further on, so none always goes first.
+            let s = &mut setups[(k + turn) % n];
+            if !wants(s) {
+                continue;
+            }
+            let slice = duration
+                .saturating_sub(s.max.elapsed)
+                .min(super::arm::SLICE);
+            let available = s.requests.len() - s.next;
+            let part = load::closed_loop(32, slice, available, s.sender(s.next)).await;
+            let sent = (part.completed() + part.errors) as usize;
+            s.next += sent;
+            s.max.latencies_us.extend(part.latencies_us);
+            s.max.errors += part.errors;
+            // A turn that used up the requests ended early: its own time counts.
+            s.max.elapsed += match sent < available {
+                true => part.elapsed.max(slice),
+                false => part.elapsed,
+            };
+        }
+        turn += 1;
+    }
+}
+
+/// One setup, started and warmed up, its requests signed.
+struct Prepared {
     setup: Setup,
-    rep: u32,
-    rate: u32,
-    args: &BenchArgs,
-) -> Result<Run, String> {
-    let scenario = match setup {
-        Setup::ClawAuthz | Setup::ClawAuthzUnix => Scenario::Default,
-        _ => Scenario::Floor,
-    };
-    let bed = Bed::start_on(binary, scenario, setup == Setup::ClawAuthzUnix).await?;
-    let authz = match (setup, &bed.server.grpc_unix) {
-        (Setup::ClawAuthzUnix, Some(path)) => Some(Address::Unix(path.clone())),
-        (Setup::ClawAuthz | Setup::Floor, _) => Some(Address::Tcp(bed.server.grpc)),
-        _ => None,
-    };
-    let jwt = jwt_as_long_as_the_ait(&bed);
-    let config = envoy_config(setup, app, authz.as_ref(), &bed.registry.signer.jwks());
-    let envoy = Envoy::start(envoy_bin, &config).await?;
-    let duration = Duration::from_secs(args.duration.max(1));
-    let warmup = 500usize;
-    let at_rate = (u64::from(rate) * duration.as_secs()) as usize + 1;
-    let max_duration = (duration / 2).max(Duration::from_secs(2));
-    let at_max = (8_000 * max_duration.as_secs()) as usize;
-    let signed = bed.sign(warmup + at_rate + at_max);
-    let requests: Arc<Vec<HeaderMap>> = Arc::new(
-        signed
-            .iter()
-            .map(|s| headers(&bed, s, setup, &jwt))
-            .collect(),
-    );
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(256)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let url = envoy.url(PATH);
-    let send = move |offset: usize| {
-        let (http, url, requests) = (http.clone(), url.clone(), requests.clone());
+    /// Holds the server (and the registry) for as long as the setup runs.
+    _bed: Bed,
+    envoy: Envoy,
+    server_pid: Option<u32>,
+    http: reqwest::Client,
+    url: String,
+    requests: Arc<Vec<HeaderMap>>,
+    /// The next unsent request.
+    next: usize,
+    /// What its maximum-throughput turns measured.
+    max: load::Sample,
+}
+
+impl Prepared {
+    async fn start(
+        binary: &Path,
+        envoy_bin: &Path,
+        app: std::net::SocketAddr,
+        setup: Setup,
+        rate: u32,
+        args: &BenchArgs,
+    ) -> Result<Prepared, String> {
+        let scenario = match setup {
+            Setup::ClawAuthz | Setup::ClawAuthzUnix => Scenario::Default,
+            _ => Scenario::Floor,
+        };
+        let bed = Bed::start_on(binary, scenario, setup == Setup::ClawAuthzUnix).await?;
+        let authz = match (setup, &bed.server.grpc_unix) {
+            (Setup::ClawAuthzUnix, Some(path)) => Some(Address::Unix(path.clone())),
+            (Setup::ClawAuthz | Setup::Floor, _) => Some(Address::Tcp(bed.server.grpc)),
+            _ => None,
+        };
+        let jwt = jwt_as_long_as_the_ait(&bed);
+        let config = envoy_config(setup, app, authz.as_ref(), &bed.registry.signer.jwks());
+        let envoy = Envoy::start(envoy_bin, &config).await?;
+        let duration = Duration::from_secs(args.duration.max(1));
+        let warmup = 500usize;
+        let at_rate = (u64::from(rate) * duration.as_secs()) as usize + 1;
+        let at_max = (16_000 * max_duration(args).as_secs()) as usize;
+        let signed = bed.sign(warmup + at_rate + at_max);
+        let requests: Arc<Vec<HeaderMap>> = Arc::new(
+            signed
+                .iter()
+                .map(|s| headers(&bed, s, setup, &jwt))
+                .collect(),
+        );
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(256)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut prepared = Prepared {
+            setup,
+            server_pid: authz.map(|_| bed.server.pid()),
+            _bed: bed,
+            url: envoy.url(PATH),
+            envoy,
+            http,
+            requests,
+            next: 0,
+            max: load::Sample::default(),
+        };
+        let warm = load::closed_loop(8, Duration::from_secs(60), warmup, prepared.sender(0)).await;
+        if warm.errors > 0 {
+            return Err(format!(
+                "{}: {} warm-up requests failed",
+                setup.name(),
+                warm.errors
+            ));
+        }
+        prepared.next = warmup + at_rate;
+        Ok(prepared)
+    }
+
+    /// `send(i)` posts request `offset + i` through Envoy; true when it was answered 200.
+    fn sender(
+        &self,
+        offset: usize,
+    ) -> impl Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+    + Send
+    + Sync
+    + 'static {
+        let (http, url, requests) = (self.http.clone(), self.url.clone(), self.requests.clone());
         move |i: usize| {
             let request = requests
                 .get(offset + i)
                 .map(|h| http.post(&url).headers(h.clone()).body(BODY).send());
-            async move {
+            Box::pin(async move {
                 match request {
                     Some(r) => r.await.is_ok_and(|r| r.status() == 200),
                     None => false,
                 }
-            }
+            })
         }
-    };
-    let warm = load::closed_loop(8, Duration::from_secs(60), warmup, send(0)).await;
-    if warm.errors > 0 {
-        return Err(format!(
-            "{}: {} warm-up requests failed",
-            setup.name(),
-            warm.errors
-        ));
     }
-    let server_pid = authz.map(|_| bed.server.pid());
-    let cpu = || {
-        (
-            process_cpu(envoy.pid()),
-            server_pid.map_or(Duration::ZERO, process_cpu),
-        )
-    };
-    let (envoy0, server0) = cpu();
-    let mut sample = load::open_loop(rate, duration, at_rate, send(warmup)).await;
-    let (envoy1, server1) = cpu();
-    let max = load::closed_loop(32, max_duration, at_max, send(warmup + at_rate)).await;
-    let handled = (sample.completed() + sample.errors).max(1) as f64;
-    let p = Percentiles::of(&mut sample.latencies_us);
-    Ok(Run {
-        setup: setup.name(),
-        repetition: rep,
-        rate: crate::report::round(sample.rate(), 1),
-        errors: sample.errors,
-        p50_us: p.p50_us,
-        p99_us: p.p99_us,
-        p999_us: p.p999_us,
-        envoy_cpu_us: crate::report::round((envoy1 - envoy0).as_secs_f64() * 1e6 / handled, 1),
-        server_cpu_us: crate::report::round((server1 - server0).as_secs_f64() * 1e6 / handled, 1),
-        max_rps: crate::report::round(max.rate(), 0),
-        max_errors: max.errors,
-    })
+
+    /// `duration` at `rate`, open loop: the sample, and Envoy's and the server's CPU meanwhile.
+    async fn at_rate(&self, rate: u32, duration: Duration) -> (load::Sample, Duration, Duration) {
+        let cpu = || {
+            (
+                process_cpu(self.envoy.pid()),
+                self.server_pid.map_or(Duration::ZERO, process_cpu),
+            )
+        };
+        let (envoy0, server0) = cpu();
+        // The requests after the warm-up's, before the maximum-throughput ones.
+        let first = self.next - (u64::from(rate) * duration.as_secs()) as usize - 1;
+        let available = self.next - first;
+        let sample = load::open_loop(rate, duration, available, self.sender(first)).await;
+        let (envoy1, server1) = cpu();
+        (sample, envoy1 - envoy0, server1 - server0)
+    }
 }
 
 /// The headers of one request: the Claw ones for every setup (same size everywhere), and for
