@@ -4,10 +4,22 @@
 
 use std::process::Command;
 
+/// The last report of a one-second run.
 fn bench(args: &[&str]) -> serde_json::Value {
+    bench_for(1, args).pop().unwrap()
+}
+
+/// Every report of a run of `seconds`, in order.
+fn bench_for(seconds: u32, args: &[&str]) -> Vec<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_claw-authz-bench"))
         .args(["--server", env!("CARGO_BIN_EXE_claw-authz")])
-        .args(["--json", "--duration", "1", "--concurrency", "8"])
+        .args([
+            "--json",
+            "--concurrency",
+            "8",
+            "--duration",
+            &seconds.to_string(),
+        ])
         .args(args)
         .output()
         .unwrap();
@@ -17,7 +29,10 @@ fn bench(args: &[&str]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn assert_measured(r: &serde_json::Value, scenario: &str) {
@@ -57,24 +72,9 @@ fn the_main_figure_is_the_default_configuration_beside_the_floor() {
 
 #[test]
 fn a_scenario_and_its_floor_are_loaded_in_turns() {
-    let out = Command::new(env!("CARGO_BIN_EXE_claw-authz-bench"))
-        .args(["--server", env!("CARGO_BIN_EXE_claw-authz")])
-        .args(["--json", "--duration", "2", "--concurrency", "8"])
-        .args(["--scenario", "hot"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = bench_for(2, &["--scenario", "hot"]);
     let [floor, hot] = &lines[..] else {
-        panic!("the floor's report, then the scenario's: {stdout}");
+        panic!("the floor's report, then the scenario's: {lines:?}");
     };
     assert_measured(floor, "floor");
     assert_measured(hot, "hot");

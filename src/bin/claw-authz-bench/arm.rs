@@ -114,18 +114,7 @@ impl Arm {
         };
         self.cpu += self.bed.server.cpu() - cpu_before;
         self.turns += 1;
-        // Every request handed out was sent and answered (a worker past the deadline takes an
-        // index but sends nothing, and that request stays unused).
-        let sent = (part.completed() + part.errors) as usize;
-        self.used += sent;
-        self.sample.latencies_us.extend(part.latencies_us);
-        self.sample.errors += part.errors;
-        // At least the slice (the next turn's length is what is left of the duration), unless
-        // the requests ran out: that turn ended early, and its own time counts.
-        self.sample.elapsed += match sent < available {
-            true => part.elapsed.max(length),
-            false => part.elapsed,
-        };
+        self.used += self.sample.add_turn(part, length, available);
     }
 
     /// The report: CPU during the slices, over the checks answered.

@@ -146,15 +146,7 @@ async fn at_max(setups: &mut [Prepared], duration: Duration) {
                 .min(super::arm::SLICE);
             let available = s.requests.len() - s.next;
             let part = load::closed_loop(32, slice, available, s.sender(s.next)).await;
-            let sent = (part.completed() + part.errors) as usize;
-            s.next += sent;
-            s.max.latencies_us.extend(part.latencies_us);
-            s.max.errors += part.errors;
-            // A turn that used up the requests ended early: its own time counts.
-            s.max.elapsed += match sent < available {
-                true => part.elapsed.max(slice),
-                false => part.elapsed,
-            };
+            s.next += s.max.add_turn(part, slice, available);
         }
         turn += 1;
     }

@@ -26,6 +26,22 @@ impl Sample {
     pub fn rate(&self) -> f64 {
         self.completed() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// Adds one turn of load, `part`, given `slice` with `available` requests left; answers how
+    /// many it sent. Every request handed out was sent and answered (a worker past the deadline
+    /// takes an index but sends nothing, and that request stays unused). A turn counts at least
+    /// its slice (the next one's length is what is left of the duration), unless the requests
+    /// ran out: it then ended early, and its own time counts.
+    pub fn add_turn(&mut self, part: Sample, slice: Duration, available: usize) -> usize {
+        let sent = (part.completed() + part.errors) as usize;
+        self.latencies_us.extend(part.latencies_us);
+        self.errors += part.errors;
+        self.elapsed += match sent < available {
+            true => part.elapsed.max(slice),
+            false => part.elapsed,
+        };
+        sent
+    }
 }
 
 /// Latency percentiles in microseconds.
