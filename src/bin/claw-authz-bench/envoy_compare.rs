@@ -162,7 +162,9 @@ struct Prepared {
     http: reqwest::Client,
     url: String,
     requests: Arc<Vec<HeaderMap>>,
-    /// The next unsent request.
+    /// The fixed-rate phase's requests, after the warm-up's.
+    at_rate: std::ops::Range<usize>,
+    /// The next unsent request of the maximum-throughput turns.
     next: usize,
     /// What its maximum-throughput turns measured.
     max: load::Sample,
@@ -206,7 +208,7 @@ impl Prepared {
             .pool_max_idle_per_host(256)
             .build()
             .map_err(|e| e.to_string())?;
-        let mut prepared = Prepared {
+        let prepared = Prepared {
             setup,
             server_pid: authz.map(|_| bed.server.pid()),
             _bed: bed,
@@ -214,7 +216,8 @@ impl Prepared {
             envoy,
             http,
             requests,
-            next: 0,
+            at_rate: warmup..warmup + at_rate,
+            next: warmup + at_rate,
             max: load::Sample::default(),
         };
         let warm = load::closed_loop(8, Duration::from_secs(60), warmup, prepared.sender(0)).await;
@@ -225,7 +228,6 @@ impl Prepared {
                 warm.errors
             ));
         }
-        prepared.next = warmup + at_rate;
         Ok(prepared)
     }
 
@@ -260,9 +262,7 @@ impl Prepared {
             )
         };
         let (envoy0, server0) = cpu();
-        // The requests after the warm-up's, before the maximum-throughput ones.
-        let first = self.next - (u64::from(rate) * duration.as_secs()) as usize - 1;
-        let available = self.next - first;
+        let (first, available) = (self.at_rate.start, self.at_rate.len());
         let sample = load::open_loop(rate, duration, available, self.sender(first)).await;
         let (envoy1, server1) = cpu();
         (sample, envoy1 - envoy0, server1 - server0)
