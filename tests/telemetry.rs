@@ -14,6 +14,8 @@ use claw_authz::clock::{Clock, ManualClock};
 use claw_authz::config::TelemetryConfig;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use support::otlp::Sink;
 use support::registry::Reply;
 use support::server::Running;
@@ -52,6 +54,21 @@ async fn metrics_text(s: &Running) -> String {
         .unwrap()
 }
 
+/// A span's attributes as (key, string value) pairs, in order.
+fn attributes(span: &Span) -> Vec<(String, String)> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    span.attributes
+        .iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            (kv.key.clone(), value)
+        })
+        .collect()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -78,7 +95,7 @@ async fn span_export(
         .unwrap();
     let layer = {
         use opentelemetry::trace::TracerProvider;
-        tracing_opentelemetry::layer().with_tracer(tracer.tracer("claw-authz"))
+        claw_authz::telemetry::span_layer(tracer.tracer("claw-authz"))
     };
     (sink, endpoint, tracer, layer)
 }
@@ -183,11 +200,23 @@ async fn otlp_gets_the_metrics_and_spans_of_a_breaker_opening_and_closing() {
         .find(|s| s.name == "check" && hex(&s.trace_id) == trace_id)
         .expect("a check span in Envoy's trace");
     assert_eq!(hex(&check.parent_span_id), parent_id);
+    // A server span with its decision, and nothing that is the same on every Check (source
+    // location, thread, target, busy/idle times: issue 20).
+    assert_eq!(check.kind, SpanKind::Server as i32);
+    assert_eq!(
+        attributes(check),
+        [("decision".to_owned(), "allow".to_owned())]
+    );
     let registry = spans
         .iter()
         .find(|s| s.name == "registry" && s.parent_span_id == check.span_id)
         .expect("the validate call as a child span");
     assert_eq!(hex(&registry.trace_id), trace_id);
+    assert_eq!(registry.kind, SpanKind::Client as i32);
+    assert_eq!(
+        attributes(registry),
+        [("endpoint".to_owned(), "validate".to_owned())]
+    );
     s.stop().await;
 }
 

@@ -71,7 +71,11 @@ pub(super) async fn guarded<T>(
     let span = if super::in_a_check() && tracing::Span::current().is_none() {
         tracing::Span::none()
     } else {
-        tracing::info_span!("registry", endpoint = endpoint.as_str())
+        tracing::info_span!(
+            "registry",
+            otel.kind = "client",
+            endpoint = endpoint.as_str()
+        )
     };
     let started = tokio::time::Instant::now();
     let allowed = call_timeout(timeout);

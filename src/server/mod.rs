@@ -68,7 +68,11 @@ impl CheckService {
             });
             if sampling.sampled(&parent) {
                 // The name is `telemetry::CHECK_SPAN`, which the sampler recognises.
-                let span = tracing::info_span!("check", decision = tracing::field::Empty);
+                let span = tracing::info_span!(
+                    "check",
+                    otel.kind = "server",
+                    decision = tracing::field::Empty
+                );
                 let _ = span.set_parent(parent);
                 span
             } else {
