@@ -103,14 +103,31 @@ pub struct BearerClaims {
     pub scopes: Vec<String>,
 }
 
+/// A token's payload, decoded and parsed once: its unverified `iss` picks the issuer whose keys
+/// verify the token, and [`verify_peeked`] then reads the claims from it.
+pub struct Payload(Object);
+
+impl Payload {
+    /// The payload of `token` when it is a base64url JSON object (no length or shape check: that
+    /// is [`verify`]'s).
+    pub fn peek(token: &str) -> Option<Payload> {
+        let payload = token.split('.').nth(1)?;
+        let bytes = b64::decode(payload).ok()?;
+        match Json::parse_standard(&bytes).ok()? {
+            Json::Object(o) => Some(Payload(o)),
+            _ => None,
+        }
+    }
+
+    /// The unverified `iss`.
+    pub fn issuer(&self) -> Option<&str> {
+        self.0.get("iss").and_then(Json::as_str)
+    }
+}
+
 /// The unverified `iss`, to pick the issuer whose keys verify the token.
 pub fn peek_issuer(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = b64::decode(payload).ok()?;
-    match Json::parse_standard(&bytes).ok()? {
-        Json::Object(o) => o.get("iss").and_then(Json::as_str).map(str::to_owned),
-        _ => None,
-    }
+    Payload::peek(token)?.issuer().map(str::to_owned)
 }
 
 /// The `kid` of the header (unverified), for a key refresh when it is unknown.
@@ -126,6 +143,17 @@ pub(crate) fn peek_kid(token: &str) -> Option<String> {
 /// Verifies `token` against the issuer's `keys` and what this service expects.
 pub fn verify(
     token: &str,
+    keys: &KeySet,
+    expect: BearerExpect<'_>,
+) -> Result<BearerClaims, BearerError> {
+    verify_peeked(token, None, keys, expect)
+}
+
+/// [`verify`], with the payload [`Payload::peek`] already parsed from `token` (the same segment
+/// this reads, so the claims are the same).
+pub fn verify_peeked(
+    token: &str,
+    payload: Option<&Payload>,
     keys: &KeySet,
     expect: BearerExpect<'_>,
 ) -> Result<BearerClaims, BearerError> {
@@ -171,7 +199,10 @@ pub fn verify(
     if !key.verify(input.as_bytes(), &signature) {
         return Err(BearerError::Signature);
     }
-    claims(&object(payload_b64)?, kid, expect)
+    match payload {
+        Some(Payload(parsed)) => claims(parsed, kid, expect),
+        None => claims(&object(payload_b64)?, kid, expect),
+    }
 }
 
 fn object(segment: &str) -> Result<Object, BearerError> {

@@ -70,11 +70,16 @@ pub(crate) async fn verify(
     }
     let digest = tokens.digest(token);
     let cached = digest.as_ref().and_then(|d| tokens.entry(d));
+    // A token not held is parsed once: its payload names the issuer, then gives the claims.
+    let payload = match cached {
+        Some(_) => None,
+        None => bearer::Payload::peek(token),
+    };
     let index = match &cached {
         Some(held) => Some(held.issuer()),
         None => {
-            let iss = bearer::peek_issuer(token);
-            let named = |i: &IssuerKeys| Some(&i.config.issuer) == iss.as_ref();
+            let iss = payload.as_ref().and_then(bearer::Payload::issuer);
+            let named = |i: &IssuerKeys| Some(i.config.issuer.as_str()) == iss;
             issuers.iter().position(named)
         }
     };
@@ -112,7 +117,8 @@ pub(crate) async fn verify(
     } else if digest.is_some() {
         tokens.counts.miss();
     }
-    let (claims, keys) = match bearer::verify(token, &keys, expect) {
+    let payload = payload.as_ref();
+    let (claims, keys) = match bearer::verify_peeked(token, payload, &keys, expect) {
         Err(e) if e.is_unknown_key() => {
             let kid = bearer::peek_kid(token).unwrap_or_default();
             let keys = issuer
@@ -120,7 +126,8 @@ pub(crate) async fn verify(
                 .refresh_for_unknown_kid(&kid)
                 .await
                 .map_err(unavailable)?;
-            (bearer::verify(token, &keys, expect).map_err(refused)?, keys)
+            let verified = bearer::verify_peeked(token, payload, &keys, expect);
+            (verified.map_err(refused)?, keys)
         }
         other => (other.map_err(refused)?, keys),
     };
