@@ -7,8 +7,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes};
-use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use bytes::{Buf, BufMut, Bytes};
+use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Body, BoxFuture, StdError};
@@ -16,6 +16,7 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Status};
 
 use super::{AUTHORIZATION_SERVICE, CheckService};
+use crate::request::RequestView;
 
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
@@ -95,23 +96,24 @@ where
 
 struct Unary(Arc<CheckService>);
 
-impl UnaryService<CheckRequest> for Unary {
+impl UnaryService<RequestView> for Unary {
     type Response = Answer;
     type Future = BoxFuture<tonic::Response<Answer>, Status>;
 
-    fn call(&mut self, request: tonic::Request<CheckRequest>) -> Self::Future {
+    fn call(&mut self, request: tonic::Request<RequestView>) -> Self::Future {
         let service = self.0.clone();
         Box::pin(async move { Ok(tonic::Response::new(service.answer(request).await)) })
     }
 }
 
-/// Decodes `CheckRequest`s with prost; encodes answers, copying shared ones as they are.
+/// Decodes `CheckRequest`s straight into the view the pipeline reads (`request::wire`); encodes
+/// answers, copying shared ones as they are.
 #[derive(Clone, Copy, Default)]
 struct AnswerCodec;
 
 impl Codec for AnswerCodec {
     type Encode = Answer;
-    type Decode = CheckRequest;
+    type Decode = RequestView;
     type Encoder = AnswerCodec;
     type Decoder = AnswerCodec;
 
@@ -142,12 +144,14 @@ impl Encoder for AnswerCodec {
 }
 
 impl Decoder for AnswerCodec {
-    type Item = CheckRequest;
+    type Item = RequestView;
     type Error = Status;
 
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<CheckRequest>, Status> {
-        // The code prost's own codec gives; its error text (fields, offsets) stays out.
-        CheckRequest::decode(src)
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<RequestView>, Status> {
+        // The message is one contiguous buffer here: taking it copies nothing.
+        let message = src.copy_to_bytes(src.remaining());
+        // The code prost's own codec gave.
+        RequestView::decode(&message)
             .map(Some)
             .map_err(|_| Status::new(Code::Internal, "malformed CheckRequest"))
     }

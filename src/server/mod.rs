@@ -9,7 +9,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use tokio::net::TcpListener;
 use tonic::Request;
 use tonic_health::ServingStatus;
@@ -51,7 +50,7 @@ impl CheckService {
 
 impl CheckService {
     /// `Check`: the pipeline's decision, as Envoy receives it.
-    pub async fn answer(&self, request: Request<CheckRequest>) -> Answer {
+    pub async fn answer(&self, request: Request<RequestView>) -> Answer {
         // Registry calls on this path end at the configured request timeout, or sooner when
         // Envoy's `grpc-timeout` (less a margin for the answer to get back) is nearer.
         let now = tokio::time::Instant::now();
@@ -81,7 +80,7 @@ impl CheckService {
         } else {
             tracing::Span::none()
         };
-        let view = RequestView::from_check(request.into_inner());
+        let view = request.into_inner();
         let checked =
             crate::registry::with_deadline(Some(deadline), self.app.pipeline.check(&view));
         let decision = checked.instrument(span.clone()).await;

@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use prost::Message;
 
 use super::bed::{self, BODY, PATH};
@@ -22,6 +21,7 @@ use claw_authz::app::App;
 use claw_authz::clock::{Clock, SystemClock};
 use claw_authz::dev::registry::DevRegistry;
 use claw_authz::dev::sign::{AgentSigner, Ed25519Signer, random_nonce};
+use claw_authz::request::RequestView;
 use claw_authz::server::CheckService;
 
 /// Checks in flight at once (the file store's group commit sees them together).
@@ -174,7 +174,7 @@ async fn answer_all(service: &Arc<CheckService>, requests: Vec<Vec<u8>>) -> usiz
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(bytes) = requests.get(i) else { return };
-                let Ok(request) = CheckRequest::decode(bytes.as_slice()) else {
+                let Ok(request) = RequestView::decode(bytes) else {
                     continue;
                 };
                 let answer = service.answer(tonic::Request::new(request)).await;

@@ -17,7 +17,9 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use crate::denial::Denial;
 use crate::protocol::path::{self, NormalizedPath};
 
-#[derive(Debug, Clone, Default)]
+pub mod wire;
+
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestView {
     pub method: String,
     /// Envoy's `:path` as received.
@@ -38,30 +40,79 @@ pub struct RequestView {
     pub(crate) source_address: Option<String>,
 }
 
+/// What a view is made of: the fields of a `CheckRequest` it reads, as decoded (by prost in
+/// [`RequestView::from_check`], from the wire in [`RequestView::decode`]).
+#[derive(Debug, Default)]
+pub(crate) struct Parts {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) host: String,
+    pub(crate) scheme: String,
+    pub(crate) headers: HashMap<String, String>,
+    /// `header_map`'s lines as (key, value, raw value), when the field was sent.
+    pub(crate) header_map: Option<Vec<(String, String, Vec<u8>)>>,
+    pub(crate) body: String,
+    pub(crate) raw_body: Vec<u8>,
+    pub(crate) context_extensions: HashMap<String, String>,
+    /// `source.address.socket_address.address`, when the address is a socket address.
+    pub(crate) source_address: Option<String>,
+}
+
+impl Parts {
+    fn from_check(request: CheckRequest) -> Parts {
+        use envoy_types::pb::envoy::config::core::v3::address::Address;
+        let attributes = request.attributes.unwrap_or_default();
+        let source_address =
+            attributes
+                .source
+                .and_then(|p| p.address)
+                .and_then(|a| match a.address {
+                    Some(Address::SocketAddress(s)) => Some(s.address),
+                    _ => None,
+                });
+        let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+        let header_map = http.header_map.map(|map| {
+            let lines = map.headers.into_iter();
+            lines.map(|h| (h.key, h.value, h.raw_value)).collect()
+        });
+        Parts {
+            method: http.method,
+            path: http.path,
+            host: http.host,
+            scheme: http.scheme,
+            headers: http.headers,
+            header_map,
+            body: http.body,
+            raw_body: http.raw_body,
+            context_extensions: attributes.context_extensions,
+            source_address,
+        }
+    }
+}
+
 impl RequestView {
     pub fn from_check(request: CheckRequest) -> Self {
-        let attributes = request.attributes.unwrap_or_default();
-        let source_address = attributes
-            .source
-            .as_ref()
-            .and_then(|p| p.address.as_ref())
-            .and_then(|a| match &a.address {
-                Some(
-                    envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(s),
-                ) => Some(s.address.clone()),
-                _ => None,
-            })
-            .filter(|a| !a.is_empty());
-        let mut http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+        RequestView::from_parts(Parts::from_check(request))
+    }
+
+    /// A view of the `CheckRequest` encoded in `message`, decoded straight from the wire (see
+    /// [`wire`]): the same view [`RequestView::from_check`] gives for every message prost
+    /// decodes.
+    pub fn decode(message: &[u8]) -> Result<Self, wire::Malformed> {
+        wire::parts(message).map(RequestView::from_parts)
+    }
+
+    fn from_parts(parts: Parts) -> Self {
+        let mut http = parts;
+        let source_address = http.source_address.take().filter(|a| !a.is_empty());
         let lines = http.header_map.take().map(|map| {
-            map.headers
-                .into_iter()
-                .map(|h| {
-                    let value = match h.raw_value.is_empty() {
-                        true => h.value,
-                        false => String::from_utf8_lossy(&h.raw_value).into_owned(),
+            map.into_iter()
+                .map(|(key, value, raw_value)| {
+                    let value = match raw_value.is_empty() {
+                        true => value,
+                        false => String::from_utf8_lossy(&raw_value).into_owned(),
                     };
-                    (h.key.to_ascii_lowercase(), value)
+                    (key.to_ascii_lowercase(), value)
                 })
                 .collect::<Vec<_>>()
         });
@@ -85,7 +136,11 @@ impl RequestView {
             k.bytes().any(|b| b.is_ascii_uppercase()) || v.trim().len() != v.len()
         };
         if headers.iter().any(untidy) {
-            headers = headers
+            // Names that differ only in case become one: the one sent in lowercase wins, else
+            // the greatest (in sorted order, so the same whatever the map's order was).
+            let mut sorted: Vec<_> = headers.into_iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            headers = sorted
                 .into_iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
                 .collect();
@@ -126,7 +181,7 @@ impl RequestView {
             body_missing: announced && body.is_empty(),
             headers,
             body,
-            context_extensions: attributes.context_extensions,
+            context_extensions: http.context_extensions,
             source_address,
         }
     }
