@@ -13,8 +13,9 @@
 //! Protobuf's rules hold as prost applies them: the last value of a field wins, a message sent
 //! twice is merged (so reading both into the same parts is the merge), map entries default a
 //! missing key or value to "", a later entry replaces an earlier one, and a `oneof` keeps the
-//! variant sent last. So does prost's one leniency: a map entry is read as length-delimited
-//! whatever wire type its key says. Every message prost decodes gives the same view; the test below checks it
+//! variant sent last. So does the leniency of prost 0.14.4 (the version locked): a map entry is
+//! read as length-delimited whatever wire type its key says. Work is linear in the message's
+//! size; nothing recurses past the six levels read. Every message prost decodes gives the same view; the test below checks it
 //! against prost on generated and mangled messages. The one difference is in what is refused:
 //! a field the view never reads is stepped over unchecked, where prost also refuses, say,
 //! invalid UTF-8 in `destination.service`. Envoy never sends such a message, and nothing of that
@@ -126,9 +127,13 @@ fn request(message: &[u8], parts: &mut Parts) -> Result<(), Malformed> {
     Ok(())
 }
 
+/// At most this many headers are made room for before they are read.
+const PRESIZED_HEADERS: usize = 128;
+
 fn http(message: &[u8], parts: &mut Parts) -> Result<(), Malformed> {
     // The map is sized once for the headers that follow (growing it rehashed every key three
-    // times for a dozen headers).
+    // times for a dozen headers), up to `PRESIZED_HEADERS`: entries are counted before their
+    // keys repeat one another, and a message of a million empty entries is one header.
     let mut fields = Fields(message);
     let mut headers = 0;
     while let Some((tag, wire)) = fields.next()? {
@@ -137,7 +142,7 @@ fn http(message: &[u8], parts: &mut Parts) -> Result<(), Malformed> {
             _ => fields.value(tag, wire).map(drop)?,
         }
     }
-    parts.headers.reserve(headers);
+    parts.headers.reserve(headers.min(PRESIZED_HEADERS));
     let mut fields = Fields(message);
     while let Some((tag, wire)) = fields.next()? {
         if tag == 3 {

@@ -258,3 +258,94 @@ fn names_that_differ_only_in_case_become_the_one_sent_in_lowercase() {
         assert_eq!(view.header("content-length"), Some("2"));
     }
 }
+
+/// Every map on the decoder's path (`context_extensions`, the source's `labels`, the request's
+/// `headers`) is read as length-delimited whatever wire type its key says, as prost 0.14.4 reads
+/// it; and the source address follows the variant sent last, merged when it repeats.
+#[test]
+fn maps_under_any_wire_type_and_address_variants_follow_prost() {
+    // An entry `{1: "k", 2: "v"}`, its length first.
+    let entry = [6u8, 0x0a, 1, b'k', 0x12, 1, b'v'];
+    let within = |tag: u8, inner: &[u8]| {
+        let mut m = vec![tag, inner.len() as u8];
+        m.extend_from_slice(inner);
+        m
+    };
+    for wire in [0u8, 1, 2, 3, 5] {
+        // attributes.context_extensions (10)
+        let mut attributes = vec![(10 << 3) | wire];
+        attributes.extend_from_slice(&entry);
+        let bytes = within(0x0a, &attributes);
+        assert!(
+            by_prost(&bytes).is_some(),
+            "prost reads extensions, wire {wire}"
+        );
+        assert_eq!(
+            RequestView::decode(&bytes).ok(),
+            by_prost(&bytes),
+            "extensions, wire {wire}"
+        );
+        // attributes.source.labels (3)
+        let mut peer = vec![(3 << 3) | wire];
+        peer.extend_from_slice(&entry);
+        let bytes = within(0x0a, &within(0x0a, &peer));
+        assert_eq!(
+            RequestView::decode(&bytes).ok(),
+            by_prost(&bytes),
+            "labels, wire {wire}"
+        );
+        // attributes.request.http.headers (3)
+        let mut http = vec![(3 << 3) | wire];
+        http.extend_from_slice(&entry);
+        let bytes = within(0x0a, &within(0x22, &within(0x12, &http)));
+        assert!(
+            by_prost(&bytes).is_some(),
+            "prost reads headers, wire {wire}"
+        );
+        assert_eq!(
+            RequestView::decode(&bytes).ok(),
+            by_prost(&bytes),
+            "headers, wire {wire}"
+        );
+    }
+    // source.address: socket "a", then a pipe, then a socket with no address: "" (dropped);
+    // socket "a" then socket with only a port: still "a".
+    let socket_a = within(0x0a, &within(0x12, b"a"));
+    let pipe = within(0x12, &[]);
+    let bare_socket = within(0x0a, &[0x18, 80]);
+    for address in [
+        [socket_a.clone(), pipe.clone(), bare_socket.clone()].concat(),
+        [socket_a.clone(), bare_socket.clone()].concat(),
+        [pipe, socket_a].concat(),
+    ] {
+        let bytes = within(0x0a, &within(0x0a, &within(0x0a, &address)));
+        let theirs = by_prost(&bytes);
+        assert!(theirs.is_some());
+        assert_eq!(RequestView::decode(&bytes).ok(), theirs);
+    }
+}
+
+/// A million empty header entries make one header, and no more room than `PRESIZED_HEADERS`.
+#[test]
+fn repeated_empty_header_entries_are_one_header() {
+    let http = [0x1a, 0x00].repeat(1 << 20);
+    let mut message = Vec::new();
+    let wrap = |tag: u8, inner: &[u8]| {
+        let mut m = vec![tag];
+        let mut len = inner.len();
+        while len >= 0x80 {
+            m.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        m.push(len as u8);
+        m.extend_from_slice(inner);
+        m
+    };
+    let request = wrap(0x12, &http);
+    let attributes = wrap(0x22, &request);
+    message.extend(wrap(0x0a, &attributes));
+    let view = RequestView::decode(&message).unwrap();
+    assert_eq!(Some(view.clone()), by_prost(&message));
+    assert_eq!(view.header(""), Some(""));
+    assert!(view.headers.capacity() < 1_000);
+}
