@@ -10,6 +10,7 @@
 //! field's lines with ", ", where Envoy's map form joined them with ","), and builds the map the
 //! other profiles read by joining them as Envoy would.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
@@ -17,7 +18,10 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use crate::denial::Denial;
 use crate::protocol::path::{self, NormalizedPath};
 
+mod headers;
 pub mod wire;
+
+use headers::{Entries, Headers};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestView {
@@ -25,9 +29,8 @@ pub struct RequestView {
     /// Envoy's `:path` as received.
     pub raw_path: String,
     pub path: Option<NormalizedPath>,
-    headers: HashMap<String, String>,
-    /// Every field line as sent, lowercased names, when Envoy sent `header_map`.
-    lines: Option<Vec<(String, String)>>,
+    /// With every field line as sent when Envoy sent `header_map`.
+    headers: Headers,
     /// `:authority` (the `Host` header in HTTP/1.1) and the scheme, as Envoy saw them.
     pub(crate) authority: String,
     pub(crate) scheme: String,
@@ -40,59 +43,69 @@ pub struct RequestView {
     pub(crate) source_address: Option<String>,
 }
 
-/// What a view is made of: the fields of a `CheckRequest` it reads, as decoded (by prost in
-/// [`RequestView::from_check`], from the wire in [`RequestView::decode`]).
+/// What a view is made of: the fields of a `CheckRequest` it reads, borrowed from the message
+/// (prost's in [`RequestView::from_check`], its bytes in [`RequestView::decode`]).
 #[derive(Debug, Default)]
-pub(crate) struct Parts {
-    pub(crate) method: String,
-    pub(crate) path: String,
-    pub(crate) host: String,
-    pub(crate) scheme: String,
-    pub(crate) headers: HashMap<String, String>,
+pub(crate) struct Parts<'m> {
+    pub(crate) method: &'m str,
+    pub(crate) path: &'m str,
+    pub(crate) host: &'m str,
+    pub(crate) scheme: &'m str,
+    pub(crate) headers: Entries<'m>,
     /// `header_map`'s lines as (key, value, raw value), when the field was sent.
-    pub(crate) header_map: Option<Vec<(String, String, Vec<u8>)>>,
-    pub(crate) body: String,
-    pub(crate) raw_body: Vec<u8>,
+    pub(crate) header_map: Option<Vec<(&'m str, &'m str, &'m [u8])>>,
+    pub(crate) body: &'m str,
+    pub(crate) raw_body: &'m [u8],
     pub(crate) context_extensions: HashMap<String, String>,
     /// `source.address.socket_address.address`, when the address is a socket address.
-    pub(crate) source_address: Option<String>,
+    pub(crate) source_address: Option<&'m str>,
 }
 
-impl Parts {
-    fn from_check(request: CheckRequest) -> Parts {
+impl Parts<'_> {
+    fn from_check(request: &CheckRequest) -> Parts<'_> {
         use envoy_types::pb::envoy::config::core::v3::address::Address;
-        let attributes = request.attributes.unwrap_or_default();
-        let source_address =
-            attributes
-                .source
-                .and_then(|p| p.address)
-                .and_then(|a| match a.address {
-                    Some(Address::SocketAddress(s)) => Some(s.address),
-                    _ => None,
-                });
-        let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
-        let header_map = http.header_map.map(|map| {
-            let lines = map.headers.into_iter();
-            lines.map(|h| (h.key, h.value, h.raw_value)).collect()
-        });
-        Parts {
-            method: http.method,
-            path: http.path,
-            host: http.host,
-            scheme: http.scheme,
-            headers: http.headers,
-            header_map,
-            body: http.body,
-            raw_body: http.raw_body,
-            context_extensions: attributes.context_extensions,
+        let Some(attributes) = &request.attributes else {
+            return Parts::default();
+        };
+        let source_address = attributes
+            .source
+            .as_ref()
+            .and_then(|p| p.address.as_ref())
+            .and_then(|a| match &a.address {
+                Some(Address::SocketAddress(s)) => Some(s.address.as_str()),
+                _ => None,
+            });
+        let mut parts = Parts {
+            context_extensions: attributes.context_extensions.clone(),
             source_address,
+            ..Parts::default()
+        };
+        if let Some(http) = attributes.request.as_ref().and_then(|r| r.http.as_ref()) {
+            let header_map = http.header_map.as_ref().map(|map| {
+                let lines = map.headers.iter();
+                lines
+                    .map(|h| (h.key.as_str(), h.value.as_str(), &h.raw_value[..]))
+                    .collect()
+            });
+            parts = Parts {
+                method: &http.method,
+                path: &http.path,
+                host: &http.host,
+                scheme: &http.scheme,
+                headers: http.headers.iter().map(|(k, v)| (&k[..], &v[..])).collect(),
+                header_map,
+                body: &http.body,
+                raw_body: &http.raw_body,
+                ..parts
+            };
         }
+        parts
     }
 }
 
 impl RequestView {
     pub fn from_check(request: CheckRequest) -> Self {
-        RequestView::from_parts(Parts::from_check(request))
+        RequestView::from_parts(Parts::from_check(&request))
     }
 
     /// A view of the `CheckRequest` encoded in `message`, decoded straight from the wire (see
@@ -102,87 +115,55 @@ impl RequestView {
         wire::parts(message).map(RequestView::from_parts)
     }
 
-    fn from_parts(parts: Parts) -> Self {
-        let mut http = parts;
-        let source_address = http.source_address.take().filter(|a| !a.is_empty());
-        let lines = http.header_map.take().map(|map| {
-            map.into_iter()
-                .map(|(key, value, raw_value)| {
-                    let value = match raw_value.is_empty() {
-                        true => value,
-                        false => String::from_utf8_lossy(&raw_value).into_owned(),
-                    };
-                    (key.to_ascii_lowercase(), value)
-                })
-                .collect::<Vec<_>>()
-        });
-        if let Some(lines) = &lines {
+    fn from_parts(parts: Parts<'_>) -> Self {
+        let headers = match parts.header_map {
             // The lines are the whole header set: a map sent beside them is not added twice.
-            http.headers.clear();
-            for (name, value) in lines {
-                http.headers
-                    .entry(name.clone())
-                    .and_modify(|joined| {
-                        joined.push(',');
-                        joined.push_str(value);
-                    })
-                    .or_insert_with(|| value.clone());
-            }
-        }
-        // Envoy sends lowercased, trimmed headers: the map is kept as it came unless a key or a
-        // value needs fixing.
-        let mut headers: HashMap<String, String> = http.headers;
-        let untidy = |(k, v): (&String, &String)| {
-            k.bytes().any(|b| b.is_ascii_uppercase()) || v.trim().len() != v.len()
+            Some(lines) => Headers::from_lines(lines.into_iter().map(|(key, value, raw)| {
+                let value = match raw.is_empty() {
+                    true => Cow::Borrowed(value),
+                    false => String::from_utf8_lossy(raw),
+                };
+                (key, value)
+            })),
+            None => Headers::from_entries(parts.headers),
         };
-        if headers.iter().any(untidy) {
-            // Names that differ only in case become one: the one sent in lowercase wins, else
-            // the greatest (in sorted order, so the same whatever the map's order was).
-            let mut sorted: Vec<_> = headers.into_iter().collect();
-            sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            headers = sorted
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
-                .collect();
-        }
-        let body = if http.raw_body.is_empty() {
-            http.body.into_bytes()
-        } else {
-            http.raw_body
+        let body = match parts.raw_body.is_empty() {
+            true => parts.body.as_bytes().to_vec(),
+            false => parts.raw_body.to_vec(),
         };
         let announced = headers
             .get("content-length")
             .and_then(|v| v.parse::<u64>().ok())
-            .map_or(headers.contains_key("transfer-encoding"), |n| n > 0);
-        let raw_path = if http.path.is_empty() {
-            headers.get(":path").cloned().unwrap_or_default()
-        } else {
-            http.path
+            .map_or(headers.get("transfer-encoding").is_some(), |n| n > 0);
+        let raw_path = match parts.path.is_empty() {
+            true => headers.get(":path").unwrap_or_default(),
+            false => parts.path,
         };
-        let method = if http.method.is_empty() {
-            headers.get(":method").cloned().unwrap_or_default()
-        } else {
-            http.method
+        let method = match parts.method.is_empty() {
+            true => headers.get(":method").unwrap_or_default(),
+            false => parts.method,
         };
-        let authority = match http.host.is_empty() {
-            true => headers.get(":authority").or(headers.get("host")).cloned(),
-            false => Some(http.host),
+        let authority = match parts.host.is_empty() {
+            true => headers.get(":authority").or(headers.get("host")),
+            false => Some(parts.host),
         };
         RequestView {
-            method,
-            path: path::normalize(&raw_path).ok(),
-            raw_path,
-            lines,
-            authority: authority.unwrap_or_default(),
-            scheme: http.scheme,
+            method: method.to_owned(),
+            path: path::normalize(raw_path).ok(),
+            raw_path: raw_path.to_owned(),
+            authority: authority.unwrap_or_default().to_owned(),
+            scheme: parts.scheme.to_owned(),
             body_partial: headers
                 .get("x-envoy-auth-partial-body")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),
             body_missing: announced && body.is_empty(),
             headers,
             body,
-            context_extensions: http.context_extensions,
-            source_address,
+            context_extensions: parts.context_extensions,
+            source_address: parts
+                .source_address
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned),
         }
     }
 
@@ -192,10 +173,13 @@ impl RequestView {
             method: method.to_owned(),
             raw_path: raw_path.to_owned(),
             path: path::normalize(raw_path).ok(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
-                .collect(),
+            headers: {
+                let lowered: Vec<_> = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), *v))
+                    .collect();
+                Headers::from_entries(lowered.iter().map(|(k, v)| (&k[..], *v)).collect())
+            },
             authority: headers
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case("host"))
@@ -209,23 +193,17 @@ impl RequestView {
     /// A header by case-insensitive name, trimmed; `None` when absent.
     pub fn header(&self, name: &str) -> Option<&str> {
         if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.headers
-                .get(&name.to_ascii_lowercase())
-                .map(String::as_str)
+            self.headers.get(&name.to_ascii_lowercase())
         } else {
-            self.headers.get(name).map(String::as_str)
+            self.headers.get(name)
         }
     }
 
     /// A field's lines as the client sent them: the raw lines when Envoy forwarded them
     /// (`encode_raw_headers`), else the one value Envoy's map holds. Empty when absent.
     pub(crate) fn field_lines(&self, name: &str) -> Vec<&str> {
-        match &self.lines {
-            Some(lines) => lines
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-                .collect(),
+        match self.headers.lines(name) {
+            Some(lines) => lines,
             None => self.header(name).into_iter().collect(),
         }
     }

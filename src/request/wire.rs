@@ -29,7 +29,7 @@ use super::Parts;
 pub struct Malformed;
 
 /// The parts of the view of the `CheckRequest` in `message`.
-pub(crate) fn parts(message: &[u8]) -> Result<Parts, Malformed> {
+pub(crate) fn parts(message: &[u8]) -> Result<Parts<'_>, Malformed> {
     let mut parts = Parts::default();
     let mut address = Address::None;
     let mut fields = Fields(message);
@@ -46,17 +46,22 @@ pub(crate) fn parts(message: &[u8]) -> Result<Parts, Malformed> {
 }
 
 /// The variant of `source.address` sent last (`oneof address`).
-enum Address {
+enum Address<'m> {
     None,
-    Socket(String),
+    Socket(&'m str),
     Other,
 }
 
-fn attributes(message: &[u8], parts: &mut Parts, address: &mut Address) -> Result<(), Malformed> {
+fn attributes<'m>(
+    message: &'m [u8],
+    parts: &mut Parts<'m>,
+    address: &mut Address<'m>,
+) -> Result<(), Malformed> {
     let mut fields = Fields(message);
     while let Some((tag, wire)) = fields.next()? {
         if tag == 10 {
-            map_entry(fields.entry()?, &mut parts.context_extensions)?;
+            let (key, value) = map_entry(fields.entry()?)?;
+            parts.context_extensions.insert(key.into(), value.into());
             continue;
         }
         let value = fields.value(tag, wire)?;
@@ -69,7 +74,7 @@ fn attributes(message: &[u8], parts: &mut Parts, address: &mut Address) -> Resul
     Ok(())
 }
 
-fn peer(message: &[u8], address: &mut Address) -> Result<(), Malformed> {
+fn peer<'m>(message: &'m [u8], address: &mut Address<'m>) -> Result<(), Malformed> {
     let mut fields = Fields(message);
     while let Some((tag, wire)) = fields.next()? {
         if tag == 3 {
@@ -87,7 +92,7 @@ fn peer(message: &[u8], address: &mut Address) -> Result<(), Malformed> {
                         let message = value.message()?;
                         // The same variant again is merged into; another one starts anew.
                         if !matches!(address, Address::Socket(_)) {
-                            *address = Address::Socket(String::new());
+                            *address = Address::Socket("");
                         }
                         if let Address::Socket(a) = address {
                             socket_address(message, a)?;
@@ -105,18 +110,18 @@ fn peer(message: &[u8], address: &mut Address) -> Result<(), Malformed> {
     Ok(())
 }
 
-fn socket_address(message: &[u8], address: &mut String) -> Result<(), Malformed> {
+fn socket_address<'m>(message: &'m [u8], address: &mut &'m str) -> Result<(), Malformed> {
     let mut fields = Fields(message);
     while let Some((tag, wire)) = fields.next()? {
         let value = fields.value(tag, wire)?;
         if tag == 2 {
-            value.string_into(address)?;
+            *address = value.string()?;
         }
     }
     Ok(())
 }
 
-fn request(message: &[u8], parts: &mut Parts) -> Result<(), Malformed> {
+fn request<'m>(message: &'m [u8], parts: &mut Parts<'m>) -> Result<(), Malformed> {
     let mut fields = Fields(message);
     while let Some((tag, wire)) = fields.next()? {
         let value = fields.value(tag, wire)?;
@@ -127,36 +132,22 @@ fn request(message: &[u8], parts: &mut Parts) -> Result<(), Malformed> {
     Ok(())
 }
 
-/// At most this many headers are made room for before they are read.
-const PRESIZED_HEADERS: usize = 128;
-
-fn http(message: &[u8], parts: &mut Parts) -> Result<(), Malformed> {
-    // The map is sized once for the headers that follow (growing it rehashed every key three
-    // times for a dozen headers), up to `PRESIZED_HEADERS`: entries are counted before their
-    // keys repeat one another, and a message of a million empty entries is one header.
-    let mut fields = Fields(message);
-    let mut headers = 0;
-    while let Some((tag, wire)) = fields.next()? {
-        match tag {
-            3 => fields.entry().map(|_| headers += 1)?,
-            _ => fields.value(tag, wire).map(drop)?,
-        }
-    }
-    parts.headers.reserve(headers.min(PRESIZED_HEADERS));
+fn http<'m>(message: &'m [u8], parts: &mut Parts<'m>) -> Result<(), Malformed> {
     let mut fields = Fields(message);
     while let Some((tag, wire)) = fields.next()? {
         if tag == 3 {
-            map_entry(fields.entry()?, &mut parts.headers)?;
+            let (key, value) = map_entry(fields.entry()?)?;
+            parts.headers.push(key, value);
             continue;
         }
         let value = fields.value(tag, wire)?;
         match tag {
-            2 => value.string_into(&mut parts.method)?,
-            4 => value.string_into(&mut parts.path)?,
-            5 => value.string_into(&mut parts.host)?,
-            6 => value.string_into(&mut parts.scheme)?,
-            11 => value.string_into(&mut parts.body)?,
-            12 => value.bytes_into(&mut parts.raw_body)?,
+            2 => parts.method = value.string()?,
+            4 => parts.path = value.string()?,
+            5 => parts.host = value.string()?,
+            6 => parts.scheme = value.string()?,
+            11 => parts.body = value.string()?,
+            12 => parts.raw_body = value.message()?,
             13 => {
                 let lines = parts.header_map.get_or_insert_with(Vec::new);
                 let mut fields = Fields(value.message()?);
@@ -173,39 +164,34 @@ fn http(message: &[u8], parts: &mut Parts) -> Result<(), Malformed> {
     Ok(())
 }
 
-fn header_value(message: &[u8]) -> Result<(String, String, Vec<u8>), Malformed> {
-    let (mut key, mut value, mut raw) = (String::new(), String::new(), Vec::new());
+fn header_value(message: &[u8]) -> Result<(&str, &str, &[u8]), Malformed> {
+    let (mut key, mut value, mut raw) = ("", "", &[][..]);
     let mut fields = Fields(message);
     while let Some((tag, wire)) = fields.next()? {
         let field = fields.value(tag, wire)?;
         match tag {
-            1 => field.string_into(&mut key)?,
-            2 => field.string_into(&mut value)?,
-            3 => field.bytes_into(&mut raw)?,
+            1 => key = field.string()?,
+            2 => value = field.string()?,
+            3 => raw = field.message()?,
             _ => {}
         }
     }
     Ok((key, value, raw))
 }
 
-/// One `map<string, string>` entry: a missing key or value is "", and it replaces an entry of
-/// the same key.
-fn map_entry(
-    message: &[u8],
-    map: &mut std::collections::HashMap<String, String>,
-) -> Result<(), Malformed> {
-    let (mut key, mut value) = (String::new(), String::new());
+/// One `map<string, string>` entry (key, value): a missing key or value is "".
+fn map_entry(message: &[u8]) -> Result<(&str, &str), Malformed> {
+    let (mut key, mut value) = ("", "");
     let mut fields = Fields(message);
     while let Some((tag, wire)) = fields.next()? {
         let field = fields.value(tag, wire)?;
         match tag {
-            1 => field.string_into(&mut key)?,
-            2 => field.string_into(&mut value)?,
+            1 => key = field.string()?,
+            2 => value = field.string()?,
             _ => {}
         }
     }
-    map.insert(key, value);
-    Ok(())
+    Ok((key, value))
 }
 
 /// A field's value, by wire type.
@@ -225,18 +211,8 @@ impl<'m> Value<'m> {
         }
     }
 
-    fn string_into(self, into: &mut String) -> Result<(), Malformed> {
-        let text = std::str::from_utf8(self.message()?).map_err(|_| Malformed)?;
-        into.clear();
-        into.push_str(text);
-        Ok(())
-    }
-
-    fn bytes_into(self, into: &mut Vec<u8>) -> Result<(), Malformed> {
-        let bytes = self.message()?;
-        into.clear();
-        into.extend_from_slice(bytes);
-        Ok(())
+    fn string(self) -> Result<&'m str, Malformed> {
+        std::str::from_utf8(self.message()?).map_err(|_| Malformed)
     }
 }
 
