@@ -288,6 +288,8 @@ mod tests {
         let value = prop_oneof![
             Just(String::new()),
             Just(" padded\t".to_owned()),
+            // Unicode whitespace, which `str::trim` removes and `trim_ascii` would not.
+            Just("\u{a0}x\u{3000}".to_owned()),
             "[a-z0-9 ]{1,6}",
             Just("é €".to_owned()),
         ];
