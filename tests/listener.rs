@@ -443,3 +443,53 @@ async fn checks_and_health_are_answered_over_a_unix_domain_socket() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+/// The timers of the server's established TCP connections on `port`, from `/proc/net/tcp`:
+/// (timer kind, clock ticks left). Kind 2 is the keepalive timer, armed on an idle connection
+/// only when `SO_KEEPALIVE` is set.
+fn server_side_timers(port: u16) -> Vec<(u8, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let established = fields.get(3) == Some(&"01");
+            let ours = fields.get(1).is_some_and(|a| a.ends_with(&local));
+            let (kind, left) = fields.get(5)?.split_once(':')?;
+            let timer = (
+                u8::from_str_radix(kind, 16).ok()?,
+                u64::from_str_radix(left, 16).ok()?,
+            );
+            (established && ours).then_some(timer)
+        })
+        .collect()
+}
+
+/// A connection whose peer went away gives its place back: the server sets TCP keepalive on
+/// every gRPC connection (idle 30 s, then probes), so the kernel probes an idle one and closes
+/// it when the peer stops answering. Seen from outside: the connection's keepalive timer.
+#[tokio::test]
+async fn an_idle_connection_is_probed_by_tcp_keepalive() {
+    let w = World::new("keepalive").await;
+    let clock = ManualClock::at(NOW_MS);
+    let mut s = started(&w, "", &clock).await;
+    let r = s
+        .check(w.signed(&w.alpha, "GET", "/v1/x", b"", "ka-1", &[]))
+        .await;
+    assert_eq!(outcome(&r), ALLOWED);
+    let port = s.grpc.port();
+    // Once the answer is acknowledged, the idle connection's only timer is the keepalive's.
+    let mut timers = Vec::new();
+    eventually("the keepalive timer armed", async || {
+        timers = server_side_timers(port);
+        !timers.is_empty() && timers.iter().all(|(kind, _)| *kind == 2)
+    })
+    .await;
+    for (_, left) in &timers {
+        // USER_HZ is 100: at most 30 s, and armed moments ago.
+        assert!((2_500..=3_000).contains(left), "{timers:?}");
+    }
+    s.stop().await;
+}

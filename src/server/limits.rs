@@ -141,12 +141,16 @@ impl Connected for Held {
 /// then is dropped: a client holding a connection permit without ever speaking.
 const FIRST_WORDS: Duration = Duration::from_secs(3);
 
+/// An idle TCP connection is probed after this long, then every [`PROBE_EVERY`]; after
+/// [`PROBES`] unanswered probes the kernel closes it (a peer gone away: about 60 s).
+const IDLE_BEFORE_PROBES: Duration = Duration::from_secs(30);
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+const PROBES: u32 = 3;
+
 /// Connections accepted from `listener`, at most `limit` open at once (counted from accept,
-/// through the TLS handshake when `tls` is set), with `TCP_NODELAY` (without it, Nagle's
-/// algorithm and delayed ACKs hold small HTTP/2 frames back for tens of milliseconds). One
-/// over the limit is closed as soon as it is accepted; one silent for [`FIRST_WORDS`] is
-/// closed too. Handshakes run beside the accept loop, so a slow client never holds up the
-/// others; the server's HTTP/2 keepalive closes connections whose peer went away.
+/// through the TLS handshake when `tls` is set), each TCP one [`tuned`]. One over the limit is
+/// closed as soon as it is accepted; one silent for [`FIRST_WORDS`] is closed too. Handshakes
+/// run beside the accept loop, so a slow client never holds up the others.
 pub(crate) fn connections(
     listener: super::GrpcListener,
     limit: usize,
@@ -198,7 +202,7 @@ pub(crate) fn connections(
             let Some(acceptor) = &acceptor else {
                 continue;
             };
-            let _ = stream.set_nodelay(true);
+            tuned(&stream);
             let (acceptor, metrics) = (acceptor.clone(), shedding.metrics.clone());
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(FIRST_WORDS, acceptor.accept(stream));
@@ -227,12 +231,25 @@ pub(crate) fn connections(
     })
 }
 
+/// `TCP_NODELAY` (without it, Nagle's algorithm and delayed ACKs hold small HTTP/2 frames back
+/// for tens of milliseconds) and TCP keepalive, so a connection whose peer went away (a crashed
+/// node, a half-open socket) gives its place back. The kernel probes only idle connections; an
+/// HTTP/2 keepalive would instead take a lock and read the clock for every frame read.
+fn tuned(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(IDLE_BEFORE_PROBES)
+        .with_interval(PROBE_EVERY)
+        .with_retries(PROBES);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
+
 impl super::Accepted {
     /// The connection, once its first byte has arrived (a peer that closed at once is an error).
     async fn first_words(self) -> std::io::Result<Conn> {
         match self {
             super::Accepted::Tcp(stream) => {
-                let _ = stream.set_nodelay(true);
+                tuned(&stream);
                 match stream.peek(&mut [0u8; 1]).await? {
                     0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
                     _ => Ok(Conn::Plain(stream)),

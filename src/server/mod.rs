@@ -225,9 +225,7 @@ pub async fn serve(
         // another connection): an overloaded server otherwise falls behind reading requests
         // until h2's small-frame protection answers GOAWAY and every pending Check fails.
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        // A peer that went away (a crashed node, a half-open socket) gives its connection back.
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        // A peer that went away gives its connection back by TCP keepalive (`limits::tuned`).
         .layer(limits::Checks::new(app.limits, shedding.clone()))
         .add_service(health)
         .add_service(reflection_v1)
