@@ -10,10 +10,13 @@ mod support;
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use claw_authz::clock::ManualClock;
 use claw_authz::dev::sign::random_ulid;
 use claw_authz::revocation::publisher::{revocation_envelope, token_revocation_envelope};
 use serde_json::json;
+use support::redis::RedisServer;
 use support::registry::Reply;
 use support::server::Running;
 use support::world::{NOW_MS, World, outcome};
@@ -26,16 +29,34 @@ async fn metrics_text(s: &Running) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
+/// The trust cache stands in front of the Redis trust store (a trust file is read from memory,
+/// with nothing cached), so the agents are paired in a real Redis.
 #[tokio::test]
 async fn many_agents_cannot_grow_the_caches_past_their_bounds() {
+    let redis = RedisServer::start().await;
     let w = World::with_crew("many-agents", 200).await;
     let clock = ManualClock::at(NOW_MS);
     // The lines under `trust:` continue the world's own `trust:` section.
     let extra = format!(
         "  cache_capacity: {CAPACITY}\nnonce:\n  store: memory\nlimits:\n  ait_cache_capacity: \
-         {CAPACITY}\naccess:\n  capacity: {CAPACITY}\n"
+         {CAPACITY}\naccess:\n  capacity: {CAPACITY}\nredis:\n  url: {}\n",
+        redis.url()
     );
-    let mut s = support::server::start(&w.yaml(&extra), Arc::new(clock.clone())).await;
+    let trust_line = format!("  file: {}\n", w.dir.join("trust.yaml").display());
+    let yaml = w.yaml(&extra).replace(&trust_line, "  store: redis\n");
+    let target = claw_authz::store::redis::Target {
+        url: redis.url(),
+        ca: None,
+        cluster: false,
+    };
+    let store =
+        claw_authz::store::redis::Redis::connect(&target, Duration::from_secs(1), "claw-authz:")
+            .unwrap();
+    let did = |agent: &support::world::Agent| w.registry.agent_did(&agent.ulid);
+    for agent in std::iter::once(&w.beta).chain(&w.crew) {
+        store.pair(&did(&w.alpha), &did(agent)).await.unwrap();
+    }
+    let mut s = support::server::start(&yaml, Arc::new(clock.clone())).await;
     s.wait_ready().await;
     let p = &s.app.pipeline;
     p.crl.refresh_if_due(&p.keys).await;

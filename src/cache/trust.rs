@@ -1,5 +1,7 @@
-//! Trust answers, cached in front of any [`TrustStore`] (`docs/deviations.md` item 6), in
-//! bounded `moka` caches.
+//! Trust answers, cached in front of a [`TrustStore`] that is asked over the network (Redis;
+//! `docs/deviations.md` item 6), in bounded `moka` caches. A store holding its answers in memory
+//! (the file) is read directly: its answers cost less than a cache lookup, apply as soon as the
+//! file is reloaded, and cannot fail.
 //!
 //! Known-agent answers are reused for `ttl` (a pairing change takes up to that long to apply;
 //! 0 turns the reuse off).
@@ -101,6 +103,9 @@ impl TrustCache {
     /// Whether the agent is known; one store lookup per agent at a time, the checks queued
     /// behind it taking its answer.
     pub(crate) async fn is_known(&self, agent_did: &str) -> Result<bool, StoreError> {
+        if let Some(snapshot) = self.store.in_memory() {
+            return Ok(snapshot.is_known(agent_did));
+        }
         let fresh = |e: &Entry, now: u64| now.saturating_sub(e.at_ms) < self.timing.ttl_ms;
         if let Some(e) = self.known.get(agent_did).await
             && fresh(&e, self.clock.now_ms())
@@ -138,6 +143,9 @@ impl TrustCache {
         agent_did: &str,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
+        if let Some(snapshot) = self.store.in_memory() {
+            return Ok(snapshot.is_revoked(agent_did, now_ms));
+        }
         let outcome = self.store.is_revoked(agent_did, now_ms).await;
         let held = self.revoked.get(agent_did);
         let (op, answer) = self.settle(held, agent_did, outcome, "revocation");
@@ -254,6 +262,47 @@ mod tests {
         clock.advance_ms(1);
         assert_eq!(c.is_known("a").await, Ok(false));
         assert_eq!(store.lookups.load(Ordering::SeqCst), 2);
+    }
+
+    /// The file store is read directly: a reload applies at once (not after the known-agent
+    /// TTL), and nothing is cached or counted as a cache lookup.
+    #[tokio::test]
+    #[allow(clippy::disallowed_methods)] // file modification times are wall-clock times
+    async fn a_trust_file_is_read_directly_and_a_reload_applies_at_once() {
+        use crate::store::trust::FileTrustStore;
+        let dir = std::env::temp_dir().join(format!("claw-trust-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("trust.yaml");
+        std::fs::write(&path, "pairs: [[a, b]]\nrevoked_agents: [c]\n").unwrap();
+        let store = Arc::new(FileTrustStore::load(&path).unwrap());
+        let (_, _, clock) = cache();
+        let timing = TrustTiming {
+            ttl_ms: 120_000,
+            stale_if_error_ms: 3_600_000,
+            capacity: 1_000,
+        };
+        let c = TrustCache::new(store.clone(), Arc::new(clock.clone()), timing);
+        assert_eq!(c.is_known("a").await, Ok(true));
+        assert_eq!(c.is_known("c").await, Ok(false));
+        assert_eq!(c.is_revoked("c", 0).await, Ok(true));
+        assert_eq!(c.is_revoked("a", 0).await, Ok(false));
+
+        std::fs::write(&path, "pairs: [[c, d]]\nrevoked_agents: [a]\n").unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(later).unwrap();
+        assert!(store.reload_if_changed());
+        clock.advance_ms(1);
+        assert_eq!(c.is_known("a").await, Ok(false), "within the TTL");
+        assert_eq!(c.is_known("c").await, Ok(true));
+        assert_eq!(c.is_revoked("a", 0).await, Ok(true));
+        assert_eq!(c.is_revoked("c", 0).await, Ok(false));
+
+        c.known.run_pending_tasks().await;
+        c.revoked.run_pending_tasks();
+        assert_eq!((c.known.entry_count(), c.revoked.entry_count()), (0, 0));
+        assert_eq!(c.counts.get(), [0, 0, 0]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

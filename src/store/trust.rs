@@ -16,6 +16,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -31,18 +33,29 @@ pub trait TrustStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// An agent is known when it has at least one peer.
     fn is_known<'a>(&'a self, agent_did: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// The answers at once, from a store that holds them in memory and cannot fail (the file):
+    /// asked directly, with nothing cached in front (`cache::trust`). `None`: a store to ask
+    /// with `is_revoked` and `is_known`.
+    fn in_memory(&self) -> Option<arc_swap::Guard<Arc<TrustSnapshot>>> {
+        None
+    }
 }
 
+/// Agent DIDs come from the trust file; the per-process seed keeps the lookups DoS-resistant
+/// at a third of SipHash's cost.
+type Hasher = foldhash::fast::RandomState;
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct TrustSnapshot {
-    known: HashSet<String>,
+pub struct TrustSnapshot {
+    known: HashSet<String, Hasher>,
     /// Revoked agent -> expiry in unix ms (`u64::MAX` for never).
-    revoked: HashMap<String, u64>,
+    revoked: HashMap<String, u64, Hasher>,
 }
 
 impl TrustSnapshot {
     pub(crate) fn new(pairs: &[(String, String)], revoked: &[(String, u64)]) -> Self {
-        let mut known = HashSet::new();
+        let mut known = HashSet::default();
         for (a, b) in pairs {
             known.insert(a.clone());
             known.insert(b.clone());
@@ -95,7 +108,7 @@ pub(crate) fn parse_trust_file(text: &str) -> Result<TrustSnapshot, String> {
 #[derive(Debug)]
 pub(crate) struct FileTrustStore {
     path: Option<PathBuf>,
-    snapshot: RwLock<Arc<TrustSnapshot>>,
+    snapshot: ArcSwap<TrustSnapshot>,
     modified: RwLock<Option<SystemTime>>,
 }
 
@@ -107,7 +120,7 @@ impl FileTrustStore {
         let snapshot = parse_trust_file(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(FileTrustStore {
             path: Some(path.to_owned()),
-            snapshot: RwLock::new(Arc::new(snapshot)),
+            snapshot: ArcSwap::from_pointee(snapshot),
             modified: RwLock::new(modified(path)),
         })
     }
@@ -116,16 +129,13 @@ impl FileTrustStore {
     pub(crate) fn empty() -> Self {
         FileTrustStore {
             path: None,
-            snapshot: RwLock::new(Arc::new(TrustSnapshot::default())),
+            snapshot: ArcSwap::from_pointee(TrustSnapshot::default()),
             modified: RwLock::new(None),
         }
     }
 
     pub(crate) fn snapshot(&self) -> Arc<TrustSnapshot> {
-        self.snapshot
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.snapshot.load_full()
     }
 
     /// Reloads if the file's modification time changed; returns whether it did.
@@ -143,7 +153,7 @@ impl FileTrustStore {
             .and_then(|t| parse_trust_file(&t))
         {
             Ok(snapshot) => {
-                *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+                self.snapshot.store(Arc::new(snapshot));
                 tracing::info!(path = %path.display(), "trust file reloaded");
                 true
             }
@@ -189,6 +199,10 @@ impl TrustStore for FileTrustStore {
     fn is_known<'a>(&'a self, agent_did: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         let answer = self.snapshot().is_known(agent_did);
         Box::pin(std::future::ready(Ok(answer)))
+    }
+
+    fn in_memory(&self) -> Option<arc_swap::Guard<Arc<TrustSnapshot>>> {
+        Some(self.snapshot.load())
     }
 }
 
