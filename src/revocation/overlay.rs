@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::clock::Every;
 use crate::protocol::events::{EventOutcome, IgnoredBecause, parse_event};
@@ -51,9 +51,9 @@ pub enum Applied {
 pub struct Events {
     capacity: usize,
     /// Agent DID -> revoked until (unix ms).
-    revoked: Mutex<HashMap<String, u64>>,
+    revoked: Held,
     /// Token id -> revoked until (unix ms).
-    revoked_tokens: Mutex<HashMap<String, u64>>,
+    revoked_tokens: Held,
     /// Envelope ids already applied; a repeated id is a duplicate.
     seen: moka::sync::Cache<String, ()>,
     revoked_new: AtomicU64,
@@ -86,8 +86,8 @@ impl Events {
     pub fn new(capacity: usize) -> Self {
         Events {
             capacity,
-            revoked: Mutex::default(),
-            revoked_tokens: Mutex::default(),
+            revoked: Held::default(),
+            revoked_tokens: Held::default(),
             seen: moka::sync::Cache::builder()
                 .max_capacity(capacity as u64)
                 .time_to_live(std::time::Duration::from_millis(REVOCATION_TTL_MS))
@@ -105,19 +105,15 @@ impl Events {
 
     /// Revocations held now (agents and token ids).
     pub fn held(&self) -> usize {
-        lock(&self.revoked).len() + lock(&self.revoked_tokens).len()
+        self.revoked.len() + self.revoked_tokens.len()
     }
 
     pub fn is_revoked(&self, agent_did: &str, now_ms: u64) -> bool {
-        lock(&self.revoked)
-            .get(agent_did)
-            .is_some_and(|&until| until > now_ms)
+        self.revoked.until(agent_did) > now_ms
     }
 
     pub(crate) fn is_token_revoked(&self, jti: &str, now_ms: u64) -> bool {
-        lock(&self.revoked_tokens)
-            .get(jti)
-            .is_some_and(|&until| until > now_ms)
+        self.revoked_tokens.until(jti) > now_ms
     }
 
     pub fn counts(&self) -> EventCounts {
@@ -134,8 +130,7 @@ impl Events {
 
     /// Whether a new revocation of either kind can still be held.
     pub(crate) fn has_room(&self) -> bool {
-        lock(&self.revoked).len() < self.capacity
-            && lock(&self.revoked_tokens).len() < self.capacity
+        self.revoked.len() < self.capacity && self.revoked_tokens.len() < self.capacity
     }
 
     /// Applies one envelope published at `published_ms`, at `now_ms`. Idempotent.
@@ -159,18 +154,19 @@ impl Events {
             !entry.is_fresh()
         });
         // Whether the revocation is new; `None` when it is and the map is full.
-        let hold = |map: &Mutex<HashMap<String, u64>>, key: &str| {
-            let mut map = lock(map);
-            if repeated && map.contains_key(key) {
-                return Some(false);
-            }
-            if !map.contains_key(key) && map.len() >= self.capacity {
-                return None;
-            }
-            let held = map.entry(key.to_owned()).or_insert(0);
-            let new = *held < until;
-            *held = (*held).max(until);
-            Some(new)
+        let hold = |held: &Held, key: &str| {
+            held.change(|map| {
+                if repeated && map.contains_key(key) {
+                    return Some(false);
+                }
+                if !map.contains_key(key) && map.len() >= self.capacity {
+                    return None;
+                }
+                let held = map.entry(key.to_owned()).or_insert(0);
+                let new = *held < until;
+                *held = (*held).max(until);
+                Some(new)
+            })
         };
         let applied = match object.as_ref().and_then(token_revocation) {
             Some(Ok(jti)) => match hold(&self.revoked_tokens, &jti) {
@@ -227,8 +223,40 @@ impl Events {
 
     /// Drops revocations that have ended.
     pub(crate) fn prune(&self, now_ms: u64) {
-        lock(&self.revoked).retain(|_, until| *until > now_ms);
-        lock(&self.revoked_tokens).retain(|_, until| *until > now_ms);
+        for held in [&self.revoked, &self.revoked_tokens] {
+            held.change(|map| map.retain(|_, until| *until > now_ms));
+        }
+    }
+}
+
+/// Revocations of one kind: key -> revoked until (unix ms). Every check looks both kinds up;
+/// while none are held (no events configured, or all ended) the lookup reads one counter
+/// instead of taking the lock both worker threads share.
+#[derive(Default)]
+struct Held {
+    map: Mutex<HashMap<String, u64>>,
+    /// The map's length, written under its lock after every change.
+    len: AtomicUsize,
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Until when `key` is revoked (0: it is not).
+    fn until(&self, key: &str) -> u64 {
+        if self.len() == 0 {
+            return 0;
+        }
+        lock(&self.map).get(key).copied().unwrap_or(0)
+    }
+
+    fn change<T>(&self, change: impl FnOnce(&mut HashMap<String, u64>) -> T) -> T {
+        let mut map = lock(&self.map);
+        let out = change(&mut map);
+        self.len.store(map.len(), Ordering::Release);
+        out
     }
 }
 
@@ -258,3 +286,40 @@ fn token_revocation(o: &Object) -> Option<Result<String, &'static str>> {
 
 /// The event type that revokes a token id.
 pub const TOKEN_REVOKED: &str = "claw.token.revoked";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::revocation::publisher::{revocation_envelope, token_revocation_envelope};
+
+    const AGENT: &str = "did:cdi:registry.example:agent:01HF7YAT00W6W7CM7N3W5FDXT4";
+
+    /// Lookups skip the lock while nothing is held: a revocation applied after every earlier
+    /// one was pruned is seen at once, of either kind.
+    #[test]
+    fn a_revocation_after_the_overlay_emptied_applies_at_once() {
+        let events = Events::new(10);
+        assert!(!events.is_revoked(AGENT, 0) && !events.is_token_revoked("j-1", 0));
+        for round in 0..2u64 {
+            let at = round * 2 * REVOCATION_TTL_MS;
+            let agent = revocation_envelope(AGENT, at).unwrap();
+            let token = token_revocation_envelope("j-1", at);
+            assert!(matches!(
+                events.apply(agent.as_bytes(), at, at),
+                Applied::Revoked { new: true, .. }
+            ));
+            assert!(matches!(
+                events.apply(token.as_bytes(), at, at),
+                Applied::RevokedToken { new: true, .. }
+            ));
+            assert!(events.is_revoked(AGENT, at), "round {round}");
+            assert!(events.is_token_revoked("j-1", at), "round {round}");
+            assert!(!events.is_revoked("did:cdi:registry.example:agent:other", at));
+            assert_eq!(events.held(), 2);
+            let ended = at + REVOCATION_TTL_MS;
+            events.prune(ended);
+            assert_eq!(events.held(), 0);
+            assert!(!events.is_revoked(AGENT, ended) && !events.is_token_revoked("j-1", ended));
+        }
+    }
+}
