@@ -45,6 +45,20 @@ async fn open_validate_breaker(s: &mut Running, w: &World, clock: &ManualClock) 
     }
 }
 
+/// The value of the one sample of `name` whose labels hold every piece of `labels`.
+fn sample(page: &str, name: &str, labels: &[&str]) -> f64 {
+    let mut found = page.lines().filter(|line| {
+        let series = line.split(' ').next().unwrap_or("");
+        let base = series.split('{').next().unwrap_or("");
+        base == name && labels.iter().all(|l| series.contains(l))
+    });
+    let line = found
+        .next()
+        .unwrap_or_else(|| panic!("no {name} {labels:?}:\n{page}"));
+    assert!(found.next().is_none(), "one {name} {labels:?}");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 async fn metrics_text(s: &Running) -> String {
     reqwest::get(format!("http://{}/metrics", s.admin))
         .await
@@ -471,11 +485,24 @@ async fn skew_is_warned_before_it_denies_and_a_skew_denial_tells_the_server_time
     assert_eq!(logs.count("agent clock skew is close to the limit"), 0);
     assert_eq!(outcome(&s.check(get(at(-250), "k-2")).await), ALLOWED);
     assert_eq!(logs.count("agent clock skew is close to the limit"), 1);
-    assert!(
-        metrics_text(&s)
-            .await
-            .contains("claw_authz_clock_skew_warnings_total 1\n")
+    let page = metrics_text(&s).await;
+    assert!(page.contains("claw_authz_clock_skew_warnings_total 1\n"));
+    // The skews of both allowed requests (30 s and 250 s), and each stage both passed, once
+    // per check, under its own label.
+    assert_eq!(
+        sample(&page, "claw_authz_clock_skew_seconds_sum", &[]),
+        280.0
     );
+    let skew_bucket = |le: &str| {
+        let le = format!("le=\"{le}\"");
+        sample(&page, "claw_authz_clock_skew_seconds_bucket", &[&le])
+    };
+    assert_eq!((skew_bucket("30"), skew_bucket("250")), (1.0, 2.0));
+    for stage in ["policy", "token", "body", "proof", "revocation", "replay"] {
+        let label = format!("stage=\"{stage}\"");
+        let count = sample(&page, "claw_authz_stage_duration_seconds_count", &[&label]);
+        assert_eq!(count, 2.0, "{stage}:\n{page}");
+    }
 
     let r = s.check(get(at(301), "k-3")).await;
     let (status, headers, body) = denied(&r);

@@ -231,6 +231,15 @@ impl<B> Bound<B> {
     /// The series for `value`, bound by `bind` the first time; `None` for a value outside the set.
     fn get(&self, value: &'static str, bind: impl FnOnce(&[KeyValue]) -> B) -> Option<&B> {
         let i = self.values.iter().position(|v| *v == value)?;
+        self.at(i, value, bind)
+    }
+
+    /// [`Bound::get`] for a caller that knows `value`'s place in the set: one comparison
+    /// instead of a search.
+    fn at(&self, i: usize, value: &'static str, bind: impl FnOnce(&[KeyValue]) -> B) -> Option<&B> {
+        if self.values.get(i) != Some(&value) {
+            return self.get(value, bind);
+        }
         let series = self.series.get(i)?;
         Some(series.get_or_init(|| bind(&[KeyValue::new(self.key, value)])))
     }
@@ -279,6 +288,8 @@ struct BoundSeries {
     allowed: RwLock<Vec<(Box<str>, BoundCounter<u64>)>>,
     /// `nonce_operations` by result, for the first store label recorded (one per server).
     nonces: Bound<(&'static str, BoundCounter<u64>)>,
+    /// `clock_skew`'s one series.
+    skew: OnceLock<BoundHistogram<f64>>,
 }
 
 impl Metrics {
@@ -345,6 +356,7 @@ impl Metrics {
                     ]
                     .map(NonceResult::as_str),
                 ),
+                skew: OnceLock::new(),
             }),
         }
     }
@@ -416,10 +428,11 @@ impl Metrics {
         true
     }
 
-    /// One pipeline stage passed, in `spent`; `stage` is a `pipeline::Stage` label.
-    pub(crate) fn stage(&self, stage: &'static str, spent: Duration) {
+    /// One pipeline stage passed, in `spent`; `stage` is a `pipeline::Stage` label, `index` its
+    /// place in the labels `Metrics::new` was given.
+    pub(crate) fn stage(&self, index: usize, stage: &'static str, spent: Duration) {
         let histogram = &self.stage_duration;
-        match self.bound.stages.get(stage, |l| histogram.bind(l)) {
+        match self.bound.stages.at(index, stage, |l| histogram.bind(l)) {
             Some(series) => series.record(spent.as_secs_f64()),
             None => histogram.record(spent.as_secs_f64(), &[KeyValue::new("stage", stage)]),
         }
@@ -491,7 +504,8 @@ impl Metrics {
 
     /// The clock skew of an accepted request; `warned` when it passed the warning threshold.
     pub(crate) fn skew(&self, skew_secs: u64, warned: bool) {
-        self.clock_skew.record(skew_secs as f64, &[]);
+        let series = self.bound.skew.get_or_init(|| self.clock_skew.bind(&[]));
+        series.record(skew_secs as f64);
         if warned {
             self.clock_skew_warnings.add(1, &[]);
         }

@@ -39,7 +39,7 @@ impl<'m> Recorder<'m> {
     fn close(&mut self, now: Instant) {
         if let Some((stage, started)) = self.running.take() {
             self.metrics
-                .stage(stage.as_str(), now.duration_since(started));
+                .stage(stage as usize, stage.as_str(), now.duration_since(started));
         }
     }
 

@@ -88,3 +88,17 @@ impl Trail {
         &self.stages[..self.len]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Stage;
+
+    /// A stage's number is its place in `Stage::ALL`, whose labels `Metrics` binds in that order
+    /// (a stage out of place is still recorded, by a search for its label).
+    #[test]
+    fn every_stage_is_numbered_by_its_place_in_all() {
+        for (i, stage) in Stage::ALL.into_iter().enumerate() {
+            assert_eq!(stage as usize, i, "{}", stage.as_str());
+        }
+    }
+}

@@ -9,6 +9,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tokio::net::TcpListener;
 use tonic::Request;
 use tonic_health::ServingStatus;
@@ -62,9 +64,13 @@ impl CheckService {
         // metadata); the sampling is decided before the span exists (see `CheckSampling`).
         let sampling = &self.app.telemetry.spans;
         let span = if sampling.enabled() {
-            let parent = opentelemetry::global::get_text_map_propagator(|p| {
-                p.extract(&MetadataExtractor(request.metadata()))
-            });
+            // W3C trace context, the propagator `telemetry` installs globally; asked directly
+            // and from an empty context: the global one sits behind a lock every check would
+            // take, and a Check has no context of its own to extend.
+            let parent = TraceContextPropagator::new().extract_with_context(
+                &opentelemetry::Context::new(),
+                &MetadataExtractor(request.metadata()),
+            );
             if sampling.sampled(&parent) {
                 // The name is `telemetry::CHECK_SPAN`, which the sampler recognises.
                 let span = tracing::info_span!(
