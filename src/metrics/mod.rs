@@ -10,6 +10,7 @@
 //! are `crate::telemetry`'s.
 
 mod observe;
+mod runs;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -254,18 +255,14 @@ const BOUND_POLICIES: usize = 256;
 pub struct Metrics {
     /// `claw_authz_decisions_total{decision, code, policy}`
     decisions: Counter<u64>,
-    /// `claw_authz_check_duration_seconds{decision}`
-    check_duration: Histogram<f64>,
-    /// `claw_authz_stage_duration_seconds{stage}`
-    stage_duration: Histogram<f64>,
+    // `claw_authz_check_duration_seconds{decision}`, `claw_authz_stage_duration_seconds{stage}`
+    // and `claw_authz_clock_skew_seconds`: in `bound.durations`.
     /// `claw_authz_registry_requests_total{endpoint, outcome}`
     registry_requests: Counter<u64>,
     /// `claw_authz_registry_request_duration_seconds{endpoint}`
     registry_duration: Histogram<f64>,
     /// `claw_authz_nonce_operations_total{store, result}`
     nonce_operations: Counter<u64>,
-    /// `claw_authz_clock_skew_seconds` of accepted requests
-    clock_skew: Histogram<f64>,
     /// `claw_authz_clock_skew_warnings_total`
     clock_skew_warnings: Counter<u64>,
     /// `claw_authz_rate_limited_total{policy, kind, result}`
@@ -290,6 +287,54 @@ struct BoundSeries {
     nonces: Bound<(&'static str, BoundCounter<u64>)>,
     /// `clock_skew`'s one series.
     skew: OnceLock<BoundHistogram<f64>>,
+    /// The histograms every check records, measured in runs.
+    durations: Durations,
+    runs: runs::Runs<Measured>,
+}
+
+/// The histograms behind [`BoundSeries::runs`].
+struct Durations {
+    stage: Histogram<f64>,
+    check: Histogram<f64>,
+    skew: Histogram<f64>,
+}
+
+/// A value for one of the [`Durations`].
+enum Measured {
+    /// A stage's label and its place among the `stage` labels, and its seconds.
+    Stage(usize, &'static str, f64),
+    Check(Outcome, f64),
+    Skew(f64),
+}
+
+impl BoundSeries {
+    fn measure(&self, value: Measured) {
+        self.runs.push(value, |v| self.record(v));
+    }
+
+    /// Records every value held (at collection, before any instrument is read).
+    fn take_in(&self) {
+        self.runs.drain(|v| self.record(v));
+    }
+
+    fn record(&self, value: Measured) {
+        let Durations { stage, check, skew } = &self.durations;
+        match value {
+            Measured::Stage(index, label, secs) => {
+                match self.stages.at(index, label, |l| stage.bind(l)) {
+                    Some(series) => series.record(secs),
+                    None => stage.record(secs, &[KeyValue::new("stage", label)]),
+                }
+            }
+            Measured::Check(outcome, secs) => {
+                match self.checks.get(outcome.as_str(), |l| check.bind(l)) {
+                    Some(series) => series.record(secs),
+                    None => check.record(secs, &[KeyValue::new("decision", outcome.as_str())]),
+                }
+            }
+            Measured::Skew(secs) => self.skew.get_or_init(|| skew.bind(&[])).record(secs),
+        }
+    }
 }
 
 impl Metrics {
@@ -314,21 +359,14 @@ impl Metrics {
         );
         // Present from the start, so alert rules see 0 rather than no series.
         clock_skew_warnings.add(0, &[]);
-        Metrics {
+        let metrics = Metrics {
             decisions: counter("claw_authz_decisions", "Check decisions"),
-            check_duration: latency("claw_authz_check_duration", "Time to answer a Check"),
-            stage_duration: latency("claw_authz_stage_duration", "Time spent per pipeline stage"),
             registry_requests: counter("claw_authz_registry_requests", "Registry calls"),
             registry_duration: latency(
                 "claw_authz_registry_request_duration",
                 "Registry call duration",
             ),
             nonce_operations: counter("claw_authz_nonce_operations", "Nonce store operations"),
-            clock_skew: seconds(
-                "claw_authz_clock_skew",
-                "Clock skew of accepted requests",
-                &SKEW_BUCKETS,
-            ),
             clock_skew_warnings,
             rate_limited: counter("claw_authz_rate_limited", "Requests over a rate limit"),
             load_shed: counter(
@@ -357,8 +395,30 @@ impl Metrics {
                     .map(NonceResult::as_str),
                 ),
                 skew: OnceLock::new(),
+                durations: Durations {
+                    check: latency("claw_authz_check_duration", "Time to answer a Check"),
+                    stage: latency("claw_authz_stage_duration", "Time spent per pipeline stage"),
+                    skew: seconds(
+                        "claw_authz_clock_skew",
+                        "Clock skew of accepted requests",
+                        &SKEW_BUCKETS,
+                    ),
+                },
+                runs: runs::Runs::new(),
             }),
-        }
+        };
+        // The callback records nothing itself (the instrument is never exported): it hands the
+        // SDK what the threads hold before each collection reads the histograms.
+        let bound = Arc::downgrade(&metrics.bound);
+        meter
+            .u64_observable_gauge("claw_authz_runs_taken_in")
+            .with_callback(move |_| {
+                if let Some(bound) = bound.upgrade() {
+                    bound.take_in();
+                }
+            })
+            .build();
+        metrics
     }
 
     /// Instruments that go nowhere (for parts built without an app).
@@ -387,15 +447,7 @@ impl Metrics {
             self.decisions.add(1, &labels);
         }
         let spent = spent.as_secs_f64();
-        let histogram = &self.check_duration;
-        match self
-            .bound
-            .checks
-            .get(outcome.as_str(), |l| histogram.bind(l))
-        {
-            Some(series) => series.record(spent),
-            None => histogram.record(spent, &[KeyValue::new("decision", outcome.as_str())]),
-        }
+        self.bound.measure(Measured::Check(outcome, spent));
     }
 
     /// Counts an allowed check on `policy` on its bound series; false when there is none.
@@ -431,11 +483,8 @@ impl Metrics {
     /// One pipeline stage passed, in `spent`; `stage` is a `pipeline::Stage` label, `index` its
     /// place in the labels `Metrics::new` was given.
     pub(crate) fn stage(&self, index: usize, stage: &'static str, spent: Duration) {
-        let histogram = &self.stage_duration;
-        match self.bound.stages.at(index, stage, |l| histogram.bind(l)) {
-            Some(series) => series.record(spent.as_secs_f64()),
-            None => histogram.record(spent.as_secs_f64(), &[KeyValue::new("stage", stage)]),
-        }
+        let spent = spent.as_secs_f64();
+        self.bound.measure(Measured::Stage(index, stage, spent));
     }
 
     /// A call to `endpoint` ended with `outcome` after `spent` (`None`: refused by its breaker,
@@ -504,8 +553,7 @@ impl Metrics {
 
     /// The clock skew of an accepted request; `warned` when it passed the warning threshold.
     pub(crate) fn skew(&self, skew_secs: u64, warned: bool) {
-        let series = self.bound.skew.get_or_init(|| self.clock_skew.bind(&[]));
-        series.record(skew_secs as f64);
+        self.bound.measure(Measured::Skew(skew_secs as f64));
         if warned {
             self.clock_skew_warnings.add(1, &[]);
         }
