@@ -106,43 +106,54 @@ fn metadata(entries: &[(&str, &str)]) -> Struct {
 
 /// The encoded answer to a check: shared by the agent's (or the bearer token's) checks on the
 /// policy when the check is an allowed Claw or bearer request (`SharedAnswers`), built for this
-/// check otherwise.
+/// check otherwise, from `particulars` (asked only then).
 pub(crate) fn encoded(
     decision: &Decision,
-    request_id: &str,
     credential_headers: &[String],
-    server_time_secs: u64,
-    scheme: Option<Scheme>,
+    particulars: impl FnOnce() -> Particulars,
 ) -> Answer {
-    let shared = match decision {
-        Decision::Allow {
-            identity: Some(identity),
-            policy,
-        } => {
-            let answers = match identity {
-                Identity::Claw(id) => Some(&id.answers),
-                Identity::Bearer(token) => token.answers.as_ref(),
-                Identity::Signature(_) => None,
-            };
-            answers.map(|answers| (answers, identity, policy))
-        }
-        _ => None,
-    };
-    match shared {
-        Some((answers, identity, policy)) => {
-            Answer::Shared(answers.get_or_build(&policy.name, || {
-                let response = allow(Some(identity), &policy.name, None, credential_headers);
-                Bytes::from(response.encode_to_vec())
-            }))
-        }
-        None => Answer::Built(Box::new(build(
-            decision,
-            request_id,
-            credential_headers,
-            server_time_secs,
-            scheme,
-        ))),
+    if let Some(answer) = shared(decision, credential_headers) {
+        return answer;
     }
+    let Particulars {
+        request_id,
+        server_time_secs,
+        scheme,
+    } = particulars();
+    Answer::Built(Box::new(build(
+        decision,
+        &request_id,
+        credential_headers,
+        server_time_secs,
+        scheme,
+    )))
+}
+
+/// What an answer built for one check may carry (see [`build`]).
+pub(crate) struct Particulars {
+    pub(crate) request_id: String,
+    pub(crate) server_time_secs: u64,
+    pub(crate) scheme: Option<Scheme>,
+}
+
+/// The shared answer of an allowed Claw or bearer request.
+fn shared(decision: &Decision, credential_headers: &[String]) -> Option<Answer> {
+    let Decision::Allow {
+        identity: Some(identity),
+        policy,
+    } = decision
+    else {
+        return None;
+    };
+    let answers = match identity {
+        Identity::Claw(id) => Some(&id.answers),
+        Identity::Bearer(token) => token.answers.as_ref(),
+        Identity::Signature(_) => None,
+    }?;
+    Some(Answer::Shared(answers.get_or_build(&policy.name, || {
+        let response = allow(Some(identity), &policy.name, None, credential_headers);
+        Bytes::from(response.encode_to_vec())
+    })))
 }
 
 /// `server_time_secs` goes out as `x-claw-server-time` on skew denials, so the agent can correct

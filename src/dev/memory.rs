@@ -184,7 +184,11 @@ fn aits(n: usize) -> Box<dyn Any> {
             identity: Some(crate::pipeline::Identity::Claw(verified.identity.clone())),
             policy: policy.clone(),
         };
-        let answer = crate::response::encoded(&allowed, "", &remove, 0, None);
+        let answer = crate::response::encoded(&allowed, &remove, || crate::response::Particulars {
+            request_id: String::new(),
+            server_time_secs: 0,
+            scheme: None,
+        });
         assert!(answer.is_ok() && matches!(answer, crate::server::Answer::Shared(_)));
         let digest = AitCache::digest(&format!("token {i}"));
         cache.insert(digest, verified, NOW_MS / 1000);

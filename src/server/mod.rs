@@ -90,20 +90,25 @@ impl CheckService {
         let checked =
             crate::registry::with_deadline(Some(deadline), self.app.pipeline.check(&view));
         let decision = checked.instrument(span.clone()).await;
-        let request_id = view
-            .request_id()
-            .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let label = record(&self.app, &decision, now.elapsed());
         span.record("decision", label);
-        log_decision(&decision, &view, &request_id);
-        response::encoded(
-            &decision,
-            &request_id,
-            &self.app.remove_headers,
-            self.app.pipeline.clock.now_secs(),
-            crate::stage::bearer::Scheme::of(&view),
-        )
+        // An allowed agent's answer is shared, and needs none of these; a denial always has
+        // them, and its log line carries the same request id.
+        let mut request_id = None;
+        let answer = response::encoded(&decision, &self.app.remove_headers, || {
+            let id = view
+                .request_id()
+                .map(str::to_owned)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            request_id = Some(id.clone());
+            response::Particulars {
+                request_id: id,
+                server_time_secs: self.app.pipeline.clock.now_secs(),
+                scheme: crate::stage::bearer::Scheme::of(&view),
+            }
+        });
+        log_decision(&decision, &view, request_id.as_deref().unwrap_or("-"));
+        answer
     }
 }
 
