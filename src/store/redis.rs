@@ -265,14 +265,18 @@ impl Redis {
 /// A nonce's record key and its agent's set, both tagged with the agent (`{<hex>}`), so a
 /// cluster keeps them in one slot and one script can touch both.
 fn nonce_keys(r: &Redis, agent_did: &str, nonce: &str) -> (String, String) {
-    // `<prefix><kind>:{<agent hex>}`, built in place: this runs on every check.
+    // `<prefix><kind>:{<agent hex>}`, built in place (the agent hashed once): this runs on
+    // every check.
+    let mut tag = String::with_capacity(66);
+    tag.push('{');
+    push_hex(&mut tag, &Sha256::digest(agent_did.as_bytes()));
+    tag.push('}');
     let tagged = |kind: &str, extra: usize| {
-        let mut key = String::with_capacity(r.prefix.len() + kind.len() + 68 + extra);
+        let mut key = String::with_capacity(r.prefix.len() + kind.len() + 1 + tag.len() + extra);
         key.push_str(&r.prefix);
         key.push_str(kind);
-        key.push_str(":{");
-        push_hex(&mut key, &Sha256::digest(agent_did.as_bytes()));
-        key.push('}');
+        key.push(':');
+        key.push_str(&tag);
         key
     };
     let mut record = tagged("nonce", 65);
