@@ -10,8 +10,6 @@ mod support;
 
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use claw_authz::clock::ManualClock;
 use claw_authz::dev::sign::random_ulid;
 use claw_authz::revocation::publisher::{revocation_envelope, token_revocation_envelope};
@@ -42,16 +40,8 @@ async fn many_agents_cannot_grow_the_caches_past_their_bounds() {
          {CAPACITY}\naccess:\n  capacity: {CAPACITY}\nredis:\n  url: {}\n",
         redis.url()
     );
-    let trust_line = format!("  file: {}\n", w.dir.join("trust.yaml").display());
-    let yaml = w.yaml(&extra).replace(&trust_line, "  store: redis\n");
-    let target = claw_authz::store::redis::Target {
-        url: redis.url(),
-        ca: None,
-        cluster: false,
-    };
-    let store =
-        claw_authz::store::redis::Redis::connect(&target, Duration::from_secs(1), "claw-authz:")
-            .unwrap();
+    let yaml = w.with_trust_in_redis(&w.yaml(&extra), "");
+    let store = redis.store();
     let did = |agent: &support::world::Agent| w.registry.agent_did(&agent.ulid);
     for agent in std::iter::once(&w.beta).chain(&w.crew) {
         store.pair(&did(&w.alpha), &did(agent)).await.unwrap();

@@ -252,24 +252,14 @@ async fn the_trust_store_in_redis_is_shared_by_every_replica() {
     let redis = RedisServer::start().await;
     let w = World::new("trust-redis").await;
     let clock = ManualClock::at(NOW_MS);
-    let trust_line = format!("  file: {}\n", w.dir.join("trust.yaml").display());
     let extra = format!("{}  timeout_ms: 1000\n", redis_yaml(&redis));
-    let yaml = w
-        .yaml(&extra)
-        .replace(&trust_line, "  store: redis\n  cache_ttl_secs: 0\n");
+    let yaml = w.with_trust_in_redis(&w.yaml(&extra), "  cache_ttl_secs: 0\n");
     let mut a = support::server::start(&yaml, Arc::new(clock.clone())).await;
     let mut b = support::server::start(&yaml, Arc::new(clock.clone())).await;
     a.wait_ready().await;
     b.wait_ready().await;
     let did = |agent: &support::world::Agent| w.registry.agent_did(&agent.ulid);
-    let target = claw_authz::store::redis::Target {
-        url: redis.url(),
-        ca: None,
-        cluster: false,
-    };
-    let store =
-        claw_authz::store::redis::Redis::connect(&target, Duration::from_secs(1), "claw-authz:")
-            .unwrap();
+    let store = redis.store();
     let request = |n: &str| get(&w, &clock, n);
     assert_eq!(
         outcome(&a.check(request("t-1")).await),
@@ -503,28 +493,18 @@ async fn two_replicas_share_state_through_a_redis_cluster() {
     let cluster = support::redis::RedisCluster::start().await;
     let w = World::new("cluster").await;
     let clock = ManualClock::at(NOW_MS);
-    let trust_line = format!("  file: {}\n", w.dir.join("trust.yaml").display());
     let extra = format!(
         "nonce:\n  store: redis\n  per_agent_capacity: 3\nrate_limit:\n  store: redis\nredis:\n  \
          url: \"{}\"\n  cluster: true\n  timeout_ms: 1000\npolicies:\n  limited: {{rate_limit: \
          {{requests: 2, window_secs: 60}}}}\n",
         cluster.url()
     );
-    let yaml = w
-        .yaml(&extra)
-        .replace(&trust_line, "  store: redis\n  cache_ttl_secs: 0\n");
+    let yaml = w.with_trust_in_redis(&w.yaml(&extra), "  cache_ttl_secs: 0\n");
     let mut a = support::server::start(&yaml, Arc::new(clock.clone())).await;
     let mut b = support::server::start(&yaml, Arc::new(clock.clone())).await;
     a.wait_ready().await;
     b.wait_ready().await;
-    let target = claw_authz::store::redis::Target {
-        url: cluster.url(),
-        ca: None,
-        cluster: true,
-    };
-    let store =
-        claw_authz::store::redis::Redis::connect(&target, Duration::from_secs(1), "claw-authz:")
-            .unwrap();
+    let store = support::redis::store_at(&cluster.url(), true);
     let did = |agent: &support::world::Agent| w.registry.agent_did(&agent.ulid);
     assert_eq!(
         outcome(&a.check(get(&w, &clock, "c-0")).await),
@@ -559,7 +539,11 @@ async fn two_replicas_share_state_through_a_redis_cluster() {
     );
 
     let settings = StreamSettings {
-        target,
+        target: claw_authz::store::redis::Target {
+            url: cluster.url(),
+            ca: None,
+            cluster: true,
+        },
         stream: "claw:events".into(),
         dlq: "claw:events:dlq".into(),
         replay_ms: 30 * 86_400_000,

@@ -145,6 +145,12 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// The server as claw-authz's own client sees it (its default key prefix), for a test to
+    /// write what an operator's tooling would (`pair`, `revoke`).
+    pub fn store(&self) -> claw_authz::store::redis::Redis {
+        store_at(&self.url(), false)
+    }
+
     /// The TLS port's URL for the ACL user (`start_tls` only), by the certificate's name.
     pub fn tls_url(&self) -> String {
         let (port, _) = self.tls.as_ref().expect("started with start_tls");
@@ -331,4 +337,15 @@ impl RedisCluster {
     pub fn url(&self) -> String {
         self.nodes[0].url()
     }
+}
+
+/// claw-authz's client for the server (or cluster) at `url`, with its default key prefix.
+pub fn store_at(url: &str, cluster: bool) -> claw_authz::store::redis::Redis {
+    let target = claw_authz::store::redis::Target {
+        url: url.to_owned(),
+        ca: None,
+        cluster,
+    };
+    claw_authz::store::redis::Redis::connect(&target, Duration::from_secs(1), "claw-authz:")
+        .unwrap()
 }

@@ -202,6 +202,13 @@ impl World {
         agent.request(self.now_ms, method, path, body, nonce, extra)
     }
 
+    /// `yaml` (from [`World::yaml`]) with the trust store in Redis, `settings` the lines under
+    /// `trust:` that replace the trust file's.
+    pub fn with_trust_in_redis(&self, yaml: &str, settings: &str) -> String {
+        let file = format!("  file: {}\n", self.dir.join("trust.yaml").display());
+        yaml.replace(&file, &format!("  store: redis\n{settings}"))
+    }
+
     /// Every known agent: alpha, beta, then the crew.
     pub fn known(&self) -> Vec<&Agent> {
         [&self.alpha, &self.beta]
