@@ -275,7 +275,7 @@ mod tests {
         let path = dir.join("trust.yaml");
         std::fs::write(&path, "pairs: [[a, b]]\nrevoked_agents: [c]\n").unwrap();
         let store = Arc::new(FileTrustStore::load(&path).unwrap());
-        let (_, _, clock) = cache();
+        let clock = ManualClock::at(1_000_000);
         let timing = TrustTiming {
             ttl_ms: 120_000,
             stale_if_error_ms: 3_600_000,
