@@ -25,7 +25,8 @@ use crate::stage::bearer::IssuerKeys;
 use crate::stage::httpsig::AgentKeys;
 use crate::store::nonce::{MemoryNonceStore, NonceStore};
 use crate::store::nonce_file::{FileNonceStore, Fsync};
-use crate::store::redis::{Redis, RedisNonceStore, RedisTrustStore};
+use crate::store::nonce_redis::RedisNonceStore;
+use crate::store::redis::{Redis, RedisTrustStore};
 use crate::store::trust::{FileTrustStore, TrustStore};
 
 /// A configured time in milliseconds, the unit of the injected clock the components run on.
@@ -272,10 +273,9 @@ pub(super) fn nonces(
     let capacity = size(n.capacity);
     let per_agent = size(n.per_agent_capacity);
     Ok(match (n.store, redis) {
-        (NonceStoreKind::Redis, Some(r)) => Arc::new(RedisNonceStore {
-            redis: r.clone(),
-            per_agent: n.per_agent_capacity,
-        }),
+        (NonceStoreKind::Redis, Some(r)) => {
+            Arc::new(RedisNonceStore::new(r.clone(), n.per_agent_capacity))
+        }
         (NonceStoreKind::File, _) => {
             let fsync = match n.fsync {
                 FsyncMode::Always => Fsync::Always,

@@ -5,6 +5,7 @@
 
 pub mod nonce;
 pub mod nonce_file;
+pub mod nonce_redis;
 pub mod redis;
 pub mod trust;
 

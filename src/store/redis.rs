@@ -6,12 +6,8 @@
 //! item 10) and into the cached-answer-or-403 policy for trust (item 6).
 //!
 //! Keys, under `prefix` (default `claw-authz:`):
-//! - `nonce:{<hex sha256(agentDid)>}:<hex sha256(agentDid "|" nonce)>`: set with a TTL covering
-//!   the whole acceptance window (item 9), by one script per check that also keeps
-//! - `nonces:{<hex sha256(agentDid)>}`: the agent's live records, a sorted set by expiry, so one
-//!   agent holds at most `nonce.per_agent_capacity` of them (issue 18). The `{…}` hash tag keeps
-//!   both in one slot of a Redis Cluster (`redis.cluster`); every other operation touches one
-//!   key.
+//! - `nonce:…` and `nonces:…`: the replay records and each agent's set of them
+//!   ([`super::nonce_redis`]);
 //! - `peers:<agentDid>`: a set of the agent's peers; an agent is known while it exists;
 //! - `revoked:<agentDid>`: `never`, or the unix ms until which the agent is revoked (the key
 //!   also expires, a minute later, so Redis drops it).
@@ -20,10 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sha2::{Digest, Sha256};
 
 use super::StoreError;
-use super::nonce::{NonceOutcome, NonceStore};
 use super::trust::TrustStore;
 use crate::registry::BoxFuture;
 
@@ -137,8 +131,8 @@ pub fn client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, String> {
 #[derive(Clone)]
 pub struct Redis {
     conn: Connection,
-    timeout: Duration,
-    prefix: String,
+    pub(super) timeout: Duration,
+    pub(super) prefix: String,
     ops: std::sync::Arc<AtomicU64>,
 }
 
@@ -153,6 +147,11 @@ impl Redis {
             prefix: prefix.to_owned(),
             ops: std::sync::Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Whether this is a Redis Cluster, where one script may touch only keys of one slot.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self.conn, Connection::Cluster(_))
     }
 
     /// Operations sent so far.
@@ -262,32 +261,9 @@ impl Redis {
     }
 }
 
-/// A nonce's record key and its agent's set, both tagged with the agent (`{<hex>}`), so a
-/// cluster keeps them in one slot and one script can touch both.
-fn nonce_keys(r: &Redis, agent_did: &str, nonce: &str) -> (String, String) {
-    // `<prefix><kind>:{<agent hex>}`, built in place (the agent hashed once): this runs on
-    // every check.
-    let mut tag = String::with_capacity(66);
-    tag.push('{');
-    push_hex(&mut tag, &Sha256::digest(agent_did.as_bytes()));
-    tag.push('}');
-    let tagged = |kind: &str, extra: usize| {
-        let mut key = String::with_capacity(r.prefix.len() + kind.len() + 1 + tag.len() + extra);
-        key.push_str(&r.prefix);
-        key.push_str(kind);
-        key.push(':');
-        key.push_str(&tag);
-        key
-    };
-    let mut record = tagged("nonce", 65);
-    record.push(':');
-    push_hex(&mut record, &nonce_digest(agent_did, nonce));
-    (record, tagged("nonces", 0))
-}
-
 /// A Lua script and its SHA-1, computed once.
 pub(crate) struct LuaScript {
-    text: &'static str,
+    pub(super) text: &'static str,
     sha: std::sync::OnceLock<String>,
 }
 
@@ -304,90 +280,6 @@ impl LuaScript {
             .get_or_init(|| redis::Script::new(self.text).get_hash().to_owned())
     }
 }
-
-/// `sha256(agentDid "|" nonce)`: a DID cannot contain `|`, so the pair is unambiguous.
-fn nonce_digest(agent_did: &str, nonce: &str) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(agent_did.as_bytes())
-        .chain_update(b"|")
-        .chain_update(nonce.as_bytes())
-        .finalize()
-        .into()
-}
-
-/// Appends `bytes` as lowercase hex.
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-}
-
-pub(crate) struct RedisNonceStore {
-    pub(crate) redis: Redis,
-    /// Live records one agent may hold.
-    pub(crate) per_agent: u64,
-}
-
-/// Records a nonce unless it is live (0) or the agent holds its quota (2); 1 when recorded.
-/// KEYS: the nonce, the agent's set. ARGV: ttl ms, now ms, expiry ms, quota.
-static RECORD_NONCE: LuaScript = LuaScript::new(
-    r"
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
-redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[1]) then
-  redis.call('PEXPIRE', KEYS[2], ARGV[1])
-end
-return 1
-",
-);
-
-impl NonceStore for RedisNonceStore {
-    fn check_and_record<'a>(
-        &'a self,
-        agent_did: &'a str,
-        nonce: &'a str,
-        expires_at_ms: u64,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<NonceOutcome, StoreError>> {
-        Box::pin(async move {
-            let r = &self.redis;
-            let ttl = expires_at_ms.saturating_sub(now_ms).max(1);
-            let (record, agent) = nonce_keys(r, agent_did, nonce);
-            let keys = [record.as_str(), agent.as_str()];
-            let args = [ttl, now_ms, expires_at_ms, self.per_agent];
-            match r.run_script::<i64>(&RECORD_NONCE, &keys, &args).await? {
-                1 => Ok(NonceOutcome::Fresh),
-                2 => Ok(NonceOutcome::OverQuota),
-                _ => Ok(NonceOutcome::Replay),
-            }
-        })
-    }
-
-    fn forget<'a>(&'a self, agent_did: &'a str, nonce: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let r = &self.redis;
-            let (record, agent) = nonce_keys(r, agent_did, nonce);
-            let keys = [&*record, &*agent];
-            if let Err(error) = r.run_script::<i64>(&FORGET_NONCE, &keys, &[]).await {
-                tracing::debug!(%error, "a refused request's nonce was not dropped; it expires");
-            }
-        })
-    }
-}
-
-/// Drops a nonce and its place in the agent's set. KEYS: the nonce, the agent's set.
-static FORGET_NONCE: LuaScript = LuaScript::new(
-    r"
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], KEYS[1])
-return 1
-",
-);
 
 pub(crate) struct RedisTrustStore(pub Redis);
 
@@ -417,45 +309,5 @@ impl TrustStore for RedisTrustStore {
             cmd.arg(r.key("peers", agent_did));
             Ok(r.run::<u64>(&cmd).await? > 0)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nonce_keys_are_the_hex_sha256_of_did_bar_nonce() {
-        // printf 'did:cdi:a:agent:X|n-1' | sha256sum
-        let mut hex = String::new();
-        push_hex(&mut hex, &nonce_digest("did:cdi:a:agent:X", "n-1"));
-        assert_eq!(
-            hex,
-            "d943fa7217d801028b92eef405cabd703930fdba4c212884ba27edb8f77f34ce"
-        );
-    }
-
-    #[tokio::test]
-    async fn nonce_keys_share_the_agents_hash_tag() {
-        let redis = Redis::connect(
-            &Target {
-                url: "redis://127.0.0.1:1/0".into(),
-                ca: None,
-                cluster: false,
-            },
-            Duration::from_millis(50),
-            "p:",
-        )
-        .unwrap();
-        let (record, agent) = nonce_keys(&redis, "did:cdi:a:agent:X", "n-1");
-        // printf 'did:cdi:a:agent:X' | sha256sum
-        let tag = "{daa5cc4ae97db80d526cd14b4c3809e307d09dfbe74d2f2113d890105ed9b0c0}";
-        assert_eq!(agent, format!("p:nonces:{tag}"));
-        assert_eq!(
-            record,
-            format!(
-                "p:nonce:{tag}:d943fa7217d801028b92eef405cabd703930fdba4c212884ba27edb8f77f34ce"
-            )
-        );
     }
 }
