@@ -439,8 +439,8 @@ async fn the_redis_quota_holds_for_checks_sent_in_one_call() {
     let w = World::new("nonce-batch-quota").await;
     let clock = ManualClock::at(NOW_MS);
     let yaml = format!(
-        "{}nonce:\n  store: redis\n  per_agent_capacity: 100\n",
-        redis_yaml_relaxed(&redis).replace("nonce:\n  store: redis\n", "")
+        "nonce:\n  store: redis\n  per_agent_capacity: 100\nredis:\n  url: {}\n  timeout_ms: 1000\n",
+        redis.url()
     );
     let s = support::server::start(&w.yaml(&yaml), Arc::new(clock.clone())).await;
     s.wait_ready().await;
