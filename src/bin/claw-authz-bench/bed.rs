@@ -125,12 +125,18 @@ impl Drop for Bed {
 
 impl Bed {
     pub async fn start(binary: &Path, scenario: Scenario) -> Result<Bed, String> {
-        Bed::start_on(binary, scenario, false).await
+        Bed::start_on(binary, scenario, false, None).await
     }
 
     /// Like [`Bed::start`]; with `unix`, claw-authz listens on a Unix domain socket in the
-    /// bed's directory (`server.grpc_unix`).
-    pub async fn start_on(binary: &Path, scenario: Scenario, unix: bool) -> Result<Bed, String> {
+    /// bed's directory (`server.grpc_unix`). The floor server answers a check that passes with
+    /// `floor_answer` (an encoded allow answer, in hex), or a bare OK.
+    pub async fn start_on(
+        binary: &Path,
+        scenario: Scenario,
+        unix: bool,
+        floor_answer: Option<&str>,
+    ) -> Result<Bed, String> {
         let io = |e: std::io::Error| e.to_string();
         let p256 = scenario == Scenario::P256;
         let registry = DevRegistry::start_with(&AGENTS, |_| {
@@ -156,7 +162,7 @@ impl Bed {
         let (extra, redis, sink) =
             scenario_config(scenario, &dir, issuer.as_ref(), &registry).await?;
         let server = match (scenario, &issuer) {
-            (Scenario::Floor, _) => start_floor(&registry).await?,
+            (Scenario::Floor, _) => start_floor(&registry, floor_answer).await?,
             (Scenario::FloorP256, Some(issuer)) => start_floor_p256(issuer).await?,
             _ => {
                 let grpc = match unix {
@@ -395,7 +401,7 @@ async fn scenario_config(
 }
 
 /// The floor server: this bench binary itself, knowing agent 0's key.
-async fn start_floor(registry: &DevRegistry) -> Result<Process, String> {
+async fn start_floor(registry: &DevRegistry, answer: Option<&str>) -> Result<Process, String> {
     let key = match &registry.agents[0].signer {
         AgentSigner::Ed25519(k) => k.public_b64(),
         AgentSigner::P256(_) => return Err("the floor server takes an Ed25519 key".into()),
@@ -403,7 +409,10 @@ async fn start_floor(registry: &DevRegistry) -> Result<Process, String> {
     // `--floor-key=`: a base64url key may begin with `-`.
     let key = format!("--floor-key={key}");
     let this = std::env::current_exe().map_err(|e| e.to_string())?;
-    Process::start_server(&this, &[&key]).await
+    match answer {
+        Some(answer) => Process::start_server(&this, &[&key, "--floor-answer", answer]).await,
+        None => Process::start_server(&this, &[&key]).await,
+    }
 }
 
 /// The P-256 floor server: this bench binary, knowing the bearer issuer's key.

@@ -1,5 +1,6 @@
 //! The end-to-end comparison through a real Envoy 1.40: Envoy alone, Envoy + claw-authz, Envoy +
-//! the floor server, and Envoy's own `jwt_authn` verifying an EdDSA JWT as long as the AIT.
+//! the floor server (answering a bare OK, and answering with claw-authz's own allow answer), and
+//! Envoy's own `jwt_authn` verifying an EdDSA JWT as long as the AIT.
 //! Same fixed rate for all (open loop over HTTP/1.1 keep-alive), setups rotated each repetition,
 //! then each setup's maximum throughput.
 
@@ -7,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::BenchArgs;
@@ -22,14 +24,19 @@ enum Setup {
     /// claw-authz on a Unix domain socket, Envoy's cluster a `pipe` address.
     ClawAuthzUnix,
     Floor,
+    /// The floor server answering a check that passes with the allow answer claw-authz sends
+    /// (identity headers, removals, dynamic metadata) instead of a bare OK: what applying that
+    /// answer costs Envoy, apart from what claw-authz costs.
+    FloorAnswering,
     JwtAuthn,
 }
 
-const SETUPS: [Setup; 5] = [
+const SETUPS: [Setup; 6] = [
     Setup::Alone,
     Setup::ClawAuthz,
     Setup::ClawAuthzUnix,
     Setup::Floor,
+    Setup::FloorAnswering,
     Setup::JwtAuthn,
 ];
 
@@ -40,6 +47,7 @@ impl Setup {
             Setup::ClawAuthz => "Envoy + claw-authz",
             Setup::ClawAuthzUnix => "Envoy + claw-authz over a Unix socket",
             Setup::Floor => "Envoy + floor server",
+            Setup::FloorAnswering => "Envoy + floor server with claw-authz's answer",
             Setup::JwtAuthn => "Envoy jwt_authn (EdDSA, in-proxy)",
         }
     }
@@ -59,6 +67,9 @@ struct Run {
     server_cpu_us: f64,
     max_rps: f64,
     max_errors: u64,
+    /// Envoy's and the server's CPU per request during the maximum-throughput turns.
+    max_envoy_cpu_us: f64,
+    max_server_cpu_us: f64,
 }
 
 pub async fn compare(binary: &Path, args: &BenchArgs) -> Result<(), String> {
@@ -68,6 +79,7 @@ pub async fn compare(binary: &Path, args: &BenchArgs) -> Result<(), String> {
     )?;
     let rate = if args.rate > 0 { args.rate } else { 1_000 };
     let app = start_app().await?;
+    let answer = claw_authz_answer(binary).await?;
     let mut runs = Vec::new();
     for rep in 0..args.repetitions.max(1) {
         // Every setup of the repetition runs at once (their Envoys and servers idle but for
@@ -75,7 +87,8 @@ pub async fn compare(binary: &Path, args: &BenchArgs) -> Result<(), String> {
         let mut setups = Vec::new();
         for k in 0..SETUPS.len() {
             let setup = SETUPS[(k + rep as usize) % SETUPS.len()];
-            setups.push(Prepared::start(binary, &envoy_bin, app, setup, rate, args).await?);
+            let prepared = Prepared::start(binary, &envoy_bin, app, setup, &answer, rate, args);
+            setups.push(prepared.await?);
         }
         let duration = Duration::from_secs(args.duration.max(1));
         let mut at_rate = Vec::new();
@@ -100,19 +113,23 @@ pub async fn compare(binary: &Path, args: &BenchArgs) -> Result<(), String> {
                 server_cpu_us: per_request(server_cpu),
                 max_rps: crate::report::round(s.max.rate(), 0),
                 max_errors: s.max.errors,
+                max_envoy_cpu_us: s.max_cpu_per_request(s.max_cpu.0),
+                max_server_cpu_us: s.max_cpu_per_request(s.max_cpu.1),
             };
             if args.json {
                 println!("{}", serde_json::to_string(&run).unwrap_or_default());
             } else {
                 eprintln!(
-                    "[rep {rep}] {}: {:.0} rps, p50 {} us, p99 {} us, Envoy {:.0} us/req, server {:.0} us/req, max {:.0} rps",
+                    "[rep {rep}] {}: {:.0} rps, p50 {} us, p99 {} us, Envoy {:.0} us/req, server {:.0} us/req, max {:.0} rps (Envoy {:.0} us/req, server {:.0} us/req)",
                     run.setup,
                     run.rate,
                     run.p50_us,
                     run.p99_us,
                     run.envoy_cpu_us,
                     run.server_cpu_us,
-                    run.max_rps
+                    run.max_rps,
+                    run.max_envoy_cpu_us,
+                    run.max_server_cpu_us,
                 );
             }
             runs.push(run);
@@ -145,7 +162,11 @@ async fn at_max(setups: &mut [Prepared], duration: Duration) {
                 .saturating_sub(s.max.elapsed)
                 .min(super::arm::SLICE);
             let available = s.requests.len() - s.next;
+            let before = s.cpu();
             let part = load::closed_loop(32, slice, available, s.sender(s.next)).await;
+            let after = s.cpu();
+            s.max_cpu.0 += after.0 - before.0;
+            s.max_cpu.1 += after.1 - before.1;
             s.next += s.max.add_turn(part, slice, available);
         }
         turn += 1;
@@ -168,6 +189,8 @@ struct Prepared {
     next: usize,
     /// What its maximum-throughput turns measured.
     max: load::Sample,
+    /// Envoy's and the server's CPU over those turns.
+    max_cpu: (Duration, Duration),
 }
 
 impl Prepared {
@@ -176,6 +199,7 @@ impl Prepared {
         envoy_bin: &Path,
         app: std::net::SocketAddr,
         setup: Setup,
+        answer: &str,
         rate: u32,
         args: &BenchArgs,
     ) -> Result<Prepared, String> {
@@ -183,10 +207,14 @@ impl Prepared {
             Setup::ClawAuthz | Setup::ClawAuthzUnix => Scenario::Default,
             _ => Scenario::Floor,
         };
-        let bed = Bed::start_on(binary, scenario, setup == Setup::ClawAuthzUnix).await?;
+        let unix = setup == Setup::ClawAuthzUnix;
+        let answer = (setup == Setup::FloorAnswering).then_some(answer);
+        let bed = Bed::start_on(binary, scenario, unix, answer).await?;
         let authz = match (setup, &bed.server.grpc_unix) {
             (Setup::ClawAuthzUnix, Some(path)) => Some(Address::Unix(path.clone())),
-            (Setup::ClawAuthz | Setup::Floor, _) => Some(Address::Tcp(bed.server.grpc)),
+            (Setup::ClawAuthz | Setup::Floor | Setup::FloorAnswering, _) => {
+                Some(Address::Tcp(bed.server.grpc))
+            }
             _ => None,
         };
         let jwt = jwt_as_long_as_the_ait(&bed);
@@ -219,6 +247,7 @@ impl Prepared {
             at_rate: warmup..warmup + at_rate,
             next: warmup + at_rate,
             max: load::Sample::default(),
+            max_cpu: (Duration::ZERO, Duration::ZERO),
         };
         let warm = load::closed_loop(8, Duration::from_secs(60), warmup, prepared.sender(0)).await;
         if warm.errors > 0 {
@@ -253,20 +282,45 @@ impl Prepared {
         }
     }
 
+    /// Envoy's and the server's CPU so far.
+    fn cpu(&self) -> (Duration, Duration) {
+        (
+            process_cpu(self.envoy.pid()),
+            self.server_pid.map_or(Duration::ZERO, process_cpu),
+        )
+    }
+
+    /// `cpu` spread over the requests of the maximum-throughput turns, in microseconds.
+    fn max_cpu_per_request(&self, cpu: Duration) -> f64 {
+        let handled = (self.max.completed() + self.max.errors).max(1) as f64;
+        crate::report::round(cpu.as_secs_f64() * 1e6 / handled, 1)
+    }
+
     /// `duration` at `rate`, open loop: the sample, and Envoy's and the server's CPU meanwhile.
     async fn at_rate(&self, rate: u32, duration: Duration) -> (load::Sample, Duration, Duration) {
-        let cpu = || {
-            (
-                process_cpu(self.envoy.pid()),
-                self.server_pid.map_or(Duration::ZERO, process_cpu),
-            )
-        };
-        let (envoy0, server0) = cpu();
+        let (envoy0, server0) = self.cpu();
         let (first, available) = (self.at_rate.start, self.at_rate.len());
         let sample = load::open_loop(rate, duration, available, self.sender(first)).await;
-        let (envoy1, server1) = cpu();
+        let (envoy1, server1) = self.cpu();
         (sample, envoy1 - envoy0, server1 - server0)
     }
+}
+
+/// The allow answer claw-authz sends an agent of its default configuration, encoded, in hex
+/// (from a claw-authz of its own, started for this and stopped).
+async fn claw_authz_answer(binary: &Path) -> Result<String, String> {
+    let bed = Bed::start(binary, Scenario::Default).await?;
+    let signed = bed.sign(1);
+    let mut client = super::connect(bed.server.grpc, 1).await?.remove(0);
+    let answer = client
+        .check(bed.request(&signed[0]))
+        .await
+        .map_err(|e| format!("claw-authz's answer: {e}"))?
+        .into_inner();
+    if answer.status.as_ref().is_some_and(|s| s.code != 0) {
+        return Err("claw-authz denied the bench's request".into());
+    }
+    Ok(answer.encode_to_vec().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The headers of one request: the Claw ones for every setup (same size everywhere), and for
@@ -330,7 +384,7 @@ fn envoy_config(
     // Items of `http_filters`, indented to sit before the router below.
     let filter = match setup {
         Setup::Alone => String::new(),
-        Setup::ClawAuthz | Setup::ClawAuthzUnix | Setup::Floor => "
+        Setup::ClawAuthz | Setup::ClawAuthzUnix | Setup::Floor | Setup::FloorAnswering => "
                   - name: envoy.filters.http.ext_authz
                     typed_config:
                       \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
@@ -444,8 +498,8 @@ fn summary(runs: &[Run], rate: u32) -> String {
     let base_p99 = median(of(Setup::Alone.name(), |r| f64::from(r.p99_us)));
     let mut out = format!(
         "At {rate} rps (open loop; medians over repetitions, spread in brackets):\n\n\
-         | setup | p50 µs | p99 µs | p99.9 µs | added p50 µs | added p99 µs | Envoy CPU µs/req | server CPU µs/req | max rps | errors |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n"
+         | setup | p50 µs | p99 µs | p99.9 µs | added p50 µs | added p99 µs | Envoy CPU µs/req | server CPU µs/req | max rps | at max: Envoy µs/req | at max: server µs/req | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for setup in SETUPS {
         let name = setup.name();
@@ -458,7 +512,7 @@ fn summary(runs: &[Run], rate: u32) -> String {
             .map(|r| r.errors + r.max_errors)
             .sum();
         out.push_str(&format!(
-            "| {name} | {:.0} | {:.0} ({}) | {:.0} ({}) | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {errors} |\n",
+            "| {name} | {:.0} | {:.0} ({}) | {:.0} ({}) | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {errors} |\n",
             median(p50.clone()),
             median(p99.clone()),
             spread(&p99),
@@ -469,6 +523,8 @@ fn summary(runs: &[Run], rate: u32) -> String {
             median(of(name, |r| r.envoy_cpu_us)),
             median(of(name, |r| r.server_cpu_us)),
             median(of(name, |r| r.max_rps)),
+            median(of(name, |r| r.max_envoy_cpu_us)),
+            median(of(name, |r| r.max_server_cpu_us)),
         ));
     }
     out

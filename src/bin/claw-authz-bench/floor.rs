@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
 };
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc::Status;
+use prost::Message;
 use tonic::{Request, Response};
 
 use claw_authz::crypto::{Ed25519Key, P256Key};
@@ -26,8 +27,15 @@ pub enum Floor {
     Bearer(P256Key),
 }
 
+/// A floor and what it answers a check that passes.
+struct FloorServer {
+    floor: Floor,
+    /// The allow answer to send instead of a bare OK.
+    allow: Option<CheckResponse>,
+}
+
 #[tonic::async_trait]
-impl Authorization for Floor {
+impl Authorization for FloorServer {
     async fn check(
         &self,
         request: Request<CheckRequest>,
@@ -51,7 +59,7 @@ impl Authorization for Floor {
                         false => std::str::from_utf8(&line.raw_value).unwrap_or(""),
                     }),
             };
-            let key = match self {
+            let key = match &self.floor {
                 Floor::Proof(key) => key,
                 Floor::Bearer(key) => {
                     let token = header("authorization").strip_prefix("Bearer ");
@@ -73,12 +81,15 @@ impl Authorization for Floor {
                     .is_ok()
             })
         });
-        Ok(Response::new(CheckResponse {
-            status: Some(Status {
-                code: if ok { 0 } else { 16 },
+        Ok(Response::new(match (ok, &self.allow) {
+            (true, Some(allow)) => allow.clone(),
+            _ => CheckResponse {
+                status: Some(Status {
+                    code: if ok { 0 } else { 16 },
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
+            },
         }))
     }
 }
@@ -99,16 +110,34 @@ pub fn bearer(key_xy: &str) -> Result<Floor, String> {
     Ok(Floor::Bearer(key))
 }
 
+/// `--floor-answer`: an encoded allow `CheckResponse`, in hex.
+pub fn allow_answer(hex: &str) -> Result<CheckResponse, String> {
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or("--floor-answer: hex digits")?;
+    let answer = CheckResponse::decode(bytes.as_slice()).map_err(|e| format!("--floor-answer: {e}"))?;
+    match answer.status.as_ref().is_none_or(|s| s.code == 0) {
+        true => Ok(answer),
+        false => Err("--floor-answer: not an allow answer".into()),
+    }
+}
+
 /// `claw-authz-bench --floor-key X` (or `--floor-p256-key X.Y`): serves on `listen` and prints
-/// `{"grpc": "<addr>"}` on stderr once bound.
-pub async fn serve(listen: SocketAddr, floor: Floor) -> Result<(), String> {
+/// `{"grpc": "<addr>"}` on stderr once bound; a check that passes gets `allow`, or a bare OK.
+pub async fn serve(
+    listen: SocketAddr,
+    floor: Floor,
+    allow: Option<CheckResponse>,
+) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     eprintln!("{}", serde_json::json!({ "grpc": addr.to_string() }));
     tonic::transport::Server::builder()
-        .add_service(AuthorizationServer::new(floor))
+        .add_service(AuthorizationServer::new(FloorServer { floor, allow }))
         .serve_with_incoming(claw_authz::server::incoming(listener))
         .await
         .map_err(|e| e.to_string())

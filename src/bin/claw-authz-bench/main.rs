@@ -51,6 +51,10 @@ struct Cli {
     floor_p256_key: Option<String>,
     #[arg(long, hide = true, default_value = "127.0.0.1:0")]
     floor_listen: SocketAddr,
+    /// The floor server answers a check that passes with this allow answer (an encoded
+    /// `CheckResponse`, in hex) instead of a bare OK.
+    #[arg(long, hide = true)]
+    floor_answer: Option<String>,
     /// Answer this many checks of the default configuration in-process and exit: the corpus
     /// `.ci/instructions` counts under callgrind.
     #[arg(long, value_name = "CHECKS")]
@@ -84,10 +88,13 @@ fn main() -> ExitCode {
         (None, Some(key)) => Some(floor::bearer(key)),
         (None, None) => None,
     };
-    let result = match floor {
-        Some(Ok(floor)) => runtime.block_on(floor::serve(cli.floor_listen, floor)),
-        Some(Err(e)) => Err(e),
-        None => runtime.block_on(run(cli.args, cli.server)),
+    let allow = cli.floor_answer.as_deref().map(floor::allow_answer).transpose();
+    let result = match (floor, allow) {
+        (Some(Ok(floor)), Ok(allow)) => {
+            runtime.block_on(floor::serve(cli.floor_listen, floor, allow))
+        }
+        (Some(Err(e)), _) | (_, Err(e)) => Err(e),
+        (None, Ok(_)) => runtime.block_on(run(cli.args, cli.server)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
