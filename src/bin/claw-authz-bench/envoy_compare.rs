@@ -320,7 +320,11 @@ async fn claw_authz_answer(binary: &Path) -> Result<String, String> {
     if answer.status.as_ref().is_some_and(|s| s.code != 0) {
         return Err("claw-authz denied the bench's request".into());
     }
-    Ok(answer.encode_to_vec().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(answer
+        .encode_to_vec()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// The headers of one request: the Claw ones for every setup (same size everywhere), and for

@@ -114,10 +114,14 @@ pub fn bearer(key_xy: &str) -> Result<Floor, String> {
 pub fn allow_answer(hex: &str) -> Result<CheckResponse, String> {
     let bytes = (0..hex.len())
         .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
         .collect::<Option<Vec<u8>>>()
         .ok_or("--floor-answer: hex digits")?;
-    let answer = CheckResponse::decode(bytes.as_slice()).map_err(|e| format!("--floor-answer: {e}"))?;
+    let answer =
+        CheckResponse::decode(bytes.as_slice()).map_err(|e| format!("--floor-answer: {e}"))?;
     match answer.status.as_ref().is_none_or(|s| s.code == 0) {
         true => Ok(answer),
         false => Err("--floor-answer: not an allow answer".into()),

@@ -88,7 +88,11 @@ fn main() -> ExitCode {
         (None, Some(key)) => Some(floor::bearer(key)),
         (None, None) => None,
     };
-    let allow = cli.floor_answer.as_deref().map(floor::allow_answer).transpose();
+    let allow = cli
+        .floor_answer
+        .as_deref()
+        .map(floor::allow_answer)
+        .transpose();
     let result = match (floor, allow) {
         (Some(Ok(floor)), Ok(allow)) => {
             runtime.block_on(floor::serve(cli.floor_listen, floor, allow))
