@@ -146,3 +146,60 @@ pub async fn serve(
         .await
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn answer(code: i32, header: &str) -> CheckResponse {
+        use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+        use envoy_types::pb::envoy::service::auth::v3::OkHttpResponse;
+        use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+        CheckResponse {
+            status: Some(Status {
+                code,
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers: vec![HeaderValueOption {
+                    header: Some(HeaderValue {
+                        key: header.into(),
+                        value: "did:claw:agent:1".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_floor_answer_is_the_allow_answer_it_was_given() {
+        let allow = answer(0, "x-claw-agent-did");
+        let given = allow_answer(&hex(&allow.encode_to_vec())).expect("an allow answer");
+        assert_eq!(given, allow);
+    }
+
+    #[test]
+    fn the_floor_answer_refuses_denials_and_broken_hex() {
+        let deny = hex(&answer(16, "x").encode_to_vec());
+        assert_eq!(
+            allow_answer(&deny).unwrap_err(),
+            "--floor-answer: not an allow answer"
+        );
+        let allow = hex(&answer(0, "x").encode_to_vec());
+        for broken in [&allow[1..], "zz", "é0"] {
+            assert_eq!(
+                allow_answer(broken).unwrap_err(),
+                "--floor-answer: hex digits",
+                "{broken}"
+            );
+        }
+    }
+}
