@@ -130,7 +130,7 @@ impl Bed {
 
     /// Like [`Bed::start`]; with `unix`, claw-authz listens on a Unix domain socket in the
     /// bed's directory (`server.grpc_unix`). The floor server answers a check that passes with
-    /// `floor_answer` (an encoded allow answer, in hex), or a bare OK.
+    /// `floor_answer` (an encoded allow answer, in base64url), or a bare OK.
     pub async fn start_on(
         binary: &Path,
         scenario: Scenario,
@@ -410,7 +410,11 @@ async fn start_floor(registry: &DevRegistry, answer: Option<&str>) -> Result<Pro
     let key = format!("--floor-key={key}");
     let this = std::env::current_exe().map_err(|e| e.to_string())?;
     match answer {
-        Some(answer) => Process::start_server(&this, &[&key, "--floor-answer", answer]).await,
+        // `=` for the same reason.
+        Some(answer) => {
+            let answer = format!("--floor-answer={answer}");
+            Process::start_server(&this, &[&key, &answer]).await
+        }
         None => Process::start_server(&this, &[&key]).await,
     }
 }

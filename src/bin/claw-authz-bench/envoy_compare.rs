@@ -310,7 +310,7 @@ impl Prepared {
     }
 }
 
-/// The allow answer claw-authz sends an agent of its default configuration, encoded, in hex
+/// The allow answer claw-authz sends an agent of its default configuration, encoded, in base64url
 /// (from a claw-authz of its own, started for this and stopped).
 async fn claw_authz_answer(binary: &Path) -> Result<String, String> {
     let bed = Bed::start(binary, Scenario::Default).await?;
@@ -324,11 +324,7 @@ async fn claw_authz_answer(binary: &Path) -> Result<String, String> {
     if answer.status.as_ref().is_some_and(|s| s.code != 0) {
         return Err("claw-authz denied the bench's request".into());
     }
-    Ok(answer
-        .encode_to_vec()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(claw_authz::protocol::b64::encode(&answer.encode_to_vec()))
 }
 
 /// The headers of one request: the Claw ones for every setup (same size everywhere), and for

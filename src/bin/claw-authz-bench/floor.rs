@@ -110,16 +110,9 @@ pub fn bearer(key_xy: &str) -> Result<Floor, String> {
     Ok(Floor::Bearer(key))
 }
 
-/// `--floor-answer`: an encoded allow `CheckResponse`, in hex.
-pub fn allow_answer(hex: &str) -> Result<CheckResponse, String> {
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-        .ok_or("--floor-answer: hex digits")?;
+/// `--floor-answer`: an encoded allow `CheckResponse`, in base64url.
+pub fn allow_answer(encoded: &str) -> Result<CheckResponse, String> {
+    let bytes = b64::decode(encoded).map_err(|_| "--floor-answer: base64url")?;
     let answer =
         CheckResponse::decode(bytes.as_slice()).map_err(|e| format!("--floor-answer: {e}"))?;
     match answer.status.as_ref().is_none_or(|s| s.code == 0) {
@@ -151,10 +144,6 @@ pub async fn serve(
 mod tests {
     use super::*;
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     fn answer(code: i32, header: &str) -> CheckResponse {
         use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
         use envoy_types::pb::envoy::service::auth::v3::OkHttpResponse;
@@ -182,22 +171,26 @@ mod tests {
     #[test]
     fn the_floor_answer_is_the_allow_answer_it_was_given() {
         let allow = answer(0, "x-claw-agent-did");
-        let given = allow_answer(&hex(&allow.encode_to_vec())).expect("an allow answer");
+        let given = allow_answer(&b64::encode(&allow.encode_to_vec())).expect("an allow answer");
         assert_eq!(given, allow);
     }
 
     #[test]
-    fn the_floor_answer_refuses_denials_and_broken_hex() {
-        let deny = hex(&answer(16, "x").encode_to_vec());
+    fn the_floor_answer_refuses_denials_and_broken_base64url() {
+        let deny = b64::encode(&answer(16, "x").encode_to_vec());
         assert_eq!(
             allow_answer(&deny).unwrap_err(),
             "--floor-answer: not an allow answer"
         );
-        let allow = hex(&answer(0, "x").encode_to_vec());
-        for broken in [&allow[1..], "zz", "é0"] {
+        let allow = b64::encode(&answer(0, "x").encode_to_vec());
+        for broken in [
+            format!("{allow}="),
+            format!("{allow}+"),
+            format!("é{allow}"),
+        ] {
             assert_eq!(
-                allow_answer(broken).unwrap_err(),
-                "--floor-answer: hex digits",
+                allow_answer(&broken).unwrap_err(),
+                "--floor-answer: base64url",
                 "{broken}"
             );
         }

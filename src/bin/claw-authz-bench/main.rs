@@ -52,7 +52,7 @@ struct Cli {
     #[arg(long, hide = true, default_value = "127.0.0.1:0")]
     floor_listen: SocketAddr,
     /// The floor server answers a check that passes with this allow answer (an encoded
-    /// `CheckResponse`, in hex) instead of a bare OK.
+    /// `CheckResponse`, in base64url) instead of a bare OK.
     #[arg(long, hide = true)]
     floor_answer: Option<String>,
     /// Answer this many checks of the default configuration in-process and exit: the corpus
@@ -98,7 +98,8 @@ fn main() -> ExitCode {
             runtime.block_on(floor::serve(cli.floor_listen, floor, allow))
         }
         (Some(Err(e)), _) | (_, Err(e)) => Err(e),
-        (None, Ok(_)) => runtime.block_on(run(cli.args, cli.server)),
+        (None, Ok(Some(_))) => Err("--floor-answer is for a floor server (--floor-key)".into()),
+        (None, Ok(None)) => runtime.block_on(run(cli.args, cli.server)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
