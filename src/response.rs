@@ -8,18 +8,7 @@
 //! `Bearer` and RFC 9449 `DPoP` challenges (with RFC 9728's `resource_metadata` on resource
 //! routes) for bearer tokens.
 
-use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
-use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
-use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{
-    CheckResponse, DeniedHttpResponse, OkHttpResponse,
-};
-use envoy_types::pb::envoy::r#type::v3::HttpStatus;
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-use envoy_types::pb::google::rpc::Status;
-
 use bytes::Bytes;
-use prost::Message;
 
 use crate::denial::Denial;
 use crate::pipeline::{ClawIdentity, Decision, Identity, SignatureIdentity};
@@ -30,6 +19,7 @@ use crate::server::Answer;
 use crate::stage::bearer::Scheme;
 
 mod shared;
+mod wire;
 
 pub(crate) use shared::{SHARED_MAX, SharedAnswers, shared_held};
 
@@ -77,33 +67,6 @@ pub(crate) fn envelope(denial: &Denial, request_id: &str) -> String {
     )
 }
 
-fn header(key: &str, value: &str) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            ..Default::default()
-        }),
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
-        ..Default::default()
-    }
-}
-
-fn string_value(s: &str) -> Value {
-    Value {
-        kind: Some(Kind::StringValue(s.to_owned())),
-    }
-}
-
-fn metadata(entries: &[(&str, &str)]) -> Struct {
-    Struct {
-        fields: entries
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), string_value(v)))
-            .collect(),
-    }
-}
-
 /// The encoded answer to a check: shared by the agent's (or the bearer token's) checks on the
 /// policy when the check is an allowed Claw or bearer request (`SharedAnswers`), built for this
 /// check otherwise, from `particulars` (asked only then).
@@ -120,13 +83,16 @@ pub(crate) fn encoded(
         server_time_secs,
         scheme,
     } = particulars();
-    Answer::Built(Box::new(build(
-        decision,
-        &request_id,
-        credential_headers,
-        server_time_secs,
-        scheme,
-    )))
+    Answer::Built {
+        allowed: !matches!(decision, Decision::Deny { .. }),
+        encoded: build(
+            decision,
+            &request_id,
+            credential_headers,
+            server_time_secs,
+            scheme,
+        ),
+    }
 }
 
 /// What an answer built for one check may carry (see [`build`]).
@@ -151,8 +117,12 @@ fn shared(decision: &Decision, credential_headers: &[String]) -> Option<Answer> 
         Identity::Signature(_) => None,
     }?;
     Some(Answer::Shared(answers.get_or_build(&policy.name, || {
-        let response = allow(Some(identity), &policy.name, None, credential_headers);
-        Bytes::from(response.encode_to_vec())
+        Bytes::from(allow(
+            Some(identity),
+            &policy.name,
+            None,
+            credential_headers,
+        ))
     })))
 }
 
@@ -160,13 +130,13 @@ fn shared(decision: &Decision, credential_headers: &[String]) -> Option<Answer> 
 /// its clock (the body stays the reference's).
 /// `scheme` is the request's `Authorization` scheme when it is `Bearer` or `DPoP` (it picks the
 /// challenge).
-pub(crate) fn build(
+fn build(
     decision: &Decision,
     request_id: &str,
     credential_headers: &[String],
     server_time_secs: u64,
     scheme: Option<Scheme>,
-) -> CheckResponse {
+) -> Vec<u8> {
     match decision {
         Decision::Allow { identity, policy } => {
             allow(identity.as_ref(), &policy.name, None, credential_headers)
@@ -174,25 +144,13 @@ pub(crate) fn build(
         Decision::ShadowAllow { denial, policy, .. } => {
             allow(None, &policy.name, Some(denial), credential_headers)
         }
-        Decision::Deny { denial, policy, .. } => {
-            let mut response = deny(
-                denial,
-                request_id,
-                policy.as_ref().map_or("none", |p| p.name.as_str()),
-                server_time_secs,
-            );
-            if let Some(HttpResponse::DeniedResponse(denied)) = &mut response.http_response {
-                denied.headers.retain(|h| {
-                    h.header
-                        .as_ref()
-                        .is_none_or(|h| h.key != "www-authenticate")
-                });
-                if let Some(value) = challenge(denial, policy.as_ref(), scheme) {
-                    denied.headers.push(header("www-authenticate", &value));
-                }
-            }
-            response
-        }
+        Decision::Deny { denial, policy, .. } => deny(
+            denial,
+            request_id,
+            policy.as_ref().map_or("none", |p| p.name.as_str()),
+            server_time_secs,
+            challenge(denial, policy.as_ref(), scheme).as_deref(),
+        ),
     }
 }
 
@@ -271,15 +229,15 @@ fn challenge(denial: &Denial, policy: Option<&Policy>, scheme: Option<Scheme>) -
 
 /// An allowed response as it is built: headers set, headers removed, dynamic metadata.
 struct Allowed<'a> {
-    headers: Vec<HeaderValueOption>,
-    remove: Vec<String>,
+    headers: Vec<(&'a str, &'a str)>,
+    remove: Vec<&'a str>,
     meta: Vec<(&'a str, &'a str)>,
 }
 
-impl Allowed<'_> {
+impl<'a> Allowed<'a> {
     /// Every identity header is either set or removed, so a client cannot supply one.
-    fn unset(&mut self, names: &[&str]) {
-        self.remove.extend(names.iter().map(|h| (*h).to_owned()));
+    fn unset(&mut self, names: &[&'a str]) {
+        self.remove.extend_from_slice(names);
     }
 }
 
@@ -295,13 +253,17 @@ fn allow(
     policy: &str,
     shadow: Option<&Denial>,
     credential_headers: &[String],
-) -> CheckResponse {
+) -> Vec<u8> {
     let grants;
+    // Room for the longest answer (bearer's), so no vector grows.
     let mut a = Allowed {
-        headers: Vec::new(),
-        remove: credential_headers.to_vec(),
-        meta: vec![("policy", policy)],
+        headers: Vec::with_capacity(BEARER_HEADERS.len() + 2),
+        remove: Vec::with_capacity(credential_headers.len() + 13),
+        meta: Vec::with_capacity(9),
     };
+    a.remove
+        .extend(credential_headers.iter().map(String::as_str));
+    a.meta.push(("policy", policy));
     match identity {
         Some(Identity::Claw(id)) => claw(&mut a, id),
         Some(Identity::Bearer(token)) => {
@@ -326,18 +288,19 @@ fn allow(
         }
     }
     if let Some(d) = shadow {
-        a.headers.push(header(SHADOW_DENIAL, d.code()));
+        a.headers.push((SHADOW_DENIAL, d.code()));
         a.meta.push(("shadow_denial", d.code()));
     }
-    CheckResponse {
-        status: Some(Status::default()),
-        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            headers: a.headers,
-            headers_to_remove: a.remove,
-            ..Default::default()
-        })),
-        dynamic_metadata: Some(metadata(&a.meta)),
+    wire::Parts {
+        code: 0,
+        message: "",
+        http: wire::Http::Ok {
+            set: &a.headers,
+            remove: &a.remove,
+        },
+        metadata: &a.meta,
     }
+    .encode()
 }
 
 /// A Claw agent's identity headers and metadata.
@@ -349,7 +312,7 @@ fn claw<'a>(a: &mut Allowed<'a>, id: &'a ClawIdentity) {
         (ISSUER, &id.issuer),
         (AGENT_PUBLIC_KEY, &id.public_key),
     ] {
-        a.headers.push(header(name, value));
+        a.headers.push((name, value));
     }
     a.unset(&BEARER_HEADERS);
     a.unset(&SIGNATURE_HEADERS);
@@ -372,11 +335,11 @@ fn bearer<'a>(a: &mut Allowed<'a>, id: &'a BearerClaims, grants: &'a Grants) {
         (TOKEN_ID, &id.jti),
         (ISSUER, &id.iss),
     ] {
-        a.headers.push(header(name, value));
+        a.headers.push((name, value));
     }
     match &grants.score {
-        Some(s) => a.headers.push(header(TRUST_SCORE, s)),
-        None => a.remove.push(TRUST_SCORE.to_owned()),
+        Some(s) => a.headers.push((TRUST_SCORE, s)),
+        None => a.remove.push(TRUST_SCORE),
     }
     a.unset(&[AGENT_DID, OWNER_DID, AIT_JTI, AGENT_PUBLIC_KEY]);
     a.unset(&SIGNATURE_HEADERS);
@@ -398,7 +361,7 @@ fn signature<'a>(a: &mut Allowed<'a>, id: &'a SignatureIdentity) {
         (SIGNATURE_KEYID, &id.keyid),
         (SIGNATURE_COMPONENTS, &id.components),
     ] {
-        a.headers.push(header(name, value));
+        a.headers.push((name, value));
     }
     a.unset(&CLAW_HEADERS);
     a.unset(&BEARER_HEADERS);
@@ -412,53 +375,60 @@ fn signature<'a>(a: &mut Allowed<'a>, id: &'a SignatureIdentity) {
 
 /// The answer to a Check shed unread by `limits.concurrent_checks` (no request id was read, so
 /// `request_id` is a fresh one).
-pub(crate) fn overloaded(request_id: &str) -> CheckResponse {
-    deny(&Denial::Overloaded, request_id, "none", 0)
+pub(crate) fn overloaded(request_id: &str) -> Vec<u8> {
+    deny(&Denial::Overloaded, request_id, "none", 0, None)
 }
 
-fn deny(denial: &Denial, request_id: &str, policy: &str, server_time_secs: u64) -> CheckResponse {
-    let status = denial.status();
-    let mut headers = vec![
-        header("content-type", "application/json"),
-        header("x-request-id", request_id),
-    ];
-    if status == 401 {
-        headers.push(header("www-authenticate", "Claw"));
-    }
+/// A denial's answer; `challenge` is its `www-authenticate` value, if any.
+fn deny(
+    denial: &Denial,
+    request_id: &str,
+    policy: &str,
+    server_time_secs: u64,
+    challenge: Option<&str>,
+) -> Vec<u8> {
+    let number;
+    let mut headers = Vec::with_capacity(4);
+    headers.extend([
+        ("content-type", "application/json"),
+        ("x-request-id", request_id),
+    ]);
     match denial {
         Denial::TimestampSkew { .. } => {
-            headers.push(header(SERVER_TIME, &server_time_secs.to_string()));
+            number = server_time_secs.to_string();
+            headers.push((SERVER_TIME, &number));
         }
         Denial::RateLimited { retry_after_secs }
         | Denial::ClientRateLimited { retry_after_secs } => {
-            headers.push(header("retry-after", &retry_after_secs.to_string()));
+            number = retry_after_secs.to_string();
+            headers.push(("retry-after", &number));
         }
-        Denial::Overloaded => headers.push(header("retry-after", "1")),
+        Denial::Overloaded => headers.push(("retry-after", "1")),
         Denial::SignatureMissing { accept } | Denial::SignatureInvalid { accept, .. } => {
-            headers.push(header("accept-signature", accept));
+            headers.push(("accept-signature", accept));
         }
-        Denial::DpopNonceRequired { nonce } => headers.push(header("dpop-nonce", nonce)),
+        Denial::DpopNonceRequired { nonce } => headers.push(("dpop-nonce", nonce)),
         _ => {}
     }
-    CheckResponse {
-        status: Some(Status {
-            code: denial.spec().grpc as i32,
-            message: denial.code().to_owned(),
-            details: Vec::new(),
-        }),
-        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-            status: Some(HttpStatus {
-                code: i32::from(status),
-            }),
-            headers,
-            body: envelope(denial, request_id),
-        })),
-        dynamic_metadata: Some(metadata(&[
+    if let Some(value) = challenge {
+        headers.push(("www-authenticate", value));
+    }
+    let body = envelope(denial, request_id);
+    wire::Parts {
+        code: denial.spec().grpc as i32,
+        message: denial.code(),
+        http: wire::Http::Denied {
+            status: denial.status(),
+            headers: &headers,
+            body: &body,
+        },
+        metadata: &[
             ("decision", "deny"),
             ("code", denial.code()),
             ("policy", policy),
-        ])),
+        ],
     }
+    .encode()
 }
 
 #[cfg(test)]

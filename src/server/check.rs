@@ -1,15 +1,14 @@
 //! The `envoy.service.auth.v3.Authorization` gRPC service, written out rather than taken from
 //! envoy-types' generated server: that one encodes every answer with prost from a
-//! `CheckResponse`, and an allowed agent's answer here is usually bytes encoded once and shared
-//! (`response::SharedAnswers`). Requests are decoded with prost as before.
+//! `CheckResponse`, and answers here are bytes already (`response` writes them, and an allowed
+//! agent's are encoded once and shared, `response::SharedAnswers`). Requests are decoded
+//! straight into the pipeline's view (`request::wire`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
-use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
-use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Body, BoxFuture, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
@@ -23,8 +22,8 @@ const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 /// A Check's answer.
 #[derive(Debug)]
 pub enum Answer {
-    /// Built for this check.
-    Built(Box<CheckResponse>),
+    /// Built and encoded for this check.
+    Built { allowed: bool, encoded: Vec<u8> },
     /// An allow answer shared by the agent's checks on its policy, already encoded.
     Shared(Bytes),
 }
@@ -33,7 +32,7 @@ impl Answer {
     /// Whether the check was allowed (gRPC status OK; shared answers are all allow answers).
     pub fn is_ok(&self) -> bool {
         match self {
-            Answer::Built(response) => response.status.as_ref().is_some_and(|s| s.code == 0),
+            Answer::Built { allowed, .. } => *allowed,
             Answer::Shared(_) => true,
         }
     }
@@ -41,7 +40,7 @@ impl Answer {
     /// The answer as Envoy receives it.
     pub fn encode_to_vec(&self) -> Vec<u8> {
         match self {
-            Answer::Built(response) => response.encode_to_vec(),
+            Answer::Built { encoded, .. } => encoded.clone(),
             Answer::Shared(bytes) => bytes.to_vec(),
         }
     }
@@ -132,14 +131,10 @@ impl Encoder for AnswerCodec {
 
     fn encode(&mut self, answer: Answer, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         match answer {
-            Answer::Built(response) => response
-                .encode(dst)
-                .map_err(|_| Status::internal("the answer could not be encoded")),
-            Answer::Shared(bytes) => {
-                dst.put_slice(&bytes);
-                Ok(())
-            }
+            Answer::Built { encoded, .. } => dst.put_slice(&encoded),
+            Answer::Shared(bytes) => dst.put_slice(&bytes),
         }
+        Ok(())
     }
 }
 

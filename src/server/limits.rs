@@ -13,8 +13,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
-use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -466,14 +464,11 @@ const OUT_OF_RANGE: &[u8] = b"11";
 const RESOURCE_EXHAUSTED: &str = "8";
 
 /// A unary gRPC answer carrying `message`: one length-prefixed frame, then `grpc-status: 0`.
-fn grpc_answer(message: &CheckResponse) -> http::Response<tonic::body::Body> {
-    let len = message.encoded_len();
-    let mut frame = BytesMut::with_capacity(5 + len);
+fn grpc_answer(message: &[u8]) -> http::Response<tonic::body::Body> {
+    let mut frame = BytesMut::with_capacity(5 + message.len());
     frame.put_u8(0);
-    frame.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-    message
-        .encode(&mut frame)
-        .expect("the buffer was sized for the message");
+    frame.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    frame.put_slice(message);
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
     let body = Frames {
