@@ -1,4 +1,5 @@
-//! `Decision` to `CheckResponse`: the only place that speaks Envoy's response types.
+//! `Decision` to `CheckResponse`: the only place that speaks Envoy's response types, written
+//! straight to protobuf (`wire`).
 //!
 //! Allowed requests get the identity headers with `OVERWRITE_IF_EXISTS_OR_ADD` (never `append`,
 //! which Envoy turns into a spoofable comma-join) and lose their credentials; every allow also
@@ -69,35 +70,45 @@ pub(crate) fn envelope(denial: &Denial, request_id: &str) -> String {
 
 /// The encoded answer to a check: shared by the agent's (or the bearer token's) checks on the
 /// policy when the check is an allowed Claw or bearer request (`SharedAnswers`), built for this
-/// check otherwise, from `particulars` (asked only then).
-pub(crate) fn encoded(
+/// check otherwise. Only a denial asks for `particulars`.
+pub(crate) fn encoded<'a>(
     decision: &Decision,
     credential_headers: &[String],
-    particulars: impl FnOnce() -> Particulars,
+    particulars: impl FnOnce() -> Particulars<'a>,
 ) -> Answer {
     if let Some(answer) = shared(decision, credential_headers) {
         return answer;
     }
-    let Particulars {
-        request_id,
-        server_time_secs,
-        scheme,
-    } = particulars();
+    let encoded = match decision {
+        Decision::Allow { identity, policy } => {
+            allow(identity.as_ref(), &policy.name, None, credential_headers)
+        }
+        Decision::ShadowAllow { denial, policy, .. } => {
+            allow(None, &policy.name, Some(denial), credential_headers)
+        }
+        Decision::Deny { denial, policy, .. } => {
+            let p = particulars();
+            deny(
+                denial,
+                p.request_id,
+                policy.as_ref().map_or("none", |p| p.name.as_str()),
+                p.server_time_secs,
+                challenge(denial, policy.as_ref(), p.scheme).as_deref(),
+            )
+        }
+    };
     Answer::Built {
         allowed: !matches!(decision, Decision::Deny { .. }),
-        encoded: build(
-            decision,
-            &request_id,
-            credential_headers,
-            server_time_secs,
-            scheme,
-        ),
+        encoded,
     }
 }
 
-/// What an answer built for one check may carry (see [`build`]).
-pub(crate) struct Particulars {
-    pub(crate) request_id: String,
+/// What a denial's answer carries of its check. `server_time_secs` goes out as
+/// `x-claw-server-time` on skew denials, so the agent can correct its clock (the body stays the
+/// reference's); `scheme` is the request's `Authorization` scheme when it is `Bearer` or `DPoP`
+/// (it picks the challenge).
+pub(crate) struct Particulars<'a> {
+    pub(crate) request_id: &'a str,
     pub(crate) server_time_secs: u64,
     pub(crate) scheme: Option<Scheme>,
 }
@@ -124,34 +135,6 @@ fn shared(decision: &Decision, credential_headers: &[String]) -> Option<Answer> 
             credential_headers,
         ))
     })))
-}
-
-/// `server_time_secs` goes out as `x-claw-server-time` on skew denials, so the agent can correct
-/// its clock (the body stays the reference's).
-/// `scheme` is the request's `Authorization` scheme when it is `Bearer` or `DPoP` (it picks the
-/// challenge).
-fn build(
-    decision: &Decision,
-    request_id: &str,
-    credential_headers: &[String],
-    server_time_secs: u64,
-    scheme: Option<Scheme>,
-) -> Vec<u8> {
-    match decision {
-        Decision::Allow { identity, policy } => {
-            allow(identity.as_ref(), &policy.name, None, credential_headers)
-        }
-        Decision::ShadowAllow { denial, policy, .. } => {
-            allow(None, &policy.name, Some(denial), credential_headers)
-        }
-        Decision::Deny { denial, policy, .. } => deny(
-            denial,
-            request_id,
-            policy.as_ref().map_or("none", |p| p.name.as_str()),
-            server_time_secs,
-            challenge(denial, policy.as_ref(), scheme).as_deref(),
-        ),
-    }
 }
 
 /// The `WWW-Authenticate` value of a denial. Claw routes (and requests with another scheme on

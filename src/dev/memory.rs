@@ -185,7 +185,7 @@ fn aits(n: usize) -> Box<dyn Any> {
             policy: policy.clone(),
         };
         let answer = crate::response::encoded(&allowed, &remove, || crate::response::Particulars {
-            request_id: String::new(),
+            request_id: "",
             server_time_secs: 0,
             scheme: None,
         });

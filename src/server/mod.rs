@@ -92,17 +92,18 @@ impl CheckService {
         let decision = checked.instrument(span.clone()).await;
         let label = record(&self.app, &decision, now.elapsed());
         span.record("decision", label);
-        // An allowed agent's answer is shared, and needs none of these; a denial always has
-        // them, and its log line carries the same request id.
-        let mut request_id = None;
+        // A denial's answer and log line carry the request id (the incoming one, or a new one),
+        // and so does a shadow allow's log line; an allow needs none.
+        let request_id = match decision {
+            Decision::Allow { .. } => None,
+            _ => Some(
+                view.request_id()
+                    .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned),
+            ),
+        };
         let answer = response::encoded(&decision, &self.app.remove_headers, || {
-            let id = view
-                .request_id()
-                .map(str::to_owned)
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            request_id = Some(id.clone());
             response::Particulars {
-                request_id: id,
+                request_id: request_id.as_deref().unwrap_or_default(),
                 server_time_secs: self.app.pipeline.clock.now_secs(),
                 scheme: crate::stage::bearer::Scheme::of(&view),
             }
