@@ -241,7 +241,12 @@ fn allow(
     // Room for the longest answer (bearer's), so no vector grows.
     let mut a = Allowed {
         headers: Vec::with_capacity(BEARER_HEADERS.len() + 2),
-        remove: Vec::with_capacity(credential_headers.len() + 13),
+        remove: Vec::with_capacity(
+            credential_headers.len()
+                + CLAW_HEADERS.len()
+                + BEARER_HEADERS.len()
+                + SIGNATURE_HEADERS.len(),
+        ),
         meta: Vec::with_capacity(9),
     };
     a.remove
