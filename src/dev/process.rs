@@ -27,8 +27,18 @@ impl Process {
     /// `claw-authz listening` line of `log.format: json`); then, if it reported an admin
     /// listener, polls `/readyz` until it answers 200.
     pub async fn start_server(binary: &Path, args: &[&str]) -> Result<Process, String> {
+        Process::start_server_with(binary, args, &[]).await
+    }
+
+    /// [`Process::start_server`] with `env` added to the child's environment.
+    pub async fn start_server_with(
+        binary: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Result<Process, String> {
         let mut child = Command::new(binary)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -219,4 +229,25 @@ pub async fn start_redis(dir: &Path) -> Result<(Process, u16), String> {
         }
     }
     Err("redis-server did not start".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The variables given reach the child (the bench sets the servers' runtime workers so).
+    #[tokio::test]
+    async fn a_server_is_started_with_the_environment_given() {
+        // The shell itself stays (no `exec`): read while a process replaces its image,
+        // `/proc/<pid>/environ` can come back empty.
+        let script = r#"echo '{"grpc":"127.0.0.1:9"}' >&2; while :; do sleep 1; done"#;
+        let env = [("TOKIO_WORKER_THREADS", "1".to_owned())];
+        let process = Process::start_server_with(Path::new("/bin/sh"), &["-c", script], &env)
+            .await
+            .unwrap();
+        assert_eq!(process.grpc, SocketAddr::from(([127, 0, 0, 1], 9)));
+        let environ = std::fs::read(format!("/proc/{}/environ", process.pid())).unwrap();
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        assert!(vars.contains(&&b"TOKIO_WORKER_THREADS=1"[..]));
+    }
 }

@@ -48,7 +48,7 @@ impl Arm {
         args: &BenchArgs,
         rate: u32,
     ) -> Result<Arm, String> {
-        let bed = Arc::new(Bed::start(binary, scenario).await?);
+        let bed = Arc::new(Bed::start(binary, scenario, args.server_workers).await?);
         let duration = Duration::from_secs(args.duration.max(1));
         let warmup = 2_000usize;
         let clients = connect(bed.server.grpc, args.connections).await?;

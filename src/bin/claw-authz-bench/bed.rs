@@ -124,8 +124,9 @@ impl Drop for Bed {
 }
 
 impl Bed {
-    pub async fn start(binary: &Path, scenario: Scenario) -> Result<Bed, String> {
-        Bed::start_on(binary, scenario, false, None).await
+    /// The server runs `workers` runtime threads (0: tokio's default, one per CPU).
+    pub async fn start(binary: &Path, scenario: Scenario, workers: usize) -> Result<Bed, String> {
+        Bed::start_on(binary, scenario, false, None, workers).await
     }
 
     /// Like [`Bed::start`]; with `unix`, claw-authz listens on a Unix domain socket in the
@@ -136,7 +137,13 @@ impl Bed {
         scenario: Scenario,
         unix: bool,
         floor_answer: Option<&str>,
+        workers: usize,
     ) -> Result<Bed, String> {
+        // tokio reads it when the server builds its runtime; both servers are tokio's.
+        let env: Vec<(&str, String)> = match workers {
+            0 => Vec::new(),
+            n => vec![("TOKIO_WORKER_THREADS", n.to_string())],
+        };
         let io = |e: std::io::Error| e.to_string();
         let p256 = scenario == Scenario::P256;
         let registry = DevRegistry::start_with(&AGENTS, |_| {
@@ -162,14 +169,14 @@ impl Bed {
         let (extra, redis, sink) =
             scenario_config(scenario, &dir, issuer.as_ref(), &registry).await?;
         let server = match (scenario, &issuer) {
-            (Scenario::Floor, _) => start_floor(&registry, floor_answer).await?,
-            (Scenario::FloorP256, Some(issuer)) => start_floor_p256(issuer).await?,
+            (Scenario::Floor, _) => start_floor(&registry, floor_answer, &env).await?,
+            (Scenario::FloorP256, Some(issuer)) => start_floor_p256(issuer, &env).await?,
             _ => {
                 let grpc = match unix {
                     true => format!("\"unix:{}\"", dir.join("grpc.sock").display()),
                     false => "127.0.0.1:0".to_owned(),
                 };
-                start_claw_authz(binary, &dir, &registry.url, &grpc, &extra).await?
+                start_claw_authz(binary, &dir, &registry.url, &grpc, &extra, &env).await?
             }
         };
         let templates = match &issuer {
@@ -401,7 +408,11 @@ async fn scenario_config(
 }
 
 /// The floor server: this bench binary itself, knowing agent 0's key.
-async fn start_floor(registry: &DevRegistry, answer: Option<&str>) -> Result<Process, String> {
+async fn start_floor(
+    registry: &DevRegistry,
+    answer: Option<&str>,
+    env: &[(&str, String)],
+) -> Result<Process, String> {
     let key = match &registry.agents[0].signer {
         AgentSigner::Ed25519(k) => k.public_b64(),
         AgentSigner::P256(_) => return Err("the floor server takes an Ed25519 key".into()),
@@ -413,17 +424,17 @@ async fn start_floor(registry: &DevRegistry, answer: Option<&str>) -> Result<Pro
         // `=` for the same reason.
         Some(answer) => {
             let answer = format!("--floor-answer={answer}");
-            Process::start_server(&this, &[&key, &answer]).await
+            Process::start_server_with(&this, &[&key, &answer], env).await
         }
-        None => Process::start_server(&this, &[&key]).await,
+        None => Process::start_server_with(&this, &[&key], env).await,
     }
 }
 
 /// The P-256 floor server: this bench binary, knowing the bearer issuer's key.
-async fn start_floor_p256(issuer: &Issuer) -> Result<Process, String> {
+async fn start_floor_p256(issuer: &Issuer, env: &[(&str, String)]) -> Result<Process, String> {
     let key = format!("--floor-p256-key={}", issuer.key_b64());
     let this = std::env::current_exe().map_err(|e| e.to_string())?;
-    Process::start_server(&this, &[&key]).await
+    Process::start_server_with(&this, &[&key], env).await
 }
 
 /// Stands for the registry's URL in a scenario's config.
@@ -436,6 +447,7 @@ async fn start_claw_authz(
     registry_url: &str,
     grpc: &str,
     extra: &str,
+    env: &[(&str, String)],
 ) -> Result<Process, String> {
     let extra = extra.replace(REGISTRY_URL, registry_url);
     let registry_line = if extra.contains("registry:") {
@@ -450,7 +462,7 @@ async fn start_claw_authz(
     let path = dir.join("config.yaml");
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
     let path = path.display().to_string();
-    Process::start_server(binary, &["serve", "--config", &path]).await
+    Process::start_server_with(binary, &["serve", "--config", &path], env).await
 }
 
 /// The trust file: each agent paired with the next.

@@ -213,7 +213,7 @@ impl Prepared {
         };
         let unix = setup == Setup::ClawAuthzUnix;
         let answer = (setup == Setup::FloorAnswering).then_some(answer);
-        let bed = Bed::start_on(binary, scenario, unix, answer).await?;
+        let bed = Bed::start_on(binary, scenario, unix, answer, args.server_workers).await?;
         let authz = match (setup, &bed.server.grpc_unix) {
             (Setup::ClawAuthzUnix, Some(path)) => Some(Address::Unix(path.clone())),
             (Setup::ClawAuthz | Setup::Floor | Setup::FloorAnswering, _) => {
@@ -313,7 +313,7 @@ impl Prepared {
 /// The allow answer claw-authz sends an agent of its default configuration, encoded, in base64url
 /// (from a claw-authz of its own, started for this and stopped).
 async fn claw_authz_answer(binary: &Path) -> Result<String, String> {
-    let bed = Bed::start(binary, Scenario::Default).await?;
+    let bed = Bed::start(binary, Scenario::Default, 0).await?;
     let signed = bed.sign(1);
     let mut client = super::connect(bed.server.grpc, 1).await?.remove(0);
     let answer = client

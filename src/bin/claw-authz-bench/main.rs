@@ -128,6 +128,11 @@ pub struct BenchArgs {
     /// gRPC connections to the server (requests are spread over them).
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
+    /// Runtime worker threads of the servers measured, claw-authz and the floor server alike
+    /// (`TOKIO_WORKER_THREADS`); 0: one per CPU, tokio's default. Under a CPU limit, as the Helm
+    /// chart sets (one CPU), tokio's default is the limit: one.
+    #[arg(long, default_value_t = 0)]
+    pub server_workers: usize,
     /// Print one JSON object per result, the main one last.
     #[arg(long)]
     pub json: bool,
@@ -159,6 +164,12 @@ async fn run(args: BenchArgs, server: Option<PathBuf>) -> Result<(), String> {
             "no server binary at {} (build it, or pass --server)",
             binary.display()
         ));
+    }
+    if args.server_workers > 0 {
+        println!(
+            "servers measured with {} runtime worker thread(s) each (TOKIO_WORKER_THREADS)",
+            args.server_workers
+        );
     }
     if args.envoy {
         return envoy_compare::compare(&binary, &args).await;
